@@ -1,0 +1,5 @@
+import sys
+
+from qmri.cli.main import main
+
+sys.exit(main())

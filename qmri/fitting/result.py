@@ -1,0 +1,52 @@
+"""Flat per-voxel fit results, as the estimators return them before they become volumes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class FitResult:
+    """Results for ``n`` voxels, one 1-D array per quantity.
+
+    Attributes
+    ----------
+    params : dict of str to ndarray, each shape (n,)
+        Parameter estimates (and derived quantities), NaN where the fit failed.
+    status : ndarray of int8, shape (n,)
+        0 converged, 1 stopped at the iteration limit, 2 failed (see ``qmri.fitting.STATUS_LABELS``).
+    n_iter : ndarray of int32, shape (n,)
+        Iterations used (0 for closed-form methods and failed voxels).
+    rmse : ndarray, shape (n,)
+        Root-mean-square residual of the fitted signal, in signal units.
+    r2 : ndarray, shape (n,)
+        Coefficient of determination of the fitted signal.
+    se : dict of str to ndarray, each shape (n,)
+        Optional standard errors, keyed by parameter name (empty when not computed).
+    """
+
+    params: dict[str, np.ndarray]
+    status: np.ndarray
+    n_iter: np.ndarray
+    rmse: np.ndarray
+    r2: np.ndarray
+    se: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return int(self.status.shape[0])
+
+    @staticmethod
+    def concatenate(parts: list["FitResult"]) -> "FitResult":
+        """Join results of consecutive voxel chunks, in order."""
+        first = parts[0]
+        return FitResult(
+            params={k: np.concatenate([p.params[k] for p in parts]) for k in first.params},
+            status=np.concatenate([p.status for p in parts]),
+            n_iter=np.concatenate([p.n_iter for p in parts]),
+            rmse=np.concatenate([p.rmse for p in parts]),
+            r2=np.concatenate([p.r2 for p in parts]),
+            se={k: np.concatenate([p.se[k] for p in parts]) for k in first.se},
+        )

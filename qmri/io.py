@@ -1,0 +1,255 @@
+"""Reading and writing: NIfTI (nibabel), FSL bval/bvec (dipy), JSON sidecars; atomic writes.
+
+Every reader raises :class:`qmri.errors.QMRIInputError` with a one-line message that names the
+file and the problem. Every writer writes to a temporary file in the target folder and renames
+it into place, so an interrupted run never leaves a half-written file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from qmri.errors import QMRIInputError
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+# ---------------------------------------------------------------------------------------------
+def load_nifti(path, *, ndim: int | tuple[int, ...] | None = None, what: str = "image"):
+    """Load a NIfTI image (lazily; read the data with :func:`image_data`).
+
+    Parameters
+    ----------
+    path : path
+        ``.nii`` or ``.nii.gz`` file.
+    ndim : int or tuple of int, optional
+        Required number of dimensions (e.g. 4 for a diffusion or DCE series).
+    what : str
+        What the file is, for error messages ("DWI series", "mask").
+
+    Returns
+    -------
+    nibabel.Nifti1Image
+
+    Raises
+    ------
+    QMRIInputError
+        Missing or unreadable file, or wrong number of dimensions.
+    """
+    import nibabel as nib
+
+    path = Path(path)
+    if not path.exists():
+        raise QMRIInputError(f"{path}: {what} file not found")
+    try:
+        img = nib.load(str(path))
+    except Exception as exc:  # nibabel raises several types for corrupt files
+        raise QMRIInputError(f"{path}: cannot read {what} as NIfTI ({type(exc).__name__}: {exc})") from None
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if len(img.shape) not in allowed:
+            want = " or ".join(f"{d}-D" for d in allowed)
+            raise QMRIInputError(f"{path}: {what} must be {want}, got {len(img.shape)}-D shape {img.shape}")
+    return img
+
+
+def image_data(img) -> np.ndarray:
+    """Voxel data of a nibabel image as float64 (scaling applied)."""
+    return np.asarray(img.dataobj, dtype=np.float64)
+
+
+def read_bvals(path) -> np.ndarray:
+    """Read an FSL ``.bval`` file (b-values in s/mm², one row or one column).
+
+    Uses :func:`dipy.io.read_bvals_bvecs`.
+
+    Raises
+    ------
+    QMRIInputError
+        Missing file, non-numeric or non-finite content, negative b-values, empty file.
+    """
+    from dipy.io import read_bvals_bvecs
+
+    path = Path(path)
+    if not path.exists():
+        raise QMRIInputError(f"{path}: b-value file not found")
+    try:
+        bvals, _ = read_bvals_bvecs(str(path), None)
+    except Exception as exc:
+        raise QMRIInputError(f"{path}: cannot read b-values ({exc})") from None
+    bvals = np.asarray(bvals, dtype=np.float64).ravel()
+    if bvals.size == 0:
+        raise QMRIInputError(f"{path}: no b-values in file")
+    if not np.all(np.isfinite(bvals)):
+        raise QMRIInputError(f"{path}: b-values must be finite numbers")
+    if np.any(bvals < 0):
+        raise QMRIInputError(f"{path}: negative b-value {bvals[bvals < 0][0]:g} (b must be >= 0 s/mm2)")
+    return bvals
+
+
+def read_bvecs(path, n: int | None = None) -> np.ndarray:
+    """Read an FSL ``.bvec`` file (3×N or N×3) as an (N, 3) array.
+
+    Parameters
+    ----------
+    path : path
+    n : int, optional
+        Expected number of directions.
+
+    Raises
+    ------
+    QMRIInputError
+        Missing file, unreadable content, wrong shape or count.
+    """
+    from dipy.io import read_bvals_bvecs
+
+    path = Path(path)
+    if not path.exists():
+        raise QMRIInputError(f"{path}: b-vector file not found")
+    try:
+        _, bvecs = read_bvals_bvecs(None, str(path))
+    except Exception as exc:
+        raise QMRIInputError(f"{path}: cannot read b-vectors ({exc})") from None
+    bvecs = np.asarray(bvecs, dtype=np.float64)
+    if bvecs.ndim != 2 or bvecs.shape[1] != 3 or not np.all(np.isfinite(bvecs)):
+        raise QMRIInputError(f"{path}: b-vectors must be 3 rows (or columns) of finite numbers")
+    if n is not None and bvecs.shape[0] != n:
+        raise QMRIInputError(f"{path}: {bvecs.shape[0]} b-vectors but {n} volumes")
+    return bvecs
+
+
+def load_mask(path, reference_img, *, reference_path=None) -> np.ndarray:
+    """Load a mask and check it lies on the reference image's grid.
+
+    Parameters
+    ----------
+    path : path
+        Mask NIfTI (non-zero = inside), 3-D (or 4-D with a last axis of 1).
+    reference_img : nibabel image
+        The data the mask belongs to (its first three axes and affine must match).
+
+    Returns
+    -------
+    ndarray of bool, shape reference_img.shape[:3]
+
+    Raises
+    ------
+    QMRIInputError
+        Missing/unreadable file, shape or affine different from the data, empty mask.
+    """
+    img = load_nifti(path, what="mask")
+    shape = tuple(img.shape)
+    if len(shape) == 4 and shape[3] == 1:
+        shape = shape[:3]
+    ref_shape = tuple(reference_img.shape[:3])
+    ref = f" of {reference_path}" if reference_path else ""
+    if shape != ref_shape:
+        raise QMRIInputError(f"{path}: mask shape {shape} differs from the data{ref} {ref_shape}")
+    if not np.allclose(img.affine, reference_img.affine, atol=1e-3):
+        raise QMRIInputError(f"{path}: mask affine differs from the data{ref} (not on the same grid)")
+    mask = np.asarray(img.dataobj).reshape(shape)
+    mask = np.nan_to_num(mask) != 0
+    if not mask.any():
+        raise QMRIInputError(f"{path}: mask is empty")
+    return mask
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------------------------
+def sidecar_path(nifti_path) -> Path:
+    """``x.nii.gz`` → ``x.json``."""
+    p = Path(nifti_path)
+    name = p.name
+    for ext in (".nii.gz", ".nii"):
+        if name.endswith(ext):
+            return p.with_name(name[: -len(ext)] + ".json")
+    return p.with_suffix(".json")
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside ``path`` (same extension); rename it into place on success.
+
+    On any exception the temporary file is removed and ``path`` is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp" + suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_map(path, data, *, affine=None, header=None, intent: str = ""):
+    """Write one map as float32 NIfTI, atomically.
+
+    The input affine and header (orientation codes, voxel sizes) are kept; the data type becomes
+    float32 and any intensity scaling of the input is reset.
+
+    Parameters
+    ----------
+    path : path
+        ``.nii.gz`` or ``.nii`` target.
+    data : ndarray
+        Map values (NaN allowed).
+    affine : ndarray (4, 4), optional
+    header : nibabel header, optional
+    intent : str
+        Stored (truncated to 16 ASCII characters) as the NIfTI intent name.
+    """
+    import nibabel as nib
+
+    arr = np.asarray(data, dtype=np.float32)
+    if affine is None:
+        affine = np.eye(4) if header is None else header.get_best_affine()
+    hdr = header.copy() if header is not None else None
+    img = nib.Nifti1Image(arr, affine, header=hdr)
+    img.header.set_data_dtype(np.float32)
+    img.header.set_slope_inter(1.0, 0.0)
+    img.header.set_xyzt_units("mm", "sec")
+    img.header.set_intent("none", name=intent.encode("ascii", "replace").decode()[:16])
+    with atomic_path(path) as tmp:
+        nib.save(img, str(tmp))
+
+
+def write_json(path, obj):
+    """Write a JSON file atomically (indent 2, NaN written as null)."""
+    text = json.dumps(_jsonable(obj), indent=2)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text + "\n")
+
+
+def write_text(path, text: str):
+    """Write a text file atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, (np.floating, float)):
+        v = float(obj)
+        return v if np.isfinite(v) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
