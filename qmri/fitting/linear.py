@@ -276,7 +276,7 @@ def nnls_small(E, f, x, passive, cols, z, Q, rhs, resid, wdual, max_iter):
 
 @nb.njit(cache=True)
 def constrained_voxel(C, d, A, L, beta, cval, act, nact, G, E, f, x, passive, cols, z, Q, rhs, resid,
-                      wdual, ubuf, tol):
+                      wdual, ubuf, tol, atol):
     """Enforce ``C β >= d`` on the weighted solution ``beta`` (whose normal matrix ``A`` is given).
 
     ``beta`` is replaced in place by the constrained minimiser. Returns (ok, rounds).
@@ -312,7 +312,7 @@ def constrained_voxel(C, d, A, L, beta, cval, act, nact, G, E, f, x, passive, co
                 t = C[c, a] * beta[a]
                 s += t
                 scale += abs(t)
-            cval[c] = s if s < -tol * (scale + 1e-300) else 0.0
+            cval[c] = s if s < -(tol * scale + atol) else 0.0
             if cval[c] < 0.0 and not act[c]:
                 nv += 1
         for _ in range(min(nv, ADD_PER_ROUND)):
@@ -376,7 +376,7 @@ def constrained_voxel(C, d, A, L, beta, cval, act, nact, G, E, f, x, passive, co
 # Batch drivers
 # ---------------------------------------------------------------------------------------------
 @nb.njit(parallel=True, cache=True)
-def _loglinear_batch(XT, XX, Xpinv, Y, min_signal, n_iter, C0, d0, Cx, nx, constrained, tol, B, ok, rounds):
+def _loglinear_batch(XT, XX, Xpinv, Y, min_signal, n_iter, C0, d0, Cx, nx, constrained, tol, atol, B, ok, rounds):
     n, m = Y.shape
     p = XT.shape[0]
     nc0 = C0.shape[0]
@@ -430,7 +430,7 @@ def _loglinear_batch(XT, XX, Xpinv, Y, min_signal, n_iter, C0, d0, Cx, nx, const
                 for c in range(nc):
                     act[c] = False
                 good, r = constrained_voxel(Cb[:nc], db[:nc], A, L, beta, cval, act, nact, G, E, f, x, passive, cols, z,
-                                            Q, rhs, resid, wdual, ubuf, tol)
+                                            Q, rhs, resid, wdual, ubuf, tol, atol)
             ok[v] = good
             rounds[v] = r
             for a in range(p):
@@ -438,7 +438,8 @@ def _loglinear_batch(XT, XX, Xpinv, Y, min_signal, n_iter, C0, d0, Cx, nx, const
 
 
 def solve_loglinear(X, signals, *, method: str = "wls", n_iter: int = 1, min_signal: float = MIN_SIGNAL,
-                    constraints=None, voxel_constraints=None, tol: float = 1e-10):
+                    constraints=None, voxel_constraints=None, tol: float = 1e-10,
+                    atol: float = 1e-12):
     """Fit ``log S = X β`` in many voxels.
 
     Parameters
@@ -460,8 +461,8 @@ def solve_loglinear(X, signals, *, method: str = "wls", n_iter: int = 1, min_sig
     voxel_constraints : tuple (Cx, nx), optional
         Extra rows of ``C β >= 0`` for each voxel: ``Cx`` (n_voxels, k, n_coefficients) of which
         the first ``nx[v]`` rows apply to voxel ``v``.
-    tol : float
-        Relative feasibility tolerance of the constraints.
+    tol, atol : float
+        A constraint counts as violated when ``c_kᵀβ − d_k < −(tol · Σ_a |c_ka β_a| + atol)``.
 
     Returns
     -------
@@ -505,5 +506,5 @@ def solve_loglinear(X, signals, *, method: str = "wls", n_iter: int = 1, min_sig
     rounds = np.empty(Y.shape[0], dtype=np.int32)
     if Y.shape[0]:
         _loglinear_batch(np.ascontiguousarray(X.T), outer_products(X), np.linalg.pinv(X), Y, float(min_signal),
-                         int(n_iter) if method == "wls" else 0, C, d, Cx, nx, use_c, float(tol), B, ok, rounds)
+                         int(n_iter) if method == "wls" else 0, C, d, Cx, nx, use_c, float(tol), float(atol), B, ok, rounds)
     return B, ok, rounds
