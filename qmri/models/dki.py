@@ -160,11 +160,14 @@ def _dir_at(n0, t1, t2, a, b, out):
     out[2] = z / r
 
 
+_N_STARTS = 4
+
+
 @nb.njit(parallel=True, cache=True)
 def _sphere_minima(Bt, dtn, ktn, nodes, cup, mins, argdirs):
-    """Per voxel and for each of D(n), K(n)D(n)², cup·D(n) − K(n)D(n)²: the minimum over the
-    sphere, found from the best node by damped Newton steps in the tangent plane (finite-difference
-    derivatives of the quartic)."""
+    """Per voxel, for D(n) and K(n)D(n)²: the minimum over the sphere, found by damped Newton
+    steps in the tangent plane (finite-difference derivatives of the quadratic / quartic) from
+    the lowest nodes at least ~35° apart; ``mins[:, 2]`` (the upper bound) is left at 0."""
     n = Bt.shape[0]
     nn = nodes.shape[0]
     for v in nb.prange(n):
@@ -177,84 +180,109 @@ def _sphere_minima(Bt, dtn, ktn, nodes, cup, mins, argdirs):
             for k in range(3):
                 mins[v, k] = 0.0
             continue
-        for kind in range(3):
-            best = 0
-            bv = np.inf
+        vals = np.empty(nn)
+        mins[v, 2] = 0.0  # the upper bound is imposed on the fixed directions only
+        for kind in range(2):
             for j in range(nn):
                 dv = 0.0
                 for a in range(6):
                     dv += dtn[j, a] * beta[a]
                 if kind == 0:
-                    val = dv
+                    vals[j] = dv
                 else:
                     qv = 0.0
                     for a in range(15):
                         qv += ktn[j, a] * beta[6 + a]
-                    val = qv if kind == 1 else cup * dv - qv
-                if val < bv:
-                    bv = val
-                    best = j
-            for a in range(3):
-                cur[a] = nodes[best, a]
-            f0 = bv
-            h = 1e-4
-            for it in range(30):
-                # tangent basis at cur
-                ax = np.array([1.0, 0.0, 0.0]) if abs(cur[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
-                t1[0] = cur[1] * ax[2] - cur[2] * ax[1]
-                t1[1] = cur[2] * ax[0] - cur[0] * ax[2]
-                t1[2] = cur[0] * ax[1] - cur[1] * ax[0]
-                r = np.sqrt(t1[0] ** 2 + t1[1] ** 2 + t1[2] ** 2)
-                for a in range(3):
-                    t1[a] /= r
-                t2[0] = cur[1] * t1[2] - cur[2] * t1[1]
-                t2[1] = cur[2] * t1[0] - cur[0] * t1[2]
-                t2[2] = cur[0] * t1[1] - cur[1] * t1[0]
-                _dir_at(cur, t1, t2, h, 0.0, tr)
-                fpa = _dir_value(beta, kind, cup, tr[0], tr[1], tr[2])
-                _dir_at(cur, t1, t2, -h, 0.0, tr)
-                fma = _dir_value(beta, kind, cup, tr[0], tr[1], tr[2])
-                _dir_at(cur, t1, t2, 0.0, h, tr)
-                fpb = _dir_value(beta, kind, cup, tr[0], tr[1], tr[2])
-                _dir_at(cur, t1, t2, 0.0, -h, tr)
-                fmb = _dir_value(beta, kind, cup, tr[0], tr[1], tr[2])
-                _dir_at(cur, t1, t2, h, h, tr)
-                fpp = _dir_value(beta, kind, cup, tr[0], tr[1], tr[2])
-                _dir_at(cur, t1, t2, -h, -h, tr)
-                fmm = _dir_value(beta, kind, cup, tr[0], tr[1], tr[2])
-                ga = (fpa - fma) / (2 * h)
-                gb = (fpb - fmb) / (2 * h)
-                haa = (fpa - 2 * f0 + fma) / (h * h)
-                hbb = (fpb - 2 * f0 + fmb) / (h * h)
-                hab = (fpp - fpa - fpb + 2 * f0 - fma - fmb + fmm) / (2 * h * h)
-                det = haa * hbb - hab * hab
-                if haa > 0 and det > 0:
-                    sa = -(hbb * ga - hab * gb) / det
-                    sb = -(haa * gb - hab * ga) / det
-                else:
-                    sa = -ga
-                    sb = -gb
-                step = np.sqrt(sa * sa + sb * sb)
-                if step > 0.2:
-                    sa *= 0.2 / step
-                    sb *= 0.2 / step
-                moved = False
-                for _ in range(12):
-                    _dir_at(cur, t1, t2, sa, sb, tr)
-                    ft = _dir_value(beta, kind, cup, tr[0], tr[1], tr[2])
-                    if ft < f0:
-                        for a in range(3):
-                            cur[a] = tr[a]
-                        f0 = ft
-                        moved = True
+                    vals[j] = qv if kind == 1 else cup * dv - qv
+            order = np.argsort(vals)
+            # Newton from up to _N_STARTS low nodes at least ~35 degrees apart (several local minima)
+            starts = np.empty(_N_STARTS, dtype=np.int64)
+            ns = 0
+            for oj in range(nn):
+                j = order[oj]
+                far = True
+                for t in range(ns):
+                    c = abs(nodes[j, 0] * nodes[starts[t], 0] + nodes[j, 1] * nodes[starts[t], 1]
+                            + nodes[j, 2] * nodes[starts[t], 2])
+                    if c > 0.82:
+                        far = False
                         break
-                    sa *= 0.5
-                    sb *= 0.5
-                if not moved or step < 1e-10:
-                    break
-            mins[v, kind] = f0
-            for a in range(3):
-                argdirs[v, kind, a] = cur[a]
+                if far:
+                    starts[ns] = j
+                    ns += 1
+                    if ns == _N_STARTS:
+                        break
+            fbest = np.inf
+            for si in range(ns):
+                best = starts[si]
+                bv = vals[best]
+                for a in range(3):
+                    cur[a] = nodes[best, a]
+                f0 = bv
+                h = 1e-4
+                for it in range(30):
+                    # tangent basis at cur
+                    if abs(cur[0]) < 0.9:  # t1 = cur × e_x
+                        t1[0] = 0.0
+                        t1[1] = cur[2]
+                        t1[2] = -cur[1]
+                    else:  # t1 = cur × e_y
+                        t1[0] = -cur[2]
+                        t1[1] = 0.0
+                        t1[2] = cur[0]
+                    r = np.sqrt(t1[0] ** 2 + t1[1] ** 2 + t1[2] ** 2)
+                    for a in range(3):
+                        t1[a] /= r
+                    t2[0] = cur[1] * t1[2] - cur[2] * t1[1]
+                    t2[1] = cur[2] * t1[0] - cur[0] * t1[2]
+                    t2[2] = cur[0] * t1[1] - cur[1] * t1[0]
+                    _dir_at(cur, t1, t2, h, 0.0, tr)
+                    fpa = _dir_value(beta, kind, cup, tr[0], tr[1], tr[2])
+                    _dir_at(cur, t1, t2, -h, 0.0, tr)
+                    fma = _dir_value(beta, kind, cup, tr[0], tr[1], tr[2])
+                    _dir_at(cur, t1, t2, 0.0, h, tr)
+                    fpb = _dir_value(beta, kind, cup, tr[0], tr[1], tr[2])
+                    _dir_at(cur, t1, t2, 0.0, -h, tr)
+                    fmb = _dir_value(beta, kind, cup, tr[0], tr[1], tr[2])
+                    _dir_at(cur, t1, t2, h, h, tr)
+                    fpp = _dir_value(beta, kind, cup, tr[0], tr[1], tr[2])
+                    _dir_at(cur, t1, t2, -h, -h, tr)
+                    fmm = _dir_value(beta, kind, cup, tr[0], tr[1], tr[2])
+                    ga = (fpa - fma) / (2 * h)
+                    gb = (fpb - fmb) / (2 * h)
+                    haa = (fpa - 2 * f0 + fma) / (h * h)
+                    hbb = (fpb - 2 * f0 + fmb) / (h * h)
+                    hab = (fpp - fpa - fpb + 2 * f0 - fma - fmb + fmm) / (2 * h * h)
+                    det = haa * hbb - hab * hab
+                    if haa > 0 and det > 0:
+                        sa = -(hbb * ga - hab * gb) / det
+                        sb = -(haa * gb - hab * ga) / det
+                    else:
+                        sa = -ga
+                        sb = -gb
+                    step = np.sqrt(sa * sa + sb * sb)
+                    if step > 0.2:
+                        sa *= 0.2 / step
+                        sb *= 0.2 / step
+                    moved = False
+                    for _ in range(12):
+                        _dir_at(cur, t1, t2, sa, sb, tr)
+                        ft = _dir_value(beta, kind, cup, tr[0], tr[1], tr[2])
+                        if ft < f0:
+                            for a in range(3):
+                                cur[a] = tr[a]
+                            f0 = ft
+                            moved = True
+                            break
+                        sa *= 0.5
+                        sb *= 0.5
+                    if not moved or step < 1e-10:
+                        break
+                if f0 < fbest:
+                    fbest = f0
+                    for a in range(3):
+                        argdirs[v, kind, a] = cur[a]
+            mins[v, kind] = fbest
 
 
 def _violation_rows(argd, cup, spread=0.03):
@@ -309,7 +337,7 @@ def constrained_fit(X, Y, b_max, *, min_signal=MIN_SIGNAL, n_dirs=None, c=KURTOS
         mins = np.zeros((todo.size, 3))
         argd = np.zeros((todo.size, 3, 3))
         _sphere_minima(np.ascontiguousarray(beta[todo]), dtn, ktn, nodes, cup, mins, argd)
-        viol = np.any(mins[:, :2] < -tol, axis=1) & ok[todo]
+        viol = np.any(mins < -tol, axis=1) & ok[todo]
         if Cx.shape[0]:
             Cx, nx = Cx[viol], nx[viol]
         else:
