@@ -48,6 +48,9 @@ MAX_ROUNDS = 40
 #: Violated constraints added per round (the most violated first).
 ADD_PER_ROUND = 8
 _BLOCK = 256
+#: Floating-point flags of the hot loops: allow re-association (vectorised reductions) but keep
+#: NaN/inf semantics, which the failure checks rely on.
+_FAST = {"reassoc", "contract", "nsz", "arcp"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -82,7 +85,7 @@ def log_signal(s, min_signal, y):
     return anypos
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, fastmath=_FAST)
 def ols_voxel(Xpinv, y, beta):
     """``β = X⁺ y``."""
     p, m = Xpinv.shape
@@ -93,7 +96,7 @@ def ols_voxel(Xpinv, y, beta):
         beta[a] = s
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, fastmath=_FAST)
 def weights_from_prediction(XT, beta, w):
     """``w_i = exp(2 x_iᵀ β)``: the squared predicted signal (Veraart 2013); ``XT`` is (p, m)."""
     p, m = XT.shape
@@ -107,7 +110,7 @@ def weights_from_prediction(XT, beta, w):
         w[i] = np.exp(2.0 * w[i])
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, fastmath=_FAST)
 def normal_equations(XT, XX, y, w, A, g):
     """``A = Xᵀ W X`` (from the row outer products ``XX`` of :func:`outer_products`) and
     ``g = Xᵀ W y``; ``XT`` is the transposed design matrix (p, m)."""
@@ -376,7 +379,8 @@ def constrained_voxel(C, d, A, L, beta, cval, act, nact, G, E, f, x, passive, co
 # Batch drivers
 # ---------------------------------------------------------------------------------------------
 @nb.njit(parallel=True, cache=True)
-def _loglinear_batch(XT, XX, Xpinv, Y, min_signal, n_iter, C0, d0, Cx, nx, constrained, tol, atol, B, ok, rounds):
+def _loglinear_batch(XT, XX, Xpinv, Y, min_signal, n_iter, C0, d0, Cx, dx, nx, constrained, tol, atol, B, ok,
+                     rounds):
     n, m = Y.shape
     p = XT.shape[0]
     nc0 = C0.shape[0]
@@ -427,6 +431,7 @@ def _loglinear_batch(XT, XX, Xpinv, Y, min_signal, n_iter, C0, d0, Cx, nx, const
                 for c in range(nx[v]):
                     for a in range(p):
                         Cb[nc0 + c, a] = Cx[v, c, a]
+                    db[nc0 + c] = dx[v, c]
                 for c in range(nc):
                     act[c] = False
                 good, r = constrained_voxel(Cb[:nc], db[:nc], A, L, beta, cval, act, nact, G, E, f, x, passive, cols, z,
@@ -458,9 +463,9 @@ def solve_loglinear(X, signals, *, method: str = "wls", n_iter: int = 1, min_sig
     constraints : tuple (C, d), optional
         Linear inequalities ``C β >= d`` (C: (n_constraints, n_coefficients), d: (n_constraints,))
         enforced exactly on the (weighted) least-squares solution.
-    voxel_constraints : tuple (Cx, nx), optional
-        Extra rows of ``C β >= 0`` for each voxel: ``Cx`` (n_voxels, k, n_coefficients) of which
-        the first ``nx[v]`` rows apply to voxel ``v``.
+    voxel_constraints : tuple (Cx, dx, nx), optional
+        Extra constraints ``Cx[v] β >= dx[v]`` for each voxel: ``Cx`` (n_voxels, k, n_coefficients),
+        ``dx`` (n_voxels, k), of which the first ``nx[v]`` rows apply to voxel ``v``.
     tol, atol : float
         A constraint counts as violated when ``c_kᵀβ − d_k < −(tol · Σ_a |c_ka β_a| + atol)``.
 
@@ -494,17 +499,21 @@ def solve_loglinear(X, signals, *, method: str = "wls", n_iter: int = 1, min_sig
             raise ValueError("constraints must be (C (k, n_coefficients), d (k,))")
         use_c = True
     if voxel_constraints is None:
-        Cx, nx = np.zeros((Y.shape[0], 0, p)), np.zeros(Y.shape[0], dtype=np.int64)
+        Cx, dx = np.zeros((Y.shape[0], 0, p)), np.zeros((Y.shape[0], 0))
+        nx = np.zeros(Y.shape[0], dtype=np.int64)
     else:
         Cx = np.ascontiguousarray(voxel_constraints[0], dtype=np.float64)
-        nx = np.ascontiguousarray(voxel_constraints[1], dtype=np.int64)
-        if Cx.ndim != 3 or Cx.shape[0] != Y.shape[0] or Cx.shape[2] != p or nx.shape != (Y.shape[0],):
-            raise ValueError("voxel_constraints must be (Cx (n_voxels, k, n_coefficients), nx (n_voxels,))")
+        dx = np.ascontiguousarray(voxel_constraints[1], dtype=np.float64)
+        nx = np.ascontiguousarray(voxel_constraints[2], dtype=np.int64)
+        if (Cx.ndim != 3 or Cx.shape[0] != Y.shape[0] or Cx.shape[2] != p or dx.shape != Cx.shape[:2]
+                or nx.shape != (Y.shape[0],) or np.any(nx > Cx.shape[1])):
+            raise ValueError("voxel_constraints must be (Cx (n_voxels, k, n_coefficients), dx (n_voxels, k), "
+                             "nx (n_voxels,) <= k)")
         use_c = True
     B = np.empty((Y.shape[0], p))
     ok = np.empty(Y.shape[0], dtype=np.bool_)
     rounds = np.empty(Y.shape[0], dtype=np.int32)
     if Y.shape[0]:
         _loglinear_batch(np.ascontiguousarray(X.T), outer_products(X), np.linalg.pinv(X), Y, float(min_signal),
-                         int(n_iter) if method == "wls" else 0, C, d, Cx, nx, use_c, float(tol), float(atol), B, ok, rounds)
+                         int(n_iter) if method == "wls" else 0, C, d, Cx, dx, nx, use_c, float(tol), float(atol), B, ok, rounds)
     return B, ok, rounds

@@ -36,7 +36,7 @@ import numba as nb
 import numpy as np
 
 from qmri.errors import QMRIInputError
-from qmri.fitting.linear import MIN_SIGNAL, solve_loglinear
+from qmri.fitting.linear import _FAST, MIN_SIGNAL, solve_loglinear
 from qmri.fitting.lm import STATUS_CONVERGED, STATUS_FAILED, LMOptions, fit_lm
 from qmri.fitting.result import FitResult
 from qmri.models.base import Model, Parameter, SignalModel, register, resolve_bounds
@@ -285,36 +285,35 @@ def _sphere_minima(Bt, dtn, ktn, nodes, cup, mins, argdirs):
             mins[v, kind] = fbest
 
 
-def _violation_rows(argd, cup, spread=0.03):
-    """Constraint rows at the worst directions ``argd`` (k, 3 kinds, 3) and at 4 neighbours
-    ``spread`` rad away: D(n) >= 0 (kind 0), q(n) >= 0 (kind 1), cup·D(n) − q(n) >= 0 (kind 2);
-    returns (k, 15, 22). The neighbours stop the minimum from sliding just past a single cut."""
+def _violation_rows(argd, spread=0.03):
+    """Constraint rows at the worst directions ``argd`` (k, 2 kinds, 3) and at 4 neighbours
+    ``spread`` rad away: D(n) >= 0 (kind 0) and MD²W(n) >= 0 (kind 1); returns (k, 10, 22).
+    The neighbours stop the minimum from sliding just past a single cut."""
     k = argd.shape[0]
-    u = argd.reshape(-1, 3)
+    u = argd[:, :2].reshape(-1, 3)
     a = np.where(np.abs(u[:, :1]) < 0.9, np.array([[1.0, 0, 0]]), np.array([[0, 1.0, 0]]))
     t1 = np.cross(u, a)
     t1 /= np.linalg.norm(t1, axis=1, keepdims=True)
     t2 = np.cross(u, t1)
     dirs = np.stack([u, u + spread * t1, u - spread * t1, u + spread * t2, u - spread * t2], axis=1)
     dirs /= np.linalg.norm(dirs, axis=2, keepdims=True)
-    dirs = dirs.reshape(k, 3, 5, 3)
-    rows = np.zeros((k, 3, 5, 22))
+    dirs = dirs.reshape(k, 2, 5, 3)
+    rows = np.zeros((k, 2, 5, 22))
     rows[:, 0, :, :6] = _dt_row(dirs[:, 0])
     rows[:, 1, :, 6:21] = _kt_row(dirs[:, 1])
-    rows[:, 2, :, :6] = cup * _dt_row(dirs[:, 2])
-    rows[:, 2, :, 6:21] = -_kt_row(dirs[:, 2])
-    return rows.reshape(k, 15, 22)
+    return rows.reshape(k, 10, 22)
 
 
 def constrained_fit(X, Y, b_max, *, min_signal=MIN_SIGNAL, n_dirs=None, c=KURTOSIS_MONOTONIC_C,
-                    tol=1e-7, max_refine=3):
+                    tol=1e-7, max_refine=6, margin=1e-6):
     """The ``cwls`` fit: WLS with D(n) >= 0, 0 <= K(n) <= c/(b_max D(n)) for *every* direction.
 
     The constraints are first imposed on :data:`N_CONSTRAINT_DIRECTIONS` fixed directions
     (exact solution by :func:`qmri.fitting.linear.solve_loglinear`); then, per voxel, the minimum
     of D(n) and of K(n)D(n)² over the whole sphere is located (Newton steps from the best
     direction) and, where it is below ``-tol``, that direction (with 4 neighbours) is added to
-    the voxel's constraints and the voxel is solved again (at most ``max_refine`` times). The
+    the voxel's constraints, with a margin ``margin`` (µm²/ms for D, µm⁴/ms² for MD²W: a
+    kurtosis bias below 1e-5), and the voxel is solved again (at most ``max_refine`` times). The
     upper bound is imposed on the fixed directions only (between them it can be exceeded
     slightly; the positivity constraints are the ones that matter for plausibility).
 
@@ -329,7 +328,7 @@ def constrained_fit(X, Y, b_max, *, min_signal=MIN_SIGNAL, n_dirs=None, c=KURTOS
     dtn, ktn = np.ascontiguousarray(_dt_row(nodes)), np.ascontiguousarray(_kt_row(nodes))
     cup = c / (b_max / 1000.0)
     todo = np.arange(Y.shape[0])
-    Cx = np.zeros((0, 0, 22))
+    Cx, dx = np.zeros((0, 0, 22)), np.zeros((0, 0))
     nx = np.zeros(0, dtype=np.int64)
     for _ in range(max_refine):
         if todo.size == 0:
@@ -339,17 +338,19 @@ def constrained_fit(X, Y, b_max, *, min_signal=MIN_SIGNAL, n_dirs=None, c=KURTOS
         _sphere_minima(np.ascontiguousarray(beta[todo]), dtn, ktn, nodes, cup, mins, argd)
         viol = np.any(mins < -tol, axis=1) & ok[todo]
         if Cx.shape[0]:
-            Cx, nx = Cx[viol], nx[viol]
+            Cx, dx, nx = Cx[viol], dx[viol], nx[viol]
         else:
-            Cx, nx = np.zeros((int(viol.sum()), 0, 22)), np.zeros(int(viol.sum()), dtype=np.int64)
+            k = int(viol.sum())
+            Cx, dx, nx = np.zeros((k, 0, 22)), np.zeros((k, 0)), np.zeros(k, dtype=np.int64)
         todo, argd = todo[viol], argd[viol]
         if todo.size == 0:
             break
-        rows = _violation_rows(argd, cup)
+        rows = _violation_rows(argd)
         Cx = np.concatenate([Cx, rows], axis=1)
+        dx = np.concatenate([dx, np.full(rows.shape[:2], margin)], axis=1)
         nx = nx + rows.shape[1]
         b1, ok1, r1 = solve_loglinear(X, Y[todo], method="wls", n_iter=1, min_signal=min_signal,
-                                      constraints=(C, d), voxel_constraints=(Cx, nx))
+                                      constraints=(C, d), voxel_constraints=(Cx, dx, nx))
         beta[todo], ok[todo] = b1, ok1
         rounds[todo] += r1
     return beta, ok, rounds
@@ -625,7 +626,7 @@ def tensor_maps_voxel(beta, min_diff, kmin, kmax, D, w, V, W, out):
     out[9] = np.sqrt(A / B) if (B > 0.0 and wm > 1e-8) else 0.0
 
 
-@nb.njit(parallel=True, cache=True)
+@nb.njit(parallel=True, cache=True, fastmath=_FAST)
 def _maps_batch(Bt, X, Y, min_diff, kmin, kmax, out, rmse, r2):
     n = Bt.shape[0]
     m, p = X.shape
