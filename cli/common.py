@@ -43,6 +43,19 @@ def refuse_overwrite(paths, force: bool):
         raise OutputExistsError(f"{existing[0]} exists ({len(existing)} output file(s) in all); use --force to overwrite")
 
 
+def load_series(args):
+    """The 4-D series ``args.dwi``, its b-values ``args.bval`` (one per volume) and the optional
+    mask ``args.mask``; raises QMRIInputError naming the file on any mismatch."""
+    from qmri import io
+
+    img = io.load_nifti(args.dwi, ndim=4, what="DWI series")
+    bvals = io.read_bvals(args.bval)
+    if bvals.size != img.shape[3]:
+        raise QMRIInputError(f"{args.bval}: {bvals.size} b-values but {args.dwi} has {img.shape[3]} volumes")
+    mask = io.load_mask(args.mask, img, reference_path=args.dwi) if args.mask else None
+    return img, bvals, mask
+
+
 def parse_pairs(text: str | None, what: str) -> dict:
     """``"f=0:1,D=0:0.005"`` → ``{"f": (0, 1), "D": (0, 0.005)}``; ``"f=0.1"`` → ``{"f": 0.1}``."""
     out = {}

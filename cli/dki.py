@@ -50,15 +50,11 @@ def run(args) -> int:
     from qmri.models.dki import DKI, TraceDKI, n_directions, powder_average
 
     t0 = time.perf_counter()
-    img = io.load_nifti(args.dwi, ndim=4, what="DWI series")
-    bvals = io.read_bvals(args.bval)
-    if bvals.size != img.shape[3]:
-        raise QMRIInputError(f"{args.bval}: {bvals.size} b-values but {args.dwi} has {img.shape[3]} volumes")
+    img, bvals, mask = common.load_series(args)
     bvecs = io.read_bvecs(args.bvec, n=bvals.size) if args.bvec else None
     keep = _select(bvals, bvecs, args.bmax)
     b = bvals[keep]
     g = bvecs[keep] if bvecs is not None else None
-    mask = io.load_mask(args.mask, img, reference_path=args.dwi) if args.mask else None
     full = g is not None and not args.trace
     if full:
         nd = n_directions(b, g)

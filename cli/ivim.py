@@ -37,11 +37,7 @@ def run(args) -> int:
     from qmri.models.ivim import IVIM
 
     t0 = time.perf_counter()
-    img = io.load_nifti(args.dwi, ndim=4, what="DWI series")
-    bvals = io.read_bvals(args.bval)
-    if bvals.size != img.shape[3]:
-        raise QMRIInputError(f"{args.bval}: {bvals.size} b-values but {args.dwi} has {img.shape[3]} volumes")
-    mask = io.load_mask(args.mask, img, reference_path=args.dwi) if args.mask else None
+    img, bvals, mask = common.load_series(args)
     model = IVIM(bvals, threshold=args.threshold, preset=args.preset,
                  bounds=common.parse_pairs(args.bounds, "--bounds"))
     model.check_method(args.method)

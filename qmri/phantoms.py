@@ -86,6 +86,20 @@ def block_layout(n_regions: int, block) -> tuple[tuple[int, int, int], np.ndarra
     return shape, labels
 
 
+def _checked_layout(definition: dict, snr: float, block):
+    """Validate ``snr`` and ``block`` (default the definition's) and lay out the definition's regions.
+
+    Returns the volume shape, the label volume and the mask (labels > 0).
+    """
+    if not snr > 0:
+        raise QMRIInputError(f"SNR must be positive, got {snr}")
+    block = tuple(definition["block"] if block is None else block)
+    if len(block) != 3 or min(block) < 1:
+        raise QMRIInputError(f"block must be 3 positive integers, got {block}")
+    shape, labels = block_layout(len(definition["regions"]), block)
+    return shape, labels, labels > 0
+
+
 def add_rician_noise(signal, sigma, rng) -> np.ndarray:
     """``|S + N(0, σ) + i·N(0, σ)|``: Rician noise of scale ``sigma`` (array-broadcast)."""
     real = signal + rng.normal(0.0, 1.0, signal.shape) * sigma
@@ -120,14 +134,8 @@ def ivim_phantom(*, snr: float = 30.0, seed: int = 0, bvals=None, block=None) ->
     from qmri.models.ivim import IVIM
 
     d = load_definition("ivim")
-    if not snr > 0:
-        raise QMRIInputError(f"SNR must be positive, got {snr}")
     b = np.asarray(d["bvals"] if bvals is None else bvals, dtype=np.float64)
-    block = tuple(d["block"] if block is None else block)
-    if len(block) != 3 or min(block) < 1:
-        raise QMRIInputError(f"block must be 3 positive integers, got {block}")
-    shape, labels = block_layout(len(d["regions"]), block)
-    mask = labels > 0
+    shape, labels, mask = _checked_layout(d, snr, block)
     truth = {k: np.full(shape, np.nan) for k in ("S0", "f", "D", "Dstar")}
     for r, reg in enumerate(d["regions"]):
         sel = labels == r + 1
@@ -250,17 +258,11 @@ def dki_phantom(*, snr: float = 30.0, seed: int = 0, block=None, bvals=None, bve
     from qmri.models.dki import DKI, design_matrix, tensor_maps, tensors_from_compartments
 
     d = load_definition("dki")
-    if not snr > 0:
-        raise QMRIInputError(f"SNR must be positive, got {snr}")
-    block = tuple(d["block"] if block is None else block)
-    if len(block) != 3 or min(block) < 1:
-        raise QMRIInputError(f"block must be 3 positive integers, got {block}")
+    shape, labels, mask = _checked_layout(d, snr, block)
     if bvals is None:
         pr = d["protocol"]
         bvals, bvecs = dki_protocol(pr["n_b0"], pr["shells"], pr["directions_per_shell"])
     model = DKI(bvals, bvecs)  # validates the acquisition
-    shape, labels = block_layout(len(d["regions"]), block)
-    mask = labels > 0
     betas = []
     for reg in d["regions"]:
         comps = reg["compartments"]

@@ -37,7 +37,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from qmri.fitting.lm import cholesky_solve
+from qmri.fitting.lm import cholesky_factor, cholesky_solve
 
 #: Default floor applied to signals before the log (dipy's ``MIN_POSITIVE_SIGNAL``).
 MIN_SIGNAL = 1e-4
@@ -286,19 +286,8 @@ def constrained_voxel(C, d, A, L, beta, cval, act, nact, G, E, f, x, passive, co
     """
     p = beta.shape[0]
     nc = C.shape[0]
-    # Cholesky factor of A into L (lower)
-    for j in range(p):
-        s = A[j, j]
-        for k in range(j):
-            s -= L[j, k] * L[j, k]
-        if not (s > 0.0):
-            return False, 0
-        L[j, j] = np.sqrt(s)
-        for i in range(j + 1, p):
-            s = A[i, j]
-            for k in range(j):
-                s -= L[i, k] * L[j, k]
-            L[i, j] = s / L[j, j]
+    if not cholesky_factor(A, L, p):
+        return False, 0
     beta0 = ubuf[p:2 * p]
     for a in range(p):
         beta0[a] = beta[a]

@@ -44,8 +44,8 @@ _BLOCK = 128  # voxels per parallel work unit
 
 
 @nb.njit(cache=True, fastmath=False)
-def cholesky_solve(A, b, x, L, n):
-    """Solve ``A x = b`` for a symmetric positive-definite ``A`` (n×n) by Cholesky; False if not SPD."""
+def cholesky_factor(A, L, n):
+    """Lower Cholesky factor ``L`` of the symmetric positive-definite ``A`` (n×n); False if not SPD."""
     for j in range(n):
         s = A[j, j]
         for k in range(j):
@@ -58,6 +58,14 @@ def cholesky_solve(A, b, x, L, n):
             for k in range(j):
                 s -= L[i, k] * L[j, k]
             L[i, j] = s / L[j, j]
+    return True
+
+
+@nb.njit(cache=True, fastmath=False)
+def cholesky_solve(A, b, x, L, n):
+    """Solve ``A x = b`` for a symmetric positive-definite ``A`` (n×n) by Cholesky; False if not SPD."""
+    if not cholesky_factor(A, L, n):
+        return False
     for i in range(n):
         s = b[i]
         for k in range(i):
@@ -69,6 +77,22 @@ def cholesky_solve(A, b, x, L, n):
             s -= L[k, i] * x[k]
         x[i] = s / L[i, i]
     return True
+
+
+@nb.njit(cache=True)
+def fit_quality(y, f):
+    """(rmse, r2) of the fitted signal ``f`` against the measured ``y``."""
+    m = y.shape[0]
+    mean = 0.0
+    for i in range(m):
+        mean += y[i]
+    mean /= m
+    ssr = 0.0
+    sst = 0.0
+    for i in range(m):
+        ssr += (f[i] - y[i]) ** 2
+        sst += (y[i] - mean) ** 2
+    return np.sqrt(ssr / m), (1.0 - ssr / sst if sst > 0.0 else np.nan)
 
 
 @nb.njit
@@ -260,17 +284,7 @@ def _lm_batch(signal_fn, jac_fn, acq, Y, w, P0, lo, hi, max_iter, xtol, ftol, gt
                 continue
             for a in range(npar):
                 P[v, a] = p[a]
-            mean = 0.0
-            for i in range(m):
-                mean += y[i]
-            mean /= m
-            ssr = 0.0
-            sst = 0.0
-            for i in range(m):
-                ssr += (f[i] - y[i]) ** 2
-                sst += (y[i] - mean) ** 2
-            rmse[v] = np.sqrt(ssr / m)
-            r2[v] = 1.0 - ssr / sst if sst > 0.0 else np.nan
+            rmse[v], r2[v] = fit_quality(y, f)
             if want_se:
                 _standard_errors(jac_fn, acq, w, p, cost, m, J, A, L, e, z, SE[v])
             else:

@@ -149,6 +149,47 @@ def _evaluate_batch(signal_fn, acq, P, out):
         signal_fn(P[v], acq, out[v])
 
 
+def normalise_to_lowest_b(Y, bvals):
+    """Divide each voxel's signals by its mean signal at the lowest b-value.
+
+    Parameters
+    ----------
+    Y : ndarray, shape (n, m)
+    bvals : ndarray, shape (m,)
+
+    Returns
+    -------
+    Yn : ndarray (n, m), C-contiguous (NaN rows where the reference is not finite and positive)
+    scale : ndarray (n,)
+        The divisor (1 where unusable).
+    good : ndarray of bool (n,)
+    """
+    low = bvals == bvals.min()
+    s0 = Y[:, low].mean(axis=1)
+    good = np.isfinite(s0) & (s0 > 0)
+    scale = np.where(good, s0, 1.0)
+    Yn = Y / scale[:, None]
+    Yn[~good] = np.nan
+    return np.ascontiguousarray(Yn), scale, good
+
+
+def restore_scale(res: FitResult, scale, good) -> FitResult:
+    """Undo :func:`normalise_to_lowest_b` on a fit result: S0, its standard error and rmse are
+    multiplied by ``scale``; voxels that were not ``good`` become failed with NaN everywhere."""
+    from qmri.fitting.lm import STATUS_FAILED
+
+    res.params["S0"] = res.params["S0"] * scale
+    res.rmse = res.rmse * scale
+    if "S0" in res.se:
+        res.se["S0"] = res.se["S0"] * scale
+    bad = ~good
+    if bad.any():
+        res.status[bad] = STATUS_FAILED
+        for arr in list(res.params.values()) + list(res.se.values()) + [res.rmse, res.r2]:
+            arr[bad] = np.nan
+    return res
+
+
 def register(model: SignalModel) -> SignalModel:
     """Add a signal model to :data:`SIGNAL_MODELS` (one declaration per name)."""
     SIGNAL_MODELS[model.name] = model

@@ -37,9 +37,10 @@ import numpy as np
 
 from qmri.errors import QMRIInputError
 from qmri.fitting.linear import _FAST, MIN_SIGNAL, solve_loglinear
-from qmri.fitting.lm import STATUS_CONVERGED, STATUS_FAILED, LMOptions, fit_lm
+from qmri.fitting.lm import STATUS_CONVERGED, STATUS_FAILED, LMOptions, fit_lm, fit_quality
 from qmri.fitting.result import FitResult
-from qmri.models.base import Model, Parameter, SignalModel, register, resolve_bounds
+from qmri.models.base import (Model, Parameter, SignalModel, normalise_to_lowest_b, register, resolve_bounds,
+                              restore_scale)
 
 #: b-values at or below this (s/mm²) are treated as b=0 (their b-vectors are ignored); dipy's default.
 B0_THRESHOLD = 50.0
@@ -446,6 +447,14 @@ def _w_rot(W, V, a, b):
 
 
 @nb.njit(cache=True)
+def _duplicate(x, y, z):
+    """Carlson's duplication step: (x, y, z) → (x + λ)/4 ..., with λ = √x√y + √x√z + √y√z."""
+    sx, sy, sz = np.sqrt(x), np.sqrt(y), np.sqrt(z)
+    lam = sx * (sy + sz) + sy * sz
+    return 0.25 * (x + lam), 0.25 * (y + lam), 0.25 * (z + lam), lam, sz
+
+
+@nb.njit(cache=True)
 def _carlson_rf(x, y, z):
     """Carlson's symmetric elliptic integral R_F (duplication; Carlson 1995, Numer. Algorithms 10:13)."""
     for _ in range(100):
@@ -455,11 +464,7 @@ def _carlson_rf(x, y, z):
         dz = 1.0 - z / A
         if max(abs(dx), abs(dy), abs(dz)) < 1e-4:
             break
-        sx, sy, sz = np.sqrt(x), np.sqrt(y), np.sqrt(z)
-        lam = sx * (sy + sz) + sy * sz
-        x = 0.25 * (x + lam)
-        y = 0.25 * (y + lam)
-        z = 0.25 * (z + lam)
+        x, y, z, lam, sz = _duplicate(x, y, z)
     A = (x + y + z) / 3.0
     X = 1.0 - x / A
     Y = 1.0 - y / A
@@ -481,13 +486,10 @@ def _carlson_rd(x, y, z):
         dz = 1.0 - z / A
         if max(abs(dx), abs(dy), abs(dz)) < 1e-4:
             break
-        sx, sy, sz = np.sqrt(x), np.sqrt(y), np.sqrt(z)
-        lam = sx * (sy + sz) + sy * sz
-        s += fac / (sz * (z + lam))
+        z_old = z
+        x, y, z, lam, sz = _duplicate(x, y, z)
+        s += fac / (sz * (z_old + lam))
         fac *= 0.25
-        x = 0.25 * (x + lam)
-        y = 0.25 * (y + lam)
-        z = 0.25 * (z + lam)
     A = (x + y + 3.0 * z) / 5.0
     X = (A - x) / A
     Y = (A - y) / A
@@ -637,6 +639,7 @@ def _maps_batch(Bt, X, Y, min_diff, kmin, kmax, out, rmse, r2):
         V = np.empty((3, 3))
         W = np.empty(15)
         o = np.empty(10)
+        f = np.empty(m)
         for v in range(blk * 256, min(n, (blk + 1) * 256)):
             beta = Bt[v]
             if not np.isfinite(beta[0]):
@@ -650,22 +653,12 @@ def _maps_batch(Bt, X, Y, min_diff, kmin, kmax, out, rmse, r2):
                 out[v, k] = o[k]
             for k in range(1, 4):
                 out[v, k] *= 1e-3  # µm²/ms -> mm²/s
-            y = Y[v]
-            mean = 0.0
-            for i in range(m):
-                mean += y[i]
-            mean /= m
-            ssr = 0.0
-            sst = 0.0
             for i in range(m):
                 s = 0.0
                 for a in range(p):
                     s += X[i, a] * beta[a]
-                r = np.exp(s) - y[i]
-                ssr += r * r
-                sst += (y[i] - mean) ** 2
-            rmse[v] = np.sqrt(ssr / m)
-            r2[v] = 1.0 - ssr / sst if sst > 0.0 else np.nan
+                f[i] = np.exp(s)
+            rmse[v], r2[v] = fit_quality(Y[v], f)
 
 
 def tensor_maps(beta, *, X=None, signals=None, min_diffusivity=0.0, min_kurtosis=MIN_KURTOSIS,
@@ -1141,12 +1134,7 @@ class TraceDKI(Model):
         return DKI_TRACE_MODEL.evaluate(P, self._acq).reshape(arrays[0].shape + (self.n_measurements,))
 
     def _fit_voxels(self, Y, method, compute_se):
-        low = self.bvals == self.bvals.min()
-        s0 = Y[:, low].mean(axis=1)
-        good = np.isfinite(s0) & (s0 > 0) & np.all(np.isfinite(Y), axis=1)
-        scale = np.where(good, s0, 1.0)
-        Yn = np.ascontiguousarray(Y / scale[:, None])
-        Yn[~good] = np.nan
+        Yn, scale, good = normalise_to_lowest_b(Y, self.bvals)
         # log-quadratic start (b in ms/µm² for conditioning)
         bs = self.bvals / 1000.0
         Xq = np.stack([np.ones_like(bs), -bs, bs * bs], axis=1)
@@ -1162,13 +1150,4 @@ class TraceDKI(Model):
         if compute_se != opts.compute_se:
             opts = LMOptions(opts.max_iter, opts.xtol, opts.ftol, opts.gtol, compute_se)
         res = fit_lm(DKI_TRACE_MODEL, self._acq, Yn, p0, lower=self.lower, upper=self.upper, options=opts)
-        res.params["S0"] = res.params["S0"] * scale
-        res.rmse = res.rmse * scale
-        if "S0" in res.se:
-            res.se["S0"] = res.se["S0"] * scale
-        bad = ~good
-        if bad.any():
-            res.status[bad] = STATUS_FAILED
-            for arr in list(res.params.values()) + list(res.se.values()) + [res.rmse, res.r2]:
-                arr[bad] = np.nan
-        return res
+        return restore_scale(res, scale, good)

@@ -31,7 +31,8 @@ import numpy as np
 from qmri.errors import QMRIInputError
 from qmri.fitting.lm import STATUS_CONVERGED, STATUS_FAILED, LMOptions, fit_lm
 from qmri.fitting.result import FitResult
-from qmri.models.base import Model, Parameter, SignalModel, register, resolve_bounds, resolve_initial
+from qmri.models.base import (Model, Parameter, SignalModel, normalise_to_lowest_b, register, resolve_bounds,
+                              resolve_initial, restore_scale)
 
 #: Default segmentation threshold (s/mm²), OSIPI / consensus.
 DEFAULT_THRESHOLD = 200.0
@@ -327,13 +328,7 @@ class IVIM(Model):
         }
 
     def _normalise(self, Y):
-        low = self.bvals == self.bvals.min()
-        s0 = Y[:, low].mean(axis=1)
-        good = np.isfinite(s0) & (s0 > 0)
-        scale = np.where(good, s0, 1.0)
-        Yn = Y / scale[:, None]
-        Yn[~good] = np.nan
-        return np.ascontiguousarray(Yn), scale, good
+        return normalise_to_lowest_b(Y, self.bvals)
 
     def _segmented(self, Yn):
         n = Yn.shape[0]
@@ -358,13 +353,4 @@ class IVIM(Model):
             if compute_se != opts.compute_se:
                 opts = LMOptions(opts.max_iter, opts.xtol, opts.ftol, opts.gtol, compute_se)
             res = fit_lm(IVIM_MODEL, self._acq, Yn, p0, lower=self.lower, upper=self.upper, options=opts)
-        res.params["S0"] = res.params["S0"] * scale
-        res.rmse = res.rmse * scale
-        if "S0" in res.se:
-            res.se["S0"] = res.se["S0"] * scale
-        bad = ~good
-        if bad.any():
-            res.status[bad] = STATUS_FAILED
-            for arr in list(res.params.values()) + list(res.se.values()) + [res.rmse, res.r2]:
-                arr[bad] = np.nan
-        return res
+        return restore_scale(res, scale, good)
