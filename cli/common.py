@@ -19,6 +19,15 @@ def add_output_arguments(p):
     g.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
 
 
+def add_phantom_arguments(p):
+    """``--out-dir``, ``--snr``, ``--seed``, ``--block``, ``--force`` of every ``qmri phantom`` command."""
+    p.add_argument("--out-dir", required=True, type=Path)
+    p.add_argument("--snr", type=float, default=30.0, help="S0 / sigma of the Rician noise (default 30)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--block", type=int, nargs=3, metavar=("X", "Y", "Z"), help="voxels per region (default 8 8 2)")
+    p.add_argument("--force", action="store_true")
+
+
 def show_progress(args) -> bool:
     """A progress bar only on a terminal and without ``--quiet``."""
     return not args.quiet and sys.stderr.isatty()

@@ -97,11 +97,7 @@ def run(args) -> int:
 
 def add_phantom_parser(sub):
     p = sub.add_parser("dki", help="DKI phantom: tissue blocks with known diffusion and kurtosis tensors")
-    p.add_argument("--out-dir", required=True, type=Path)
-    p.add_argument("--snr", type=float, default=30.0, help="S0 / sigma of the Rician noise (default 30)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--block", type=int, nargs=3, metavar=("X", "Y", "Z"), help="voxels per region (default 8 8 2)")
-    p.add_argument("--force", action="store_true")
+    common.add_phantom_arguments(p)
     p.set_defaults(func=run_phantom)
 
 

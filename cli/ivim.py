@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 
 from qmri.cli import common
-from qmri.errors import QMRIInputError
 
 
 def add_parser(sub):
@@ -53,12 +52,8 @@ def run(args) -> int:
 
 def add_phantom_parser(sub):
     p = sub.add_parser("ivim", help="IVIM phantom: tissue blocks with known f, D, Dstar (OSIPI values)")
-    p.add_argument("--out-dir", required=True, type=Path)
-    p.add_argument("--snr", type=float, default=30.0, help="S0 / sigma of the Rician noise (default 30)")
-    p.add_argument("--seed", type=int, default=0)
+    common.add_phantom_arguments(p)
     p.add_argument("--bval", type=Path, help="FSL .bval file to simulate (default 13 b-values 0-1000 s/mm2)")
-    p.add_argument("--block", type=int, nargs=3, metavar=("X", "Y", "Z"), help="voxels per region (default 8 8 2)")
-    p.add_argument("--force", action="store_true")
     p.set_defaults(func=run_phantom)
 
 
