@@ -1,6 +1,7 @@
 """Signal models, each declared once (see :mod:`qmri.models.base`), and their user-facing classes."""
 
 from qmri.models.base import SIGNAL_MODELS, Model, Parameter, SignalModel
+from qmri.models.dce import DCE
 from qmri.models.ivim import IVIM
 
-__all__ = ["SIGNAL_MODELS", "Model", "Parameter", "SignalModel", "IVIM"]
+__all__ = ["SIGNAL_MODELS", "Model", "Parameter", "SignalModel", "IVIM", "DCE"]
