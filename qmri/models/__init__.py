@@ -2,5 +2,6 @@
 
 from qmri.models.base import SIGNAL_MODELS, Model, Parameter, SignalModel
 from qmri.models.ivim import IVIM
+from qmri.models.t1 import VFA
 
-__all__ = ["SIGNAL_MODELS", "Model", "Parameter", "SignalModel", "IVIM"]
+__all__ = ["SIGNAL_MODELS", "Model", "Parameter", "SignalModel", "IVIM", "VFA"]
