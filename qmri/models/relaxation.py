@@ -141,7 +141,8 @@ def signal_to_r1(S, *, M0, tr, fa):
     ms = M0 * np.sin(a)
     with np.errstate(divide="ignore", invalid="ignore"):
         e1 = (ms - S) / (ms - S * np.cos(a))
-        r1 = np.where(e1 > 0, -np.log(np.where(e1 > 0, e1, 1.0)) / tr, np.nan)
+        ok = (S < ms) & (e1 > 0)
+        r1 = np.where(ok, -np.log(np.where(ok, e1, 1.0)) / tr, np.nan)
     return np.where(np.isfinite(r1), r1, np.nan)
 
 
