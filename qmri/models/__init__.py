@@ -3,5 +3,6 @@
 from qmri.models.base import SIGNAL_MODELS, Model, Parameter, SignalModel
 from qmri.models.dce import DCE
 from qmri.models.ivim import IVIM
+from qmri.models.t1 import VFA
 
-__all__ = ["SIGNAL_MODELS", "Model", "Parameter", "SignalModel", "IVIM", "DCE"]
+__all__ = ["SIGNAL_MODELS", "Model", "Parameter", "SignalModel", "IVIM", "DCE", "VFA"]
