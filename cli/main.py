@@ -16,7 +16,7 @@ from qmri import __version__
 from qmri.errors import QMRIInputError
 
 #: Family modules, in the order they appear in ``qmri --help``, ``qmri phantom`` and ``qmri demo``.
-FAMILIES = ["ivim"]
+FAMILIES = ["ivim", "dce"]
 #: Other command modules (each with ``add_parser``).
 COMMANDS = ["phantom", "demo"]
 
