@@ -95,45 +95,69 @@ def _weights(x):
 
 
 @nb.njit(cache=True)
-def expconv(t, c, k, d, wF, oF, wG, oG, wC, oC, wS, oS):
+def expconv(tm, c, sl, k, d, wF, oF, wG, oG, wC, oC, wS, oS):
     """Accumulate the exponential convolution of a piecewise-linear input and its by-products.
 
-    For every frame i, with ``τ = t[i]/60 - d`` (minutes), adds ``wF·F(τ)`` to ``oF[i]``,
+    For every frame i, with ``τ = tm[i] - d`` (minutes), adds ``wF·F(τ)`` to ``oF[i]``,
     ``wG·∂F/∂k(τ)`` to ``oG[i]``, ``wC·Cp(τ)`` to ``oC[i]`` and ``wS·dCp/dτ(τ)`` to ``oS[i]``
     (terms with zero weight are skipped; outputs may be the same array), where
-    ``F(τ) = ∫_{t0}^{τ} Cp(u) exp(-k (τ - u)) du``.
+    ``F(τ) = ∫_{tm[0]}^{τ} Cp(u) exp(-k (τ - u)) du``.
 
     Parameters
     ----------
-    t : ndarray (n,)
-        Frame times in s, strictly increasing.
+    tm : ndarray (n,)
+        Frame times in min, strictly increasing.
     c : ndarray (n,)
-        Input samples (mM); linear between samples, 0 before t[0], c[-1] after t[-1].
+        Input samples (mM); linear between samples, 0 before tm[0], c[-1] after tm[-1].
+    sl : ndarray (n,)
+        Slope of each segment, ``(c[j+1] - c[j]) / (tm[j+1] - tm[j])`` (mM/min), 0 for the last.
     k : float
         Rate constant (1/min).
     d : float
         Delay (min).
     """
-    n = t.shape[0]
-    t0 = t[0] / 60.0
+    n = tm.shape[0]
+    t0 = tm[0]
+    want_g = wG != 0.0
+    hc = -1.0
+    E1 = a1 = b1 = da1 = db1 = 0.0
+    if d == 0.0:
+        # frames are the knots: plain recursion
+        F = 0.0
+        G = 0.0
+        for i in range(n):
+            if i > 0:
+                h = tm[i] - tm[i - 1]
+                if abs(h - hc) > _CACHE_RTOL * h:
+                    E1, a1, b1, da1, db1 = _weights(k * h)
+                    hc = h
+                if want_g:
+                    G = E1 * G - h * E1 * F + h * h * (c[i - 1] * da1 + c[i] * db1)
+                F = E1 * F + h * (c[i - 1] * a1 + c[i] * b1)
+            if wF != 0.0:
+                oF[i] += wF * F
+            if want_g:
+                oG[i] += wG * G
+            if wC != 0.0:
+                oC[i] += wC * c[i]
+            if wS != 0.0:
+                oS[i] += wS * sl[i]
+        return
     j = 0
     tj = t0
     Fj = 0.0
     Gj = 0.0
-    want_g = wG != 0.0
-    hc = -1.0
-    E1 = a1 = b1 = da1 = db1 = 0.0
     sc = -1.0
     E2 = a2 = b2 = da2 = db2 = 0.0
     for i in range(n):
-        tau = t[i] / 60.0 - d
+        tau = tm[i] - d
         F = 0.0
         G = 0.0
         cp = 0.0
         slope = 0.0
         if tau >= t0:
-            while j + 1 < n and t[j + 1] / 60.0 <= tau:
-                tn = t[j + 1] / 60.0
+            while j + 1 < n and tm[j + 1] <= tau:
+                tn = tm[j + 1]
                 h = tn - tj
                 if abs(h - hc) > _CACHE_RTOL * h:
                     E1, a1, b1, da1, db1 = _weights(k * h)
@@ -145,8 +169,7 @@ def expconv(t, c, k, d, wF, oF, wG, oG, wC, oC, wS, oS):
                 tj = tn
             s = tau - tj
             c0 = c[j]
-            if j + 1 < n:
-                slope = (c[j + 1] - c0) / (t[j + 1] / 60.0 - tj)
+            slope = sl[j]
             cp = c0 + slope * s
             if s == 0.0:
                 F = Fj
@@ -166,6 +189,20 @@ def expconv(t, c, k, d, wF, oF, wG, oG, wC, oC, wS, oS):
             oC[i] += wC * cp
         if wS != 0.0:
             oS[i] += wS * slope
+
+
+def acquisition(t, cp) -> np.ndarray:
+    """The acquisition array of the DCE signal models, shape (n, 4).
+
+    Columns: frame time (s), plasma concentration Cp (mM), frame time (min), slope of Cp on each
+    segment (mM/min, 0 for the last frame).
+    """
+    t = np.asarray(t, dtype=np.float64)
+    cp = np.asarray(cp, dtype=np.float64)
+    tm = t / 60.0
+    sl = np.zeros_like(cp)
+    sl[:-1] = np.diff(cp) / np.diff(tm)
+    return np.ascontiguousarray(np.stack([t, cp, tm, sl], axis=1))
 
 
 def expconv_torch(t, c, k, d):
@@ -242,7 +279,7 @@ def _zero2(J):
 @nb.njit(cache=True)
 def _tofts_signal(Kt, ve, vp, d, acq, out):
     _zero(out)
-    expconv(acq[:, 0], acq[:, 1], Kt / ve, d / 60.0, Kt, out, 0.0, out, vp, out, 0.0, out)
+    expconv(acq[:, 2], acq[:, 1], acq[:, 3], Kt / ve, d / 60.0, Kt, out, 0.0, out, vp, out, 0.0, out)
 
 
 @nb.njit(cache=True)
@@ -252,7 +289,7 @@ def _tofts_jacobian(Kt, ve, vp, d, acq, J, has_vp, has_delay):
     k = Kt / ve
     both = has_vp and has_delay
     wC = 1.0 if (has_vp or has_delay) else 0.0
-    expconv(acq[:, 0], acq[:, 1], k, d / 60.0, 1.0, J[:, 0], 1.0, J[:, 1], wC, J[:, 2 if wC else 0],
+    expconv(acq[:, 2], acq[:, 1], acq[:, 3], k, d / 60.0, 1.0, J[:, 0], 1.0, J[:, 1], wC, J[:, 2 if wC else 0],
             1.0 if both else 0.0, J[:, 3 if both else 0])
     for i in range(J.shape[0]):
         F = J[i, 0]
@@ -314,14 +351,14 @@ def etm_delay_jacobian(p, acq, J):
 @nb.njit(cache=True)
 def _patlak_signal(Kt, vp, d, acq, out):
     _zero(out)
-    expconv(acq[:, 0], acq[:, 1], 0.0, d / 60.0, Kt, out, 0.0, out, vp, out, 0.0, out)
+    expconv(acq[:, 2], acq[:, 1], acq[:, 3], 0.0, d / 60.0, Kt, out, 0.0, out, vp, out, 0.0, out)
 
 
 @nb.njit(cache=True)
 def _patlak_jacobian(Kt, vp, d, acq, J, has_delay):
     """Columns: Ktrans, vp, [delay]."""
     _zero2(J)
-    expconv(acq[:, 0], acq[:, 1], 0.0, d / 60.0, 1.0, J[:, 0], 0.0, J[:, 0], 1.0, J[:, 1],
+    expconv(acq[:, 2], acq[:, 1], acq[:, 3], 0.0, d / 60.0, 1.0, J[:, 0], 0.0, J[:, 0], 1.0, J[:, 1],
             1.0 if has_delay else 0.0, J[:, 2 if has_delay else 0])
     if has_delay:
         for i in range(J.shape[0]):
@@ -356,8 +393,8 @@ def _cum_signal(Fp, PS, vp, d, acq, out):
     u = f + PS
     _zero(out)
     dm = d / 60.0
-    expconv(acq[:, 0], acq[:, 1], u / vp, dm, f * f / u, out, 0.0, out, 0.0, out, 0.0, out)
-    expconv(acq[:, 0], acq[:, 1], 0.0, dm, f * PS / u, out, 0.0, out, 0.0, out, 0.0, out)
+    expconv(acq[:, 2], acq[:, 1], acq[:, 3], u / vp, dm, f * f / u, out, 0.0, out, 0.0, out, 0.0, out)
+    expconv(acq[:, 2], acq[:, 1], acq[:, 3], 0.0, dm, f * PS / u, out, 0.0, out, 0.0, out, 0.0, out)
 
 
 @nb.njit(cache=True)
@@ -368,8 +405,8 @@ def _cum_jacobian(Fp, PS, vp, d, acq, J, has_delay):
     k = u / vp
     dm = d / 60.0
     _zero2(J)
-    expconv(acq[:, 0], acq[:, 1], k, dm, 1.0, J[:, 0], 1.0, J[:, 1], 0.0, J[:, 0], 0.0, J[:, 0])
-    expconv(acq[:, 0], acq[:, 1], 0.0, dm, 1.0, J[:, 2], 0.0, J[:, 0], 1.0 if has_delay else 0.0,
+    expconv(acq[:, 2], acq[:, 1], acq[:, 3], k, dm, 1.0, J[:, 0], 1.0, J[:, 1], 0.0, J[:, 0], 0.0, J[:, 0])
+    expconv(acq[:, 2], acq[:, 1], acq[:, 3], 0.0, dm, 1.0, J[:, 2], 0.0, J[:, 0], 1.0 if has_delay else 0.0,
             J[:, 3 if has_delay else 0], 0.0, J[:, 0])
     w1 = f * f / u
     w0 = f * PS / u
@@ -436,8 +473,8 @@ def _cxm_signal(Fp, PS, ve, vp, d, acq, out):
     S, P, Q, D, kp, km, A = _cxm_rates(f, PS, ve, vp)
     _zero(out)
     dm = d / 60.0
-    expconv(acq[:, 0], acq[:, 1], kp, dm, f * A, out, 0.0, out, 0.0, out, 0.0, out)
-    expconv(acq[:, 0], acq[:, 1], km, dm, f * (1.0 - A), out, 0.0, out, 0.0, out, 0.0, out)
+    expconv(acq[:, 2], acq[:, 1], acq[:, 3], kp, dm, f * A, out, 0.0, out, 0.0, out, 0.0, out)
+    expconv(acq[:, 2], acq[:, 1], acq[:, 3], km, dm, f * (1.0 - A), out, 0.0, out, 0.0, out, 0.0, out)
 
 
 @nb.njit(cache=True)
@@ -447,9 +484,9 @@ def _cxm_jacobian(Fp, PS, ve, vp, d, acq, J, has_delay):
     S, P, Q, D, kp, km, A = _cxm_rates(f, PS, ve, vp)
     dm = d / 60.0
     _zero2(J)
-    expconv(acq[:, 0], acq[:, 1], kp, dm, 1.0, J[:, 0], 1.0, J[:, 1], 1.0 if has_delay else 0.0,
+    expconv(acq[:, 2], acq[:, 1], acq[:, 3], kp, dm, 1.0, J[:, 0], 1.0, J[:, 1], 1.0 if has_delay else 0.0,
             J[:, 4 if has_delay else 0], 0.0, J[:, 0])
-    expconv(acq[:, 0], acq[:, 1], km, dm, 1.0, J[:, 2], 1.0, J[:, 3], 0.0, J[:, 0], 0.0, J[:, 0])
+    expconv(acq[:, 2], acq[:, 1], acq[:, 3], km, dm, 1.0, J[:, 2], 1.0, J[:, 3], 0.0, J[:, 0], 0.0, J[:, 0])
     # partial derivatives of S, P, Q with respect to (f, PS, ve, vp)
     dS = (1.0 / vp, 1.0 / vp + 1.0 / ve, -PS / (ve * ve), -(f + PS) / (vp * vp))
     dP = (PS / (vp * ve), f / (vp * ve), -P / ve, -P / vp)
@@ -570,10 +607,11 @@ def example_aif(t):
 def _example_acquisition():
     # non-uniform frame times (s): dense at the bolus, sparse later
     t = np.concatenate([np.arange(0.0, 60.0, 2.0), 60.0 + np.cumsum(np.linspace(3.0, 9.0, 30))])
-    return np.ascontiguousarray(np.stack([t, example_aif(t)], axis=1))
+    return acquisition(t, example_aif(t))
 
 
-_ACQ_DOC = "acq[:, 0]: frame times in s (strictly increasing); acq[:, 1]: plasma concentration Cp of the AIF in mM"
+_ACQ_DOC = ("acq[:, 0]: frame times in s (strictly increasing); acq[:, 1]: plasma concentration Cp of the AIF in mM; "
+            "acq[:, 2]: frame times in min; acq[:, 3]: slope of Cp per segment in mM/min (see acquisition())")
 _P = {
     "Ktrans": Parameter("Ktrans", "1/min", 0.0, 5.0, 0.1, "volume transfer constant"),
     "ve": Parameter("ve", "", 1e-3, 1.0, 0.2, "extravascular extracellular volume fraction"),
@@ -828,7 +866,7 @@ class DCE(Model):
         self.initial = np.clip(resolve_initial(self.spec, initial_guess), self.lower, self.upper)
         self.lm_options = lm_options or LMOptions()
         self.delay_step = float(delay_step)
-        self._acq = np.ascontiguousarray(np.stack([t, cp], axis=1))
+        self._acq = acquisition(t, cp)
         self._delays = self._delay_grid()
         self._X = self._shared_columns()
 
@@ -864,7 +902,7 @@ class DCE(Model):
         for di, d in enumerate(self._delays):
             F0 = np.zeros(m)
             cpd = np.zeros(m)
-            expconv(self.t, self.aif, 0.0, d / 60.0, 1.0, F0, 0.0, F0, 1.0, cpd, 0.0, F0)
+            expconv(self._acq[:, 2], self.aif, self._acq[:, 3], 0.0, d / 60.0, 1.0, F0, 0.0, F0, 1.0, cpd, 0.0, F0)
             base = [cpd, F0, _cumtrapz(tm, F0)]
             for a, col in enumerate(cols):
                 X[di, :, a] = base[col]
