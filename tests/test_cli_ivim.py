@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -159,11 +160,15 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_console_script_is_installed():
-    exe = subprocess.run([sys.executable, "-m", "qmri.cli", "--version"], capture_output=True, text=True)
+def test_console_script_is_installed(tmp_path):
+    script = Path(sys.executable).parent / "qmri"
+    assert script.exists(), f"console script not installed beside {sys.executable}"
+    exe = subprocess.run([str(script), "--version"], capture_output=True, text=True, cwd=tmp_path)
     assert exe.returncode == 0 and exe.stdout.startswith("qmri ")
-    bad = subprocess.run([sys.executable, "-m", "qmri.cli", "ivim"], capture_output=True, text=True)
+    bad = subprocess.run([str(script), "ivim"], capture_output=True, text=True, cwd=tmp_path)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    mod = subprocess.run([sys.executable, "-m", "qmri.cli", "--version"], capture_output=True, text=True, cwd=tmp_path)
+    assert mod.returncode == 0 and mod.stdout.startswith("qmri ")
 
 
 @pytest.mark.slow
