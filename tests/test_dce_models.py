@@ -58,8 +58,7 @@ def _cases():
             for fit_delay in (False, True):
                 if delay != 0.0 and not fit_delay:
                     continue  # a delayed curve needs the delay fitted
-                # delay fits of the other models compile one more Numba engine each: heavier set
-                marks = [pytest.mark.slow] if fit_delay and model != "tofts" else []
+                marks = []
                 key = (fname, row["label"], fit_delay)
                 if key in XFAIL:
                     marks.append(pytest.mark.xfail(reason=XFAIL[key], strict=True))

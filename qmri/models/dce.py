@@ -283,8 +283,8 @@ def _tofts_signal(Kt, ve, vp, d, acq, out):
 
 
 @nb.njit(cache=True)
-def _tofts_jacobian(Kt, ve, vp, d, acq, J, has_vp, has_delay):
-    """Columns: Ktrans, ve, [vp], [delay]."""
+def _tofts_jacobian(Kt, ve, vp, d, acq, J, has_vp, has_delay, out, want_out):
+    """Columns: Ktrans, ve, [vp], [delay]; with ``want_out`` also the signal into ``out``."""
     _zero2(J)
     k = Kt / ve
     both = has_vp and has_delay
@@ -294,6 +294,8 @@ def _tofts_jacobian(Kt, ve, vp, d, acq, J, has_vp, has_delay):
     for i in range(J.shape[0]):
         F = J[i, 0]
         G = J[i, 1]
+        if want_out:
+            out[i] = Kt * F + (vp * J[i, 2] if has_vp else 0.0)
         J[i, 0] = F + k * G
         J[i, 1] = -k * k * G
         if has_delay:
@@ -312,7 +314,12 @@ def tofts_signal(p, acq, out):
 
 @nb.njit(cache=True)
 def tofts_jacobian(p, acq, J):
-    _tofts_jacobian(p[0], p[1], 0.0, 0.0, acq, J, False, False)
+    _tofts_jacobian(p[0], p[1], 0.0, 0.0, acq, J, False, False, J[:, 0], False)
+
+
+@nb.njit(cache=True)
+def tofts_signal_jacobian(p, acq, out, J):
+    _tofts_jacobian(p[0], p[1], 0.0, 0.0, acq, J, False, False, out, True)
 
 
 @nb.njit(cache=True)
@@ -323,7 +330,12 @@ def tofts_delay_signal(p, acq, out):
 
 @nb.njit(cache=True)
 def tofts_delay_jacobian(p, acq, J):
-    _tofts_jacobian(p[0], p[1], 0.0, p[2], acq, J, False, True)
+    _tofts_jacobian(p[0], p[1], 0.0, p[2], acq, J, False, True, J[:, 0], False)
+
+
+@nb.njit(cache=True)
+def tofts_delay_signal_jacobian(p, acq, out, J):
+    _tofts_jacobian(p[0], p[1], 0.0, p[2], acq, J, False, True, out, True)
 
 
 @nb.njit(cache=True)
@@ -334,7 +346,12 @@ def etm_signal(p, acq, out):
 
 @nb.njit(cache=True)
 def etm_jacobian(p, acq, J):
-    _tofts_jacobian(p[0], p[1], p[2], 0.0, acq, J, True, False)
+    _tofts_jacobian(p[0], p[1], p[2], 0.0, acq, J, True, False, J[:, 0], False)
+
+
+@nb.njit(cache=True)
+def etm_signal_jacobian(p, acq, out, J):
+    _tofts_jacobian(p[0], p[1], p[2], 0.0, acq, J, True, False, out, True)
 
 
 @nb.njit(cache=True)
@@ -345,7 +362,12 @@ def etm_delay_signal(p, acq, out):
 
 @nb.njit(cache=True)
 def etm_delay_jacobian(p, acq, J):
-    _tofts_jacobian(p[0], p[1], p[2], p[3], acq, J, True, True)
+    _tofts_jacobian(p[0], p[1], p[2], p[3], acq, J, True, True, J[:, 0], False)
+
+
+@nb.njit(cache=True)
+def etm_delay_signal_jacobian(p, acq, out, J):
+    _tofts_jacobian(p[0], p[1], p[2], p[3], acq, J, True, True, out, True)
 
 
 @nb.njit(cache=True)
@@ -355,13 +377,15 @@ def _patlak_signal(Kt, vp, d, acq, out):
 
 
 @nb.njit(cache=True)
-def _patlak_jacobian(Kt, vp, d, acq, J, has_delay):
-    """Columns: Ktrans, vp, [delay]."""
+def _patlak_jacobian(Kt, vp, d, acq, J, has_delay, out, want_out):
+    """Columns: Ktrans, vp, [delay]; with ``want_out`` also the signal into ``out``."""
     _zero2(J)
     expconv(acq[:, 2], acq[:, 1], acq[:, 3], 0.0, d / 60.0, 1.0, J[:, 0], 0.0, J[:, 0], 1.0, J[:, 1],
             1.0 if has_delay else 0.0, J[:, 2 if has_delay else 0])
-    if has_delay:
-        for i in range(J.shape[0]):
+    for i in range(J.shape[0]):
+        if want_out:
+            out[i] = Kt * J[i, 0] + vp * J[i, 1]
+        if has_delay:
             J[i, 2] = -(Kt * J[i, 1] + vp * J[i, 2]) / 60.0
 
 
@@ -373,7 +397,12 @@ def patlak_signal(p, acq, out):
 
 @nb.njit(cache=True)
 def patlak_jacobian(p, acq, J):
-    _patlak_jacobian(p[0], p[1], 0.0, acq, J, False)
+    _patlak_jacobian(p[0], p[1], 0.0, acq, J, False, J[:, 0], False)
+
+
+@nb.njit(cache=True)
+def patlak_signal_jacobian(p, acq, out, J):
+    _patlak_jacobian(p[0], p[1], 0.0, acq, J, False, out, True)
 
 
 @nb.njit(cache=True)
@@ -384,7 +413,12 @@ def patlak_delay_signal(p, acq, out):
 
 @nb.njit(cache=True)
 def patlak_delay_jacobian(p, acq, J):
-    _patlak_jacobian(p[0], p[1], p[2], acq, J, True)
+    _patlak_jacobian(p[0], p[1], p[2], acq, J, True, J[:, 0], False)
+
+
+@nb.njit(cache=True)
+def patlak_delay_signal_jacobian(p, acq, out, J):
+    _patlak_jacobian(p[0], p[1], p[2], acq, J, True, out, True)
 
 
 @nb.njit(cache=True)
@@ -398,8 +432,8 @@ def _cum_signal(Fp, PS, vp, d, acq, out):
 
 
 @nb.njit(cache=True)
-def _cum_jacobian(Fp, PS, vp, d, acq, J, has_delay):
-    """Columns: Fp, PS, vp, [delay]."""
+def _cum_jacobian(Fp, PS, vp, d, acq, J, has_delay, out, want_out):
+    """Columns: Fp, PS, vp, [delay]; with ``want_out`` also the signal into ``out``."""
     f = Fp / 100.0
     u = f + PS
     k = u / vp
@@ -414,6 +448,8 @@ def _cum_jacobian(Fp, PS, vp, d, acq, J, has_delay):
         F = J[i, 0]
         G = J[i, 1]
         F0 = J[i, 2]
+        if want_out:
+            out[i] = w1 * F + w0 * F0
         dF = (2.0 * f / u - f * f / (u * u)) * F + w1 * G / vp + (PS / u - f * PS / (u * u)) * F0
         dPS = -f * f / (u * u) * F + w1 * G / vp + (f / u - f * PS / (u * u)) * F0
         J[i, 0] = dF / 100.0
@@ -432,7 +468,12 @@ def twocum_signal(p, acq, out):
 
 @nb.njit(cache=True)
 def twocum_jacobian(p, acq, J):
-    _cum_jacobian(p[0], p[1], p[2], 0.0, acq, J, False)
+    _cum_jacobian(p[0], p[1], p[2], 0.0, acq, J, False, J[:, 0], False)
+
+
+@nb.njit(cache=True)
+def twocum_signal_jacobian(p, acq, out, J):
+    _cum_jacobian(p[0], p[1], p[2], 0.0, acq, J, False, out, True)
 
 
 @nb.njit(cache=True)
@@ -443,7 +484,12 @@ def twocum_delay_signal(p, acq, out):
 
 @nb.njit(cache=True)
 def twocum_delay_jacobian(p, acq, J):
-    _cum_jacobian(p[0], p[1], p[2], p[3], acq, J, True)
+    _cum_jacobian(p[0], p[1], p[2], p[3], acq, J, True, J[:, 0], False)
+
+
+@nb.njit(cache=True)
+def twocum_delay_signal_jacobian(p, acq, out, J):
+    _cum_jacobian(p[0], p[1], p[2], p[3], acq, J, True, out, True)
 
 
 @nb.njit(cache=True)
@@ -478,8 +524,8 @@ def _cxm_signal(Fp, PS, ve, vp, d, acq, out):
 
 
 @nb.njit(cache=True)
-def _cxm_jacobian(Fp, PS, ve, vp, d, acq, J, has_delay):
-    """Columns: Fp, PS, ve, vp, [delay]."""
+def _cxm_jacobian(Fp, PS, ve, vp, d, acq, J, has_delay, out, want_out):
+    """Columns: Fp, PS, ve, vp, [delay]; with ``want_out`` also the signal into ``out``."""
     f = Fp / 100.0
     S, P, Q, D, kp, km, A = _cxm_rates(f, PS, ve, vp)
     dm = d / 60.0
@@ -501,6 +547,8 @@ def _cxm_jacobian(Fp, PS, ve, vp, d, acq, J, has_delay):
         Fmi = J[i, 2]
         Gmi = J[i, 3]
         base = A * Fpl + (1.0 - A) * Fmi
+        if want_out:
+            out[i] = f * base
         dF = Fpl - Fmi
         Ap = A * Gpl
         Am = (1.0 - A) * Gmi
@@ -521,7 +569,12 @@ def twocxm_signal(p, acq, out):
 
 @nb.njit(cache=True)
 def twocxm_jacobian(p, acq, J):
-    _cxm_jacobian(p[0], p[1], p[2], p[3], 0.0, acq, J, False)
+    _cxm_jacobian(p[0], p[1], p[2], p[3], 0.0, acq, J, False, J[:, 0], False)
+
+
+@nb.njit(cache=True)
+def twocxm_signal_jacobian(p, acq, out, J):
+    _cxm_jacobian(p[0], p[1], p[2], p[3], 0.0, acq, J, False, out, True)
 
 
 @nb.njit(cache=True)
@@ -532,7 +585,12 @@ def twocxm_delay_signal(p, acq, out):
 
 @nb.njit(cache=True)
 def twocxm_delay_jacobian(p, acq, J):
-    _cxm_jacobian(p[0], p[1], p[2], p[3], p[4], acq, J, True)
+    _cxm_jacobian(p[0], p[1], p[2], p[3], p[4], acq, J, True, J[:, 0], False)
+
+
+@nb.njit(cache=True)
+def twocxm_delay_signal_jacobian(p, acq, out, J):
+    _cxm_jacobian(p[0], p[1], p[2], p[3], p[4], acq, J, True, out, True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -637,27 +695,38 @@ _PARAMS = {
     "2cum": ("Fp", "PS", "vp+"),
 }
 _KERNELS = {
-    ("tofts", False): (tofts_signal, tofts_jacobian, lambda P, a: _tofts_torch(P, a, False, None)),
-    ("tofts", True): (tofts_delay_signal, tofts_delay_jacobian, lambda P, a: _tofts_torch(P, a, False, 2)),
-    ("etm", False): (etm_signal, etm_jacobian, lambda P, a: _tofts_torch(P, a, True, None)),
-    ("etm", True): (etm_delay_signal, etm_delay_jacobian, lambda P, a: _tofts_torch(P, a, True, 3)),
-    ("patlak", False): (patlak_signal, patlak_jacobian, lambda P, a: _patlak_torch(P, a, None)),
-    ("patlak", True): (patlak_delay_signal, patlak_delay_jacobian, lambda P, a: _patlak_torch(P, a, 2)),
-    ("2cxm", False): (twocxm_signal, twocxm_jacobian, lambda P, a: _cxm_torch(P, a, None)),
-    ("2cxm", True): (twocxm_delay_signal, twocxm_delay_jacobian, lambda P, a: _cxm_torch(P, a, 4)),
-    ("2cum", False): (twocum_signal, twocum_jacobian, lambda P, a: _cum_torch(P, a, None)),
-    ("2cum", True): (twocum_delay_signal, twocum_delay_jacobian, lambda P, a: _cum_torch(P, a, 3)),
+    ("tofts", False): (tofts_signal, tofts_jacobian, tofts_signal_jacobian,
+        lambda P, a: _tofts_torch(P, a, False, None)),
+    ("tofts", True): (tofts_delay_signal, tofts_delay_jacobian, tofts_delay_signal_jacobian,
+        lambda P, a: _tofts_torch(P, a, False, 2)),
+    ("etm", False): (etm_signal, etm_jacobian, etm_signal_jacobian,
+        lambda P, a: _tofts_torch(P, a, True, None)),
+    ("etm", True): (etm_delay_signal, etm_delay_jacobian, etm_delay_signal_jacobian,
+        lambda P, a: _tofts_torch(P, a, True, 3)),
+    ("patlak", False): (patlak_signal, patlak_jacobian, patlak_signal_jacobian,
+        lambda P, a: _patlak_torch(P, a, None)),
+    ("patlak", True): (patlak_delay_signal, patlak_delay_jacobian, patlak_delay_signal_jacobian,
+        lambda P, a: _patlak_torch(P, a, 2)),
+    ("2cxm", False): (twocxm_signal, twocxm_jacobian, twocxm_signal_jacobian,
+        lambda P, a: _cxm_torch(P, a, None)),
+    ("2cxm", True): (twocxm_delay_signal, twocxm_delay_jacobian, twocxm_delay_signal_jacobian,
+        lambda P, a: _cxm_torch(P, a, 4)),
+    ("2cum", False): (twocum_signal, twocum_jacobian, twocum_signal_jacobian,
+        lambda P, a: _cum_torch(P, a, None)),
+    ("2cum", True): (twocum_delay_signal, twocum_delay_jacobian, twocum_delay_signal_jacobian,
+        lambda P, a: _cum_torch(P, a, 3)),
 }
 
 #: Declared DCE signal models by (model name, fit_delay).
 DCE_MODELS: dict[tuple[str, bool], SignalModel] = {}
-for (_name, _delay), (_sig, _jac, _torch) in _KERNELS.items():
+for (_name, _delay), (_sig, _jac, _sj, _torch) in _KERNELS.items():
     _params = tuple(_P[k] for k in _PARAMS[_name]) + ((_P["delay"],) if _delay else ())
     DCE_MODELS[(_name, _delay)] = register(SignalModel(
         name=f"dce_{_name}" + ("_delay" if _delay else ""),
         parameters=_params,
         signal=_sig,
         jacobian=_jac,
+        signal_jacobian=_sj,
         torch_signal=_torch,
         acquisition_doc=_ACQ_DOC,
         example_acquisition=_example_acquisition,
