@@ -249,8 +249,9 @@ class VFA(Model):
 
     def provenance(self, method):
         return {
-            "flip_angles_deg": self.fa_deg.tolist(),
-            "tr_s": self.tr.tolist(),
+            # BIDS names and units: flip angle in degrees, TR in s
+            "flip_angle": self.fa_deg.tolist(),
+            "repetition_time_excitation": self.tr.tolist(),
             "b1_corrected": self.b1 is not None,
             "b1_resolution": self.b1_resolution if (self.b1 is not None and method == "nonlinear") else None,
             "bounds": {n: [float(a), float(b)] for n, a, b in zip(T1_VFA.names, self.lower, self.upper)},
