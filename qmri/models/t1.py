@@ -316,15 +316,8 @@ class VFA(Model):
                             n_iter=np.zeros(n, np.int32), rmse=rmse, r2=r2)
         else:
             res = self._nonlinear(Yn, b1, good, P, compute_se)
-        res.params["M0"] = res.params["M0"] * scale
-        res.rmse = res.rmse * scale
-        if "M0" in res.se:
-            res.se["M0"] = res.se["M0"] * scale
-        bad = ~good
-        if bad.any():
-            res.status[bad] = STATUS_FAILED
-            for arr in list(res.params.values()) + list(res.se.values()) + [res.rmse, res.r2]:
-                arr[bad] = np.nan
+        res.rescale("M0", scale)
+        res.mark_failed(~good)
         return res
 
     def _nonlinear(self, Yn, b1, good, P_lin, compute_se):
