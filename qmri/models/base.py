@@ -78,6 +78,10 @@ class SignalModel:
         Returns a typical ``acq`` array (used by the declaration tests).
     reference : str
         Source of the equation (paper or standard).
+    signal_jacobian : numba dispatcher, optional
+        ``signal_jacobian(p, acq, out, J)``: signal and Jacobian in one pass (sharing the
+        exponentials, say). Optional: when absent, one is composed from ``signal`` and
+        ``jacobian``. The least-squares engine evaluates both at every trial point through it.
     """
 
     name: str
@@ -88,7 +92,18 @@ class SignalModel:
     acquisition_doc: str
     example_acquisition: Callable[[], np.ndarray]
     reference: str
+    signal_jacobian: Callable | None = None
     extra: dict = field(default_factory=dict)
+
+    @property
+    def signal_and_jacobian(self) -> Callable:
+        """``f(p, acq, out, J)``: the declared ``signal_jacobian`` or one composed of the two kernels."""
+        if self.signal_jacobian is not None:
+            return self.signal_jacobian
+        key = (self.signal, self.jacobian)
+        if key not in _COMPOSED:
+            _COMPOSED[key] = _compose(self.signal, self.jacobian)
+        return _COMPOSED[key]
 
     @property
     def n_params(self) -> int:
@@ -141,6 +156,18 @@ class SignalModel:
         J = np.empty((acq.shape[0], self.n_params))
         self.jacobian(p, acq, J)
         return J
+
+
+_COMPOSED: dict = {}
+
+
+def _compose(signal, jacobian):
+    @nb.njit
+    def signal_jacobian(p, acq, out, J):
+        signal(p, acq, out)
+        jacobian(p, acq, J)
+
+    return signal_jacobian
 
 
 @nb.njit(parallel=True)
