@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import numba as nb
 import numpy as np
+from numba import types
 
 from qmri.fitting.result import FitResult
 
@@ -42,6 +43,14 @@ STATUS_FAILED = 2
 STATUS_LABELS = {STATUS_CONVERGED: "converged", STATUS_MAX_ITER: "max-iter", STATUS_FAILED: "failed"}
 
 _BLOCK = 128  # voxels per parallel work unit
+
+_A1 = types.float64[::1]
+_A2 = types.float64[:, ::1]
+#: Signature of a combined signal-and-Jacobian kernel ``(p, acq, out, J)``. The engine receives
+#: the kernel as a first-class function of this type, so the engine itself is compiled once, for
+#: every model, and cached on disk (no recompilation per model or per process).
+SIGNAL_JACOBIAN_SIG = types.void(_A1, _A2, _A1, _A2)
+_SJ = types.FunctionType(SIGNAL_JACOBIAN_SIG)
 # Floating-point relaxations that keep NaN/inf semantics (the failure checks rely on them).
 _FAST = {"reassoc", "contract", "arcp"}
 
@@ -240,7 +249,9 @@ def _standard_errors(acq, w, p, cost, m, J, A, L, e, z, out):
             out[a] = np.nan
 
 
-@nb.njit(parallel=True)
+@nb.njit(types.void(_SJ, _A2, _A2, _A1, _A2, _A1, _A1, types.int64, types.float64, types.float64,
+                    types.float64, types.boolean, _A2, types.int8[::1], types.int32[::1], _A1, _A1, _A2),
+          parallel=True, cache=True)
 def _lm_batch(sj_fn, acq, Y, w, P0, lo, hi, max_iter, xtol, ftol, gtol, want_se,
               P, status, n_iter, rmse, r2, SE):
     n, m = Y.shape

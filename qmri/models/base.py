@@ -20,6 +20,7 @@ from typing import Callable
 
 import numba as nb
 import numpy as np
+from numba import types
 
 from qmri.errors import QMRIInputError
 from qmri.fitting.result import FitResult
@@ -81,7 +82,9 @@ class SignalModel:
     signal_jacobian : numba dispatcher, optional
         ``signal_jacobian(p, acq, out, J)``: signal and Jacobian in one pass (sharing the
         exponentials, say). Optional: when absent, one is composed from ``signal`` and
-        ``jacobian``. The least-squares engine evaluates both at every trial point through it.
+        ``jacobian``. The least-squares engine evaluates both at every trial point through it,
+        as a first-class function of type ``qmri.fitting.lm.SIGNAL_JACOBIAN_SIG`` (all arrays
+        float64 and C-contiguous).
     """
 
     name: str
@@ -170,7 +173,12 @@ def _compose(signal, jacobian):
     return signal_jacobian
 
 
-@nb.njit(parallel=True)
+_A1 = types.float64[::1]
+_A2 = types.float64[:, ::1]
+_SIGNAL = types.FunctionType(types.void(_A1, _A2, _A1))
+
+
+@nb.njit(types.void(_SIGNAL, _A2, _A2, _A2), parallel=True, cache=True)
 def _evaluate_batch(signal_fn, acq, P, out):
     for v in nb.prange(P.shape[0]):
         signal_fn(P[v], acq, out[v])
