@@ -18,7 +18,7 @@ from qmri.errors import QMRIInputError
 #: Family modules, in the order they appear in ``qmri --help``, ``qmri phantom`` and ``qmri demo``.
 FAMILIES = ["ivim", "dce"]
 #: Other command modules (each with ``add_parser``).
-COMMANDS = ["phantom", "demo"]
+COMMANDS = ["t1", "phantom", "demo"]
 
 
 def family_modules():

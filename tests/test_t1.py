@@ -167,6 +167,18 @@ def test_bad_voxels_fail_cleanly(method):
     assert np.isnan(maps["T1"][1]) and np.isnan(maps["T1"][2])
 
 
+def test_nonlinear_starts_without_a_linear_solution():
+    """Signals ∝ tan(α) make the DESPOT1 line vertical (linear fit fails); the LM fit still runs
+    from the fallback start and stays inside the bounds."""
+    model = VFA(FA, TR)
+    sig = 100.0 * np.tan(np.deg2rad(FA))
+    lin = model.fit(sig[None], method="linear")
+    assert lin["status"][0] == STATUS_FAILED
+    nl = model.fit(sig[None], method="nonlinear")
+    assert nl["status"][0] != STATUS_FAILED
+    assert model.lower[1] <= nl["T1"][0] <= model.upper[1]
+
+
 def test_invalid_b1_voxels_fail():
     model = VFA(FA, TR, b1=np.array([1.0, 0.0, np.nan]))
     sig = model.signal(dict(M0=1000.0, T1=1.0))

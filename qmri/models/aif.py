@@ -114,19 +114,8 @@ def georgiou(t, *, hct=DEFAULT_HCT, delay=0.0):
 
     with t in minutes inside the formula.
 
-    Parameters
-    ----------
-    t : array_like
-        Time in s.
-    hct : float
-        Haematocrit for ``Cp = Cb/(1-Hct)``; default 0.42; ``hct=0`` gives whole blood.
-    delay : float
-        Arrival delay in s (curve ``Cb(t - delay)``, 0 before).
-
-    Returns
-    -------
-    ndarray, shape of ``t``
-        Plasma concentration Cp in mM.
+    ``t`` (s), ``hct`` and ``delay`` (s) and the returned plasma concentration (mM, shape of
+    ``t``) are as in :func:`parker`.
 
     Notes
     -----

@@ -380,13 +380,6 @@ class IVIM(Model):
             if compute_se != opts.compute_se:
                 opts = LMOptions(opts.max_iter, opts.xtol, opts.ftol, opts.gtol, compute_se)
             res = fit_lm(IVIM_MODEL, self._acq, Yn, p0, lower=self.lower, upper=self.upper, options=opts)
-        res.params["S0"] = res.params["S0"] * scale
-        res.rmse = res.rmse * scale
-        if "S0" in res.se:
-            res.se["S0"] = res.se["S0"] * scale
-        bad = ~good
-        if bad.any():
-            res.status[bad] = STATUS_FAILED
-            for arr in list(res.params.values()) + list(res.se.values()) + [res.rmse, res.r2]:
-                arr[bad] = np.nan
+        res.rescale("S0", scale)
+        res.mark_failed(~good)
         return res
