@@ -202,11 +202,12 @@ def test_linear_method_is_close_without_noise():
     assert maps["n_iter"][0] == 0
 
 
-def test_failed_voxels_are_nan():
+@pytest.mark.parametrize("method", ["lsq", "linear"])
+def test_failed_voxels_are_nan(method):
     t = np.arange(0.0, 100.0, 2.0)
     m = DCE(t, example_aif(t), "tofts")
     Y = np.stack([m.concentration(TRUTH["tofts"]), np.full(t.size, np.nan), np.zeros(t.size)])
-    maps = m.fit(Y)
+    maps = m.fit(Y, method=method)
     assert maps["status"][0] == 0 and maps["status"][1] == 2 and maps["status"][2] == 2
     assert np.isnan(maps["Ktrans"][1]) and np.isnan(maps["kep"][2])
 

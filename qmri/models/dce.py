@@ -1020,7 +1020,7 @@ class DCE(Model):
             resid = fitted - Y
             ssr = np.sum(resid ** 2, axis=1)
             sst = np.sum((Y - Y.mean(axis=1, keepdims=True)) ** 2, axis=1)
-            bad = ~np.all(np.isfinite(Y), axis=1)
+            bad = ~np.all(np.isfinite(Y), axis=1) | ~np.any(Y != 0, axis=1)  # as the LM engine
             with np.errstate(invalid="ignore", divide="ignore"):
                 res = FitResult(params={k: p0[:, j].copy() for j, k in enumerate(self.spec.names)},
                                 status=np.where(bad, STATUS_FAILED, 0).astype(np.int8),
