@@ -10,7 +10,7 @@ from scipy.integrate import quad
 from conftest import EXTERNAL, external
 from qmri.errors import QMRIInputError
 from qmri.models.aif import shift
-from qmri.models.dce import DCE, acquisition, example_aif, expconv
+from qmri.models.dce import DCE, DCE_MODELS, acquisition, example_aif, expconv
 
 DATA = ("osipi_dce", "test", "DCEmodels", "data")
 
@@ -221,3 +221,16 @@ def test_failed_voxels_are_nan(method):
 def test_bad_inputs_raise(t, aif, model, msg):
     with pytest.raises(QMRIInputError, match=msg):
         DCE(t, aif, model)
+
+
+@pytest.mark.parametrize("key", sorted(DCE_MODELS, key=str))
+def test_torch_autograd_matches_analytic_jacobian(key):
+    # the network estimators train through the torch twin: its gradients must be the Jacobian
+    torch = pytest.importorskip("torch")
+    spec = DCE_MODELS[key]
+    acq = spec.example_acquisition()
+    rng = np.random.default_rng(5)
+    p = spec.lower + (spec.upper - spec.lower) * (0.2 + 0.6 * rng.random(spec.n_params))
+    P = torch.tensor(p[None], dtype=torch.float64, requires_grad=True)
+    jac = torch.autograd.functional.jacobian(lambda x: spec.torch_signal(x, torch.as_tensor(acq))[0], P)[:, 0, :]
+    np.testing.assert_allclose(jac.numpy(), spec.jacobian_at(p, acq), rtol=1e-7, atol=1e-10)
