@@ -16,9 +16,9 @@ from qmri import __version__
 from qmri.errors import QMRIInputError
 
 #: Family modules, in the order they appear in ``qmri --help``, ``qmri phantom`` and ``qmri demo``.
-FAMILIES = ["ivim", "dki"]
+FAMILIES = ["ivim", "dki", "dce"]
 #: Other command modules (each with ``add_parser``).
-COMMANDS = ["phantom", "demo"]
+COMMANDS = ["t1", "phantom", "demo"]
 
 
 def family_modules():

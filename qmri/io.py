@@ -143,21 +143,47 @@ def load_mask(path, reference_img, *, reference_path=None) -> np.ndarray:
     QMRIInputError
         Missing/unreadable file, shape or affine different from the data, empty mask.
     """
-    img = load_nifti(path, what="mask")
+    mask = load_on_grid(path, reference_img, what="mask", reference_path=reference_path)
+    mask = np.nan_to_num(mask) != 0
+    if not mask.any():
+        raise QMRIInputError(f"{path}: mask is empty")
+    return mask
+
+
+def load_on_grid(path, reference_img, *, what="map", reference_path=None) -> np.ndarray:
+    """Load a 3-D image (mask, B1 map, T1 map, ...) that must lie on the reference image's grid.
+
+    Parameters
+    ----------
+    path : path
+        NIfTI file, 3-D (or 4-D with a last axis of 1).
+    reference_img : nibabel image
+        The data it belongs to (its first three axes and affine must match).
+    what : str
+        Name used in error messages (``"mask"``, ``"B1 map"``...).
+    reference_path : path, optional
+        Named in error messages.
+
+    Returns
+    -------
+    ndarray, shape reference_img.shape[:3] (the file's values, float or integer)
+
+    Raises
+    ------
+    QMRIInputError
+        Missing/unreadable file, shape or affine (tolerance 1e-3 mm) different from the data.
+    """
+    img = load_nifti(path, what=what)
     shape = tuple(img.shape)
     if len(shape) == 4 and shape[3] == 1:
         shape = shape[:3]
     ref_shape = tuple(reference_img.shape[:3])
     ref = f" of {reference_path}" if reference_path else ""
     if shape != ref_shape:
-        raise QMRIInputError(f"{path}: mask shape {shape} differs from the data{ref} {ref_shape}")
+        raise QMRIInputError(f"{path}: {what} shape {shape} differs from the data{ref} {ref_shape}")
     if not np.allclose(img.affine, reference_img.affine, atol=1e-3):
-        raise QMRIInputError(f"{path}: mask affine differs from the data{ref} (not on the same grid)")
-    mask = np.asarray(img.dataobj).reshape(shape)
-    mask = np.nan_to_num(mask) != 0
-    if not mask.any():
-        raise QMRIInputError(f"{path}: mask is empty")
-    return mask
+        raise QMRIInputError(f"{path}: {what} affine differs from the data{ref} (not on the same grid)")
+    return np.asarray(img.dataobj).reshape(shape)
 
 
 # ---------------------------------------------------------------------------------------------

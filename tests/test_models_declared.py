@@ -45,3 +45,43 @@ def test_numba_and_torch_signals_agree(name):
     ref = spec.evaluate(P, acq)
     got = spec.torch_signal(torch.as_tensor(P, dtype=torch.float64), torch.as_tensor(acq, dtype=torch.float64))
     np.testing.assert_allclose(got.detach().numpy(), ref, rtol=1e-10, atol=1e-12 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("name", sorted(SIGNAL_MODELS))
+def test_combined_kernel_matches_separate_kernels(name):
+    spec = SIGNAL_MODELS[name]
+    acq = np.ascontiguousarray(spec.example_acquisition(), dtype=np.float64)
+    for p in _sample_params(spec, np.random.default_rng(4), n=3):
+        out = np.empty(acq.shape[0])
+        J = np.empty((acq.shape[0], spec.n_params))
+        spec.signal_and_jacobian(np.ascontiguousarray(p), acq, out, J)
+        np.testing.assert_allclose(out, spec.evaluate(p, acq), rtol=1e-12)
+        np.testing.assert_allclose(J, spec.jacobian_at(p, acq), rtol=1e-12, atol=1e-300)
+
+
+def test_engine_fits_a_model_without_a_combined_kernel():
+    """A model that declares only signal and jacobian gets a composed kernel and fits."""
+    import numba as nb
+
+    from qmri.fitting import fit_lm
+    from qmri.models.base import Parameter, SignalModel
+
+    @nb.njit
+    def sig(p, acq, out):
+        for i in range(acq.shape[0]):
+            out[i] = p[0] * np.exp(-acq[i, 0] * p[1])
+
+    @nb.njit
+    def jac(p, acq, J):
+        for i in range(acq.shape[0]):
+            e = np.exp(-acq[i, 0] * p[1])
+            J[i, 0] = e
+            J[i, 1] = -acq[i, 0] * p[0] * e
+
+    spec = SignalModel("monoexp-test", (Parameter("S0", "", 0, 10, 1), Parameter("R", "", 0, 10, 1)),
+                       sig, jac, None, "acq[:, 0]: x", lambda: np.linspace(0, 3, 8)[:, None], "test")
+    acq = spec.example_acquisition()
+    y = spec.evaluate(np.array([[2.0, 0.7], [5.0, 1.5]]), acq)
+    res = fit_lm(spec, acq, y, np.array([1.0, 1.0]))
+    np.testing.assert_allclose(res.params["S0"], [2.0, 5.0], rtol=1e-7)
+    np.testing.assert_allclose(res.params["R"], [0.7, 1.5], rtol=1e-7)

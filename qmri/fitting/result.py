@@ -38,6 +38,24 @@ class FitResult:
     def n(self) -> int:
         return int(self.status.shape[0])
 
+    def rescale(self, name: str, scale: np.ndarray) -> None:
+        """Undo a per-voxel signal normalisation: multiply parameter ``name`` (a signal amplitude
+        such as S0 or M0), its standard error and ``rmse`` by ``scale`` (n,), in place."""
+        self.params[name] = self.params[name] * scale
+        if name in self.se:
+            self.se[name] = self.se[name] * scale
+        self.rmse = self.rmse * scale
+
+    def mark_failed(self, bad: np.ndarray) -> None:
+        """Set voxels ``bad`` (bool, (n,)) to status failed with NaN in every float output, in place."""
+        if not np.any(bad):
+            return
+        from qmri.fitting.lm import STATUS_FAILED
+
+        self.status[bad] = STATUS_FAILED
+        for arr in list(self.params.values()) + list(self.se.values()) + [self.rmse, self.r2]:
+            arr[bad] = np.nan
+
     @staticmethod
     def concatenate(parts: list["FitResult"]) -> "FitResult":
         """Join results of consecutive voxel chunks, in order."""

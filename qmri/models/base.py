@@ -20,6 +20,7 @@ from typing import Callable
 
 import numba as nb
 import numpy as np
+from numba import types
 
 from qmri.errors import QMRIInputError
 from qmri.fitting.result import FitResult
@@ -78,6 +79,12 @@ class SignalModel:
         Returns a typical ``acq`` array (used by the declaration tests).
     reference : str
         Source of the equation (paper or standard).
+    signal_jacobian : numba dispatcher, optional
+        ``signal_jacobian(p, acq, out, J)``: signal and Jacobian in one pass (sharing the
+        exponentials, say). Optional: when absent, one is composed from ``signal`` and
+        ``jacobian``. The least-squares engine evaluates both at every trial point through it,
+        as a first-class function of type ``qmri.fitting.lm.SIGNAL_JACOBIAN_SIG`` (all arrays
+        float64 and C-contiguous).
     """
 
     name: str
@@ -88,7 +95,18 @@ class SignalModel:
     acquisition_doc: str
     example_acquisition: Callable[[], np.ndarray]
     reference: str
+    signal_jacobian: Callable | None = None
     extra: dict = field(default_factory=dict)
+
+    @property
+    def signal_and_jacobian(self) -> Callable:
+        """``f(p, acq, out, J)``: the declared ``signal_jacobian`` or one composed of the two kernels."""
+        if self.signal_jacobian is not None:
+            return self.signal_jacobian
+        key = (self.signal, self.jacobian)
+        if key not in _COMPOSED:
+            _COMPOSED[key] = _compose(self.signal, self.jacobian)
+        return _COMPOSED[key]
 
     @property
     def n_params(self) -> int:
@@ -143,7 +161,24 @@ class SignalModel:
         return J
 
 
-@nb.njit(parallel=True)
+_COMPOSED: dict = {}
+
+
+def _compose(signal, jacobian):
+    @nb.njit
+    def signal_jacobian(p, acq, out, J):
+        signal(p, acq, out)
+        jacobian(p, acq, J)
+
+    return signal_jacobian
+
+
+_A1 = types.float64[::1]
+_A2 = types.float64[:, ::1]
+_SIGNAL = types.FunctionType(types.void(_A1, _A2, _A1))
+
+
+@nb.njit(types.void(_SIGNAL, _A2, _A2, _A2), parallel=True, cache=True)
 def _evaluate_batch(signal_fn, acq, P, out):
     for v in nb.prange(P.shape[0]):
         signal_fn(P[v], acq, out[v])
@@ -171,23 +206,6 @@ def normalise_to_lowest_b(Y, bvals):
     Yn = Y / scale[:, None]
     Yn[~good] = np.nan
     return np.ascontiguousarray(Yn), scale, good
-
-
-def restore_scale(res: FitResult, scale, good) -> FitResult:
-    """Undo :func:`normalise_to_lowest_b` on a fit result: S0, its standard error and rmse are
-    multiplied by ``scale``; voxels that were not ``good`` become failed with NaN everywhere."""
-    from qmri.fitting.lm import STATUS_FAILED
-
-    res.params["S0"] = res.params["S0"] * scale
-    res.rmse = res.rmse * scale
-    if "S0" in res.se:
-        res.se["S0"] = res.se["S0"] * scale
-    bad = ~good
-    if bad.any():
-        res.status[bad] = STATUS_FAILED
-        for arr in list(res.params.values()) + list(res.se.values()) + [res.rmse, res.r2]:
-            arr[bad] = np.nan
-    return res
 
 
 def register(model: SignalModel) -> SignalModel:

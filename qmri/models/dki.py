@@ -39,8 +39,7 @@ from qmri.errors import QMRIInputError
 from qmri.fitting.linear import _FAST, MIN_SIGNAL, solve_loglinear
 from qmri.fitting.lm import STATUS_CONVERGED, STATUS_FAILED, LMOptions, fit_lm, fit_quality
 from qmri.fitting.result import FitResult
-from qmri.models.base import (Model, Parameter, SignalModel, normalise_to_lowest_b, register, resolve_bounds,
-                              restore_scale)
+from qmri.models.base import Model, Parameter, SignalModel, normalise_to_lowest_b, register, resolve_bounds
 
 #: b-values at or below this (s/mm²) are treated as b=0 (their b-vectors are ignored); dipy's default.
 B0_THRESHOLD = 50.0
@@ -1150,4 +1149,6 @@ class TraceDKI(Model):
         if compute_se != opts.compute_se:
             opts = LMOptions(opts.max_iter, opts.xtol, opts.ftol, opts.gtol, compute_se)
         res = fit_lm(DKI_TRACE_MODEL, self._acq, Yn, p0, lower=self.lower, upper=self.upper, options=opts)
-        return restore_scale(res, scale, good)
+        res.rescale("S0", scale)
+        res.mark_failed(~good)
+        return res

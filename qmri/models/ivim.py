@@ -32,7 +32,7 @@ from qmri.errors import QMRIInputError
 from qmri.fitting.lm import STATUS_CONVERGED, STATUS_FAILED, LMOptions, fit_lm
 from qmri.fitting.result import FitResult
 from qmri.models.base import (Model, Parameter, SignalModel, normalise_to_lowest_b, register, resolve_bounds,
-                              resolve_initial, restore_scale)
+                              resolve_initial)
 
 #: Default segmentation threshold (s/mm²), OSIPI / consensus.
 DEFAULT_THRESHOLD = 200.0
@@ -70,6 +70,22 @@ def ivim_jacobian(p, acq, J):
         J[i, 3] = -b * S0 * f * e1
 
 
+@nb.njit(cache=True, fastmath={"reassoc", "contract", "arcp"})
+def ivim_signal_jacobian(p, acq, out, J):
+    """Signal and Jacobian in one pass (each exponential computed once)."""
+    S0, f, D, Ds = p[0], p[1], p[2], p[3]
+    for i in range(acq.shape[0]):
+        b = acq[i, 0]
+        e1 = np.exp(-b * Ds)
+        e2 = np.exp(-b * D)
+        s = f * e1 + (1.0 - f) * e2
+        out[i] = S0 * s
+        J[i, 0] = s
+        J[i, 1] = S0 * (e1 - e2)
+        J[i, 2] = -b * S0 * (1.0 - f) * e2
+        J[i, 3] = -b * S0 * f * e1
+
+
 def ivim_signal_torch(params, acq):
     """IVIM signal in torch: ``params`` (N, 4) as (S0, f, D, Dstar), ``acq`` (n_b, 1) → (N, n_b)."""
     import torch
@@ -98,6 +114,7 @@ IVIM_MODEL = register(SignalModel(
     acquisition_doc="acq[:, 0]: b-values in s/mm2",
     example_acquisition=_example_acquisition,
     reference="Le Bihan et al., Radiology 1988;168:497 (doi:10.1148/radiology.168.2.3393671); OSIPI TF2.4 defaults",
+    signal_jacobian=ivim_signal_jacobian,
 ))
 
 
@@ -119,8 +136,12 @@ def _dstar_cost(x, b, y, f, e_d, m):
 
 
 @nb.njit(parallel=True, cache=True)
-def _segmented_batch(b, Y, high, lo, hi, P, status, rmse, r2):
-    """Segmented IVIM on normalised signals Y (n, m); P gets (1, f, D, D*) in normalised units."""
+def _segmented_batch(b, Y, high, lo, hi, golden_iters, P, status, rmse, r2):
+    """Segmented IVIM on normalised signals Y (n, m); P gets (1, f, D, D*) in normalised units.
+
+    D* comes from a grid search refined by ``golden_iters`` golden-section steps (0: grid only,
+    enough as a start for the full fit).
+    """
     n, m = Y.shape
     nh = 0
     for i in range(m):
@@ -188,7 +209,7 @@ def _segmented_batch(b, Y, high, lo, hi, P, status, rmse, r2):
         x2 = a_ + gr * (c_ - a_)
         f1 = _dstar_cost(np.exp(x1), b, y, f, e_d, m)
         f2 = _dstar_cost(np.exp(x2), b, y, f, e_d, m)
-        for it in range(_GOLDEN_ITERS):
+        for it in range(golden_iters):
             if f1 < f2:
                 c_ = x2
                 x2 = x1
@@ -207,7 +228,7 @@ def _segmented_batch(b, Y, high, lo, hi, P, status, rmse, r2):
         if bestc < cs:
             Ds = np.exp(llo + best * step)
             cs = bestc
-        P[v, 0] = 1.0
+        P[v, 0] = min(max(1.0, lo[0]), hi[0])
         P[v, 1] = f
         P[v, 2] = D
         P[v, 3] = min(max(Ds, lo[3]), hi[3])
@@ -330,20 +351,21 @@ class IVIM(Model):
     def _normalise(self, Y):
         return normalise_to_lowest_b(Y, self.bvals)
 
-    def _segmented(self, Yn):
+    def _segmented(self, Yn, golden_iters=_GOLDEN_ITERS):
         n = Yn.shape[0]
         P = np.empty((n, 4))
         status = np.empty(n, dtype=np.int8)
         rmse = np.empty(n)
         r2 = np.empty(n)
-        _segmented_batch(self.bvals, Yn, self.bvals >= self.threshold, self.lower, self.upper, P, status, rmse, r2)
+        _segmented_batch(self.bvals, Yn, self.bvals >= self.threshold, self.lower, self.upper, golden_iters,
+                         P, status, rmse, r2)
         return P, status, rmse, r2
 
     def _fit_voxels(self, Y, method, compute_se):
         self.check_method(method)
         Yn, scale, good = self._normalise(Y)
         n = Y.shape[0]
-        P, status, rmse, r2 = self._segmented(Yn)
+        P, status, rmse, r2 = self._segmented(Yn, _GOLDEN_ITERS if method == "segmented" else 0)
         if method == "segmented":
             res = FitResult(params={k: P[:, j].copy() for j, k in enumerate(IVIM_MODEL.names)},
                             status=status, n_iter=np.zeros(n, np.int32), rmse=rmse, r2=r2)
@@ -353,4 +375,6 @@ class IVIM(Model):
             if compute_se != opts.compute_se:
                 opts = LMOptions(opts.max_iter, opts.xtol, opts.ftol, opts.gtol, compute_se)
             res = fit_lm(IVIM_MODEL, self._acq, Yn, p0, lower=self.lower, upper=self.upper, options=opts)
-        return restore_scale(res, scale, good)
+        res.rescale("S0", scale)
+        res.mark_failed(~good)
+        return res

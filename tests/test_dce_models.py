@@ -1,0 +1,236 @@
+"""DCE pharmacokinetic models: OSIPI DCE code-collection reference cases, exact convolution, recovery, delay sign."""
+
+import csv
+from functools import lru_cache
+
+import numpy as np
+import pytest
+from scipy.integrate import quad
+
+from conftest import EXTERNAL, external
+from qmri.errors import QMRIInputError
+from qmri.models.aif import shift
+from qmri.models.dce import DCE, DCE_MODELS, acquisition, example_aif, expconv
+
+DATA = ("osipi_dce", "test", "DCEmodels", "data")
+
+#: OSIPI code-collection tolerances (a_tol, r_tol): pass if |meas - ref| <= a_tol + r_tol |ref|.
+TOLERANCES = {"Ktrans": (0.005, 0.1), "PS": (0.005, 0.1), "ve": (0.05, 0.0), "vp": (0.025, 0.0),
+              "Fp": (5.0, 0.1), "delay": (1.0, 0.0)}
+
+# Files: (file, model, column -> our parameter, tissue column, AIF column, samples shifted for a delayed copy).
+# The QIBA/Bosca files have no delayed version: as OSIPI's loaders do, the tissue curve is shifted
+# by 10 samples (Tofts, 5 s) or 5 samples (extended Tofts, 5 s) to make one.
+FILES = [
+    ("dce_DRO_data_tofts.csv", "tofts", {"Ktrans": "Ktrans", "ve": "ve"}, "C", "ca", 10),
+    ("dce_DRO_data_extended_tofts.csv", "etm", {"Ktrans": "Ktrans", "ve": "ve", "vp": "vp"}, "C", "ca", 5),
+    ("patlak_sd_0.02_delay_0.csv", "patlak", {"Ktrans": "ps", "vp": "vp"}, "C_t", "cp_aif", None),
+    ("patlak_sd_0.02_delay_5.csv", "patlak", {"Ktrans": "ps", "vp": "vp"}, "C_t", "cp_aif", None),
+    ("2cxm_sd_0.001_delay_0.csv", "2cxm", {"Fp": "fp", "PS": "ps", "ve": "ve", "vp": "vp"}, "C_t", "cp_aif", None),
+    ("2cxm_sd_0.001_delay_5.csv", "2cxm", {"Fp": "fp", "PS": "ps", "ve": "ve", "vp": "vp"}, "C_t", "cp_aif", None),
+    ("2cum_sd_0.0025_delay_0.csv", "2cum", {"Fp": "fp", "PS": "ps", "vp": "vp"}, "C_t", "cp_aif", None),
+    ("2cum_sd_0.0025_delay_5.csv", "2cum", {"Fp": "fp", "PS": "ps", "vp": "vp"}, "C_t", "cp_aif", None),
+]
+
+#: Cases that cannot pass, with the measured value and the reason.
+XFAIL = {
+    ("2cxm_sd_0.001_delay_0.csv", "case_14", True):
+        "PS 0.1775 /min vs reference 0.15 (limit 0.02): with the delay free (fitted 0.04 s) the "
+        "least-squares optimum itself lies there (LM started at the reference converges to the same "
+        "point; SSR 6.20e-4 vs 6.25e-4 at the reference), Fp = 5 mL/min/100mL leaves PS poorly determined",
+}
+
+
+def _rows(fname):
+    path = EXTERNAL.joinpath(*DATA, fname)
+    if not path.exists():
+        return []
+    csv.field_size_limit(1 << 30)
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _cases():
+    out = []
+    for fname, model, cols, ccol, acol, nshift in FILES:
+        for row in _rows(fname):
+            delay = float(row.get("arterial_delay", row.get("arterialdelay", 0.0)))
+            for fit_delay in (False, True):
+                if delay != 0.0 and not fit_delay:
+                    continue  # a delayed curve needs the delay fitted
+                marks = []
+                key = (fname, row["label"], fit_delay)
+                if key in XFAIL:
+                    marks.append(pytest.mark.xfail(reason=XFAIL[key], strict=True))
+                out.append(pytest.param(fname, row["label"], fit_delay,
+                                        id=f"{fname[:-4]}-{row['label']}-{'delay' if fit_delay else 'nodelay'}",
+                                        marks=marks))
+    return out
+
+
+@lru_cache(maxsize=None)
+def _osipi_fit(fname, label, fit_delay):
+    spec = next(f for f in FILES if f[0] == fname)
+    _, model, cols, ccol, acol, nshift = spec
+    row = next(r for r in _rows(fname) if r["label"] == label)
+    arr = lambda k: np.array(row[k].split(), dtype=np.float64)  # noqa: E731
+    t, c, ca = arr("t"), arr(ccol), arr(acol)
+    ref = {ours: float(row[theirs]) for ours, theirs in cols.items()}
+    ref["delay"] = float(row.get("arterial_delay", row.get("arterialdelay", 0.0)))
+    if fit_delay and nshift:
+        c = np.concatenate([np.zeros(nshift), c[:-nshift]])
+        ref["delay"] = nshift * (t[1] - t[0])
+    maps = DCE(t, ca, model, fit_delay=fit_delay).fit(c[None, :])
+    meas = {k: float(maps[k][0]) for k in ref if k != "delay" or fit_delay}
+    return meas, ref, int(maps["status"][0])
+
+
+@pytest.mark.parametrize("fname,label,fit_delay", _cases())
+def test_osipi_reference_case(fname, label, fit_delay):
+    external(*DATA, fname)
+    meas, ref, status = _osipi_fit(fname, label, fit_delay)
+    assert status == 0, f"fit did not converge (status {status})"
+    bad = []
+    for k, m in meas.items():
+        a_tol, r_tol = TOLERANCES[k]
+        if abs(m - ref[k]) > a_tol + r_tol * abs(ref[k]):
+            bad.append(f"{k}: measured {m:.5g}, reference {ref[k]:.5g}, allowed ±{a_tol + r_tol * abs(ref[k]):.3g}")
+    assert not bad, "; ".join(bad)
+
+
+def test_every_osipi_file_is_used():
+    files = sorted(p.name for p in external(*DATA).glob("*.csv"))
+    assert files == sorted(f[0] for f in FILES)
+    assert all(len(_rows(f)) > 0 for f in files)
+
+
+# ---------------------------------------------------------------------------------------------
+# Exact convolution
+# ---------------------------------------------------------------------------------------------
+def _random_grid(rng, n=40):
+    return np.concatenate([[0.0], np.cumsum(rng.uniform(0.5, 9.0, n - 1))])
+
+
+@pytest.mark.parametrize("k", [0.0, 1e-4, 0.03, 0.7, 5.0, 80.0])
+@pytest.mark.parametrize("delay_s", [0.0, 3.7, -6.2])
+def test_convolution_is_exact_for_piecewise_linear_input(k, delay_s):
+    rng = np.random.default_rng(3)
+    t = _random_grid(rng)
+    c = rng.uniform(0.0, 5.0, t.size)
+    c[0] = 0.0
+    F = np.zeros(t.size)
+    cp = np.zeros(t.size)
+    acq = acquisition(t, c)
+    expconv(acq[:, 2], c, acq[:, 3], k, delay_s / 60.0, 1.0, F, 0.0, F, 1.0, cp, 0.0, F)
+    tm = t / 60.0
+
+    def cp_at(u):  # piecewise linear, 0 before the first sample, held after the last
+        return 0.0 if u < tm[0] else float(np.interp(u, tm, c))
+
+    for i in range(0, t.size, 3):
+        tau = tm[i] - delay_s / 60.0
+        if tau <= tm[0]:
+            assert F[i] == 0.0
+            continue
+        knots = [u for u in tm if u < tau]
+        ref = quad(lambda u: cp_at(u) * np.exp(-k * (tau - u)), tm[0], tau, points=knots, limit=200,
+                   epsabs=1e-13, epsrel=1e-12)[0]
+        assert F[i] == pytest.approx(ref, rel=1e-9, abs=1e-12)
+        assert cp[i] == pytest.approx(cp_at(tau), rel=1e-12, abs=1e-14)
+
+
+def test_convolution_matches_closed_form_for_a_ramp():
+    # Cp(t) = t (min): F(τ) = τ/k - (1 - exp(-kτ))/k², on a non-uniform grid
+    rng = np.random.default_rng(4)
+    t = _random_grid(rng, 60)
+    k = 0.8
+    F = np.zeros(t.size)
+    acq = acquisition(t, t / 60.0)
+    expconv(acq[:, 2], t / 60.0, acq[:, 3], k, 0.0, 1.0, F, 0.0, F, 0.0, F, 0.0, F)
+    tau = t / 60.0
+    np.testing.assert_allclose(F, tau / k - (1.0 - np.exp(-k * tau)) / k ** 2, rtol=1e-11, atol=1e-14)
+
+
+# ---------------------------------------------------------------------------------------------
+# Recovery, non-uniform times, delay sign, derived kep
+# ---------------------------------------------------------------------------------------------
+TRUTH = {
+    "tofts": dict(Ktrans=0.25, ve=0.35),
+    "etm": dict(Ktrans=0.12, ve=0.25, vp=0.04),
+    "patlak": dict(Ktrans=0.03, vp=0.08),
+    "2cxm": dict(Fp=40.0, PS=0.12, ve=0.2, vp=0.06),
+    "2cum": dict(Fp=25.0, PS=0.04, vp=0.05),
+}
+
+
+def _nonuniform_times():
+    return np.concatenate([np.arange(0.0, 20.0, 4.0), np.arange(20.0, 80.0, 1.3), 80.0 + np.cumsum(np.linspace(2, 12, 25))])
+
+
+@pytest.mark.parametrize("model", sorted(TRUTH))
+def test_noise_free_recovery_on_nonuniform_times(model):
+    t = _nonuniform_times()
+    m = DCE(t, example_aif(t), model)
+    c = m.concentration(TRUTH[model])
+    maps = m.fit(np.stack([c, 0.5 * c]), method="lsq")
+    for k, v in TRUTH[model].items():
+        assert maps[k][0] == pytest.approx(v, rel=1e-4), k
+    assert np.all(maps["status"] == 0)
+    assert maps["r2"][0] == pytest.approx(1.0, abs=1e-9)
+    if model in ("tofts", "etm"):
+        np.testing.assert_allclose(maps["kep"], maps["Ktrans"] / maps["ve"])
+        assert maps.units["kep"] == "1/min"
+
+
+@pytest.mark.parametrize("true_delay", [4.0, -3.0])
+def test_delay_is_positive_when_tissue_arrives_later(true_delay):
+    # tissue made with an AIF that is itself shifted by `true_delay` (independent of the model's delay code)
+    t = np.arange(0.0, 300.0, 1.0)
+    cp = example_aif(t)
+    tissue = DCE(t, shift(t, cp, true_delay), "tofts").concentration(TRUTH["tofts"])
+    maps = DCE(t, cp, "tofts", fit_delay=True).fit(tissue[None])
+    assert maps["delay"][0] == pytest.approx(true_delay, abs=0.05)
+    assert maps["Ktrans"][0] == pytest.approx(TRUTH["tofts"]["Ktrans"], rel=1e-3)
+
+
+def test_linear_method_is_close_without_noise():
+    t = np.arange(0.0, 300.0, 2.0)
+    m = DCE(t, example_aif(t), "tofts")
+    c = m.concentration(TRUTH["tofts"])
+    maps = m.fit(c[None], method="linear")
+    assert maps["Ktrans"][0] == pytest.approx(0.25, rel=0.02)
+    assert maps["n_iter"][0] == 0
+
+
+@pytest.mark.parametrize("method", ["lsq", "linear"])
+def test_failed_voxels_are_nan(method):
+    t = np.arange(0.0, 100.0, 2.0)
+    m = DCE(t, example_aif(t), "tofts")
+    Y = np.stack([m.concentration(TRUTH["tofts"]), np.full(t.size, np.nan), np.zeros(t.size)])
+    maps = m.fit(Y, method=method)
+    assert maps["status"][0] == 0 and maps["status"][1] == 2 and maps["status"][2] == 2
+    assert np.isnan(maps["Ktrans"][1]) and np.isnan(maps["kep"][2])
+
+
+@pytest.mark.parametrize("t,aif,model,msg", [
+    (np.array([0.0, 2.0, 1.0, 3.0]), np.zeros(4), "tofts", "strictly increasing"),
+    (np.arange(5.0), np.zeros(4), "tofts", "AIF has 4 samples"),
+    (np.arange(5.0), np.zeros(5), "kety", "unknown DCE model"),
+    (np.array([0.0, 1.0, np.nan, 3.0]), np.zeros(4), "tofts", "finite"),
+])
+def test_bad_inputs_raise(t, aif, model, msg):
+    with pytest.raises(QMRIInputError, match=msg):
+        DCE(t, aif, model)
+
+
+@pytest.mark.parametrize("key", sorted(DCE_MODELS, key=str))
+def test_torch_autograd_matches_analytic_jacobian(key):
+    # the network estimators train through the torch twin: its gradients must be the Jacobian
+    torch = pytest.importorskip("torch")
+    spec = DCE_MODELS[key]
+    acq = spec.example_acquisition()
+    rng = np.random.default_rng(5)
+    p = spec.lower + (spec.upper - spec.lower) * (0.2 + 0.6 * rng.random(spec.n_params))
+    P = torch.tensor(p[None], dtype=torch.float64, requires_grad=True)
+    jac = torch.autograd.functional.jacobian(lambda x: spec.torch_signal(x, torch.as_tensor(acq))[0], P)[:, 0, :]
+    np.testing.assert_allclose(jac.numpy(), spec.jacobian_at(p, acq), rtol=1e-7, atol=1e-10)

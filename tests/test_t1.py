@@ -1,0 +1,209 @@
+"""VFA T1 mapping: every OSIPI T1 case (QIBA DRO, brain, prostate), exact recovery, B1, errors."""
+
+import numpy as np
+import pytest
+from conftest import external
+from osipi_csv import assert_within, row_cases
+
+from qmri.errors import QMRIInputError
+from qmri.fitting.lm import STATUS_CONVERGED, STATUS_FAILED
+from qmri.models import VFA
+
+T1DATA = ("osipi_dce", "test", "T1_mapping", "data")
+# OSIPI tolerance for T1 mapping, on R1 = 1/T1 in 1/s (test/T1_mapping/t1_data.py).
+A_TOL, R_TOL = 0.05, 0.05
+METHODS = ["linear", "nonlinear"]
+
+_FITS = {}
+
+
+def _fitted_r1(name, method, use_b1=False):
+    """R1 (1/s) by label for every row of one OSIPI T1 file, fitted in one batch per acquisition."""
+    key = (name, method, use_b1)
+    if key in _FITS:
+        return _FITS[key]
+    rows = [p.values[0] for p in row_cases(*T1DATA, name)]
+    prostate = "prostate" in name
+    groups = {}
+    for row in rows:
+        tr = np.atleast_1d(row["TR"]) / (1000.0 if prostate else 1.0)  # prostate TR is in ms
+        groups.setdefault((tuple(np.atleast_1d(row["FA"])), tuple(tr)), []).append(row)
+    out = {}
+    for (fa, tr), members in groups.items():
+        S = np.array([r["s"] for r in members])
+        b1 = np.array([r["B1"] / 100.0 for r in members]) if use_b1 else None  # B1 in percent
+        maps = VFA(fa, tr, b1=b1).fit(S, method=method)
+        out.update({r["label"]: 1.0 / maps["T1"][i] for i, r in enumerate(members)})
+    _FITS[key] = out
+    return out
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("case", row_cases(*T1DATA, "t1_quiba_data.csv"))
+def test_t1_qiba_dro(case, method):
+    external(*T1DATA, "t1_quiba_data.csv")
+    r1_ref = case["R1"] * 1000.0  # the QIBA file gives R1 in 1/ms
+    assert_within(_fitted_r1("t1_quiba_data.csv", method)[case["label"]], r1_ref, A_TOL, R_TOL, case["label"])
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("case", row_cases(*T1DATA, "t1_brain_data.csv"))
+def test_t1_brain(case, method):
+    external(*T1DATA, "t1_brain_data.csv")
+    assert_within(_fitted_r1("t1_brain_data.csv", method)[case["label"]], case["R1"], A_TOL, R_TOL, case["label"])
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("case", row_cases(*T1DATA, "t1_prostate_data.csv"))
+def test_t1_prostate(case, method):
+    external(*T1DATA, "t1_prostate_data.csv")
+    r1_ref = 1000.0 / case[f"T1 {method}"]  # reference T1 in ms, same method, no B1 correction
+    assert_within(_fitted_r1("t1_prostate_data.csv", method)[case["label"]], r1_ref, A_TOL, R_TOL, case["label"])
+
+
+# In this row the linear B1-corrected reference (T1 1057.6 ms, M0 58.90e6) is what DESPOT1 gives
+# with B1 = 1.077, not with the row's B1 of 100.53 %: the row's other references agree with
+# B1 ≈ 1.005 (uncorrected linear 1230.8 ms, B1-corrected nonlinear 1237.1 ms).
+_PROSTATE_B1_XFAIL = {
+    "Pat1_voxel5_prostaat": pytest.mark.xfail(strict=True, reason=(
+        "reference inconsistent with the listed B1 (100.53 %): measured R1 0.8213 /s (T1 1217.6 ms) "
+        "vs reference 0.9455 /s (T1 1057.6 ms); the reference is reproduced with B1 = 1.077"))
+}
+
+
+@pytest.mark.parametrize("case", row_cases(*T1DATA, "t1_prostate_data.csv", marks=_PROSTATE_B1_XFAIL))
+def test_t1_prostate_b1_corrected_linear(case):
+    external(*T1DATA, "t1_prostate_data.csv")
+    r1_ref = 1000.0 / case["T1 linear B1cor"]
+    assert_within(_fitted_r1("t1_prostate_data.csv", "linear", True)[case["label"]], r1_ref, A_TOL, R_TOL, case["label"])
+
+
+@pytest.mark.parametrize("case", row_cases(*T1DATA, "t1_prostate_data.csv"))
+def test_t1_prostate_b1_corrected_nonlinear(case):
+    external(*T1DATA, "t1_prostate_data.csv")
+    r1_ref = 1000.0 / case["T1 nonlinear B1cor"]
+    assert_within(_fitted_r1("t1_prostate_data.csv", "nonlinear", True)[case["label"]], r1_ref, A_TOL, R_TOL, case["label"])
+
+
+# --- synthetic --------------------------------------------------------------------------------
+
+FA = [2.0, 5.0, 10.0, 15.0, 20.0]
+TR = 0.005
+
+
+def _volume(rng, shape=(5, 4, 3)):
+    t1 = rng.uniform(0.2, 3.0, shape)
+    m0 = rng.uniform(500, 5000, shape)
+    b1 = rng.uniform(0.7, 1.3, shape)
+    return t1, m0, b1
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_noise_free_recovery_with_b1_map_and_mask(method):
+    rng = np.random.default_rng(7)
+    t1, m0, b1 = _volume(rng)
+    # B1 on the grouping grid so that the nonlinear fit is exact too
+    b1 = np.round(b1, 3)
+    model = VFA(FA, TR, b1=b1)
+    data = model.signal(dict(M0=m0, T1=t1), b1=b1)
+    mask = rng.random(t1.shape) > 0.3
+    maps = model.fit(data, mask=mask, method=method)
+    np.testing.assert_allclose(maps["T1"][mask], t1[mask], rtol=1e-6)
+    np.testing.assert_allclose(maps["M0"][mask], m0[mask], rtol=1e-6)
+    assert np.all(np.isnan(maps["T1"][~mask]))
+    assert np.all(maps["status"][mask] == STATUS_CONVERGED)
+    assert maps.units["T1"] == "s"
+
+
+def test_ignoring_b1_biases_t1():
+    """A 20 % flip-angle error left uncorrected changes T1 by far more than the tolerance."""
+    model = VFA(FA, TR)
+    sig = model.signal(dict(M0=1000.0, T1=1.0), b1=1.2)
+    t1_nominal = model.fit(sig[None], method="nonlinear")["T1"][0]
+    t1_corrected = VFA(FA, TR, b1=1.2).fit(sig[None], method="nonlinear")["T1"][0]
+    assert t1_corrected == pytest.approx(1.0, rel=1e-6)
+    assert abs(t1_nominal - 1.0) > 0.3
+
+
+def test_b1_grouping_error_is_small():
+    """Continuous B1 values, default grouping resolution 0.001: T1 within 0.2 % (noise-free)."""
+    rng = np.random.default_rng(11)
+    t1, m0, b1 = _volume(rng)
+    model = VFA(FA, TR, b1=b1)
+    maps = model.fit(model.signal(dict(M0=m0, T1=t1), b1=b1), method="nonlinear")
+    assert np.max(np.abs(maps["T1"] / t1 - 1)) < 2e-3
+    exact = VFA(FA, TR, b1=b1, b1_resolution=1e-9).fit(model.signal(dict(M0=m0, T1=t1), b1=b1), method="nonlinear")
+    np.testing.assert_allclose(exact["T1"], t1, rtol=1e-6)
+
+
+def test_nonlinear_is_unbiased_and_more_precise_than_linear_in_noise():
+    rng = np.random.default_rng(5)
+    n = 4000
+    model = VFA([3, 6, 9, 15, 24, 35], 0.005)
+    clean = model.signal(dict(M0=np.full(n, 10000.0), T1=np.full(n, 1.0)))
+    noisy = clean + rng.normal(0, 20.0, clean.shape)
+    lin = model.fit(noisy, method="linear")["T1"]
+    nl = model.fit(noisy, method="nonlinear")["T1"]
+    assert abs(np.median(nl) - 1.0) < 0.01
+    assert np.std(nl) < np.std(lin)
+
+
+def test_per_flip_angle_tr_needs_nonlinear():
+    tr = [0.005, 0.005, 0.008, 0.008]
+    model = VFA([3, 8, 12, 20], tr)
+    sig = model.signal(dict(M0=800.0, T1=0.9))
+    assert model.fit(sig[None], method="nonlinear")["T1"][0] == pytest.approx(0.9, rel=1e-6)
+    with pytest.raises(QMRIInputError, match="one TR"):
+        model.fit(sig[None], method="linear")
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_bad_voxels_fail_cleanly(method):
+    model = VFA(FA, TR)
+    good = model.signal(dict(M0=1000.0, T1=1.0))
+    data = np.stack([good, np.zeros(5), np.full(5, np.nan), good])
+    maps = model.fit(data, method=method)
+    assert list(maps["status"]) == [STATUS_CONVERGED, STATUS_FAILED, STATUS_FAILED, STATUS_CONVERGED]
+    assert np.isnan(maps["T1"][1]) and np.isnan(maps["T1"][2])
+
+
+def test_nonlinear_starts_without_a_linear_solution():
+    """Signals ∝ tan(α) make the DESPOT1 line vertical (linear fit fails); the LM fit still runs
+    from the fallback start and stays inside the bounds."""
+    model = VFA(FA, TR)
+    sig = 100.0 * np.tan(np.deg2rad(FA))
+    lin = model.fit(sig[None], method="linear")
+    assert lin["status"][0] == STATUS_FAILED
+    nl = model.fit(sig[None], method="nonlinear")
+    assert nl["status"][0] != STATUS_FAILED
+    assert model.lower[1] <= nl["T1"][0] <= model.upper[1]
+
+
+def test_invalid_b1_voxels_fail():
+    model = VFA(FA, TR, b1=np.array([1.0, 0.0, np.nan]))
+    sig = model.signal(dict(M0=1000.0, T1=1.0))
+    maps = model.fit(np.stack([sig] * 3), method="nonlinear")
+    assert maps["status"][0] == STATUS_CONVERGED
+    assert np.all(maps["status"][1:] == STATUS_FAILED)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(fa_deg=[10.0], tr=TR), "at least 2 flip angles"),
+    (dict(fa_deg=[10.0, 10.0], tr=TR), "distinct"),
+    (dict(fa_deg=[0.0, 10.0], tr=TR), r"\(0, 180\)"),
+    (dict(fa_deg=[5.0, 10.0], tr=0.0), "positive"),
+    (dict(fa_deg=[5.0, 10.0], tr=5.0), "seconds"),
+    (dict(fa_deg=[5.0, 10.0], tr=[0.005, 0.005, 0.005]), "one TR"),
+    (dict(fa_deg=[5.0, 10.0], tr=TR, b1=-1.0), "B1"),
+])
+def test_constructor_errors(kwargs, message):
+    with pytest.raises(QMRIInputError, match=message):
+        VFA(**kwargs)
+
+
+def test_fit_errors():
+    model = VFA(FA, TR, b1=np.ones((2, 2)))
+    with pytest.raises(QMRIInputError, match="B1 map shape"):
+        model.fit(np.ones((3, 2, 5)))
+    with pytest.raises(QMRIInputError, match="measurements"):
+        model.fit(np.ones((2, 2, 4)))
