@@ -723,6 +723,20 @@ def dki_tensor_jacobian(p, acq, J):
             J[i, 1 + a] = p[0] * e * acq[i, a]
 
 
+@nb.njit(cache=True)
+def dki_tensor_signal_jacobian(p, acq, out, J):
+    """Signal and Jacobian in one pass (one exponential per measurement)."""
+    for i in range(acq.shape[0]):
+        s = 0.0
+        for a in range(acq.shape[1]):
+            s += acq[i, a] * p[1 + a]
+        e = np.exp(s)
+        out[i] = p[0] * e
+        J[i, 0] = e
+        for a in range(acq.shape[1]):
+            J[i, 1 + a] = p[0] * e * acq[i, a]
+
+
 def dki_tensor_signal_torch(params, acq):
     """Full-tensor DKI signal in torch: ``params`` (N, 22), ``acq`` (n, 21) → (N, n)."""
     import torch
@@ -745,6 +759,7 @@ DKI_TENSOR_MODEL = register(SignalModel(
                       f"MD^2 times kurtosis tensor element W_{k}") for k in KT_NAMES),
     signal=dki_tensor_signal,
     jacobian=dki_tensor_jacobian,
+    signal_jacobian=dki_tensor_signal_jacobian,
     torch_signal=dki_tensor_signal_torch,
     acquisition_doc="acq: the first 21 columns of qmri.models.dki.design_matrix (b in ms/um2)",
     example_acquisition=_example_tensor_acquisition,
@@ -1025,6 +1040,19 @@ def dki_trace_jacobian(p, acq, J):
         J[i, 2] = S0 * e * b * b * D * D / 6.0
 
 
+@nb.njit(cache=True)
+def dki_trace_signal_jacobian(p, acq, out, J):
+    """Signal and Jacobian in one pass (one exponential per b-value)."""
+    S0, D, K = p[0], p[1], p[2]
+    for i in range(acq.shape[0]):
+        b = acq[i, 0]
+        e = np.exp(-b * D + b * b * D * D * K / 6.0)
+        out[i] = S0 * e
+        J[i, 0] = e
+        J[i, 1] = S0 * e * (-b + b * b * D * K / 3.0)
+        J[i, 2] = S0 * e * b * b * D * D / 6.0
+
+
 def dki_trace_signal_torch(params, acq):
     """Trace DKI in torch: ``params`` (N, 3) as (S0, D, K), ``acq`` (n, 1) → (N, n)."""
     import torch
@@ -1044,6 +1072,7 @@ DKI_TRACE_MODEL = register(SignalModel(
     ),
     signal=dki_trace_signal,
     jacobian=dki_trace_jacobian,
+    signal_jacobian=dki_trace_signal_jacobian,
     torch_signal=dki_trace_signal_torch,
     acquisition_doc="acq[:, 0]: b-values in s/mm2 (direction-averaged or trace-weighted images)",
     example_acquisition=lambda: np.array([0, 200, 500, 800, 1000, 1500, 2000.0])[:, None],
