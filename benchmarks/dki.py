@@ -62,7 +62,7 @@ def main(argv=None):
     ap.add_argument("--dipy-voxels", type=int, default=10000)
     ap.add_argument("--cwls-voxels", type=int, default=300)
     ap.add_argument("--repeat", type=int, default=3, help="best of N timings for qmri and MRtrix (default 3)")
-    ap.add_argument("--out", type=Path)
+    ap.add_argument("--out", type=Path, help="also write the table here (e.g. benchmarks/results/dki.md)")
     args = ap.parse_args(argv)
     import numba
 
