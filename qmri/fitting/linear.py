@@ -37,7 +37,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from qmri.fitting.lm import cholesky_factor, cholesky_solve
+from qmri.fitting.lm import _FAST, cholesky_factor, cholesky_solve  # _FAST keeps NaN/inf semantics
 
 #: Default floor applied to signals before the log (dipy's ``MIN_POSITIVE_SIGNAL``).
 MIN_SIGNAL = 1e-4
@@ -48,9 +48,6 @@ MAX_ROUNDS = 40
 #: Violated constraints added per round (the most violated first).
 ADD_PER_ROUND = 8
 _BLOCK = 256
-#: Floating-point flags of the hot loops: allow re-association (vectorised reductions) but keep
-#: NaN/inf semantics, which the failure checks rely on.
-_FAST = {"reassoc", "contract", "nsz", "arcp"}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -32,6 +32,8 @@ fitted per voxel by bounded Levenberg–Marquardt with 0 < D <= 0.005 mm²/s and
 
 from __future__ import annotations
 
+import dataclasses
+
 import numba as nb
 import numpy as np
 
@@ -1174,9 +1176,7 @@ class TraceDKI(Model):
             K0 = np.clip(np.where(np.isfinite(K0), K0, DKI_TRACE_MODEL.initial[2]), self.lower[2], self.upper[2])
             S00 = np.clip(np.exp(coef[:, 0]), self.lower[0], self.upper[0])
         p0 = np.stack([np.where(np.isfinite(S00), S00, 1.0), D0, K0], axis=1)
-        opts = self.lm_options
-        if compute_se != opts.compute_se:
-            opts = LMOptions(opts.max_iter, opts.xtol, opts.ftol, opts.gtol, compute_se)
+        opts = dataclasses.replace(self.lm_options, compute_se=bool(compute_se))
         res = fit_lm(DKI_TRACE_MODEL, self._acq, Yn, p0, lower=self.lower, upper=self.upper, options=opts)
         res.rescale("S0", scale)
         res.mark_failed(~good)
