@@ -135,11 +135,15 @@ def _dstar_cost(x, b, y, f, e_d, m):
     return c
 
 
-@nb.njit(parallel=True, cache=True)
-def _segmented_batch(b, Y, high, lo, hi, golden_iters, P, status, rmse, r2):
-    """Segmented IVIM on normalised signals Y (n, m); P gets (1, f, D, D*) in normalised units.
+_BLOCK = 256  # voxels per parallel work unit (work arrays allocated once per block)
 
-    D* comes from a grid search refined by ``golden_iters`` golden-section steps (0: grid only,
+
+@nb.njit(parallel=True, cache=True)
+def _segmented_batch(b, Y, high, lo, hi, wls_iters, golden_iters, P, status, rmse, r2):
+    """Segmented IVIM on normalised signals Y (n, m); P gets (S0, f, D, D*) in normalised units.
+
+    D and the intercept come from a log-linear fit over b >= threshold reweighted ``wls_iters``
+    times; D* from a grid search refined by ``golden_iters`` golden-section steps (0: grid only,
     enough as a start for the full fit).
     """
     n, m = Y.shape
@@ -147,61 +151,72 @@ def _segmented_batch(b, Y, high, lo, hi, golden_iters, P, status, rmse, r2):
     for i in range(m):
         if high[i]:
             nh += 1
-    for v in nb.prange(n):
-        y = Y[v]
-        ok = True
-        for i in range(m):
-            if not np.isfinite(y[i]):
-                ok = False
-        if not ok:
-            status[v] = STATUS_FAILED
-            for a in range(4):
-                P[v, a] = np.nan
-            rmse[v] = np.nan
-            r2[v] = np.nan
-            continue
-        # 1) iteratively weighted log-linear fit over b >= threshold
-        slope = 0.0
-        icpt = 0.0
-        for it in range(_WLS_ITERS + 1):
-            sw = 0.0
-            sx = 0.0
-            sy = 0.0
-            sxx = 0.0
-            sxy = 0.0
-            for i in range(m):
-                if high[i]:
-                    z = np.log(max(y[i], 0.01))
-                    if it == 0:
-                        w = 1.0
-                    else:
-                        w = np.exp(2.0 * (icpt + slope * b[i]))
-                    sw += w
-                    sx += w * b[i]
-                    sy += w * z
-                    sxx += w * b[i] * b[i]
-                    sxy += w * b[i] * z
-            det = sw * sxx - sx * sx
-            if det <= 0.0:
-                break
-            slope = (sw * sxy - sx * sy) / det
-            icpt = (sy - slope * sx) / sw
-        D = min(max(-slope, lo[2]), hi[2])
-        f = min(max(1.0 - np.exp(icpt), lo[1]), hi[1])
-        # 2) D* by grid search then golden section, S0 = 1, f and D fixed
+    nblocks = (n + _BLOCK - 1) // _BLOCK
+    for blk in nb.prange(nblocks):
+        zlog = np.empty(m)
         e_d = np.empty(m)
+        for v in range(blk * _BLOCK, min(n, (blk + 1) * _BLOCK)):
+            _segmented_voxel(b, Y[v], high, nh, lo, hi, wls_iters, golden_iters, zlog, e_d, P[v], status, rmse,
+                             r2, v)
+
+
+@nb.njit(cache=True)
+def _segmented_voxel(b, y, high, nh, lo, hi, wls_iters, golden_iters, zlog, e_d, p, status, rmse, r2, v):
+    m = y.shape[0]
+    ok = True
+    for i in range(m):
+        if not np.isfinite(y[i]):
+            ok = False
+    if not ok:
+        status[v] = STATUS_FAILED
+        for a in range(4):
+            p[a] = np.nan
+        rmse[v] = np.nan
+        r2[v] = np.nan
+        return
+    # 1) iteratively weighted log-linear fit over b >= threshold (signal clipped at 0.01, as OSIPI)
+    for i in range(m):
+        if high[i]:
+            zlog[i] = np.log(max(y[i], 0.01))
+    slope = 0.0
+    icpt = 0.0
+    for it in range(wls_iters + 1):
+        sw = 0.0
+        sx = 0.0
+        sy = 0.0
+        sxx = 0.0
+        sxy = 0.0
         for i in range(m):
-            e_d[i] = np.exp(-b[i] * D)
-        llo = np.log(lo[3])
-        lhi = np.log(hi[3])
-        step = (lhi - llo) / (_DSTAR_GRID - 1)
-        best = 0
-        bestc = np.inf
-        for k in range(_DSTAR_GRID):
-            c = _dstar_cost(np.exp(llo + k * step), b, y, f, e_d, m)
-            if c < bestc:
-                bestc = c
-                best = k
+            if high[i]:
+                w = 1.0 if it == 0 else np.exp(2.0 * (icpt + slope * b[i]))
+                sw += w
+                sx += w * b[i]
+                sy += w * zlog[i]
+                sxx += w * b[i] * b[i]
+                sxy += w * b[i] * zlog[i]
+        det = sw * sxx - sx * sx
+        if det <= 0.0:
+            break
+        slope = (sw * sxy - sx * sy) / det
+        icpt = (sy - slope * sx) / sw
+    D = min(max(-slope, lo[2]), hi[2])
+    f = min(max(1.0 - np.exp(icpt), lo[1]), hi[1])
+    # 2) D* by grid search then golden section, S0 = 1, f and D fixed
+    for i in range(m):
+        e_d[i] = np.exp(-b[i] * D)
+    llo = np.log(lo[3])
+    lhi = np.log(hi[3])
+    step = (lhi - llo) / (_DSTAR_GRID - 1)
+    best = 0
+    bestc = np.inf
+    for k in range(_DSTAR_GRID):
+        c = _dstar_cost(np.exp(llo + k * step), b, y, f, e_d, m)
+        if c < bestc:
+            bestc = c
+            best = k
+    Ds = np.exp(llo + best * step)
+    cs = bestc
+    if golden_iters > 0:
         a_ = llo + max(best - 1, 0) * step
         c_ = llo + min(best + 1, _DSTAR_GRID - 1) * step
         gr = 0.6180339887498949
@@ -223,27 +238,26 @@ def _segmented_batch(b, Y, high, lo, hi, golden_iters, P, status, rmse, r2):
                 x2 = a_ + gr * (c_ - a_)
                 f2 = _dstar_cost(np.exp(x2), b, y, f, e_d, m)
         xs = 0.5 * (a_ + c_)
-        Ds = np.exp(xs)
-        cs = _dstar_cost(Ds, b, y, f, e_d, m)
-        if bestc < cs:
-            Ds = np.exp(llo + best * step)
-            cs = bestc
-        P[v, 0] = min(max(1.0, lo[0]), hi[0])
-        P[v, 1] = f
-        P[v, 2] = D
-        P[v, 3] = min(max(Ds, lo[3]), hi[3])
-        status[v] = STATUS_CONVERGED
-        mean = 0.0
-        for i in range(m):
-            mean += y[i]
-        mean /= m
-        sst = 0.0
-        for i in range(m):
-            sst += (y[i] - mean) ** 2
-        rmse[v] = np.sqrt(cs / m)
-        r2[v] = 1.0 - cs / sst if sst > 0.0 else np.nan
-        if nh < 2:
-            status[v] = STATUS_FAILED
+        cg = _dstar_cost(np.exp(xs), b, y, f, e_d, m)
+        if cg < cs:
+            Ds = np.exp(xs)
+            cs = cg
+    p[0] = min(max(1.0, lo[0]), hi[0])
+    p[1] = f
+    p[2] = D
+    p[3] = min(max(Ds, lo[3]), hi[3])
+    status[v] = STATUS_CONVERGED
+    mean = 0.0
+    for i in range(m):
+        mean += y[i]
+    mean /= m
+    sst = 0.0
+    for i in range(m):
+        sst += (y[i] - mean) ** 2
+    rmse[v] = np.sqrt(cs / m)
+    r2[v] = 1.0 - cs / sst if sst > 0.0 else np.nan
+    if nh < 2:
+        status[v] = STATUS_FAILED
 
 
 class IVIM(Model):
@@ -351,21 +365,24 @@ class IVIM(Model):
     def _normalise(self, Y):
         return normalise_to_lowest_b(Y, self.bvals)
 
-    def _segmented(self, Yn, golden_iters=_GOLDEN_ITERS):
+    def _segmented(self, Yn, wls_iters=_WLS_ITERS, golden_iters=_GOLDEN_ITERS):
         n = Yn.shape[0]
         P = np.empty((n, 4))
         status = np.empty(n, dtype=np.int8)
         rmse = np.empty(n)
         r2 = np.empty(n)
-        _segmented_batch(self.bvals, Yn, self.bvals >= self.threshold, self.lower, self.upper, golden_iters,
-                         P, status, rmse, r2)
+        _segmented_batch(self.bvals, Yn, self.bvals >= self.threshold, self.lower, self.upper, wls_iters,
+                         golden_iters, P, status, rmse, r2)
         return P, status, rmse, r2
 
     def _fit_voxels(self, Y, method, compute_se):
         self.check_method(method)
         Yn, scale, good = self._normalise(Y)
         n = Y.shape[0]
-        P, status, rmse, r2 = self._segmented(Yn, _GOLDEN_ITERS if method == "segmented" else 0)
+        if method == "segmented":
+            P, status, rmse, r2 = self._segmented(Yn)
+        else:  # a cheaper segmented start (one reweighting, D* from the grid) is enough for LM
+            P, status, rmse, r2 = self._segmented(Yn, 1, 0)
         if method == "segmented":
             res = FitResult(params={k: P[:, j].copy() for j, k in enumerate(IVIM_MODEL.names)},
                             status=status, n_iter=np.zeros(n, np.int32), rmse=rmse, r2=r2)
