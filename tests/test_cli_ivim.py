@@ -11,6 +11,8 @@ import pytest
 
 from qmri.cli.main import main
 
+from conftest import run_qmri
+
 OUTPUTS = ["S0", "f", "D", "Dstar", "rmse", "r2", "status", "n_iter"]
 
 
@@ -161,11 +163,10 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path, monkeypatch):
 
 
 def test_console_script_is_installed(tmp_path):
-    script = Path(sys.executable).parent / "qmri"
-    assert script.exists(), f"console script not installed beside {sys.executable}"
-    exe = subprocess.run([str(script), "--version"], capture_output=True, text=True, cwd=tmp_path)
+    assert (Path(sys.executable).parent / "qmri").exists(), f"console script not installed beside {sys.executable}"
+    exe = run_qmri("--version")
     assert exe.returncode == 0 and exe.stdout.startswith("qmri ")
-    bad = subprocess.run([str(script), "ivim"], capture_output=True, text=True, cwd=tmp_path)
+    bad = run_qmri("ivim")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     mod = subprocess.run([sys.executable, "-m", "qmri.cli", "--version"], capture_output=True, text=True, cwd=tmp_path)
     assert mod.returncode == 0 and mod.stdout.startswith("qmri ")

@@ -1,8 +1,6 @@
 """DKI: qmri against dipy on the same data, exact recovery, constraints, trace DKI, command line."""
 
 import json
-import subprocess
-import sys
 
 import nibabel as nib
 import numpy as np
@@ -12,6 +10,8 @@ from qmri.fitting.linear import solve_loglinear
 from qmri.models.dki import (DKI, TraceDKI, apparent_kurtosis, design_matrix, hemisphere, powder_average,
                              tensors_from_compartments)
 from qmri.phantoms import add_rician_noise, dki_phantom, dki_protocol
+
+from conftest import run_qmri
 
 dipy = pytest.importorskip("dipy")
 from dipy.core.gradients import gradient_table  # noqa: E402
@@ -251,7 +251,7 @@ def test_bad_acquisitions_raise_clear_errors():
 # Command line
 # ---------------------------------------------------------------------------------------------
 def _qmri(*args):
-    return subprocess.run([sys.executable, "-m", "qmri.cli", *map(str, args)], capture_output=True, text=True)
+    return run_qmri(*args)
 
 
 @pytest.fixture(scope="module")
