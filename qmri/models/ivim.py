@@ -122,6 +122,7 @@ IVIM_MODEL = register(SignalModel(
 # Segmented (consensus) fit, one Numba kernel
 # ---------------------------------------------------------------------------------------------
 _DSTAR_GRID = 12
+_START_GRID = 8  # grid points for the lsq start (LM refines D*)
 _GOLDEN_ITERS = 14
 _WLS_ITERS = 5
 
@@ -139,7 +140,7 @@ _BLOCK = 256  # voxels per parallel work unit (work arrays allocated once per bl
 
 
 @nb.njit(parallel=True, cache=True)
-def _segmented_batch(b, Y, high, lo, hi, wls_iters, golden_iters, P, status, rmse, r2):
+def _segmented_batch(b, Y, high, lo, hi, wls_iters, n_grid, golden_iters, P, status, rmse, r2):
     """Segmented IVIM on normalised signals Y (n, m); P gets (S0, f, D, D*) in normalised units.
 
     D and the intercept come from a log-linear fit over b >= threshold reweighted ``wls_iters``
@@ -156,12 +157,12 @@ def _segmented_batch(b, Y, high, lo, hi, wls_iters, golden_iters, P, status, rms
         zlog = np.empty(m)
         e_d = np.empty(m)
         for v in range(blk * _BLOCK, min(n, (blk + 1) * _BLOCK)):
-            _segmented_voxel(b, Y[v], high, nh, lo, hi, wls_iters, golden_iters, zlog, e_d, P[v], status, rmse,
+            _segmented_voxel(b, Y[v], high, nh, lo, hi, wls_iters, n_grid, golden_iters, zlog, e_d, P[v], status, rmse,
                              r2, v)
 
 
 @nb.njit(cache=True)
-def _segmented_voxel(b, y, high, nh, lo, hi, wls_iters, golden_iters, zlog, e_d, p, status, rmse, r2, v):
+def _segmented_voxel(b, y, high, nh, lo, hi, wls_iters, n_grid, golden_iters, zlog, e_d, p, status, rmse, r2, v):
     m = y.shape[0]
     ok = True
     for i in range(m):
@@ -206,10 +207,10 @@ def _segmented_voxel(b, y, high, nh, lo, hi, wls_iters, golden_iters, zlog, e_d,
         e_d[i] = np.exp(-b[i] * D)
     llo = np.log(lo[3])
     lhi = np.log(hi[3])
-    step = (lhi - llo) / (_DSTAR_GRID - 1)
+    step = (lhi - llo) / (n_grid - 1)
     best = 0
     bestc = np.inf
-    for k in range(_DSTAR_GRID):
+    for k in range(n_grid):
         c = _dstar_cost(np.exp(llo + k * step), b, y, f, e_d, m)
         if c < bestc:
             bestc = c
@@ -218,7 +219,7 @@ def _segmented_voxel(b, y, high, nh, lo, hi, wls_iters, golden_iters, zlog, e_d,
     cs = bestc
     if golden_iters > 0:
         a_ = llo + max(best - 1, 0) * step
-        c_ = llo + min(best + 1, _DSTAR_GRID - 1) * step
+        c_ = llo + min(best + 1, n_grid - 1) * step
         gr = 0.6180339887498949
         x1 = c_ - gr * (c_ - a_)
         x2 = a_ + gr * (c_ - a_)
@@ -365,14 +366,14 @@ class IVIM(Model):
     def _normalise(self, Y):
         return normalise_to_lowest_b(Y, self.bvals)
 
-    def _segmented(self, Yn, wls_iters=_WLS_ITERS, golden_iters=_GOLDEN_ITERS):
+    def _segmented(self, Yn, wls_iters=_WLS_ITERS, n_grid=_DSTAR_GRID, golden_iters=_GOLDEN_ITERS):
         n = Yn.shape[0]
         P = np.empty((n, 4))
         status = np.empty(n, dtype=np.int8)
         rmse = np.empty(n)
         r2 = np.empty(n)
         _segmented_batch(self.bvals, Yn, self.bvals >= self.threshold, self.lower, self.upper, wls_iters,
-                         golden_iters, P, status, rmse, r2)
+                         n_grid, golden_iters, P, status, rmse, r2)
         return P, status, rmse, r2
 
     def _fit_voxels(self, Y, method, compute_se):
@@ -382,7 +383,7 @@ class IVIM(Model):
         if method == "segmented":
             P, status, rmse, r2 = self._segmented(Yn)
         else:  # a cheaper segmented start (one reweighting, D* from the grid) is enough for LM
-            P, status, rmse, r2 = self._segmented(Yn, 1, 0)
+            P, status, rmse, r2 = self._segmented(Yn, 1, _START_GRID, 0)
         if method == "segmented":
             res = FitResult(params={k: P[:, j].copy() for j, k in enumerate(IVIM_MODEL.names)},
                             status=status, n_iter=np.zeros(n, np.int32), rmse=rmse, r2=r2)
