@@ -313,11 +313,8 @@ def demo_part(out_dir: Path, args) -> str:
                  f"{'NRMSE ' + k:>13s} {'bias ' + k:>10s}" for k in ("Ktrans", "ve", "vp"))]
     for name, sel in (("tofts", ph.truth["vp"] == 0), ("etm", ph.mask)):
         model = DCE(t, cp, name)
-        model.fit(conc[:2, :2, :1], method="lsq")  # compile (Numba JIT) before timing
         mask = ph.mask & sel
-        t0 = time.perf_counter()
-        maps = model.fit(conc, mask=mask)
-        rate = mask.sum() / (time.perf_counter() - t0)
+        maps, rate = common.timed_fit(model, conc, mask, "lsq")
         maps.save(out_dir / name, force=args.force)
         montage(maps, out_dir / name / "maps.png", names=PARAMS[name], title=f"DCE {name}")
         cells = []

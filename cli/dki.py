@@ -135,10 +135,7 @@ def demo_part(out_dir: Path, args) -> str:
                                                                 for k in keys)]
     dirs = hemisphere(100)
     for method in DKI.methods:
-        model.fit(ph.data[:2, :2, :1], method=method)  # compile (Numba JIT) before timing
-        t = time.perf_counter()
-        maps = model.fit(ph.data, mask=ph.mask, method=method)
-        rate = n / (time.perf_counter() - t)
+        maps, rate = common.timed_fit(model, ph.data, ph.mask, method)
         maps.save(out_dir / method, force=args.force)
         montage(maps, out_dir / method / "maps.png", names=["MD", "FA", "MK", "AK", "RK", "MKT"], title=f"DKI {method}")
         beta = model.coefficients(ph.data[ph.mask], method)[0]

@@ -85,10 +85,7 @@ def demo_part(out_dir: Path, args) -> str:
              f"{'method':<10s} {'vox/s':>10s} {'conv %':>7s}   " + "  ".join(
                  f"{'NRMSE ' + k:>12s} {'bias ' + k:>11s}" for k in ("f", "D", "Dstar"))]
     for method in IVIM.methods:
-        model.fit(ph.data[:2, :2, :1], method=method)  # compile (Numba JIT) before timing
-        t = time.perf_counter()
-        maps = model.fit(ph.data, mask=ph.mask, method=method)
-        rate = n / (time.perf_counter() - t)
+        maps, rate = common.timed_fit(model, ph.data, ph.mask, method)
         maps.save(out_dir / method, force=args.force)
         montage(maps, out_dir / method / "maps.png", title=f"IVIM {method}")
         cells = []

@@ -22,6 +22,7 @@ COMMANDS = ["t1", "phantom", "demo"]
 
 
 def family_modules():
+    """The imported modules named in :data:`FAMILIES`, in order."""
     return [importlib.import_module(f"qmri.cli.{name}") for name in FAMILIES]
 
 
