@@ -1,6 +1,6 @@
 """DCE benchmark: qmri (batched Numba LM) vs scipy ``curve_fit`` per voxel, Tofts and extended Tofts.
 
-Both fit the same phantom: ``qmri.phantoms.dce_phantom`` with 50 × 50 voxels per (Ktrans, ve)
+Both fit the same phantom: ``qmri.models.dce.phantom.dce_phantom`` with 50 × 50 voxels per (Ktrans, ve)
 patch (5 × 4 patches = 50,000 voxels), 300 frames every 2 s, Parker AIF, Rician noise at SNR 20 on
 the SPGR signal, concentration recomputed from the noisy signal. Tofts runs on the vp = 0
 phantom, extended Tofts on a vp = 0.03 phantom.
@@ -50,11 +50,13 @@ def scipy_fit(model, Y, p0, lower, upper):
     from scipy.optimize import curve_fit
 
     spec = model.spec
-    acq = model._acq
+    acq = model.acq
+    cov = np.empty(0)
     out = np.empty(acq.shape[0])
+    signal = spec.signal.dispatcher  # the compiled forward model
 
     def f(_t, *p):
-        spec.signal(np.asarray(p, dtype=np.float64), acq, out)
+        signal(np.asarray(p, dtype=np.float64), acq, cov, out)
         return out.copy()
 
     P = np.full((Y.shape[0], spec.n_params), np.nan)
@@ -68,11 +70,11 @@ def scipy_fit(model, Y, p0, lower, upper):
 
 def run(name, vp, args, rng):
     from qmri.models.dce import DCE
-    from qmri.phantoms import dce_phantom
+    from qmri.models.dce.phantom import dce_phantom
 
     t = np.arange(args.frames) * 2.0
     ph = dce_phantom(snr=20.0, seed=1, block=(args.block, args.block, 1), times=t, vp=[vp])
-    conc = ph.acquisition["concentration"]
+    conc = ph.images["dce_conc"]
     mask = ph.mask
     n = int(mask.sum())
     model = DCE(t, np.asarray(ph.acquisition["aif"]), name)

@@ -1,6 +1,6 @@
 """DKI speed and accuracy: qmri vs dipy (and MRtrix3's dwi2tensor when installed), one run.
 
-Phantom: ``qmri.phantoms.dki_phantom`` with 32×32×16-voxel blocks (7 tissues, 114,688 voxels),
+Phantom: ``qmri.models.diffusion.dki.phantom.dki_phantom`` with 32×32×16-voxel blocks (7 tissues, 114,688 voxels),
 3 b=0 + 30 directions at b=1000 and at b=2000 s/mm², Rician noise at SNR 30.
 
 Rows
@@ -50,7 +50,7 @@ def _acc(mk, mkt, t_mk, t_mkt):
 
 
 def _neg(beta, dirs):
-    from qmri.models.dki import apparent_kurtosis
+    from qmri.models.diffusion.dki import apparent_kurtosis
 
     k = apparent_kurtosis(beta, dirs)
     return 100.0 * np.mean(np.nanmin(k, axis=1) < 0)
@@ -67,8 +67,9 @@ def main(argv=None):
     import numba
 
     numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
-    from qmri.models.dki import DKI, hemisphere, tensor_maps
-    from qmri.phantoms import bvec_text, dki_phantom
+    from qmri.models.diffusion.dki import DKI, hemisphere, tensor_maps
+    from qmri.models.diffusion.dki.phantom import dki_phantom
+    from qmri.simulate import bvec_text
 
     ph = dki_phantom(snr=30.0, seed=0, block=(32, 32, 16))
     bvals = np.asarray(ph.acquisition["bvals"])

@@ -29,12 +29,12 @@ def main(argv=None):
     import numba
 
     from qmri.models import IVIM
-    from qmri.phantoms import ivim_phantom, nrmse_bias
+    from qmri.simulate import nrmse_bias
 
     if args.threads:
         numba.set_num_threads(args.threads)
     side = int(round(np.sqrt(args.voxels_per_region)))
-    ph = ivim_phantom(snr=args.snr, seed=42, block=(side, side, 1))
+    ph = IVIM.phantom(snr=args.snr, seed=42, block=(side, side, 1))
     Y = ph.data[ph.mask]
     truth = {k: v[ph.mask] for k, v in ph.truth.items()}
     b = np.asarray(ph.acquisition["bvals"])

@@ -31,8 +31,8 @@ def main(argv=None):
     from scipy.optimize import least_squares
 
     from qmri.models import VFA
-    from qmri.models.relaxation import spgr_signal
-    from qmri.phantoms import nrmse_bias
+    from qmri.models.dce.relaxation import spgr_signal
+    from qmri.simulate import nrmse_bias
 
     if args.threads:
         numba.set_num_threads(args.threads)

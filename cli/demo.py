@@ -1,4 +1,4 @@
-"""``qmri demo``: build the phantoms, fit them with every method, print accuracy and speed."""
+"""``qmri demo``: build the built-in phantoms, fit them with every method, print accuracy and speed."""
 
 from __future__ import annotations
 
@@ -15,16 +15,17 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    from qmri.cli.common import refuse_overwrite
-    from qmri.cli.main import FAMILIES, family_modules
+    from qmri.models import COMMANDS
+    from qmri.workflows.demo import demo_part
+    from qmri.workflows.job import refuse_overwrite
 
-    parts = [(name, mod) for name, mod in zip(FAMILIES, family_modules()) if hasattr(mod, "demo_part")]
-    refuse_overwrite([args.out_dir / name for name, _ in parts], args.force)
+    parts = [cls for cls in COMMANDS.values() if cls.has_phantom()]
+    refuse_overwrite([args.out_dir / cls.command for cls in parts], args.force)
     t0 = time.perf_counter()
-    for name, mod in parts:
+    for cls in parts:
         t = time.perf_counter()
-        table = mod.demo_part(args.out_dir / name, args)
-        print(f"== {name.upper()} ({time.perf_counter() - t:.1f} s, including Numba compilation)")
+        table = demo_part(cls, args.out_dir / cls.command, force=args.force)
+        print(f"== {cls.command.upper()} ({time.perf_counter() - t:.1f} s, including Numba compilation)")
         print(table)
         print()
     print(f"demo finished in {time.perf_counter() - t0:.1f} s; maps and PNGs in {args.out_dir}")

@@ -1,39 +1,32 @@
-"""``qmri`` console script: one sub-command per model family plus ``phantom`` and ``demo``.
+"""``qmri`` console script: one fitting subcommand per model declaration, plus ``phantom`` and ``demo``.
 
-Each family module in this package (``ivim``, ...) exposes ``add_parser(subparsers)`` for its
-fitting command and, optionally, ``add_phantom_parser(subparsers)`` (``qmri phantom <family>``)
-and ``demo_part(out_dir, args)`` (a section of ``qmri demo``). Adding a family means adding its
-module name to :data:`FAMILIES`.
+The fitting subcommands are generated (:mod:`qmri.cli.fit`) from :data:`qmri.models.COMMANDS`:
+adding a model module registers its command, phantom and demo part; nothing here names a model.
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import sys
 
 from qmri import __version__
+from qmri.cli.options import Parser
 from qmri.errors import QMRIInputError
 
-#: Family modules, in the order they appear in ``qmri --help``, ``qmri phantom`` and ``qmri demo``.
-FAMILIES = ["ivim", "dki", "dce"]
-#: Other command modules (each with ``add_parser``).
-COMMANDS = ["t1", "phantom", "demo"]
+#: Commands other than the fitting commands (each module has ``add_parser``), after them in ``--help``.
+COMMANDS = ["phantom", "demo"]
 
 
-def family_modules():
-    """The imported modules named in :data:`FAMILIES`, in order."""
-    return [importlib.import_module(f"qmri.cli.{name}") for name in FAMILIES]
+def build_parser() -> Parser:
+    from qmri.cli import fit
+    from qmri.models import COMMANDS as MODELS
 
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="qmri",
-        description="Quantitative functional MRI: voxel-wise IVIM, DKI and DCE fitting of NIfTI series.")
+    parser = Parser(prog="qmri", description="Quantitative functional MRI: voxel-wise IVIM, ADC, DKI, T1 and DCE "
+                                             "fitting of NIfTI series.")
     parser.add_argument("--version", action="version", version=f"qmri {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for mod in family_modules():
-        mod.add_parser(sub)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=Parser)
+    for cls in MODELS.values():
+        fit.add_parser(sub, cls)
     for name in COMMANDS:
         importlib.import_module(f"qmri.cli.{name}").add_parser(sub)
     return parser

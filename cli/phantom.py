@@ -1,14 +1,42 @@
-"""``qmri phantom <family>``: write a digital reference object with its ground truth."""
+"""``qmri phantom <command>``: write a model's phantom (digital reference object) with its ground truth."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from qmri.cli.options import add_options, given
+
 
 def add_parser(sub):
-    from qmri.cli.main import family_modules
+    from qmri.models import COMMANDS
 
     p = sub.add_parser("phantom", help="write a phantom (digital reference object) with ground truth")
-    fam = p.add_subparsers(dest="family", metavar="FAMILY", required=True)
-    for mod in family_modules():
-        if hasattr(mod, "add_phantom_parser"):
-            mod.add_phantom_parser(fam)
+    fam = p.add_subparsers(dest="family", metavar="MODEL", required=True)
+    for cls in COMMANDS.values():
+        if not cls.has_phantom():
+            continue
+        q = fam.add_parser(cls.command, help=(cls.phantom.__doc__ or cls.summary).strip().splitlines()[0])
+        q.add_argument("--out-dir", required=True, type=Path)
+        q.add_argument("--snr", type=float, help="S0 (or baseline signal) / sigma of the Rician noise; 'inf' for "
+                                                 "noise-free (default: the phantom's)")
+        q.add_argument("--seed", type=int, default=0)
+        q.add_argument("--block", type=int, nargs=3, metavar=("X", "Y", "Z"), help="voxels per region")
+        q.add_argument("--force", action="store_true")
+        add_options(q, cls.phantom_options)
+        q.set_defaults(func=run, model_cls=cls)
     return p
+
+
+def run(args) -> int:
+    from qmri.options import resolve
+    from qmri.simulate import save_phantom
+
+    cls = args.model_cls
+    opts = resolve(cls.phantom_options, given(args, cls.phantom_options), f"qmri phantom {cls.command}")
+    ph = cls.phantom(snr=args.snr, seed=args.seed, block=args.block, **{k: v for k, v in opts.items() if v is not None})
+    save_phantom(ph, args.out_dir, force=args.force)
+    print(f"{cls.__name__} phantom {ph.data.shape} ({int(ph.mask.sum())} voxels, {len(ph.regions)} regions, "
+          f"SNR {ph.acquisition['snr']:g}) written to {args.out_dir}: {', '.join(ph.file_names())}")
+    if ph.fit_hint:
+        print("fit it with: " + ph.fit_hint.format(out=args.out_dir))
+    return 0

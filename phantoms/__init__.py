@@ -1,1 +1,1 @@
-"""Phantom (digital reference object) definitions, as JSON data (installed as ``qmri.phantom_defs``)."""
+"""Phantom (digital reference object) definitions, as JSON data (installed as ``qmri.phantoms``)."""

@@ -124,6 +124,28 @@ def read_bvecs(path, n: int | None = None) -> np.ndarray:
     return bvecs
 
 
+def read_frame_times(path) -> np.ndarray:
+    """Frame times (s) from a text file: numbers separated by white space, commas or new lines.
+
+    Raises
+    ------
+    QMRIInputError
+        Missing file, non-numeric content, no values, non-finite values.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise QMRIInputError(f"{path}: time file not found")
+    try:
+        t = np.array(path.read_text().replace(",", " ").split(), dtype=np.float64)
+    except ValueError as exc:
+        raise QMRIInputError(f"{path}: cannot read frame times ({exc})") from None
+    if t.size == 0:
+        raise QMRIInputError(f"{path}: no frame times in file")
+    if not np.all(np.isfinite(t)):
+        raise QMRIInputError(f"{path}: frame times must be finite numbers (s)")
+    return t
+
+
 def load_mask(path, reference_img, *, reference_path=None) -> np.ndarray:
     """Load a mask and check it lies on the reference image's grid.
 
@@ -219,11 +241,11 @@ def atomic_path(path):
         raise
 
 
-def write_map(path, data, *, affine=None, header=None, intent: str = ""):
-    """Write one map as float32 NIfTI, atomically.
+def write_map(path, data, *, affine=None, header=None, intent: str = "", dtype=np.float32):
+    """Write one map as NIfTI (float32 by default), atomically.
 
     The input affine and header (orientation codes, voxel sizes) are kept; the data type becomes
-    float32 and any intensity scaling of the input is reset.
+    ``dtype`` and any intensity scaling of the input is reset.
 
     Parameters
     ----------
@@ -235,15 +257,17 @@ def write_map(path, data, *, affine=None, header=None, intent: str = ""):
     header : nibabel header, optional
     intent : str
         Stored (truncated to 16 ASCII characters) as the NIfTI intent name.
+    dtype : numpy dtype
+        Data type on disk (float32; int8 / int32 for integer maps).
     """
     import nibabel as nib
 
-    arr = np.asarray(data, dtype=np.float32)
+    arr = np.asarray(data, dtype=dtype)
     if affine is None:
         affine = np.eye(4) if header is None else header.get_best_affine()
     hdr = header.copy() if header is not None else None
     img = nib.Nifti1Image(arr, affine, header=hdr)
-    img.header.set_data_dtype(np.float32)
+    img.header.set_data_dtype(dtype)
     img.header.set_slope_inter(1.0, 0.0)
     img.header.set_xyzt_units("mm", "sec")
     img.header.set_intent("none", name=intent.encode("ascii", "replace").decode()[:16])

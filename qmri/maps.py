@@ -1,34 +1,40 @@
-"""The result type of every fit: dense parameter maps with units, quality maps and provenance."""
+"""The result type of every fit: dense parameter maps with units, quality maps, geometry and provenance."""
 
 from __future__ import annotations
 
 import datetime as _dt
+import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
 from qmri import __version__
-from qmri.errors import OutputExistsError
-from qmri.fitting.lm import STATUS_CONVERGED, STATUS_LABELS
-from qmri.fitting.result import FitResult
+from qmri.errors import OutputExistsError, QMRIInputError
+from qmri.fitting.result import STATUS_CONVERGED, STATUS_FAILED, STATUS_LABELS, STATUS_NOT_FITTED, FitResult
 
 #: Quality maps written with every fit, and their units.
 QUALITY_UNITS = {"rmse": "signal units", "r2": "", "status": "", "n_iter": ""}
+#: Integer quality maps: their NIfTI data type; voxels outside the mask hold ``STATUS_NOT_FITTED`` (-1).
+INTEGER_MAPS = {"status": np.int8, "n_iter": np.int32}
+#: Sidecar keys written by :meth:`ParameterMaps.save` besides the provenance.
+_FIXED_KEYS = {"QmriVersion", "Created", "OutsideMask", "StatusCodes", "Sources", "Parameter", "Units", "Kind",
+               "Maps"}
 
 
 class ParameterMaps(Mapping):
     """Parameter and quality maps of one fit.
 
-    Behaves as a read-only mapping from a label to a float array of the data's spatial shape:
+    Behaves as a read-only mapping from a label to an array of the data's spatial shape:
     parameters (``maps["D"]``), their standard errors (``maps["D_se"]``, when computed) and the
-    quality maps ``rmse``, ``r2``, ``status`` (0 converged, 1 max-iter, 2 failed) and ``n_iter``.
-    Voxels outside the mask are NaN in every map.
+    quality maps ``rmse``, ``r2`` (float, NaN outside the mask), ``status`` (int8: 0 converged,
+    1 max-iter, 2 failed, -1 outside the mask) and ``n_iter`` (int32, -1 outside the mask).
 
     Attributes
     ----------
     params : dict of str to ndarray
-        Parameter maps, in the model's output order.
+        Parameter maps (float64, NaN outside the mask), in the model's output order.
     units : dict of str to str
         Unit of every map (parameters, standard errors and quality maps).
     quality : dict of str to ndarray
@@ -38,27 +44,35 @@ class ParameterMaps(Mapping):
     mask : ndarray of bool
         Voxels that were fitted.
     provenance : dict
-        Model, method, bounds, acquisition, timings: written into every sidecar.
+        Model, method, bounds, acquisition, timings: written into every sidecar. Keys are
+        lower-case ``snake_case`` (sidecars hold them in ``CamelCase``).
+    affine : ndarray (4, 4) or None
+        Voxel-to-world transform of the fitted data (written with the maps).
+    header : nibabel header or None
+        Header of the fitted image (orientation codes, voxel sizes), kept in the written maps.
     """
 
-    def __init__(self, params, units, quality, se, mask, provenance):
+    def __init__(self, params, units, quality, se, mask, provenance, *, affine=None, header=None):
         self.params = dict(params)
         self.quality = dict(quality)
         self.se = dict(se)
         self.mask = mask
         self.provenance = dict(provenance)
-        self.units = dict(units)
-        self.units.update(QUALITY_UNITS)
+        self.units = dict(QUALITY_UNITS)
+        self.units.update(units)
         for name in self.se:
-            self.units[f"{name}_se"] = self.units.get(name, "")
+            self.units.setdefault(f"{name}_se", self.units.get(name, ""))
+        self.affine = None if affine is None else np.asarray(affine, dtype=np.float64)
+        self.header = header
 
     @classmethod
     def from_flat(cls, result: FitResult, index: np.ndarray, shape: tuple, units: dict, provenance: dict):
-        """Scatter flat per-voxel results into volumes of ``shape`` (NaN outside ``index``)."""
+        """Scatter flat per-voxel results into volumes of ``shape`` (NaN, or -1 for the integer maps,
+        outside ``index``)."""
         n_total = int(np.prod(shape)) if len(shape) else 1
 
-        def scatter(values):
-            vol = np.full(n_total, np.nan)
+        def scatter(values, fill=np.nan, dtype=np.float64):
+            vol = np.full(n_total, fill, dtype=dtype)
             vol[index] = values
             return vol.reshape(shape)
 
@@ -68,14 +82,14 @@ class ParameterMaps(Mapping):
         quality = {
             "rmse": scatter(result.rmse),
             "r2": scatter(result.r2),
-            "status": scatter(result.status.astype(np.float64)),
-            "n_iter": scatter(result.n_iter.astype(np.float64)),
+            "status": scatter(result.status, STATUS_NOT_FITTED, INTEGER_MAPS["status"]),
+            "n_iter": scatter(result.n_iter, STATUS_NOT_FITTED, INTEGER_MAPS["n_iter"]),
         }
         se = {k: scatter(v) for k, v in result.se.items()}
         prov = dict(provenance)
         n = len(index)
         prov["converged_fraction"] = float(np.mean(result.status == STATUS_CONVERGED)) if n else 0.0
-        prov["failed_fraction"] = float(np.mean(result.status == 2)) if n else 0.0
+        prov["failed_fraction"] = float(np.mean(result.status == STATUS_FAILED)) if n else 0.0
         return cls(params, units, quality, se, mask.reshape(shape), prov)
 
     # Mapping protocol -------------------------------------------------------------------------
@@ -101,7 +115,7 @@ class ParameterMaps(Mapping):
     # Summaries --------------------------------------------------------------------------------
     @property
     def status(self) -> np.ndarray:
-        """Fit status map (0 converged, 1 max-iter, 2 failed, NaN outside the mask)."""
+        """Fit status map (int8: 0 converged, 1 max-iter, 2 failed, -1 outside the mask)."""
         return self.quality["status"]
 
     @property
@@ -139,16 +153,19 @@ class ParameterMaps(Mapping):
 
     def save(self, out_dir, *, affine=None, header=None, prefix: str = "", force: bool = False,
              sources=None) -> list[Path]:
-        """Write one float32 NIfTI and one JSON sidecar per map.
+        """Write one NIfTI and one JSON sidecar per map.
+
+        Parameter, standard-error, ``rmse`` and ``r2`` maps are float32 (NaN outside the mask);
+        ``status`` is int8 and ``n_iter`` int32 (-1 outside the mask).
 
         Parameters
         ----------
         out_dir : path
             Folder (created if needed).
         affine : ndarray (4, 4), optional
-            Voxel-to-world transform of the input; identity if not given.
+            Voxel-to-world transform; default the maps' own (:attr:`affine`), else identity.
         header : nibabel header, optional
-            Header of the input image, kept (data type float32, scaling reset).
+            Header of the input image, kept (data type and scaling reset); default :attr:`header`.
         prefix : str
             Prepended to every file name (``<prefix>D.nii.gz``).
         force : bool
@@ -165,9 +182,13 @@ class ParameterMaps(Mapping):
         ------
         OutputExistsError
             An output exists and ``force`` is False (nothing is written).
+        ValueError
+            A provenance key that is not lower-case ``snake_case`` (it could not be read back).
         """
         from qmri import io
 
+        affine = self.affine if affine is None else affine
+        header = self.header if header is None else header
         paths = self.output_paths(out_dir, prefix)
         targets = []
         for p in paths.values():
@@ -181,22 +202,106 @@ class ParameterMaps(Mapping):
         common = {
             "QmriVersion": __version__,
             "Created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "OutsideMask": "NaN",
+            "OutsideMask": "NaN (status and n_iter: -1)",
             "StatusCodes": {str(k): v for k, v in STATUS_LABELS.items()},
-            "Sources": list(sources or []),
+            "Sources": [str(s) for s in (sources or [])],
+            "Maps": list(paths),
         }
         common.update({_camel(k): v for k, v in self.provenance.items()})
         written = []
         maps = self._all()
         for name, path in paths.items():
             io.write_map(path, maps[name], affine=affine, header=header,
-                         intent=f"{name} ({self.units.get(name, '')})")
+                         intent=f"{name} ({self.units.get(name, '')})", dtype=INTEGER_MAPS.get(name, np.float32))
             side = dict(common)
-            side.update({"Parameter": name, "Units": self.units.get(name, "")})
+            side.update({"Parameter": name, "Units": self.units.get(name, ""), "Kind": self._kind(name)})
             io.write_json(io.sidecar_path(path), side)
             written += [path, io.sidecar_path(path)]
         return written
 
+    def _kind(self, name: str) -> str:
+        if name in self.params:
+            return "parameter"
+        if name in self.quality:
+            return "quality"
+        return "standard_error"
+
+    @classmethod
+    def load(cls, directory, prefix: str = "") -> "ParameterMaps":
+        """Read back the maps that :meth:`save` wrote into ``directory`` with ``prefix``.
+
+        Parameters
+        ----------
+        directory : path
+        prefix : str
+            The prefix given to :meth:`save`.
+
+        Returns
+        -------
+        ParameterMaps
+            Maps (float64; ``status`` int8, ``n_iter`` int32), units, provenance, affine and header
+            of the first map; ``mask`` from the ``status`` map (voxels with a status >= 0).
+
+        Raises
+        ------
+        QMRIInputError
+            No qmri maps with that prefix in the folder, or a listed map missing or unreadable.
+        """
+        from qmri import io
+
+        directory = Path(directory)
+        sidecars = sorted(directory.glob(f"{glob_escape(prefix)}*.json")) if directory.is_dir() else []
+        first = None
+        for path in sidecars:
+            try:
+                side = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(side, dict) and "QmriVersion" in side and "Maps" in side and "Parameter" in side \
+                    and path.name == f"{prefix}{side['Parameter']}.json":
+                first = side
+                break
+        if first is None:
+            raise QMRIInputError(f"{directory}: no qmri maps{f' with prefix {prefix!r}' if prefix else ''} "
+                                 "(expected NIfTI files with JSON sidecars written by qmri)")
+        params, se, quality, units = {}, {}, {}, {}
+        affine = header = None
+        for name in first["Maps"]:
+            nii = directory / f"{prefix}{name}.nii.gz"
+            img = io.load_nifti(nii, what=f"map {name}")
+            side_path = io.sidecar_path(nii)
+            if not side_path.exists():
+                raise QMRIInputError(f"{side_path}: sidecar of {nii.name} not found")
+            side = json.loads(side_path.read_text())
+            units[name] = side.get("Units", "")
+            if affine is None:
+                affine, header = img.affine, img.header
+            if name in INTEGER_MAPS:
+                quality[name] = np.asarray(img.dataobj).astype(INTEGER_MAPS[name])
+            elif side.get("Kind") == "quality":
+                quality[name] = io.image_data(img)
+            elif side.get("Kind") == "standard_error":
+                se[name[:-3]] = io.image_data(img)
+            else:
+                params[name] = io.image_data(img)
+        provenance = {_snake(k): v for k, v in first.items() if k not in _FIXED_KEYS}
+        status = quality.get("status")
+        mask = status >= 0 if status is not None else np.all([np.isfinite(v) for v in params.values()], axis=0)
+        return cls(params, units, quality, se, mask, provenance, affine=affine, header=header)
+
+
+def glob_escape(text: str) -> str:
+    """``text`` with the glob metacharacters ``*?[`` escaped."""
+    return re.sub(r"([*?\[])", r"[\1]", text)
+
 
 def _camel(key: str) -> str:
-    return "".join(part[:1].upper() + part[1:] for part in key.split("_"))
+    """``snake_case`` provenance key → ``CamelCase`` sidecar key (inverse: :func:`_snake`)."""
+    out = "".join(part[:1].upper() + part[1:] for part in key.split("_"))
+    if _snake(out) != key:
+        raise ValueError(f"provenance key {key!r} is not lower-case snake_case; it could not be read back")
+    return out
+
+
+def _snake(key: str) -> str:
+    return re.sub(r"(?<!^)([A-Z])", r"_\1", key).lower()

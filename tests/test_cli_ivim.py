@@ -49,11 +49,15 @@ def test_fit_end_to_end(phantom_dir, tmp_path, capsys):
     mask = nib.load(phantom_dir / "mask.nii.gz").get_fdata() > 0
     for name in OUTPUTS:
         img = nib.load(out / f"p_{name}.nii.gz")
-        assert img.get_data_dtype() == np.float32
+        integer = {"status": np.int8, "n_iter": np.int32}.get(name)
+        assert img.get_data_dtype() == (integer or np.float32)
         assert img.shape == src.shape[:3]
         np.testing.assert_allclose(img.affine, src.affine)
         data = img.get_fdata()
-        assert np.all(np.isnan(data[~mask]))
+        if integer:  # integer maps hold -1 ("not fitted") outside the mask
+            assert np.all(data[~mask] == -1) and np.all(data[mask] >= 0)
+        else:
+            assert np.all(np.isnan(data[~mask]))
         side = json.loads((out / f"p_{name}.json").read_text())
         assert side["Parameter"] == name and "QmriVersion" in side and side["Method"] == "lsq"
     side = json.loads((out / "p_D.json").read_text())

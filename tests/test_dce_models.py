@@ -9,8 +9,10 @@ from scipy.integrate import quad
 
 from conftest import EXTERNAL, external
 from qmri.errors import QMRIInputError
-from qmri.models.aif import shift
-from qmri.models.dce import DCE, DCE_MODELS, acquisition, example_aif, expconv
+from qmri.models.dce.aif import shift
+from qmri.models.dce import DCE
+from qmri.models.dce.convolution import acquisition, expconv
+from qmri.models.dce.models import DCE_MODELS, example_aif
 
 DATA = ("osipi_dce", "test", "DCEmodels", "data")
 

@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 
 from qmri.fitting.linear import solve_loglinear
-from qmri.models.dki import (DKI, TraceDKI, apparent_kurtosis, design_matrix, hemisphere, powder_average,
-                             tensors_from_compartments)
-from qmri.phantoms import add_rician_noise, dki_phantom, dki_protocol
+from qmri.models.diffusion.acquisition import powder_average
+from qmri.models.diffusion.dki import (DKI, TraceDKI, apparent_kurtosis, design_matrix, hemisphere,
+                                      tensors_from_compartments)
+from qmri.models.diffusion.dki.phantom import dki_phantom, dki_protocol
+from qmri.simulate import add_rician_noise
 
 from conftest import run_qmri
 
@@ -84,12 +86,12 @@ def test_mean_kurtosis_matches_dipy_analytic_formula(sim, monkeypatch):
     """
     from scipy.special import elliprd, elliprf
 
-    from qmri.models.dki import _carlson_rd, _carlson_rf
+    from qmri.models.diffusion.dki.metrics import carlson_rd, carlson_rf
 
     rng = np.random.default_rng(3)
     for x, y in rng.uniform(0.05, 20.0, (20, 2)):
-        assert _carlson_rf(x, y, 1.0) == pytest.approx(elliprf(x, y, 1.0), rel=1e-13)
-        assert _carlson_rd(x, y, 1.0) == pytest.approx(elliprd(x, y, 1.0), rel=1e-13)
+        assert carlson_rf(x, y, 1.0) == pytest.approx(elliprf(x, y, 1.0), rel=1e-13)
+        assert carlson_rd(x, y, 1.0) == pytest.approx(elliprd(x, y, 1.0), rel=1e-13)
     model = DKI(sim["bvals"], sim["bvecs"], min_kurtosis=KMIN, max_kurtosis=KMAX)
     maps = model.fit(sim["noisy"], method="wls")
     fit = dipy_dki.DiffusionKurtosisModel(sim["gtab"], fit_method="WLS").fit(sim["noisy"])

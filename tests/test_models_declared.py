@@ -8,6 +8,11 @@ import qmri.models  # noqa: F401  (registers every model)
 from qmri.models.base import SIGNAL_MODELS
 
 
+def _covariates(spec):
+    """Example covariates: 10% off each declared default, so that they matter."""
+    return np.array([0.9 * c.default for c in spec.covariates])
+
+
 def _sample_params(spec, rng, n=6):
     lo, hi = spec.lower.copy(), spec.upper.copy()
     init = spec.initial
@@ -24,15 +29,16 @@ def _sample_params(spec, rng, n=6):
 def test_jacobian_matches_finite_differences(name):
     spec = SIGNAL_MODELS[name]
     acq = spec.example_acquisition()
+    cov = _covariates(spec)
     rng = np.random.default_rng(1)
     for p in _sample_params(spec, rng):
-        J = spec.jacobian_at(p, acq)
+        J = spec.jacobian_at(p, acq, cov)
         Jfd = np.empty_like(J)
         for j in range(spec.n_params):
             h = 1e-6 * max(abs(p[j]), (spec.upper[j] - spec.lower[j]) * 1e-3 if np.isfinite(spec.upper[j] - spec.lower[j]) else 1.0)
             dp = np.zeros_like(p)
             dp[j] = h
-            Jfd[:, j] = (spec.evaluate(p + dp, acq) - spec.evaluate(p - dp, acq)) / (2 * h)
+            Jfd[:, j] = (spec.evaluate(p + dp, acq, cov) - spec.evaluate(p - dp, acq, cov)) / (2 * h)
         scale = np.maximum(np.abs(Jfd).max(axis=0), 1e-12)
         np.testing.assert_allclose(J / scale, Jfd / scale, atol=1e-5, err_msg=f"{name} at {p}")
 
@@ -42,8 +48,10 @@ def test_numba_and_torch_signals_agree(name):
     spec = SIGNAL_MODELS[name]
     acq = spec.example_acquisition()
     P = _sample_params(spec, np.random.default_rng(2))
-    ref = spec.evaluate(P, acq)
-    got = spec.torch_signal(torch.as_tensor(P, dtype=torch.float64), torch.as_tensor(acq, dtype=torch.float64))
+    cov = np.tile(_covariates(spec), (P.shape[0], 1))
+    ref = spec.evaluate(P, acq, cov)
+    got = spec.torch_signal(torch.as_tensor(P, dtype=torch.float64), torch.as_tensor(acq, dtype=torch.float64),
+                            torch.as_tensor(cov, dtype=torch.float64) if spec.covariates else None)
     np.testing.assert_allclose(got.detach().numpy(), ref, rtol=1e-10, atol=1e-12 * np.abs(ref).max())
 
 
@@ -51,12 +59,13 @@ def test_numba_and_torch_signals_agree(name):
 def test_combined_kernel_matches_separate_kernels(name):
     spec = SIGNAL_MODELS[name]
     acq = np.ascontiguousarray(spec.example_acquisition(), dtype=np.float64)
+    cov = np.ascontiguousarray(_covariates(spec), dtype=np.float64)
     for p in _sample_params(spec, np.random.default_rng(4), n=3):
         out = np.empty(acq.shape[0])
         J = np.empty((acq.shape[0], spec.n_params))
-        spec.signal_and_jacobian(np.ascontiguousarray(p), acq, out, J)
-        np.testing.assert_allclose(out, spec.evaluate(p, acq), rtol=1e-12)
-        np.testing.assert_allclose(J, spec.jacobian_at(p, acq), rtol=1e-12, atol=1e-300)
+        spec.signal_and_jacobian(np.ascontiguousarray(p), acq, cov, out, J)
+        np.testing.assert_allclose(out, spec.evaluate(p, acq, cov), rtol=1e-12)
+        np.testing.assert_allclose(J, spec.jacobian_at(p, acq, cov), rtol=1e-12, atol=1e-300)
 
 
 def test_engine_fits_a_model_without_a_combined_kernel():
@@ -67,12 +76,12 @@ def test_engine_fits_a_model_without_a_combined_kernel():
     from qmri.models.base import Parameter, SignalModel
 
     @nb.njit
-    def sig(p, acq, out):
+    def sig(p, acq, cov, out):
         for i in range(acq.shape[0]):
             out[i] = p[0] * np.exp(-acq[i, 0] * p[1])
 
     @nb.njit
-    def jac(p, acq, J):
+    def jac(p, acq, cov, J):
         for i in range(acq.shape[0]):
             e = np.exp(-acq[i, 0] * p[1])
             J[i, 0] = e

@@ -6,7 +6,7 @@ from conftest import external
 from osipi_csv import assert_within, row_cases
 
 from qmri.errors import QMRIInputError
-from qmri.models.relaxation import (
+from qmri.models.dce.relaxation import (
     concentration_to_signal,
     m0_from_baseline,
     signal_to_concentration,

@@ -1,7 +1,18 @@
-"""Model-agnostic estimators: batched bounded Levenberg–Marquardt (Numba) and linear solvers."""
+"""Model-agnostic estimators: batched bounded Levenberg–Marquardt (Numba) and linear solvers.
 
-from qmri.fitting.lm import STATUS_CONVERGED, STATUS_FAILED, STATUS_LABELS, STATUS_MAX_ITER, LMOptions, fit_lm
-from qmri.fitting.result import FitResult
+================  ======================================================================
+module            holds
+================  ======================================================================
+``lm``            the bounded Levenberg–Marquardt engine :func:`fit_lm` for any declared model
+``linear``        batched log-linear OLS / WLS / constrained least squares
+``linalg``        per-voxel Cholesky and fit-quality helpers for kernels
+``result``        :class:`FitResult` and the status codes
+================  ======================================================================
+"""
+
+from qmri.fitting.lm import LMOptions, fit_lm
+from qmri.fitting.result import (STATUS_CONVERGED, STATUS_FAILED, STATUS_LABELS, STATUS_MAX_ITER, STATUS_NOT_FITTED,
+                                 FitResult)
 
 __all__ = [
     "fit_lm",
@@ -10,5 +21,6 @@ __all__ = [
     "STATUS_CONVERGED",
     "STATUS_MAX_ITER",
     "STATUS_FAILED",
+    "STATUS_NOT_FITTED",
     "STATUS_LABELS",
 ]

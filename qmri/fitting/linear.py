@@ -28,16 +28,16 @@ Estimators (per voxel, ``y = log(max(S, min_signal))``)
     ``C β >= d`` holds to ``1e-10`` (relative), so voxels where the unconstrained solution is
     already feasible cost one matrix–vector product.
 
-All kernels are ``@numba.njit`` with ``cache=True``; the batch drivers use ``prange`` over voxels
+All kernels are Numba kernels (:func:`qmri.jit.njit`) with ``cache=True``; the batch drivers use ``prange`` over voxels
 and allocate their work arrays once per block of voxels.
 """
 
 from __future__ import annotations
 
-import numba as nb
 import numpy as np
 
-from qmri.fitting.lm import _FAST, cholesky_factor, cholesky_solve  # _FAST keeps NaN/inf semantics
+from qmri.fitting.linalg import cholesky_factor, cholesky_solve
+from qmri.jit import FASTMATH, njit, prange
 
 #: Default floor applied to signals before the log (dipy's ``MIN_POSITIVE_SIGNAL``).
 MIN_SIGNAL = 1e-4
@@ -53,7 +53,7 @@ _BLOCK = 256
 # ---------------------------------------------------------------------------------------------
 # Per-voxel building blocks (njit, reused by model kernels)
 # ---------------------------------------------------------------------------------------------
-@nb.njit(cache=True)
+@njit(cache=True)
 def outer_products(X):
     """Upper triangles of ``x_i x_iᵀ`` for every row, transposed: (p(p+1)/2, m), so that the
     normal matrix is one contiguous matrix–vector product per voxel."""
@@ -68,7 +68,7 @@ def outer_products(X):
     return out
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def log_signal(s, min_signal, y):
     """``y = log(max(s, min_signal))``; False if any signal is non-finite or all are <= 0."""
     anypos = False
@@ -82,7 +82,7 @@ def log_signal(s, min_signal, y):
     return anypos
 
 
-@nb.njit(cache=True, fastmath=_FAST)
+@njit(cache=True, fastmath=FASTMATH)
 def ols_voxel(Xpinv, y, beta):
     """``β = X⁺ y``."""
     p, m = Xpinv.shape
@@ -93,7 +93,7 @@ def ols_voxel(Xpinv, y, beta):
         beta[a] = s
 
 
-@nb.njit(cache=True, fastmath=_FAST)
+@njit(cache=True, fastmath=FASTMATH)
 def weights_from_prediction(XT, beta, w):
     """``w_i = exp(2 x_iᵀ β)``: the squared predicted signal (Veraart 2013); ``XT`` is (p, m)."""
     p, m = XT.shape
@@ -107,7 +107,7 @@ def weights_from_prediction(XT, beta, w):
         w[i] = np.exp(2.0 * w[i])
 
 
-@nb.njit(cache=True, fastmath=_FAST)
+@njit(cache=True, fastmath=FASTMATH)
 def normal_equations(XT, XX, y, w, A, g):
     """``A = Xᵀ W X`` (from the row outer products ``XX`` of :func:`outer_products`) and
     ``g = Xᵀ W y``; ``XT`` is the transposed design matrix (p, m)."""
@@ -128,7 +128,7 @@ def normal_equations(XT, XX, y, w, A, g):
         g[a] = s
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def wls_voxel(XT, XX, Xpinv, y, n_iter, beta, w, A, g, L):
     """OLS start then ``n_iter`` reweighted solves; False if a weighted system is singular."""
     ols_voxel(Xpinv, y, beta)
@@ -140,7 +140,7 @@ def wls_voxel(XT, XX, Xpinv, y, n_iter, beta, w, A, g, L):
     return True
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def _householder_ls(E, cols, k, f, z, Q, rhs):
     """Least squares ``min ‖E[:, cols[:k]] z − f‖`` by Householder QR (rows m <= ~30)."""
     m = E.shape[0]
@@ -192,7 +192,7 @@ def _householder_ls(E, cols, k, f, z, Q, rhs):
     return True
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def nnls_small(E, f, x, passive, cols, z, Q, rhs, resid, wdual, max_iter):
     """Lawson–Hanson NNLS, ``min ‖E x − f‖`` subject to ``x >= 0``, for a short wide ``E``.
 
@@ -274,7 +274,7 @@ def nnls_small(E, f, x, passive, cols, z, Q, rhs, resid, wdual, max_iter):
     return it
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def constrained_voxel(C, d, A, L, beta, cval, act, nact, G, E, f, x, passive, cols, z, Q, rhs, resid,
                       wdual, ubuf, tol, atol):
     """Enforce ``C β >= d`` on the weighted solution ``beta`` (whose normal matrix ``A`` is given).
@@ -364,7 +364,7 @@ def constrained_voxel(C, d, A, L, beta, cval, act, nact, G, E, f, x, passive, co
 # ---------------------------------------------------------------------------------------------
 # Batch drivers
 # ---------------------------------------------------------------------------------------------
-@nb.njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True)
 def _loglinear_batch(XT, XX, Xpinv, Y, min_signal, n_iter, C0, d0, Cx, dx, nx, constrained, tol, atol, B, ok,
                      rounds):
     n, m = Y.shape
@@ -372,7 +372,7 @@ def _loglinear_batch(XT, XX, Xpinv, Y, min_signal, n_iter, C0, d0, Cx, dx, nx, c
     nc0 = C0.shape[0]
     kx = Cx.shape[1]
     nblocks = (n + _BLOCK - 1) // _BLOCK
-    for blk in nb.prange(nblocks):
+    for blk in prange(nblocks):
         y = np.empty(m)
         w = np.empty(m)
         A = np.empty((p, p))

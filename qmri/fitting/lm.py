@@ -1,9 +1,10 @@
 """Batched, bounded Levenberg–Marquardt least squares in Numba, for any declared signal model.
 
 The engine knows nothing about a particular model: it receives the model's Numba kernel that
-evaluates signal and Jacobian together (``signal_and_jacobian(p, acq, out, J)``, see
-:class:`qmri.models.base.SignalModel`), the acquisition array ``acq`` shared by every voxel, and
-a ``(n_voxels, n_measurements)`` array of signals. Voxels are fitted in parallel (``prange`` over
+evaluates signal and Jacobian together (``signal_and_jacobian(p, acq, cov, out, J)``, see
+:class:`qmri.models.base.SignalModel`), the acquisition array ``acq`` shared by every voxel, the
+per-voxel covariates ``cov`` (e.g. a B1 map; a ``(n_voxels, k)`` array, ``k`` may be 0) and a
+``(n_voxels, n_measurements)`` array of signals. Voxels are fitted in parallel (``prange`` over
 blocks of voxels); each thread allocates its small work arrays once per block, never per
 iteration.
 
@@ -31,85 +32,44 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numba as nb
 import numpy as np
-from numba import types
 
-from qmri.fitting.result import FitResult
+from qmri.fitting.linalg import cholesky_solve, fit_quality
+from qmri.fitting.result import STATUS_CONVERGED, STATUS_FAILED, STATUS_MAX_ITER, FitResult
+from qmri.jit import FASTMATH, njit, prange
 
-STATUS_CONVERGED = 0
-STATUS_MAX_ITER = 1
-STATUS_FAILED = 2
-STATUS_LABELS = {STATUS_CONVERGED: "converged", STATUS_MAX_ITER: "max-iter", STATUS_FAILED: "failed"}
-
-_BLOCK = 128  # voxels per parallel work unit
-
-_A1 = types.float64[::1]
-_A2 = types.float64[:, ::1]
-#: Signature of a combined signal-and-Jacobian kernel ``(p, acq, out, J)``. The engine receives
-#: the kernel as a first-class function of this type, so the engine itself is compiled once, for
-#: every model, and cached on disk (no recompilation per model or per process).
-SIGNAL_JACOBIAN_SIG = types.void(_A1, _A2, _A1, _A2)
-_SJ = types.FunctionType(SIGNAL_JACOBIAN_SIG)
-# Floating-point relaxations that keep NaN/inf semantics (the failure checks rely on them).
-_FAST = {"reassoc", "contract", "arcp"}
+#: Voxels per parallel work unit: each thread allocates its work arrays once per block.
+BLOCK = 128
 
 
-@nb.njit(cache=True, fastmath=False)
-def cholesky_factor(A, L, n):
-    """Lower Cholesky factor ``L`` of the symmetric positive-definite ``A`` (n×n); False if not SPD."""
-    for j in range(n):
-        s = A[j, j]
-        for k in range(j):
-            s -= L[j, k] * L[j, k]
-        if not (s > 0.0) or not np.isfinite(s):
-            return False
-        L[j, j] = np.sqrt(s)
-        for i in range(j + 1, n):
-            s = A[i, j]
-            for k in range(j):
-                s -= L[i, k] * L[j, k]
-            L[i, j] = s / L[j, j]
-    return True
+def signal_jacobian_type(types):
+    """Numba type of a combined signal-and-Jacobian kernel ``(p, acq, cov, out, J) -> None``.
+
+    The engine receives the kernel as a first-class function of this type, so the engine itself
+    is compiled once, for every model, and cached on disk (no recompilation per model or process).
+    All arrays are float64 and C-contiguous: ``p`` (n_params,), ``acq`` (m, k), ``cov`` (n_cov,),
+    ``out`` (m,), ``J`` (m, n_params).
+    """
+    a1, a2 = types.float64[::1], types.float64[:, ::1]
+    return types.void(a1, a2, a1, a1, a2)
 
 
-@nb.njit(cache=True, fastmath=False)
-def cholesky_solve(A, b, x, L, n):
-    """Solve ``A x = b`` for a symmetric positive-definite ``A`` (n×n) by Cholesky; False if not SPD."""
-    if not cholesky_factor(A, L, n):
-        return False
-    for i in range(n):
-        s = b[i]
-        for k in range(i):
-            s -= L[i, k] * x[k]
-        x[i] = s / L[i, i]
-    for i in range(n - 1, -1, -1):
-        s = x[i]
-        for k in range(i + 1, n):
-            s -= L[k, i] * x[k]
-        x[i] = s / L[i, i]
-    return True
+@njit(fastmath=FASTMATH)
+def _normal_matrix(w, J, A):
+    """``A = Jᵀ diag(w) J`` (symmetric, both triangles filled)."""
+    m, npar = J.shape
+    for a in range(npar):
+        for b in range(a, npar):
+            s = 0.0
+            for i in range(m):
+                s += w[i] * J[i, a] * J[i, b]
+            A[a, b] = s
+            A[b, a] = s
 
 
-@nb.njit(cache=True)
-def fit_quality(y, f):
-    """(rmse, r2) of the fitted signal ``f`` against the measured ``y``."""
-    m = y.shape[0]
-    mean = 0.0
-    for i in range(m):
-        mean += y[i]
-    mean /= m
-    ssr = 0.0
-    sst = 0.0
-    for i in range(m):
-        ssr += (f[i] - y[i]) ** 2
-        sst += (y[i] - mean) ** 2
-    return np.sqrt(ssr / m), (1.0 - ssr / sst if sst > 0.0 else np.nan)
-
-
-@nb.njit(fastmath=_FAST)
-def _weighted_cost_jac(sj_fn, p, acq, y, w, f, J):
-    sj_fn(p, acq, f, J)
+@njit(fastmath=FASTMATH)
+def _weighted_cost_jac(sj_fn, p, acq, cov, y, w, f, J):
+    sj_fn(p, acq, cov, f, J)
     c = 0.0
     for i in range(y.shape[0]):
         r = f[i] - y[i]
@@ -117,8 +77,8 @@ def _weighted_cost_jac(sj_fn, p, acq, y, w, f, J):
     return c
 
 
-@nb.njit(fastmath=_FAST)
-def _lm_voxel(sj_fn, acq, y, w, p0, lo, hi, max_iter, xtol, ftol, gtol,
+@njit(fastmath=FASTMATH)
+def _lm_voxel(sj_fn, acq, cov, y, w, p0, lo, hi, max_iter, xtol, ftol, gtol,
               p, pt, f, ft, J, Jt, A, g, d, M, rhs, z, L, free):
     m = y.shape[0]
     npar = p0.shape[0]
@@ -142,7 +102,7 @@ def _lm_voxel(sj_fn, acq, y, w, p0, lo, hi, max_iter, xtol, ftol, gtol,
             else:
                 v = 0.0
         p[a] = min(max(v, lo[a]), hi[a])
-    cost = _weighted_cost_jac(sj_fn, p, acq, y, w, f, J)
+    cost = _weighted_cost_jac(sj_fn, p, acq, cov, y, w, f, J)
     if not np.isfinite(cost):
         return STATUS_FAILED, 0, np.inf
     lam = 1e-3
@@ -159,12 +119,7 @@ def _lm_voxel(sj_fn, acq, y, w, p0, lo, hi, max_iter, xtol, ftol, gtol,
             for i in range(m):
                 s += w[i] * J[i, a] * (f[i] - y[i])
             g[a] = s
-            for b in range(a, npar):
-                s = 0.0
-                for i in range(m):
-                    s += w[i] * J[i, a] * J[i, b]
-                A[a, b] = s
-                A[b, a] = s
+        _normal_matrix(w, J, A)
         gmax = 0.0
         for a in range(npar):
             fr = True
@@ -211,7 +166,7 @@ def _lm_voxel(sj_fn, acq, y, w, p0, lo, hi, max_iter, xtol, ftol, gtol,
                 pt[a] = v
                 if abs(v - p[a]) > xtol * (abs(p[a]) + xtol):
                     small_step = False
-            ct = _weighted_cost_jac(sj_fn, pt, acq, y, w, ft, Jt)
+            ct = _weighted_cost_jac(sj_fn, pt, acq, cov, y, w, ft, Jt)
             if np.isfinite(ct) and ct < cost:
                 dcost = cost - ct
                 # gain ratio: actual over predicted decrease (predicted = zᵀrhs + λ|z|²)
@@ -247,21 +202,15 @@ def _lm_voxel(sj_fn, acq, y, w, p0, lo, hi, max_iter, xtol, ftol, gtol,
     return status, it, cost
 
 
-@nb.njit
-def _standard_errors(acq, w, p, cost, m, J, A, L, e, z, out):
+@njit
+def _standard_errors(w, p, cost, m, J, A, L, e, z, out):
     """SE from the Jacobian ``J`` already evaluated at the solution ``p``."""
     npar = p.shape[0]
     if m <= npar:
         for a in range(npar):
             out[a] = np.nan
         return
-    for a in range(npar):
-        for b in range(a, npar):
-            s = 0.0
-            for i in range(m):
-                s += w[i] * J[i, a] * J[i, b]
-            A[a, b] = s
-            A[b, a] = s
+    _normal_matrix(w, J, A)
     s2 = cost / (m - npar)
     for a in range(npar):
         for b in range(npar):
@@ -273,15 +222,20 @@ def _standard_errors(acq, w, p, cost, m, J, A, L, e, z, out):
             out[a] = np.nan
 
 
-@nb.njit(types.void(_SJ, _A2, _A2, _A1, _A2, _A1, _A1, types.int64, types.float64, types.float64,
-                    types.float64, types.boolean, _A2, types.int8[::1], types.int32[::1], _A1, _A1, _A2),
-          parallel=True, cache=True)
-def _lm_batch(sj_fn, acq, Y, w, P0, lo, hi, max_iter, xtol, ftol, gtol, want_se,
+def _lm_batch_type(types):
+    a1, a2 = types.float64[::1], types.float64[:, ::1]
+    sj = types.FunctionType(signal_jacobian_type(types))
+    return types.void(sj, a2, a2, a2, a1, a2, a1, a1, types.int64, types.float64, types.float64,
+                      types.float64, types.boolean, a2, types.int8[::1], types.int32[::1], a1, a1, a2)
+
+
+@njit(signature=_lm_batch_type, parallel=True, cache=True)
+def _lm_batch(sj_fn, acq, C, Y, w, P0, lo, hi, max_iter, xtol, ftol, gtol, want_se,
               P, status, n_iter, rmse, r2, SE):
     n, m = Y.shape
     npar = P0.shape[1]
-    nblocks = (n + _BLOCK - 1) // _BLOCK
-    for blk in nb.prange(nblocks):
+    nblocks = (n + BLOCK - 1) // BLOCK
+    for blk in prange(nblocks):
         p = np.empty(npar)
         pt = np.empty(npar)
         f = np.empty(m)
@@ -297,10 +251,10 @@ def _lm_batch(sj_fn, acq, Y, w, P0, lo, hi, max_iter, xtol, ftol, gtol, want_se,
         L = np.zeros((npar, npar))
         e = np.empty(npar)
         free = np.empty(npar, dtype=np.bool_)
-        stop = min(n, (blk + 1) * _BLOCK)
-        for v in range(blk * _BLOCK, stop):
+        stop = min(n, (blk + 1) * BLOCK)
+        for v in range(blk * BLOCK, stop):
             y = Y[v]
-            st, it, cost = _lm_voxel(sj_fn, acq, y, w, P0[v], lo, hi, max_iter, xtol,
+            st, it, cost = _lm_voxel(sj_fn, acq, C[v], y, w, P0[v], lo, hi, max_iter, xtol,
                                      ftol, gtol, p, pt, f, ft, J, Jt, A, g, d, M, rhs, z, L, free)
             status[v] = st
             n_iter[v] = it
@@ -315,7 +269,7 @@ def _lm_batch(sj_fn, acq, Y, w, P0, lo, hi, max_iter, xtol, ftol, gtol, want_se,
                 P[v, a] = p[a]
             rmse[v], r2[v] = fit_quality(y, f)
             if want_se:
-                _standard_errors(acq, w, p, cost, m, J, A, L, e, z, SE[v])
+                _standard_errors(w, p, cost, m, J, A, L, e, z, SE[v])
             else:
                 for a in range(npar):
                     SE[v, a] = np.nan
@@ -349,7 +303,8 @@ class LMOptions:
     compute_se: bool = False
 
 
-def fit_lm(model, acq, signals, p0, *, lower=None, upper=None, weights=None, options=LMOptions()):
+def fit_lm(model, acq, signals, p0, *, covariates=None, lower=None, upper=None, weights=None,
+           options=LMOptions()):
     """Fit a declared signal model to many voxels by bounded Levenberg–Marquardt.
 
     Parameters
@@ -362,6 +317,9 @@ def fit_lm(model, acq, signals, p0, *, lower=None, upper=None, weights=None, opt
         Measured signals.
     p0 : ndarray, shape (n_voxels, n_params) or (n_params,)
         Starting values, in the model's parameter order and units (clipped into the bounds).
+    covariates : ndarray, shape (n_voxels, n_covariates), optional
+        Per-voxel inputs of the model (its declared ``covariates``, in order, e.g. a relative B1),
+        passed to the kernel with each voxel's signals. Default: the declared default values.
     lower, upper : array_like, shape (n_params,), optional
         Bounds; default the model's declared bounds. ``±inf`` means unbounded.
     weights : array_like, shape (n_measurements,), optional
@@ -378,7 +336,7 @@ def fit_lm(model, acq, signals, p0, *, lower=None, upper=None, weights=None, opt
     Raises
     ------
     ValueError
-        If the shapes of ``signals``, ``p0``, bounds or weights do not agree, or lower > upper.
+        If the shapes of ``signals``, ``p0``, covariates, bounds or weights do not agree, or lower > upper.
     """
     Y = np.ascontiguousarray(signals, dtype=np.float64)
     if Y.ndim != 2:
@@ -398,6 +356,7 @@ def fit_lm(model, acq, signals, p0, *, lower=None, upper=None, weights=None, opt
     hi = np.ascontiguousarray(model.upper if upper is None else upper, dtype=np.float64)
     if lo.shape != (npar,) or hi.shape != (npar,) or np.any(lo > hi):
         raise ValueError(f"bounds must have shape ({npar},) with lower <= upper")
+    C = model.covariate_array(covariates, n)
     w = np.ones(m) if weights is None else np.ascontiguousarray(weights, dtype=np.float64)
     if w.shape != (m,) or np.any(~np.isfinite(w)) or np.any(w < 0):
         raise ValueError(f"weights must be {m} finite non-negative numbers")
@@ -408,7 +367,7 @@ def fit_lm(model, acq, signals, p0, *, lower=None, upper=None, weights=None, opt
     rmse = np.empty(n)
     r2 = np.empty(n)
     if n:
-        _lm_batch(model.signal_and_jacobian, acq, Y, w, P0, lo, hi, int(options.max_iter),
+        _lm_batch(model.signal_and_jacobian, acq, C, Y, w, P0, lo, hi, int(options.max_iter),
                   float(options.xtol), float(options.ftol), float(options.gtol),
                   bool(options.compute_se), P, status, n_iter, rmse, r2, SE)
     names = model.names

@@ -6,6 +6,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+#: Fit status codes (``FitResult.status``, the ``status`` map).
+STATUS_CONVERGED = 0
+STATUS_MAX_ITER = 1
+STATUS_FAILED = 2
+#: Status of a voxel outside the mask in the ``status`` map (never in a ``FitResult``).
+STATUS_NOT_FITTED = -1
+STATUS_LABELS = {STATUS_CONVERGED: "converged", STATUS_MAX_ITER: "max-iter", STATUS_FAILED: "failed",
+                 STATUS_NOT_FITTED: "not fitted (outside the mask)"}
+
 
 @dataclass
 class FitResult:
@@ -16,11 +25,11 @@ class FitResult:
     params : dict of str to ndarray, each shape (n,)
         Parameter estimates (and derived quantities), NaN where the fit failed.
     status : ndarray of int8, shape (n,)
-        0 converged, 1 stopped at the iteration limit, 2 failed (see ``qmri.fitting.STATUS_LABELS``).
+        :data:`STATUS_CONVERGED` (0), :data:`STATUS_MAX_ITER` (1) or :data:`STATUS_FAILED` (2).
     n_iter : ndarray of int32, shape (n,)
         Iterations used (0 for closed-form methods and failed voxels).
     rmse : ndarray, shape (n,)
-        Root-mean-square residual of the fitted signal, in signal units.
+        Root-mean-square residual of the fitted signal, in the units of the fitted data.
     r2 : ndarray, shape (n,)
         Coefficient of determination of the fitted signal.
     se : dict of str to ndarray, each shape (n,)
@@ -50,8 +59,6 @@ class FitResult:
         """Set voxels ``bad`` (bool, (n,)) to status failed with NaN in every float output, in place."""
         if not np.any(bad):
             return
-        from qmri.fitting.lm import STATUS_FAILED
-
         self.status[bad] = STATUS_FAILED
         for arr in list(self.params.values()) + list(self.se.values()) + [self.rmse, self.r2]:
             arr[bad] = np.nan
@@ -68,3 +75,9 @@ class FitResult:
             r2=np.concatenate([p.r2 for p in parts]),
             se={k: np.concatenate([p.se[k] for p in parts]) for k in first.se},
         )
+
+    @staticmethod
+    def closed_form(names, P: np.ndarray, status: np.ndarray, rmse: np.ndarray, r2: np.ndarray) -> "FitResult":
+        """A result of a closed-form method (no iterations): columns of ``P`` (n, len(names))."""
+        return FitResult(params={k: P[:, j].copy() for j, k in enumerate(names)}, status=status,
+                         n_iter=np.zeros(P.shape[0], np.int32), rmse=rmse, r2=r2)

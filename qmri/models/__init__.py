@@ -1,9 +1,29 @@
-"""Signal models, each declared once (see :mod:`qmri.models.base`), and their user-facing classes."""
+"""Signal models, each declared once, and the model classes users hold.
 
-from qmri.models.base import SIGNAL_MODELS, Model, Parameter, SignalModel
-from qmri.models.dce import DCE
-from qmri.models.dki import DKI, TraceDKI
-from qmri.models.ivim import IVIM
-from qmri.models.t1 import VFA
+Each model has one module that declares it (its :class:`~qmri.models.base.SignalModel`, methods,
+command and phantom); importing the module registers it. To add a model, see
+``docs/adding-a-model.md``.
 
-__all__ = ["SIGNAL_MODELS", "Model", "Parameter", "SignalModel", "IVIM", "DKI", "TraceDKI", "DCE", "VFA"]
+=============================  ===========================================  ==================
+model                          module                                       command
+=============================  ===========================================  ==================
+:class:`IVIM`                  ``qmri/models/diffusion/ivim.py``            ``qmri ivim``
+:class:`DKI`                   ``qmri/models/diffusion/dki/tensor.py``      ``qmri dki``
+:class:`TraceDKI`              ``qmri/models/diffusion/dki/trace.py``       ``qmri dki --trace``
+:class:`VFA`                   ``qmri/models/t1.py``                        ``qmri t1``
+:class:`DCE`                   ``qmri/models/dce/model.py``                 ``qmri dce``
+=============================  ===========================================  ==================
+"""
+
+from qmri.models.base import SIGNAL_MODELS, Parameter, SignalModel
+from qmri.models.model import COMMANDS, Model
+
+# The registrations: importing a model's module adds it to COMMANDS (in this order) and SIGNAL_MODELS.
+from qmri.models.diffusion.ivim import IVIM  # noqa: E402  isort: skip
+from qmri.models.diffusion.dki import DKI, TraceDKI  # noqa: E402  isort: skip
+from qmri.models.t1 import VFA  # noqa: E402  isort: skip
+from qmri.models.dce import DCE  # noqa: E402  isort: skip
+from qmri.models.dce import aif, relaxation  # noqa: E402  isort: skip
+
+__all__ = ["SIGNAL_MODELS", "COMMANDS", "Model", "Parameter", "SignalModel", "IVIM",
+           "DKI", "TraceDKI", "VFA", "DCE", "aif", "relaxation"]

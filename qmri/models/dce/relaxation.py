@@ -19,10 +19,10 @@ then R1(t) from each dynamic signal, then C = (R1 - R10)/r1.
 
 from __future__ import annotations
 
-import numba as nb
 import numpy as np
 
 from qmri.errors import QMRIInputError
+from qmri.jit import njit
 
 #: Default longitudinal relaxivity (1/s/mM): the value used for most cases of the OSIPI
 #: signal-to-concentration test data (Edinburgh UCON, SI2Conc_data.csv) and a common choice for
@@ -31,16 +31,14 @@ from qmri.errors import QMRIInputError
 DEFAULT_R1 = 4.5
 
 
-@nb.njit(cache=True)
-def spgr_scalar(m0, r1, fa_rad, tr):
-    """SPGR signal for one set of scalars: M0 (a.u.), R1 (1/s), flip angle (rad), TR (s)."""
+def _spgr(m0, r1, fa_rad, tr):
+    """``M0 sin α (1 - E1) / (1 - cos α E1)``, ``E1 = exp(-TR R1)`` (scalars or arrays)."""
     e1 = np.exp(-tr * r1)
     return m0 * np.sin(fa_rad) * (1.0 - e1) / (1.0 - np.cos(fa_rad) * e1)
 
 
-@nb.vectorize(["float64(float64, float64, float64, float64)"], cache=True)
-def _spgr_ufunc(m0, r1, fa_rad, tr):
-    return spgr_scalar(m0, r1, fa_rad, tr)
+#: SPGR signal for one set of scalars (a Numba kernel): M0 (a.u.), R1 (1/s), flip angle (rad), TR (s).
+spgr_scalar = njit(cache=True)(_spgr)
 
 
 def spgr_signal(M0, T1, fa_deg, tr_s):
@@ -69,8 +67,9 @@ def spgr_signal(M0, T1, fa_deg, tr_s):
     T1 = np.asarray(T1, dtype=np.float64)
     with np.errstate(divide="ignore"):
         r1 = 1.0 / T1
-    return _spgr_ufunc(np.asarray(M0, np.float64), r1, np.deg2rad(np.asarray(fa_deg, np.float64)),
-                       np.asarray(tr_s, np.float64))
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        return _spgr(np.asarray(M0, np.float64), r1, np.deg2rad(np.asarray(fa_deg, np.float64)),
+                     np.asarray(tr_s, np.float64))
 
 
 def _check_acquisition(tr, fa):
@@ -244,4 +243,5 @@ def concentration_to_signal(C, *, t10, r1=DEFAULT_R1, tr, fa, M0):
         return x[..., None] if (x.ndim and C.ndim >= 1 and x.ndim == C.ndim - 1) else x
 
     R1 = 1.0 / col(t10) + float(r1) * C
-    return _spgr_ufunc(col(M0), R1, np.deg2rad(col(fa)), tr)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        return _spgr(col(M0), R1, np.deg2rad(col(fa)), tr)

@@ -20,10 +20,10 @@ Sources
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
-from scipy.special import gammaln
 
 from qmri.errors import QMRIInputError
 
@@ -138,7 +138,7 @@ def georgiou(t, *, hct=DEFAULT_HCT, delay=0.0):
         if not np.any(pos):
             break
         xp = x[pos]
-        gam[pos] += np.exp(a * np.log(xp) - xp / p["beta"] - (a + 1) * np.log(p["beta"]) - gammaln(a + 1))
+        gam[pos] += np.exp(a * np.log(xp) - xp / p["beta"] - (a + 1) * np.log(p["beta"]) - math.lgamma(a + 1))
     exps = (p["A1"] * np.exp(-p["m1"] * tm) + p["A2"] * np.exp(-p["m2"] * tm) + p["A3"] * np.exp(-p["m3"] * tm))
     cb = np.where(tm > 0, exps * gam, 0.0)
     return blood_to_plasma(cb, hct)

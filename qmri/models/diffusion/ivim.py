@@ -25,14 +25,16 @@ S0 bounds are relative to that signal; S0 is scaled back in the output.
 
 from __future__ import annotations
 
-import numba as nb
 import numpy as np
 
 from qmri.errors import QMRIInputError
-from qmri.fitting.lm import STATUS_CONVERGED, STATUS_FAILED, LMOptions, fit_lm
-from qmri.fitting.result import FitResult
-from qmri.models.base import (Model, Parameter, SignalModel, normalise_to_lowest_b, register, resolve_bounds,
-                              resolve_initial)
+from qmri.fitting.lm import LMOptions
+from qmri.fitting.result import STATUS_CONVERGED, STATUS_FAILED, FitResult
+from qmri.jit import FASTMATH, njit, prange
+from qmri.models.base import Parameter, SignalModel, register
+from qmri.models.diffusion.acquisition import DiffusionModel
+from qmri.models.methods import LeastSquares, Method, table
+from qmri.options import Option
 
 #: Default segmentation threshold (s/mm²), OSIPI / consensus.
 DEFAULT_THRESHOLD = 200.0
@@ -47,8 +49,8 @@ PRESETS = {
 }
 
 
-@nb.njit(cache=True)
-def ivim_signal(p, acq, out):
+@njit(cache=True)
+def ivim_signal(p, acq, cov, out):
     """IVIM signal; ``p = (S0, f, D, Dstar)``, ``acq[:, 0]`` = b (s/mm²)."""
     S0, f, D, Ds = p[0], p[1], p[2], p[3]
     for i in range(acq.shape[0]):
@@ -56,8 +58,8 @@ def ivim_signal(p, acq, out):
         out[i] = S0 * (f * np.exp(-b * Ds) + (1.0 - f) * np.exp(-b * D))
 
 
-@nb.njit(cache=True)
-def ivim_jacobian(p, acq, J):
+@njit(cache=True)
+def ivim_jacobian(p, acq, cov, J):
     """Analytic ∂S/∂(S0, f, D, Dstar), shape (n_b, 4)."""
     S0, f, D, Ds = p[0], p[1], p[2], p[3]
     for i in range(acq.shape[0]):
@@ -70,8 +72,8 @@ def ivim_jacobian(p, acq, J):
         J[i, 3] = -b * S0 * f * e1
 
 
-@nb.njit(cache=True, fastmath={"reassoc", "contract", "arcp"})
-def ivim_signal_jacobian(p, acq, out, J):
+@njit(cache=True, fastmath=FASTMATH)
+def ivim_signal_jacobian(p, acq, cov, out, J):
     """Signal and Jacobian in one pass (each exponential computed once)."""
     S0, f, D, Ds = p[0], p[1], p[2], p[3]
     for i in range(acq.shape[0]):
@@ -86,7 +88,7 @@ def ivim_signal_jacobian(p, acq, out, J):
         J[i, 3] = -b * S0 * f * e1
 
 
-def ivim_signal_torch(params, acq):
+def ivim_signal_torch(params, acq, cov=None):
     """IVIM signal in torch: ``params`` (N, 4) as (S0, f, D, Dstar), ``acq`` (n_b, 1) → (N, n_b)."""
     import torch
 
@@ -127,7 +129,7 @@ _GOLDEN_ITERS = 14
 _WLS_ITERS = 5
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def _dstar_cost(x, b, y, f, e_d, m):
     c = 0.0
     for i in range(m):
@@ -139,7 +141,7 @@ def _dstar_cost(x, b, y, f, e_d, m):
 _BLOCK = 256  # voxels per parallel work unit (work arrays allocated once per block)
 
 
-@nb.njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True)
 def _segmented_batch(b, Y, high, lo, hi, wls_iters, n_grid, golden_iters, P, status, rmse, r2):
     """Segmented IVIM on normalised signals Y (n, m); P gets (S0, f, D, D*) in normalised units.
 
@@ -153,7 +155,7 @@ def _segmented_batch(b, Y, high, lo, hi, wls_iters, n_grid, golden_iters, P, sta
         if high[i]:
             nh += 1
     nblocks = (n + _BLOCK - 1) // _BLOCK
-    for blk in nb.prange(nblocks):
+    for blk in prange(nblocks):
         zlog = np.empty(m)
         e_d = np.empty(m)
         for v in range(blk * _BLOCK, min(n, (blk + 1) * _BLOCK)):
@@ -161,7 +163,7 @@ def _segmented_batch(b, Y, high, lo, hi, wls_iters, n_grid, golden_iters, P, sta
                              r2, v)
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def _segmented_voxel(b, y, high, nh, lo, hi, wls_iters, n_grid, golden_iters, zlog, e_d, p, status, rmse, r2, v):
     m = y.shape[0]
     ok = True
@@ -261,7 +263,22 @@ def _segmented_voxel(b, y, high, nh, lo, hi, wls_iters, n_grid, golden_iters, zl
         status[v] = STATUS_FAILED
 
 
-class IVIM(Model):
+def _fit_segmented(model, Y, C):
+    Yn, scale, good = model.normalise(Y, C)
+    P, status, rmse, r2 = model.segmented(Yn)
+    res = FitResult.closed_form(IVIM_MODEL.names, P, status, rmse, r2)
+    model.complete(res, scale, good)
+    return res
+
+
+LSQ = LeastSquares(description="full bounded Levenberg-Marquardt fit of (S0, f, D, Dstar) from a segmented start "
+                               "(default)")
+SEGMENTED = Method("segmented", "consensus fit: D from a reweighted log-linear fit over b >= threshold, f from "
+                   "the intercept, Dstar by a one-parameter bounded fit", _fit_segmented,
+                   reference="Sigmund et al. IVIM consensus recommendations; OSIPI TF2.4 reference fit")
+
+
+class IVIM(DiffusionModel):
     """Bi-exponential IVIM bound to a set of b-values.
 
     Parameters
@@ -301,43 +318,41 @@ class IVIM(Model):
     1.0
     """
 
-    methods = ("lsq", "segmented")
+    command = "ivim"
+    summary = "fit IVIM (S0, f, D, Dstar) to a diffusion series"
+    description = "Fit the bi-exponential IVIM model voxel by voxel. D and Dstar in mm2/s, b in s/mm2, f a fraction."
+    options = (
+        Option("threshold", "b (s/mm2) from which perfusion is neglected in the segmented step (default 200)",
+               float, DEFAULT_THRESHOLD),
+        Option("preset", "organ preset of the initial guess", str, None, choices=tuple(sorted(PRESETS))),
+    )
+    methods = table(LSQ, SEGMENTED)
     default_method = "lsq"
     spec = IVIM_MODEL
+    min_distinct_b = 1  # the methods' own checks (check_method) say what they need
 
     def __init__(self, bvals, *, bounds=None, initial_guess=None, threshold=DEFAULT_THRESHOLD, preset=None,
                  lm_options: LMOptions | None = None):
-        b = np.asarray(bvals, dtype=np.float64)
-        if b.ndim != 1 or b.size == 0:
-            raise QMRIInputError(f"b-values must be a 1-D list, got shape {b.shape}")
-        if not np.all(np.isfinite(b)) or np.any(b < 0):
-            raise QMRIInputError("b-values must be finite and >= 0 s/mm2")
-        self.bvals = b
-        self.n_measurements = b.size
-        self.threshold = float(threshold)
         init = {}
         if preset is not None:
             if preset not in PRESETS:
                 raise QMRIInputError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
             init.update(PRESETS[preset])
         init.update(initial_guess or {})
+        super().__init__(bvals, bounds=bounds, initial_guess=init, lm_options=lm_options)
+        self.threshold = float(threshold)
         self.preset = preset
-        self.lower, self.upper = resolve_bounds(IVIM_MODEL, bounds)
-        self.initial = np.clip(resolve_initial(IVIM_MODEL, init), self.lower, self.upper)
-        self.lm_options = lm_options or LMOptions()
-        self._acq = np.ascontiguousarray(b[:, None])
 
-    # Forward model ---------------------------------------------------------------------------
-    def signal(self, params) -> np.ndarray:
-        """Noise-free signal for parameters given as a dict of scalars or arrays (``S0, f, D, Dstar``).
+    demo_parameters = ("f", "D", "Dstar")
+    demo_phantom = {"snr": 30.0, "block": (16, 16, 4)}
 
-        Returns an array of shape ``broadcast(params).shape + (n_b,)``.
-        """
-        arrays = np.broadcast_arrays(*(np.asarray(params[k], dtype=np.float64) for k in IVIM_MODEL.names))
-        P = np.stack([a.ravel() for a in arrays], axis=1)
-        return IVIM_MODEL.evaluate(P, self._acq).reshape(arrays[0].shape + (self.n_measurements,))
+    @classmethod
+    def phantom_definition(cls):
+        """Ten tissues of the OSIPI TF2.4 test data (``phantoms/ivim.json``), 13 b-values 0–1000 s/mm²."""
+        from qmri.simulate import load_definition
 
-    # Fitting ---------------------------------------------------------------------------------
+        return load_definition("ivim")
+
     def check_method(self, method: str):
         n_high = int(np.sum(self.bvals >= self.threshold))
         n_low = int(np.sum(self.bvals < self.threshold))
@@ -348,25 +363,18 @@ class IVIM(Model):
         if method == "lsq" and np.unique(self.bvals).size < 4:
             raise QMRIInputError(f"IVIM lsq needs at least 4 distinct b-values, got {np.unique(self.bvals).size}")
 
-    def output_units(self, method):
-        return IVIM_MODEL.units
+    def provenance(self):
+        prov = super().provenance()
+        prov.update({"threshold": self.threshold, "preset": self.preset})
+        return prov
 
-    def provenance(self, method):
-        return {
-            "bvals": self.bvals.tolist(),
-            "units_b": "s/mm2",
-            "threshold": self.threshold,
-            "preset": self.preset,
-            "bounds": {n: [float(a), float(b)] for n, a, b in zip(IVIM_MODEL.names, self.lower, self.upper)},
-            "initial_guess": dict(zip(IVIM_MODEL.names, map(float, self.initial))),
-            "bounds_note": "S0 bounds are relative to the mean signal at the lowest b-value",
-            "reference": IVIM_MODEL.reference,
-        }
+    def segmented(self, Yn, wls_iters=_WLS_ITERS, n_grid=_DSTAR_GRID, golden_iters=_GOLDEN_ITERS):
+        """The segmented fit of normalised signals ``Yn`` (n, n_b).
 
-    def _normalise(self, Y):
-        return normalise_to_lowest_b(Y, self.bvals)
-
-    def _segmented(self, Yn, wls_iters=_WLS_ITERS, n_grid=_DSTAR_GRID, golden_iters=_GOLDEN_ITERS):
+        Returns ``P`` (n, 4) in normalised units (S0 = 1 unless clipped), status, rmse, r2.
+        ``wls_iters`` reweightings of the log-linear fit, ``n_grid`` grid points of D* and
+        ``golden_iters`` golden-section refinements (0: grid only).
+        """
         n = Yn.shape[0]
         P = np.empty((n, 4))
         status = np.empty(n, dtype=np.int8)
@@ -376,23 +384,7 @@ class IVIM(Model):
                          n_grid, golden_iters, P, status, rmse, r2)
         return P, status, rmse, r2
 
-    def _fit_voxels(self, Y, method, compute_se):
-        self.check_method(method)
-        Yn, scale, good = self._normalise(Y)
-        n = Y.shape[0]
-        if method == "segmented":
-            P, status, rmse, r2 = self._segmented(Yn)
-        else:  # a cheaper segmented start (one reweighting, D* from the grid) is enough for LM
-            P, status, rmse, r2 = self._segmented(Yn, 1, _START_GRID, 0)
-        if method == "segmented":
-            res = FitResult(params={k: P[:, j].copy() for j, k in enumerate(IVIM_MODEL.names)},
-                            status=status, n_iter=np.zeros(n, np.int32), rmse=rmse, r2=r2)
-        else:
-            p0 = np.where(np.isfinite(P), P, self.initial[None, :])
-            opts = self.lm_options
-            if compute_se != opts.compute_se:
-                opts = LMOptions(opts.max_iter, opts.xtol, opts.ftol, opts.gtol, compute_se)
-            res = fit_lm(IVIM_MODEL, self._acq, Yn, p0, lower=self.lower, upper=self.upper, options=opts)
-        res.rescale("S0", scale)
-        res.mark_failed(~good)
-        return res
+    def start(self, Yn, C):
+        # a cheaper segmented start (one reweighting, D* from the grid) is enough for LM
+        P = self.segmented(Yn, 1, _START_GRID, 0)[0]
+        return np.where(np.isfinite(P), P, self.initial[None, :])

@@ -1,0 +1,82 @@
+"""Fitting subcommands, generated from the model declarations (``qmri ivim``, ``qmri dce``, ...).
+
+Each command is built from its model class: the series and acquisition inputs of its workflow, the
+model's options, ``--bounds`` over its parameters, ``--method`` with the method table's names and
+descriptions, and every method's options. Running it is one library call,
+:func:`qmri.workflows.fit_files`, then a summary.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from qmri.cli.options import add_options, given
+
+
+def method_options(model_cls) -> list:
+    """The options of all of the model's methods (each name once, first declaration wins)."""
+    seen = {}
+    for m in model_cls.methods.values():
+        for o in m.options:
+            seen.setdefault(o.name, o)
+    return list(seen.values())
+
+
+def add_parser(sub, model_cls):
+    """Add ``qmri <model_cls.command>`` to the subparsers ``sub``."""
+    from qmri.workflows import WORKFLOWS
+
+    wf = WORKFLOWS[model_cls.workflow]
+    p = sub.add_parser(model_cls.command, help=model_cls.summary, description=model_cls.description)
+    p.add_argument("series", type=Path, metavar=wf.series.upper(), help=wf.series_help)
+    add_options(p, wf.inputs(model_cls), title="acquisition")
+    p.add_argument("--mask", type=Path, help="3-D mask NIfTI on the same grid (default: every voxel)")
+    add_options(p, model_cls.options, title="model")
+    g = p.add_argument_group("method")
+    methods = "; ".join(f"{name}: {m.description}" for name, m in model_cls.methods.items())
+    g.add_argument("--method", metavar="|".join(model_cls.methods), help=methods.replace("%", "%%"))
+    add_options(g, method_options(model_cls))
+    names = ", ".join(model_cls.parameter_names())
+    g.add_argument("--bounds", help=f"override bounds, NAME=LOWER:UPPER separated by commas, units as the outputs "
+                                    f"(parameters: {names})")
+    add_output_arguments(p)
+    p.set_defaults(func=run, model_cls=model_cls)
+    return p
+
+
+def add_output_arguments(p):
+    """``--out-dir``, ``--prefix``, ``--force``, ``--plot``, ``--quiet``."""
+    g = p.add_argument_group("output")
+    g.add_argument("--out-dir", required=True, type=Path, help="folder for the maps (created if needed)")
+    g.add_argument("--prefix", default="", help="prepended to every output file name")
+    g.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    g.add_argument("--plot", action="store_true", help="also write a PNG montage of the maps")
+    g.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+
+
+def show_progress(args) -> bool:
+    """A progress bar only on a terminal and without ``--quiet``."""
+    return not args.quiet and sys.stderr.isatty()
+
+
+def run(args) -> int:
+    from qmri.models.model import parse_bounds
+    from qmri.workflows import WORKFLOWS, fit_files
+
+    cls = args.model_cls
+    wf = WORKFLOWS[cls.workflow]
+
+    def announce(line):
+        if not args.quiet:
+            print(f"qmri {cls.command}: {line}", flush=True)
+
+    outcome = fit_files(cls, args.series, out_dir=args.out_dir, mask=args.mask, method=args.method,
+                        prefix=args.prefix, force=args.force, plot=args.plot, progress=show_progress(args),
+                        bounds=parse_bounds(args.bounds), model_options=given(args, cls.options),
+                        method_options=given(args, method_options(cls)), on_start=announce,
+                        **given(args, wf.inputs(cls)))
+    if not args.quiet:
+        print(outcome.maps.summary())
+        print(f"wrote {len(outcome.written)} files to {args.out_dir}  (total {outcome.seconds:.2f} s)")
+    return 0

@@ -1,0 +1,162 @@
+"""Linear starting values of the DCE models: least squares on the integrated model equations.
+
+Tofts and extended Tofts: Murase, MRM 2004;51:858; Patlak: its own linear form; 2CXM and 2CUM: the
+twice-integrated forms of Flouri et al., MRM 2016;76:998. With a fitted delay the estimate is
+evaluated on a grid of delays (1 s by default) and the best delay kept. The estimate is fast and
+biased with noise: it starts the least-squares fit (``lsq``) and is the ``linear`` method.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from qmri.fitting.linalg import cholesky_solve
+from qmri.jit import njit, prange
+from qmri.models.dce.convolution import expconv
+
+#: For each model: number of voxel columns (-∫C, -∫∫C) and the shared columns of Cp(τ) used.
+#: C = Σ β_a col_a; shared columns are drawn from (Cp, ∫Cp, ∫∫Cp).
+_LINEAR_FORM = {
+    "tofts": (1, (1,)),         # C = -kep ∫C + Ktrans ∫Cp                        (Murase 2004)
+    "etm": (1, (0, 1)),         # C = -kep ∫C + vp Cp + (Ktrans + kep vp) ∫Cp
+    "patlak": (0, (0, 1)),      # C = vp Cp + Ktrans ∫Cp
+    "2cum": (1, (1, 2)),        # C = -k ∫C + f ∫Cp + f PS/vp ∫∫Cp                (Flouri 2016)
+    "2cxm": (2, (1, 2)),        # C = -S ∫C - P ∫∫C + f ∫Cp + f Q ∫∫Cp   (S = k₊ + k₋, P = k₊ k₋)
+}
+_LBLOCK = 64
+
+
+@njit(cache=True, inline="always")
+def _lcol(a, i, nv, I1, I2, X, dd):
+    if a < nv:
+        return I1[i] if a == 0 else I2[i]
+    return X[dd, i, a - nv]
+
+
+@njit(parallel=True, cache=True)
+def _linear_batch(tm, Y, X, nv, coef, best):
+    """Least squares of C on [∫C, ∫∫C][:nv] + X[d] for every delay d; keep the best delay."""
+    n, m = Y.shape
+    nd = X.shape[0]
+    q = nv + X.shape[2]
+    nblocks = (n + _LBLOCK - 1) // _LBLOCK
+    for blk in prange(nblocks):
+        I1 = np.zeros(m)
+        I2 = np.zeros(m)
+        A = np.empty((q, q))
+        M = np.empty((q, q))
+        r = np.empty(q)
+        rs = np.empty(q)
+        z = np.empty(q)
+        sc = np.empty(q)
+        L = np.zeros((q, q))
+        for v in range(blk * _LBLOCK, min(n, (blk + 1) * _LBLOCK)):
+            y = Y[v]
+            ok = True
+            for i in range(m):
+                if not np.isfinite(y[i]):
+                    ok = False
+            best[v] = -1
+            for a in range(q):
+                coef[v, a] = np.nan
+            if not ok:
+                continue
+            for i in range(1, m):
+                h = tm[i] - tm[i - 1]
+                I1[i] = I1[i - 1] - 0.5 * h * (y[i] + y[i - 1])
+                I2[i] = I2[i - 1] + 0.5 * h * (I1[i] + I1[i - 1])
+            yy = 0.0
+            for i in range(m):
+                yy += y[i] * y[i]
+            best_ssr = np.inf
+            for dd in range(nd):
+                for a in range(q):
+                    s = 0.0
+                    for i in range(m):
+                        s += _lcol(a, i, nv, I1, I2, X, dd) * y[i]
+                    r[a] = s
+                    for b in range(a, q):
+                        s = 0.0
+                        for i in range(m):
+                            s += _lcol(a, i, nv, I1, I2, X, dd) * _lcol(b, i, nv, I1, I2, X, dd)
+                        A[a, b] = s
+                        A[b, a] = s
+                for a in range(q):
+                    sc[a] = np.sqrt(A[a, a]) if A[a, a] > 0.0 else 1.0
+                for a in range(q):
+                    for b in range(q):
+                        M[a, b] = A[a, b] / (sc[a] * sc[b])
+                    M[a, a] += 1e-10
+                    rs[a] = r[a] / sc[a]
+                if not cholesky_solve(M, rs, z, L, q):
+                    continue
+                ssr = yy
+                for a in range(q):
+                    ssr -= z[a] / sc[a] * r[a]
+                if ssr < best_ssr:
+                    best_ssr = ssr
+                    best[v] = dd
+                    for a in range(q):
+                        coef[v, a] = z[a] / sc[a]
+
+
+def _cumtrapz(t, y):
+    out = np.zeros_like(y)
+    out[..., 1:] = np.cumsum(0.5 * np.diff(t) * (y[..., 1:] + y[..., :-1]), axis=-1)
+    return out
+
+
+def coefficients_to_params(name, beta):
+    """Model parameters from the linear coefficients (NaN where the combination is not physical)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if name == "tofts":
+            kep, Kt = beta[:, 0], beta[:, 1]
+            return [Kt, Kt / kep]
+        if name == "etm":
+            kep, vp, c = beta[:, 0], beta[:, 1], beta[:, 2]
+            Kt = c - kep * vp
+            return [Kt, Kt / kep, vp]
+        if name == "patlak":
+            return [beta[:, 1], beta[:, 0]]
+        if name == "2cum":
+            k, f, g = beta[:, 0], beta[:, 1], beta[:, 2]
+            vp = f / (k - g / f)
+            return [100.0 * f, vp * g / f, vp]
+        S, P, f, fQ = beta[:, 0], beta[:, 1], beta[:, 2], beta[:, 3]
+        Q = fQ / f
+        vp = f / (S - Q)
+        kb = P / (S - Q)                        # PS / ve
+        PS = vp * (Q - kb)
+        return [100.0 * f, PS, PS / kb, vp]
+
+
+def shared_columns(model_name: str, acq: np.ndarray, delays: np.ndarray) -> np.ndarray:
+    """The voxel-independent columns of the linear form (Cp, ∫Cp, ∫∫Cp as the model needs) for each
+    delay (s): shape (n_delays, n_frames, n_columns)."""
+    nv, cols = _LINEAR_FORM[model_name]
+    m = acq.shape[0]
+    X = np.zeros((delays.size, m, len(cols)))
+    tm = acq[:, 2]
+    for di, d in enumerate(delays):
+        F0 = np.zeros(m)
+        cpd = np.zeros(m)
+        expconv(tm, acq[:, 1], acq[:, 3], 0.0, d / 60.0, 1.0, F0, 0.0, F0, 1.0, cpd, 0.0, F0)
+        base = [cpd, F0, _cumtrapz(tm, F0)]
+        for a, col in enumerate(cols):
+            X[di, :, a] = base[col]
+    return X
+
+
+def linear_coefficients(model_name: str, tm: np.ndarray, Y: np.ndarray, X: np.ndarray):
+    """Least-squares coefficients of the linear form for concentrations ``Y`` (n, m) at times ``tm``
+    (min), with the shared columns ``X`` of :func:`shared_columns`.
+
+    Returns ``coef`` (n, n_coefficients; NaN where unsolvable) and the index of the best delay
+    (n,; -1 where unsolvable).
+    """
+    nv, cols = _LINEAR_FORM[model_name]
+    n = Y.shape[0]
+    coef = np.empty((n, nv + len(cols)))
+    best = np.empty(n, dtype=np.int64)
+    _linear_batch(tm, np.ascontiguousarray(Y), X, nv, coef, best)
+    return coef, best

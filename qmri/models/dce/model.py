@@ -1,0 +1,231 @@
+"""The DCE model users hold: :class:`DCE`, a pharmacokinetic model bound to frame times and an AIF.
+
+Fitting (:class:`DCE`): a linear least-squares estimate (Murase, MRM 2004;51:858 for Tofts; the
+twice-integrated forms of Flouri et al. 2016 for 2CXM/2CUM), evaluated on a 1 s grid of delays when
+the delay is fitted, starts a bounded Levenberg–Marquardt fit with analytic Jacobians
+(:func:`qmri.fitting.fit_lm`). Default bounds and starting values of the OSIPI tests: Ktrans and PS
+0–5 /min, ve and vp 0–1, Fp 0–200 mL/min/100mL, delay ±10 s (lower bounds of ve, vp and Fp are
+kept slightly above 0 where a rate would divide by them).
+
+The whole pipeline from a DCE series (AIF choice, T10, signal to concentration) is
+:func:`qmri.workflows.dce.fit_dce`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from qmri.errors import QMRIInputError
+from qmri.fitting.lm import LMOptions
+from qmri.fitting.result import STATUS_CONVERGED, STATUS_FAILED, FitResult
+from qmri.models.base import resolve_bounds, resolve_initial
+from qmri.models.dce.convolution import acquisition
+from qmri.models.dce.linear import coefficients_to_params, linear_coefficients, shared_columns
+from qmri.models.dce.models import DCE_MODELS, MODEL_NAMES
+from qmri.models.methods import LeastSquares, Method, table
+from qmri.models.model import Model
+from qmri.options import Option
+
+
+def _fit_linear(model, Y, C):
+    n = Y.shape[0]
+    p0 = model.start(Y, C)
+    fitted = model.spec.evaluate(p0, model.acq)
+    ssr = np.sum((fitted - Y) ** 2, axis=1)
+    sst = np.sum((Y - Y.mean(axis=1, keepdims=True)) ** 2, axis=1)
+    bad = ~np.all(np.isfinite(Y), axis=1) | ~np.any(Y != 0, axis=1)  # as the LM engine
+    with np.errstate(invalid="ignore", divide="ignore"):
+        status = np.where(bad, STATUS_FAILED, STATUS_CONVERGED).astype(np.int8)
+        res = FitResult.closed_form(model.spec.names, p0, status, np.sqrt(ssr / Y.shape[1]),
+                                    np.where(sst > 0, 1.0 - ssr / sst, np.nan))
+    model.complete(res, np.ones(n), ~bad)
+    return res
+
+
+LSQ = LeastSquares(description="bounded Levenberg-Marquardt from the linear estimate (default)")
+LINEAR = Method("linear", "linear estimate only (integrated model equations; fast, biased with noise)", _fit_linear,
+                reference="Murase, MRM 2004;51:858; Flouri et al., MRM 2016;76:998")
+
+
+class DCE(Model):
+    """A pharmacokinetic model bound to frame times and an arterial input function.
+
+    Parameters
+    ----------
+    t : array_like, shape (n,)
+        Frame times in s, strictly increasing (non-uniform spacing is fine).
+    aif : array_like, shape (n,)
+        Plasma concentration Cp of the AIF at the frame times, in mM (whole-blood curves must be
+        divided by 1 - Hct first; see :mod:`qmri.models.dce.aif`).
+    model : {"tofts", "etm", "patlak", "2cxm", "2cum"}
+        Pharmacokinetic model (equations and sources: :mod:`qmri.models.dce.models`).
+    fit_delay : bool
+        Also fit an arterial delay (s, bounded ±10 s; positive when the tissue arrives later than
+        the AIF).
+    bounds : dict, optional
+        ``{name: (lower, upper)}`` overriding the default bounds (OSIPI code collection).
+    initial_guess : dict, optional
+        Start values used where the linear estimate is not physical.
+    delay_step : float
+        Spacing (s) of the delay grid searched by the linear start (default 1 s).
+    lm_options : qmri.fitting.LMOptions, optional
+
+    Methods
+    -------
+    ``lsq`` (default): bounded Levenberg–Marquardt from the linear estimate. ``linear``: the
+    linear estimate alone (clipped into the bounds; fast, biased with noise).
+
+    Outputs: the model parameters (units: :mod:`qmri.models.dce.models`) and, for Tofts and extended
+    Tofts, the derived ``kep = Ktrans/ve`` (1/min).
+
+    Raises
+    ------
+    QMRIInputError
+        Unknown model, times not strictly increasing or not finite, AIF of the wrong length or not
+        finite, bad bounds.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from qmri.models.dce import DCE, example_aif
+    >>> t = np.arange(0, 300, 2.0)
+    >>> m = DCE(t, example_aif(t), "tofts")
+    >>> c = m.concentration(dict(Ktrans=0.2, ve=0.3))
+    >>> round(float(m.fit(c[None])["Ktrans"][0]), 4)
+    0.2
+    """
+
+    command = "dce"
+    summary = "fit a pharmacokinetic model (Tofts, extended Tofts, Patlak, 2CXM, 2CUM) to a DCE series"
+    description = ("Fit a DCE-MRI pharmacokinetic model voxel by voxel. Time in s; Ktrans, kep and PS in 1/min; "
+                   "Fp in mL/min/100mL; ve and vp fractions; delay in s (positive when the tissue arrives after "
+                   "the AIF).")
+    workflow = "dce"
+    options = (
+        Option("model", "tofts (Ktrans, ve), etm = extended Tofts (+vp), patlak (Ktrans, vp), 2cxm (Fp, PS, ve, vp), "
+               "2cum (Fp, PS, vp); default tofts", str, "tofts", choices=MODEL_NAMES),
+        Option("fit_delay", "also fit an arterial delay (s, bounded +-10 s)", bool, False),
+    )
+    methods = table(LSQ, LINEAR)
+    default_method = "lsq"
+    demo_parameters = ("Ktrans", "ve", "vp")
+
+    def __init__(self, t, aif, model: str = "tofts", *, fit_delay: bool = False, bounds=None,
+                 initial_guess=None, delay_step: float = 1.0, lm_options: LMOptions | None = None):
+        if model not in MODEL_NAMES:
+            raise QMRIInputError(f"unknown DCE model {model!r}; choose one of {', '.join(MODEL_NAMES)}")
+        t = np.asarray(t, dtype=np.float64)
+        cp = np.asarray(aif, dtype=np.float64)
+        if t.ndim != 1 or t.size < 3:
+            raise QMRIInputError(f"frame times must be a 1-D list of at least 3 values, got shape {t.shape}")
+        if not np.all(np.isfinite(t)):
+            raise QMRIInputError("frame times must be finite numbers (s)")
+        if np.any(np.diff(t) <= 0):
+            i = int(np.flatnonzero(np.diff(t) <= 0)[0])
+            raise QMRIInputError(f"frame times must be strictly increasing; time {i + 1} ({t[i + 1]:g} s) "
+                                 f"follows {t[i]:g} s")
+        if cp.shape != t.shape:
+            raise QMRIInputError(f"AIF has {cp.size} samples but there are {t.size} frame times")
+        if not np.all(np.isfinite(cp)):
+            raise QMRIInputError("AIF contains non-finite values")
+        self.model = model
+        self.fit_delay = bool(fit_delay)
+        self.spec = DCE_MODELS[(model, self.fit_delay)]
+        self.t = t
+        self.aif = cp
+        self.n_measurements = t.size
+        self.lower, self.upper = resolve_bounds(self.spec, bounds)
+        self.initial = np.clip(resolve_initial(self.spec, initial_guess), self.lower, self.upper)
+        self.lm_options = lm_options or LMOptions()
+        self.delay_step = float(delay_step)
+        self.acq = acquisition(t, cp)
+        self._delays = self._delay_grid()
+        self._X = shared_columns(self.model, self.acq, self._delays)
+
+    # Forward model ---------------------------------------------------------------------------
+    def concentration(self, params) -> np.ndarray:
+        """Noise-free tissue concentration (mM) for parameters given as a dict of scalars or arrays.
+
+        Keys are the model's parameter names (``delay`` in s may be given, default 0, also when the
+        delay is not fitted). Returns shape ``broadcast(params).shape + (n,)``.
+        """
+        spec = DCE_MODELS[(self.model, True)]
+        vals = [np.asarray(params.get(k, 0.0) if k == "delay" else params[k], dtype=np.float64) for k in spec.names]
+        arrays = np.broadcast_arrays(*vals)
+        P = np.stack([a.ravel() for a in arrays], axis=1)
+        return spec.evaluate(P, self.acq).reshape(arrays[0].shape + (self.n_measurements,))
+
+    # Phantom and demo --------------------------------------------------------------------------
+    demo_phantom = {"snr": 20.0, "block": (10, 10, 1)}
+
+    @classmethod
+    def has_phantom(cls) -> bool:
+        return True
+
+    @classmethod
+    def phantom(cls, *, snr=None, seed: int = 0, block=None):
+        """The DCE phantom (:func:`qmri.models.dce.phantom.dce_phantom`; SNR 20 by default)."""
+        from qmri.models.dce.phantom import dce_phantom
+
+        return dce_phantom(snr=20.0 if snr is None else snr, seed=seed, block=block)
+
+    @classmethod
+    def demo_cases(cls, ph):
+        """Tofts on the patches without plasma volume, extended Tofts on all, both on the concentration
+        derived from the noisy signal."""
+        t, cp = np.asarray(ph.acquisition["times"]), np.asarray(ph.acquisition["aif"])
+        conc = ph.images["dce_conc"]
+        return [("tofts", cls(t, cp, "tofts"), conc, ph.mask & (ph.truth["vp"] == 0), "lsq"),
+                ("etm", cls(t, cp, "etm"), conc, ph.mask, "lsq")]
+
+    # Declaration hooks -------------------------------------------------------------------------
+    @classmethod
+    def parameter_names(cls) -> list[str]:
+        return ["Ktrans", "ve", "vp", "Fp", "PS", "delay"]
+
+    def derived(self):
+        """``kep = Ktrans / ve`` (1/min) for Tofts and extended Tofts."""
+        if self.model in ("tofts", "etm"):
+            return {"kep": ("1/min", lambda p: p["Ktrans"] / p["ve"])}
+        return {}
+
+    def describe(self, method: str) -> str:
+        return (f"DCE {self.model}{' with fitted delay' if self.fit_delay else ''}, method {method}, "
+                f"{self.t.size} frames over {self.t[-1] - self.t[0]:g} s")
+
+    def provenance(self):
+        return {
+            "pk_model": self.model,
+            "fit_delay": self.fit_delay,
+            "frame_times_s": self.t.tolist(),
+            "aif_plasma_mm": self.aif.tolist(),
+            "bounds": {n: [float(a), float(b)] for n, a, b in zip(self.spec.names, self.lower, self.upper)},
+            "delay_convention": "positive when the tissue curve arrives later than the AIF",
+            "reference": self.spec.reference,
+        }
+
+    # Starting values ---------------------------------------------------------------------------
+    def _delay_grid(self):
+        if not self.fit_delay:
+            return np.zeros(1)
+        j = self.spec.names.index("delay")
+        lo, hi = self.lower[j], self.upper[j]
+        if self.delay_step <= 0:
+            raise QMRIInputError(f"delay step must be positive, got {self.delay_step}")
+        grid = np.arange(np.ceil(lo / self.delay_step), np.floor(hi / self.delay_step) + 1) * self.delay_step
+        return grid if grid.size else np.array([0.5 * (lo + hi)])
+
+    def linear_estimate(self, Y) -> np.ndarray:
+        """Starting values (n, n_params) from the linear integrated forms (clipped into the bounds)."""
+        coef, best = linear_coefficients(self.model, self.acq[:, 2], Y, self._X)
+        vals = coefficients_to_params(self.model, coef)
+        if self.fit_delay:
+            vals.append(np.where(best >= 0, self._delays[np.maximum(best, 0)], np.nan))
+        P = np.stack(vals, axis=1)
+        bad = ~np.isfinite(P) | (P < self.lower) | (P > self.upper)
+        # keep physical estimates; replace the others by the default start (delay: clip)
+        P = np.where(bad, self.initial[None, :], P)
+        return np.ascontiguousarray(np.clip(P, self.lower, self.upper))
+
+    def start(self, Yn, C):
+        return self.linear_estimate(Yn)

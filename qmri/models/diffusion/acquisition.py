@@ -1,0 +1,285 @@
+"""What every diffusion model shares: b-value and b-vector checks, shells, normalisation, and
+:class:`DiffusionModel`, the base of the models fitted to a b-value series.
+
+b is in s/mm² and diffusivities in mm²/s at every interface.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from qmri.errors import QMRIInputError
+from qmri.fitting.lm import LMOptions
+from qmri.models.base import resolve_bounds, resolve_initial
+from qmri.models.model import Model
+from qmri.options import Option
+
+
+def read_bvals_option(path) -> np.ndarray:
+    """Command-line type of ``--bval``: the b-values of an FSL ``.bval`` file (s/mm²)."""
+    from qmri import io
+
+    return io.read_bvals(path)
+
+#: b-values at or below this (s/mm²) are treated as b=0 (their b-vectors are ignored); dipy's default.
+B0_THRESHOLD = 50.0
+#: b-values are grouped into shells after rounding to a multiple of this (s/mm²).
+SHELL_ROUNDING = 50.0
+
+
+def check_bvals(bvals) -> np.ndarray:
+    """b-values as a float64 1-D array.
+
+    Raises
+    ------
+    QMRIInputError
+        Not 1-D, empty, non-finite or negative.
+    """
+    b = np.asarray(bvals, dtype=np.float64)
+    if b.ndim != 1 or b.size == 0:
+        raise QMRIInputError(f"b-values must be a 1-D list, got shape {b.shape}")
+    if not np.all(np.isfinite(b)) or np.any(b < 0):
+        raise QMRIInputError("b-values must be finite and >= 0 s/mm2")
+    return b
+
+
+def shells(bvals) -> np.ndarray:
+    """b-values rounded to the nearest :data:`SHELL_ROUNDING` s/mm² (b <= B0_THRESHOLD → 0)."""
+    b = np.asarray(bvals, dtype=np.float64)
+    r = np.round(b / SHELL_ROUNDING) * SHELL_ROUNDING
+    return np.where(b <= B0_THRESHOLD, 0.0, r)
+
+
+def n_directions(bvals, bvecs) -> int:
+    """Distinct (non-collinear, antipodes identified) directions among b > B0_THRESHOLD."""
+    b = np.asarray(bvals, dtype=np.float64)
+    g = np.asarray(bvecs, dtype=np.float64)[b > B0_THRESHOLD]
+    if g.size == 0:
+        return 0
+    g = g / np.linalg.norm(g, axis=1, keepdims=True)
+    sign = np.where((g[:, 2] < -1e-9) | ((np.abs(g[:, 2]) <= 1e-9) & (g[:, 1] < 0)), -1.0, 1.0)
+    return int(np.unique(np.round(g * sign[:, None], 3), axis=0).shape[0])
+
+
+def check_bvecs(bvals, bvecs, *, where="b-vectors") -> np.ndarray:
+    """Unit-normalised b-vectors; raise if a diffusion-weighted one is not of unit length (±1%).
+
+    Parameters
+    ----------
+    bvals : array_like (n,), s/mm²
+    bvecs : array_like (n, 3)
+    where : str
+        Named in the error (the file, say).
+
+    Returns
+    -------
+    ndarray (n, 3): unit vectors for b > :data:`B0_THRESHOLD`, zeros for the b=0 volumes.
+
+    Raises
+    ------
+    QMRIInputError
+        Wrong shape, or a diffusion-weighted vector whose length is not 1 ± 1%.
+    """
+    b = np.asarray(bvals, dtype=np.float64)
+    g = np.asarray(bvecs, dtype=np.float64)
+    if g.shape != (b.size, 3):
+        raise QMRIInputError(f"{where}: expected {b.size} vectors of 3 components, got shape {g.shape}")
+    norms = np.linalg.norm(g, axis=1)
+    dw = b > B0_THRESHOLD
+    bad = dw & (np.abs(norms - 1.0) > 1e-2)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise QMRIInputError(f"{where}: vector {i} (b={b[i]:g}) has length {norms[i]:.4f}, not 1; "
+                             f"{int(bad.sum())} diffusion-weighted vector(s) are not unit length")
+    out = g.copy()
+    out[dw] /= norms[dw, None]
+    out[~dw] = 0.0
+    return out
+
+
+def normalise_to_lowest_b(Y, bvals):
+    """Divide each voxel's signals by its mean signal at the lowest b-value.
+
+    Parameters
+    ----------
+    Y : ndarray, shape (n, m)
+    bvals : ndarray, shape (m,)
+
+    Returns
+    -------
+    Yn : ndarray (n, m), C-contiguous (NaN rows where the reference is not finite and positive)
+    scale : ndarray (n,)
+        The divisor (1 where unusable).
+    good : ndarray of bool (n,)
+    """
+    low = bvals == bvals.min()
+    s0 = Y[:, low].mean(axis=1)
+    good = np.isfinite(s0) & (s0 > 0)
+    scale = np.where(good, s0, 1.0)
+    Yn = Y / scale[:, None]
+    Yn[~good] = np.nan
+    return np.ascontiguousarray(Yn), scale, good
+
+
+def powder_average(data, bvals, bvecs=None):
+    """Average the volumes of each b-shell (arithmetic mean over directions, as dipy's msdki).
+
+    Parameters
+    ----------
+    data : ndarray, shape (..., n)
+    bvals : array_like, shape (n,)
+        b-values in s/mm²; shells are b rounded to :data:`SHELL_ROUNDING` (b <= 50 → 0).
+    bvecs : array_like, optional
+        When None, each volume is kept as its own b-value (already trace-weighted images).
+
+    Returns
+    -------
+    averaged : ndarray, shape (..., n_shells)
+    shell_bvals : ndarray, shape (n_shells,)
+        Mean actual b-value of each shell (s/mm²), ascending.
+    """
+    b = check_bvals(bvals)
+    data = np.asarray(data)
+    if bvecs is None:
+        return data, b
+    key = shells(b)
+    uniq = np.unique(key)
+    avg = np.stack([data[..., key == u].mean(axis=-1) for u in uniq], axis=-1)
+    return avg, np.array([b[key == u].mean() for u in uniq])
+
+
+class DiffusionModel(Model):
+    """A model of a b-value series (IVIM, ADC, stretched exponential, trace DKI, ...).
+
+    The constructor binds the b-values (s/mm²), the bounds (``{name: (lower, upper)}`` overriding
+    the declared defaults) and the initial guess; signals are normalised per voxel by the mean
+    signal at the lowest b-value before fitting (so ``S0`` bounds are relative to it) and ``S0``
+    is scaled back in the output. Subclasses set ``spec`` (the declaration) and may set
+    :attr:`min_distinct_b` and override :meth:`check_method` and :meth:`start`.
+
+    Parameters
+    ----------
+    bvals : array_like, shape (n_b,)
+        b-values in s/mm², in the order of the data's last axis.
+    bounds : dict, optional
+        ``{name: (lower, upper)}`` overriding the declared bounds.
+    initial_guess : dict, optional
+        ``{name: value}`` overriding the declared initial guess.
+    lm_options : qmri.fitting.LMOptions, optional
+        Stopping rules of least-squares fits.
+
+    Raises
+    ------
+    QMRIInputError
+        b-values not 1-D, non-finite or negative; fewer distinct b-values than
+        :attr:`min_distinct_b`; bad bounds or initial guess.
+    """
+
+    workflow = "diffusion"
+    amplitude = "S0"
+    #: Fewest distinct b-values (rounded into shells) the model can be fitted with.
+    min_distinct_b = 2
+    #: Whether the model reads b-vectors (full-tensor models); others fit b-values alone.
+    uses_bvecs = False
+
+    def __init__(self, bvals, *, bounds=None, initial_guess=None, lm_options: LMOptions | None = None):
+        b = check_bvals(bvals)
+        n_shells = np.unique(shells(b)).size
+        if n_shells < self.min_distinct_b:
+            raise QMRIInputError(f"{type(self).__name__} needs at least {self.min_distinct_b} distinct b-values, "
+                                 f"got {n_shells}: {sorted(set(shells(b).tolist()))}")
+        self.bvals = b
+        self.n_measurements = b.size
+        self.acq = np.ascontiguousarray(b[:, None])
+        self.lower, self.upper = resolve_bounds(self.spec, bounds)
+        self.initial = np.clip(resolve_initial(self.spec, initial_guess), self.lower, self.upper)
+        self.lm_options = lm_options or LMOptions()
+
+    @classmethod
+    def from_acquisition(cls, bvals, bvecs=None, **options) -> "Model":
+        """The model for a series with these b-values (s/mm²) and b-vectors (ignored unless
+        :attr:`uses_bvecs`) and the model's declared options; used by the diffusion workflow."""
+        return cls(bvals, **options)
+
+    # Phantom and demo ----------------------------------------------------------------------
+    phantom_options = (Option("bvals", "FSL .bval file of the b-values to simulate (default: the phantom's "
+                              "protocol)", read_bvals_option, flag="--bval"),)
+
+    @classmethod
+    def phantom_definition(cls) -> dict | None:
+        """The block phantom of this model (see :func:`qmri.simulate.block_phantom`), or None."""
+        return None
+
+    @classmethod
+    def has_phantom(cls) -> bool:
+        return cls.phantom_definition() is not None
+
+    @classmethod
+    def phantom(cls, *, snr: float | None = None, seed: int = 0, block=None, bvals=None):
+        """A phantom with known parameters (one block of voxels per region of
+        :meth:`phantom_definition`), Rician noise at ``snr`` (default the definition's).
+
+        Parameters
+        ----------
+        snr : float, optional
+            S0 / sigma of the Rician noise (``inf``: noise-free).
+        seed : int
+        block : tuple of 3 int, optional
+            Voxels per region (default from the definition).
+        bvals : array_like, optional
+            b-values (s/mm²) to simulate (default: the definition's protocol).
+
+        Returns
+        -------
+        qmri.simulate.Phantom
+
+        Raises
+        ------
+        QMRIInputError
+            The model has no phantom; bad SNR, block or b-values.
+        """
+        from qmri.simulate import bval_text, block_phantom
+
+        d = cls.phantom_definition()
+        if d is None:
+            raise QMRIInputError(f"{cls.__name__} has no phantom")
+        b = np.asarray(d["bvals"] if bvals is None else bvals, dtype=np.float64)
+        ph = block_phantom(cls(b), d, snr=d.get("snr", 30.0) if snr is None else snr, seed=seed, block=block)
+        ph.acquisition["bvals"] = b.tolist()
+        ph.files = {f"{ph.name}.bval": bval_text(b)}
+        ph.fit_hint = (f"qmri {cls.command} {{out}}/{ph.name}.nii.gz --bval {{out}}/{ph.name}.bval "
+                       "--mask {out}/mask.nii.gz --out-dir FIT")
+        return ph
+
+    @classmethod
+    def for_phantom(cls, ph) -> "Model":
+        """The model bound to a phantom's acquisition."""
+        return cls.from_acquisition(ph.acquisition["bvals"], ph.acquisition.get("bvecs"))
+
+    def describe(self, method: str) -> str:
+        """One line for the command line: what is fitted to what."""
+        return (f"{type(self).__name__} {method}, {self.bvals.size} volumes, b = "
+                f"{', '.join(f'{v:g}' for v in np.unique(self.bvals))} s/mm2")
+
+    def signal(self, params) -> np.ndarray:
+        """Noise-free signal for parameters given as a dict of scalars or arrays (the declared names).
+
+        Returns an array of shape ``broadcast(params).shape + (n_b,)``.
+        """
+        arrays = np.broadcast_arrays(*(np.asarray(params[k], dtype=np.float64) for k in self.spec.names))
+        P = np.stack([a.ravel() for a in arrays], axis=1)
+        return self.spec.evaluate(P, self.acq).reshape(arrays[0].shape + (self.n_measurements,))
+
+    def normalise(self, Y, C):
+        return normalise_to_lowest_b(Y, self.bvals)
+
+    def provenance(self) -> dict:
+        names = self.spec.names
+        return {
+            "bvals": self.bvals.tolist(),
+            "units_b": "s/mm2",
+            "bounds": {n: [float(a), float(b)] for n, a, b in zip(names, self.lower, self.upper)},
+            "initial_guess": dict(zip(names, map(float, self.initial))),
+            "bounds_note": "S0 bounds are relative to the mean signal at the lowest b-value",
+            "reference": self.spec.reference,
+        }

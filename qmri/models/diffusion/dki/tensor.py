@@ -1,0 +1,328 @@
+"""Full-tensor diffusion kurtosis imaging: the :class:`DKI` model and its methods.
+
+Signal and coefficients: :mod:`qmri.models.diffusion.dki.design`; scalar maps:
+:mod:`qmri.models.diffusion.dki.metrics`; the constrained fit:
+:mod:`qmri.models.diffusion.dki.constrained`. The acquisition needs at least 3 distinct b-values
+(b=0 included) and 15 non-collinear directions (Jensen & Helpern, NMR Biomed 2010;23:698).
+
+The signal model declared here (``dki_tensor``) is the nonlinear form used by the ``nls`` method:
+``S = S0 exp(x · β[:21])`` with the 21 tensor coefficients of the design matrix (b in ms/µm²).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from qmri.errors import QMRIInputError
+from qmri.fitting.linear import MIN_SIGNAL, solve_loglinear
+from qmri.fitting.lm import LMOptions, fit_lm
+from qmri.fitting.result import STATUS_CONVERGED, STATUS_FAILED, FitResult
+from qmri.jit import njit
+from qmri.models.base import Parameter, SignalModel, register
+from qmri.models.diffusion.acquisition import (B0_THRESHOLD, DiffusionModel, check_bvals, check_bvecs,
+                                               n_directions, shells)
+from qmri.models.diffusion.dki.constrained import constrained_fit
+from qmri.models.diffusion.dki.design import (DT_NAMES, KT_NAMES, KURTOSIS_MONOTONIC_C, N_CONSTRAINT_DIRECTIONS,
+                                              design_matrix, dki_signal, hemisphere)
+from qmri.models.diffusion.dki.metrics import MAP_UNITS, MAX_KURTOSIS, MIN_KURTOSIS, tensor_maps
+from qmri.models.methods import Method, table
+from qmri.options import Option
+
+
+# ---------------------------------------------------------------------------------------------
+# Full-tensor nonlinear model (declared: used by the ``nls`` method)
+# ---------------------------------------------------------------------------------------------
+@njit(cache=True)
+def dki_tensor_signal(p, acq, cov, out):
+    """``S0 exp(acq · p[1:])``; ``acq`` = the first 21 design-matrix columns (ms/µm²)."""
+    for i in range(acq.shape[0]):
+        s = 0.0
+        for a in range(acq.shape[1]):
+            s += acq[i, a] * p[1 + a]
+        out[i] = p[0] * np.exp(s)
+
+
+@njit(cache=True)
+def dki_tensor_jacobian(p, acq, cov, J):
+    for i in range(acq.shape[0]):
+        s = 0.0
+        for a in range(acq.shape[1]):
+            s += acq[i, a] * p[1 + a]
+        e = np.exp(s)
+        J[i, 0] = e
+        for a in range(acq.shape[1]):
+            J[i, 1 + a] = p[0] * e * acq[i, a]
+
+
+@njit(cache=True)
+def dki_tensor_signal_jacobian(p, acq, cov, out, J):
+    """Signal and Jacobian in one pass (one exponential per measurement)."""
+    for i in range(acq.shape[0]):
+        s = 0.0
+        for a in range(acq.shape[1]):
+            s += acq[i, a] * p[1 + a]
+        e = np.exp(s)
+        out[i] = p[0] * e
+        J[i, 0] = e
+        for a in range(acq.shape[1]):
+            J[i, 1 + a] = p[0] * e * acq[i, a]
+
+
+def dki_tensor_signal_torch(params, acq, cov=None):
+    """Full-tensor DKI signal in torch: ``params`` (N, 22), ``acq`` (n, 21) → (N, n)."""
+    import torch
+
+    return params[:, :1] * torch.exp(params[:, 1:] @ acq.T)
+
+
+def _example_tensor_acquisition():
+    g = hemisphere(20)
+    b = np.r_[0.0, np.full(20, 1000.0), np.full(20, 2000.0)]
+    return design_matrix(b, np.r_[[[1.0, 0, 0]], g, g])[:, :21]
+
+
+DKI_TENSOR_MODEL = register(SignalModel(
+    name="dki_tensor",
+    parameters=(Parameter("S0", "a.u.", 0.0, np.inf, 1.0, "signal at b=0"),)
+    + tuple(Parameter(f"D{k}", "um2/ms", -np.inf, np.inf, 1.0 if k[0] == k[1] else 0.0,
+                      f"diffusion tensor element D_{k}") for k in DT_NAMES)
+    + tuple(Parameter(f"MD2W{k}", "um4/ms2", -np.inf, np.inf, 0.0,
+                      f"MD^2 times kurtosis tensor element W_{k}") for k in KT_NAMES),
+    signal=dki_tensor_signal,
+    jacobian=dki_tensor_jacobian,
+    signal_jacobian=dki_tensor_signal_jacobian,
+    torch_signal=dki_tensor_signal_torch,
+    acquisition_doc="acq: the first 21 columns of qmri.models.diffusion.dki.design.design_matrix (b in ms/um2)",
+    example_acquisition=_example_tensor_acquisition,
+    reference="Jensen et al., MRM 2005;53:1432 (doi:10.1002/mrm.20508); Jensen & Helpern, NMR Biomed 2010;23:698",
+))
+
+
+# ---------------------------------------------------------------------------------------------
+# Methods: each gives the 22 coefficients; the scalar maps follow for all of them
+# ---------------------------------------------------------------------------------------------
+class TensorMethod(Method):
+    """A full-tensor DKI method: ``solve(model, Y) -> (beta (n, 22), status (n,), n_iter (n,))``
+    gives the coefficients, from which every method computes the same scalar maps."""
+
+    def __init__(self, name, description, solve, reference=""):
+        super().__init__(name, description, reference=reference)
+        self.solve = solve
+
+    def fit(self, model, Y, C):
+        beta, status, n_iter = self.solve(model, Y)
+        maps = tensor_maps(beta, X=model.X, signals=Y, min_diffusivity=model.min_diffusivity,
+                           min_kurtosis=model.min_kurtosis, max_kurtosis=model.max_kurtosis)
+        bad = ~np.isfinite(maps["MD"])
+        status = np.where(bad, STATUS_FAILED, status).astype(np.int8)
+        rmse, r2 = maps.pop("rmse"), maps.pop("r2")
+        return FitResult(params=maps, status=status, n_iter=n_iter, rmse=rmse, r2=r2)
+
+
+def _linear_status(ok, rounds):
+    return np.where(ok, STATUS_CONVERGED, STATUS_FAILED).astype(np.int8), rounds.astype(np.int32)
+
+
+def _solve_wls(model, Y):
+    beta, ok, rounds = solve_loglinear(model.X, Y, method="wls", n_iter=model.wls_iter, min_signal=model.min_signal)
+    return (beta, *_linear_status(ok, rounds))
+
+
+def _solve_ols(model, Y):
+    beta, ok, rounds = solve_loglinear(model.X, Y, method="ols", min_signal=model.min_signal)
+    return (beta, *_linear_status(ok, rounds))
+
+
+def _solve_cwls(model, Y):
+    beta, ok, rounds = constrained_fit(model.X, Y, model.b_max, min_signal=model.min_signal)
+    return (beta, *_linear_status(ok, rounds))
+
+
+def _solve_nls(model, Y):
+    beta, status, _ = _solve_wls(model, Y)
+    ok = status == STATUS_CONVERGED
+    start = np.where(ok[:, None], beta, 0.0)
+    scale = np.exp(np.clip(start[:, 21], -700, 700))
+    scale = np.where(ok & np.isfinite(scale) & (scale > 0), scale, 1.0)
+    Yn = Y / scale[:, None]
+    p0 = np.concatenate([np.ones((Y.shape[0], 1)), start[:, :21]], axis=1)
+    res = fit_lm(DKI_TENSOR_MODEL, model.X[:, :21], Yn, p0, options=model.lm_options)
+    P = np.stack([res.params[k] for k in DKI_TENSOR_MODEL.names], axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        beta = np.concatenate([P[:, 1:], np.log(P[:, :1] * scale[:, None])], axis=1)
+    status = np.where(ok, res.status, STATUS_FAILED).astype(np.int8)
+    beta[status == STATUS_FAILED] = np.nan
+    return beta, status, res.n_iter
+
+
+WLS = TensorMethod("wls", "weighted linear least squares on log S, weights from the OLS prediction "
+                   "(dipy's WLS; default)", _solve_wls, reference="Veraart et al., NeuroImage 2013;81:335")
+OLS = TensorMethod("ols", "ordinary linear least squares on log S", _solve_ols)
+NLS = TensorMethod("nls", "bounded Levenberg-Marquardt on the signal (S0 >= 0) from the WLS solution", _solve_nls)
+CWLS = TensorMethod("cwls", "WLS with D(n) >= 0 and 0 <= K(n) <= 3/(b_max D(n)) on the whole sphere",
+                    _solve_cwls, reference="Tabesh et al., MRM 2011;65:823 (constrained linear least squares)")
+
+
+class DKI(DiffusionModel):
+    """Full-tensor diffusion kurtosis model bound to an acquisition.
+
+    Parameters
+    ----------
+    bvals : array_like, shape (n,)
+        b-values in s/mm²; b <= 50 counts as b=0.
+    bvecs : array_like, shape (n, 3)
+        Gradient directions, unit length (±1%) for b > 50 (normalised internally).
+    min_kurtosis, max_kurtosis : float
+        Clipping of the MK, AK, RK, MKT maps (default -3/7 and 10, dipy's defaults).
+    min_signal : float
+        Floor applied to the signal before the log (default 1e-4, dipy's).
+    wls_iter : int
+        Reweightings of the ``wls`` fit (default 1 = dipy's WLS: weights from the OLS prediction).
+    lm_options : qmri.fitting.LMOptions, optional
+        Stopping rules of the ``nls`` fit.
+
+    Methods
+    -------
+    ``wls`` (default), ``ols``: linear least squares on log S (:mod:`qmri.fitting.linear`).
+    ``nls``: bounded Levenberg–Marquardt on S (S0 >= 0) from the WLS solution.
+    ``cwls``: WLS subject to D(n) >= 0, K(n) >= 0 and K(n) <= 3 / (b_max D(n)) on
+    :data:`~qmri.models.diffusion.dki.design.N_CONSTRAINT_DIRECTIONS` directions plus each voxel's
+    worst directions (Tabesh et al. 2011 CLLS constraints; the upper bound keeps the signal
+    monotonically decreasing up to the largest b-value), solved exactly per voxel
+    (:func:`qmri.models.diffusion.dki.constrained.constrained_fit`).
+
+    Outputs: ``S0`` (a.u.), ``MD``, ``AD``, ``RD`` (mm²/s), ``FA``, ``MK``, ``AK``, ``RK``, ``MKT``,
+    ``KFA`` (:mod:`qmri.models.diffusion.dki.metrics`).
+
+    Raises
+    ------
+    QMRIInputError
+        Fewer than 3 distinct b-values (b=0 included) or 15 directions, b-vectors not unit
+        length, rank-deficient design.
+    """
+
+    command = "dki"
+    summary = "fit diffusion kurtosis (full tensor, or trace/powder DKI for body imaging)"
+    description = ("Fit DKI voxel by voxel. Full tensor (S0, MD, AD, RD, FA, MK, AK, RK, MKT, KFA) when a "
+                   ".bvec with >= 15 directions is given and --trace is not set; otherwise trace DKI "
+                   "S = S0 exp(-b D + b^2 D^2 K/6) on direction-averaged images (S0, D, K), fitted by "
+                   "bounded LM. b in s/mm2, diffusivities in mm2/s, kurtosis unitless.")
+    options = (Option("trace", "trace/powder DKI: average the volumes of each b-shell (b rounded to 50 s/mm2) "
+                      "when a .bvec is given, else fit each volume as one b-value", bool, False),)
+    methods = table(WLS, OLS, NLS, CWLS)
+    default_method = "wls"
+    spec = DKI_TENSOR_MODEL
+    uses_bvecs = True
+
+    def __init__(self, bvals, bvecs, *, min_kurtosis=MIN_KURTOSIS, max_kurtosis=MAX_KURTOSIS,
+                 min_signal=MIN_SIGNAL, wls_iter: int = 1, lm_options: LMOptions | None = None):
+        b = check_bvals(bvals)
+        g = check_bvecs(b, bvecs)
+        n_shells = np.unique(shells(b)).size
+        if n_shells < 3:
+            raise QMRIInputError(f"full-tensor DKI needs at least 3 distinct b-values (b=0 included), got "
+                                 f"{n_shells}: {sorted(set(shells(b).tolist()))}")
+        n_dirs = n_directions(b, g)
+        if n_dirs < 15:
+            raise QMRIInputError(f"full-tensor DKI needs at least 15 distinct gradient directions, got {n_dirs}")
+        self.bvals, self.bvecs = b, g
+        self.n_measurements = b.size
+        self.X = design_matrix(b, g)
+        if np.linalg.matrix_rank(self.X) < 22:
+            raise QMRIInputError("the acquisition does not determine the 22 DKI coefficients (rank-deficient "
+                                 "design: need directions spread over the sphere on at least 2 non-zero shells)")
+        self.acq = np.ascontiguousarray(self.X[:, :21])
+        self.lower, self.upper, self.initial = DKI_TENSOR_MODEL.lower, DKI_TENSOR_MODEL.upper, DKI_TENSOR_MODEL.initial
+        self.min_kurtosis, self.max_kurtosis = float(min_kurtosis), float(max_kurtosis)
+        self.min_signal = float(min_signal)
+        self.wls_iter = int(wls_iter)
+        self.lm_options = lm_options or LMOptions()
+        # dipy's eigenvalue floor: 1e-6 / -min(design matrix in s/mm²), in mm²/s
+        self.min_diffusivity = 1e-6 / (-(self.X[:, :6] * 1000.0).min()) if (self.X[:, :6] < 0).any() else 0.0
+        self.b_max = float(b.max())
+
+    @classmethod
+    def from_acquisition(cls, bvals, bvecs=None, *, trace: bool = False, **options):
+        """Full-tensor :class:`DKI` for a series with b-vectors, else (or with ``trace``) :class:`TraceDKI`
+        on the direction-averaged shells.
+
+        Raises
+        ------
+        QMRIInputError
+            Full tensor asked for with fewer than 15 distinct directions (the message suggests trace DKI).
+        """
+        if bvecs is not None and not trace:
+            nd = n_directions(bvals, bvecs)
+            if nd < 15:
+                raise QMRIInputError(f"{nd} distinct directions (b > {B0_THRESHOLD:g} s/mm2); full-tensor DKI needs "
+                                     ">= 15 (use --trace, trace=True, for trace/powder DKI)")
+            return cls(bvals, bvecs, **options)
+        from qmri.models.diffusion.dki.trace import TraceDKI
+
+        return TraceDKI(bvals, bvecs=bvecs, **options)
+
+    # Phantom and demo ----------------------------------------------------------------------
+    phantom_options = ()
+    demo_parameters = ("MD", "FA", "MK", "MKT")
+    demo_phantom = {"snr": 30.0, "block": (16, 16, 4)}
+
+    @classmethod
+    def has_phantom(cls) -> bool:
+        return True
+
+    @classmethod
+    def phantom(cls, *, snr=None, seed: int = 0, block=None):
+        """The DKI phantom (:func:`qmri.models.diffusion.dki.phantom.dki_phantom`; SNR 30 by default)."""
+        from qmri.models.diffusion.dki.phantom import dki_phantom
+
+        return dki_phantom(snr=30.0 if snr is None else snr, seed=seed, block=block)
+
+    @classmethod
+    def demo_extra(cls, model, ph, maps, method, mask):
+        """Percentage of voxels with a negative apparent kurtosis along one of 100 directions."""
+        from qmri.models.diffusion.dki.design import apparent_kurtosis
+
+        beta = model.coefficients(ph.data[mask], method)[0]
+        return {"K<0 %": float(np.mean(np.nanmin(apparent_kurtosis(beta, hemisphere(100)), axis=1) < 0)) * 100}
+
+    def describe(self, method: str) -> str:
+        return (f"full-tensor DKI, method {method}, {self.bvals.size} volumes, "
+                f"{n_directions(self.bvals, self.bvecs)} directions, b <= {self.b_max:g} s/mm2")
+
+    def output_units(self):
+        return dict(MAP_UNITS)
+
+    def provenance(self):
+        prov = {
+            "bvals": self.bvals.tolist(), "units_b": "s/mm2", "n_directions": n_directions(self.bvals, self.bvecs),
+            "internal_units": "b in ms/um2, diffusivities in um2/ms (outputs in mm2/s)",
+            "kurtosis_clip": [self.min_kurtosis, self.max_kurtosis], "min_signal": self.min_signal,
+            "eigenvalue_floor_mm2_s": self.min_diffusivity, "wls_reweightings": self.wls_iter,
+            "constraints_cwls": (f"D(n) >= 0, 0 <= K(n) <= {KURTOSIS_MONOTONIC_C:g}/(b_max D(n)) on "
+                                 f"{N_CONSTRAINT_DIRECTIONS} directions, b_max = {self.b_max:g} s/mm2 "
+                                 "(Tabesh et al., MRM 2011;65:823)"),
+            "mk": "analytic (Tabesh et al. 2011)", "mkt": "mean of the kurtosis tensor (Hansen et al. 2013)",
+            "reference": DKI_TENSOR_MODEL.reference,
+        }
+        return prov
+
+    def signal(self, S0, dt, kt) -> np.ndarray:
+        """Noise-free DKI signal.
+
+        Parameters
+        ----------
+        S0 : array_like, shape (...)
+        dt : array_like, shape (..., 6)
+            Diffusion tensor (xx, xy, yy, xz, yz, zz) in mm²/s.
+        kt : array_like, shape (..., 15)
+            Kurtosis tensor elements (dipy order, unitless).
+
+        Returns
+        -------
+        ndarray, shape (..., n)
+        """
+        return dki_signal(self.bvals, self.bvecs, dt, kt, S0)
+
+    def coefficients(self, Y, method: str = "wls") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """β (n, 22), status (n,) and iterations (n,) of ``method`` on signals ``Y`` (n, m)."""
+        return self.method(method).solve(self, np.ascontiguousarray(Y, dtype=np.float64))

@@ -1,0 +1,94 @@
+"""Estimation methods as objects: what ``Model.fit(method=...)``, ``--method`` and ``--help`` read.
+
+A :class:`Method` has a name, a one-line description, the options it accepts (declared once, as
+:class:`qmri.options.Option`) and a ``fit(model, signals, covariates, **options)`` that returns a
+:class:`qmri.fitting.FitResult` for a block of voxels. A model lists its methods in its ``methods``
+table (:func:`table`); a method that serves many models (the least-squares fit below, the
+network estimator) is added to each of them with :meth:`qmri.models.model.Model.add_method`. No
+code anywhere dispatches on a method's name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import numpy as np
+
+from qmri.options import Option
+
+#: Standard errors from the Jacobian at the solution (least-squares methods).
+SE_OPTION = Option("compute_se", "also write standard errors <param>_se of the fitted parameters "
+                   "(from the Jacobian at the solution)", bool, False, flag="--se")
+
+
+class Method:
+    """One way of estimating a model's parameters.
+
+    Parameters
+    ----------
+    name : str
+        Value of ``method=`` / ``--method``.
+    description : str
+        One line for ``--help`` and the documentation.
+    fit : callable, optional
+        ``fit(model, Y, C, **options) -> FitResult`` for signals ``Y`` (n, m) and covariates
+        ``C`` (n, k) or None; subclasses may override :meth:`fit` instead.
+    options : tuple of Option
+        Keywords the method accepts (anything else is an error).
+    reference : str
+        Source of the method (paper or standard).
+    """
+
+    def __init__(self, name: str, description: str, fit: Callable | None = None, options: tuple = (),
+                 reference: str = ""):
+        self.name = name
+        self.description = description
+        self._fit = fit
+        self.options = tuple(options)
+        self.reference = reference
+
+    def fit(self, model, Y: np.ndarray, C, **options):
+        """Estimates for a block of voxels (see the class docstring)."""
+        return self._fit(model, Y, C, **options)
+
+    def output_names(self, model, options: dict) -> list[str]:
+        """Parameter and standard-error map names this method produces for ``model``."""
+        names = list(model.output_units())
+        if options.get("compute_se"):
+            names += [f"{k}_se" for k in model.spec.names]
+        return names
+
+    def __repr__(self):
+        return f"Method({self.name!r})"
+
+
+class LeastSquares(Method):
+    """Bounded Levenberg–Marquardt fit of any declared model (:func:`qmri.fitting.fit_lm`).
+
+    The model supplies, through its hooks, the signals' normalisation
+    (:meth:`~qmri.models.model.Model.normalise`), the start (:meth:`~qmri.models.model.Model.start`)
+    and the completion of the result (:meth:`~qmri.models.model.Model.complete`: amplitude scaled
+    back, invalid voxels failed, derived outputs); the fit uses the model's declaration
+    (``model.spec``), acquisition (``model.acq``), bounds and stopping rules (``model.lm_options``).
+    """
+
+    def __init__(self, name: str = "lsq", description: str = "bounded Levenberg-Marquardt fit with "
+                 "analytic Jacobians", reference: str = ""):
+        super().__init__(name, description, options=(SE_OPTION,), reference=reference)
+
+    def fit(self, model, Y, C, compute_se=False):
+        from qmri.fitting.lm import fit_lm
+
+        Yn, scale, good = model.normalise(Y, C)
+        p0 = model.start(Yn, C)
+        opts = dataclasses.replace(model.lm_options, compute_se=bool(compute_se))
+        res = fit_lm(model.spec, model.acq, Yn, p0, covariates=C, lower=model.lower, upper=model.upper,
+                     options=opts)
+        model.complete(res, scale, good)
+        return res
+
+
+def table(*methods: Method) -> dict[str, Method]:
+    """A model's ``methods`` table: ``{name: method}`` in the given order (the first is listed first)."""
+    return {m.name: m for m in methods}

@@ -1,0 +1,328 @@
+"""The fitting front end every model shares: :class:`Model`.
+
+A :class:`Model` is what users hold: a signal model (:class:`qmri.models.base.SignalModel`) bound
+to an acquisition (b-values, frame times and AIF, flip angles...), with
+``fit(data, mask=..., method=..., **options)`` returning :class:`qmri.maps.ParameterMaps`.
+Masking, per-voxel covariates, chunking, progress and scattering back into volumes happen here
+once for all models; the estimation itself is done by the :class:`qmri.models.methods.Method`
+objects of the model's ``methods`` table, on flat ``(n_voxels, n_measurements)`` blocks.
+
+A subclass is also the declaration the command line, the phantoms and the demo read (class
+attributes ``command``, ``summary``, ``workflow``, ``options``, ``methods``, ``phantom``): importing
+a subclass that names a ``command`` registers it in :data:`COMMANDS`.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from qmri.errors import QMRIInputError
+from qmri.fitting.result import FitResult
+from qmri.options import Option, resolve
+
+#: Model classes that have a command (``qmri <command>``), by command name, in import order.
+COMMANDS: dict[str, type["Model"]] = {}
+
+#: ``--bounds`` of every command: parsed by :func:`parse_bounds`.
+BOUNDS_OPTION_HELP = "override bounds, NAME=LOWER:UPPER separated by commas (units as the outputs)"
+
+
+class Model:
+    """A signal model bound to its acquisition; the one interface of every estimator.
+
+    Class attributes (the declaration)
+    ----------------------------------
+    command : str or None
+        Subcommand name (``qmri ivim``); None for a model reached through another's command.
+    summary, description : str
+        ``qmri --help`` line and the command's description.
+    workflow : str
+        How files become this model's data (a key of :data:`qmri.workflows.WORKFLOWS`).
+    options : tuple of Option
+        Constructor keywords the command line offers (``--threshold``, ``--preset``...).
+    methods : dict of str to Method
+        The estimation methods, the first being listed first; extend with :meth:`add_method`.
+    default_method : str
+    amplitude : str or None
+        Parameter scaled back by the signal normalisation of :meth:`normalise` (``S0``, ``M0``).
+
+    Instance attributes (set by the subclass constructor)
+    -----------------------------------------------------
+    spec : SignalModel
+        The declaration fitted by generic methods.
+    acq : ndarray (n_measurements, k)
+        The acquisition array of ``spec``.
+    n_measurements : int
+        Length of the data's last axis.
+    lower, upper, initial : ndarray (n_params,)
+        Bounds and default start in ``spec`` order.
+    lm_options : qmri.fitting.LMOptions
+        Stopping rules of least-squares methods.
+    covariates : dict of str to float or ndarray
+        Per-voxel inputs by covariate name (scalar, or a map of the data's spatial shape).
+    """
+
+    command: str | None = None
+    summary: str = ""
+    description: str = ""
+    workflow: str = ""
+    options: tuple[Option, ...] = ()
+    methods: dict = {}
+    default_method: str = ""
+    amplitude: str | None = None
+    n_measurements: int = 0
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("command"):
+            COMMANDS[cls.command] = cls
+
+    # Declaration ------------------------------------------------------------------------------
+    @classmethod
+    def add_method(cls, method) -> None:
+        """Offer ``method`` for this model (and its subclasses), e.g. a network estimator."""
+        cls.methods = {**cls.methods, method.name: method}
+
+    @classmethod
+    def method(cls, name: str | None = None):
+        """The :class:`~qmri.models.methods.Method` called ``name`` (default :attr:`default_method`).
+
+        Raises
+        ------
+        QMRIInputError
+            Unknown method.
+        """
+        name = name or cls.default_method
+        if name not in cls.methods:
+            raise QMRIInputError(f"unknown method {name!r} for {cls.__name__}; choose one of {', '.join(cls.methods)}")
+        return cls.methods[name]
+
+    @classmethod
+    def parameter_names(cls) -> list[str]:
+        """Names accepted by ``bounds`` (for help texts)."""
+        spec = getattr(cls, "spec", None)
+        return spec.names if spec is not None else []
+
+    def output_units(self) -> dict[str, str]:
+        """Units of every output parameter (the declared parameters and derived outputs)."""
+        units = dict(self.spec.units)
+        units.update({name: unit for name, (unit, _) in self.derived().items()})
+        return units
+
+    def output_names(self, method: str | None = None, **options) -> list[str]:
+        """Names of every map ``fit(method=method, **options)`` returns, quality maps included.
+
+        Raises
+        ------
+        QMRIInputError
+            Unknown method or option.
+        """
+        from qmri.maps import QUALITY_UNITS
+
+        m = self.method(method)
+        return m.output_names(self, self._method_options(m, options)) + list(QUALITY_UNITS)
+
+    def _method_options(self, m, options: dict) -> dict:
+        others = tuple(o for other in self.methods.values() for o in other.options)
+        return resolve(m.options, options, f"method {m.name!r} of {type(self).__name__}", others)
+
+    def provenance(self) -> dict:
+        """Model-specific facts written into sidecars (bounds, acquisition, references)."""
+        return {}
+
+    def check_method(self, method: str) -> None:
+        """Raise :class:`QMRIInputError` if the acquisition cannot support ``method``."""
+
+    # Phantom and demo (read by ``qmri phantom`` and ``qmri demo``) ----------------------------
+    #: Keywords of :meth:`phantom` beyond ``snr``, ``seed`` and ``block``, for ``qmri phantom``.
+    phantom_options: tuple[Option, ...] = ()
+    #: Parameters whose NRMSE and bias ``qmri demo`` reports.
+    demo_parameters: tuple[str, ...] = ()
+    #: Keywords of :meth:`phantom` for ``qmri demo`` (e.g. a larger block).
+    demo_phantom: dict = {}
+
+    @classmethod
+    def has_phantom(cls) -> bool:
+        """Whether :meth:`phantom` builds a phantom of this model."""
+        return False
+
+    @classmethod
+    def phantom(cls, *, snr=None, seed: int = 0, block=None, **options):
+        """A phantom (digital reference object) of this model with known ground truth
+        (:class:`qmri.simulate.Phantom`)."""
+        raise QMRIInputError(f"{cls.__name__} has no phantom")
+
+    @classmethod
+    def for_phantom(cls, ph) -> "Model":
+        """The model bound to a phantom's acquisition."""
+        raise NotImplementedError
+
+    @classmethod
+    def demo_cases(cls, ph) -> list:
+        """What ``qmri demo`` fits on phantom ``ph``: ``(label, model, data, mask, method)`` tuples;
+        default every method on every voxel of the phantom."""
+        model = cls.for_phantom(ph)
+        return [(name, model, ph.data, ph.mask, name) for name in cls.methods]
+
+    @classmethod
+    def demo_extra(cls, model, ph, maps, method: str, mask) -> dict:
+        """Further ``{column: value}`` cells of a demo row (default none)."""
+        return {}
+
+    # Hooks of the generic methods -------------------------------------------------------------
+    def derived(self) -> dict:
+        """Outputs computed from the fitted parameters: ``{name: (unit, function(params) -> array)}``."""
+        return {}
+
+    def normalise(self, Y, C):
+        """Signals as the fit sees them, with the per-voxel scale and the voxels that can be fitted.
+
+        Returns ``(Yn (n, m) C-contiguous, scale (n,), good (n,) bool)``; the default keeps the
+        signals (scale 1, every voxel good).
+        """
+        n = Y.shape[0]
+        return np.ascontiguousarray(Y), np.ones(n), np.ones(n, dtype=bool)
+
+    def start(self, Yn, C) -> np.ndarray:
+        """Starting values (n, n_params) for normalised signals ``Yn``; default the initial guess."""
+        return np.broadcast_to(self.initial, (Yn.shape[0], self.initial.size))
+
+    def complete(self, res: FitResult, scale, good) -> None:
+        """Finish a result in place: amplitude times ``scale``, voxels not ``good`` failed, derived outputs."""
+        if self.amplitude is not None:
+            res.rescale(self.amplitude, scale)
+        res.mark_failed(~good)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            for name, (_, fn) in self.derived().items():
+                res.params[name] = fn(res.params)
+
+    def covariate_maps(self, spatial: tuple) -> np.ndarray | None:
+        """Covariates of every voxel, (prod(spatial), n_covariates), or None when all are defaults.
+
+        Raises
+        ------
+        QMRIInputError
+            A covariate map whose shape is not ``spatial``.
+        """
+        spec = self.spec
+        given = getattr(self, "covariates", {}) or {}
+        if not spec.covariates or all(given.get(c.name) is None for c in spec.covariates):
+            return None
+        n = int(np.prod(spatial)) if spatial else 1
+        cols = []
+        for c in spec.covariates:
+            v = given.get(c.name)
+            v = np.asarray(c.default if v is None else v, dtype=np.float64)
+            if v.ndim and v.shape != tuple(spatial):
+                raise QMRIInputError(f"{c.name} map shape {v.shape} does not match data shape {tuple(spatial)}")
+            cols.append(np.broadcast_to(v, spatial).reshape(n))
+        return np.stack(cols, axis=1)
+
+    # Fitting ---------------------------------------------------------------------------------
+    def fit(self, data, mask=None, method: str | None = None, *, progress: bool = False,
+            chunk_size: int = 100_000, **options):
+        """Fit every voxel of ``data`` (inside ``mask``).
+
+        Parameters
+        ----------
+        data : array_like, shape (..., n_measurements)
+            Signals; the last axis runs over the acquisition the model was built with. Any
+            number of leading (spatial) axes, including none.
+        mask : array_like of bool, shape data.shape[:-1], optional
+            Voxels to fit; default every voxel. Voxels outside get NaN.
+        method : str, optional
+            A name in ``self.methods``; default ``self.default_method``.
+        progress : bool
+            Show a tqdm progress bar over voxel chunks.
+        chunk_size : int
+            Voxels per chunk (bounds memory and drives the progress bar).
+        **options
+            Options of the method (e.g. ``compute_se=True`` for least-squares methods); an option
+            the method does not use is an error.
+
+        Returns
+        -------
+        qmri.maps.ParameterMaps
+            Maps of shape ``data.shape[:-1]``.
+
+        Raises
+        ------
+        QMRIInputError
+            Unknown method or option, acquisition too poor for the method, last axis not matching
+            the acquisition, mask or covariate map of the wrong shape.
+        """
+        from qmri.maps import ParameterMaps
+
+        m = self.method(method)
+        opts = self._method_options(m, options)
+        self.check_method(m.name)
+        data = np.asarray(data)
+        if data.ndim < 1 or data.shape[-1] != self.n_measurements:
+            raise QMRIInputError(
+                f"data has {data.shape[-1] if data.ndim else 0} measurements on its last axis, "
+                f"the acquisition has {self.n_measurements}")
+        spatial = data.shape[:-1]
+        if mask is None:
+            mask = np.ones(spatial, dtype=bool)
+        else:
+            mask = np.asarray(mask)
+            if mask.shape != spatial:
+                raise QMRIInputError(f"mask shape {mask.shape} does not match data shape {spatial}")
+            mask = mask.astype(bool)
+        C_all = self.covariate_maps(spatial)
+        idx = np.flatnonzero(mask)
+        flat = data.reshape(-1, data.shape[-1])
+        t0 = time.perf_counter()
+        parts = []
+        chunk_size = max(int(chunk_size), 1)
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(idx), unit="vox", desc=f"{type(self).__name__} {m.name}", leave=False)
+        for start in range(0, max(len(idx), 1), chunk_size):
+            sel = idx[start:start + chunk_size]
+            Y = np.ascontiguousarray(flat[sel], dtype=np.float64)
+            C = None if C_all is None else np.ascontiguousarray(C_all[sel])
+            parts.append(m.fit(self, Y, C, **opts))
+            if bar is not None:
+                bar.update(len(sel))
+        if bar is not None:
+            bar.close()
+        result = FitResult.concatenate(parts)
+        seconds = time.perf_counter() - t0
+        prov = {"model": type(self).__name__, "method": m.name, "method_description": m.description,
+                "n_voxels": int(len(idx)), "fit_seconds": round(seconds, 4)}
+        if opts:
+            prov["method_options"] = opts
+        prov.update(self.provenance())
+        units = self.output_units()
+        return ParameterMaps.from_flat(result, idx, spatial, units, prov)
+
+
+def parse_bounds(text: str | None) -> dict:
+    """``"f=0:0.5,Dstar=0.005:0.1"`` → ``{"f": (0.0, 0.5), "Dstar": (0.005, 0.1)}``.
+
+    Raises
+    ------
+    QMRIInputError
+        An item that is not ``NAME=LOWER:UPPER`` with two numbers.
+    """
+    out = {}
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        if "=" not in item:
+            raise QMRIInputError(f"--bounds: expected NAME=LOWER:UPPER items separated by commas, got {item!r}")
+        name, value = item.split("=", 1)
+        parts = value.split(":")
+        try:
+            nums = tuple(float(v) for v in parts)
+        except ValueError:
+            raise QMRIInputError(f"--bounds: {value!r} is not a number") from None
+        if len(nums) != 2:
+            raise QMRIInputError(f"--bounds: {name.strip()} needs LOWER:UPPER, got {value!r}")
+        out[name.strip()] = nums
+    return out

@@ -1,0 +1,338 @@
+"""The DCE pipeline: frame times, arterial input, pre-contrast T1, signal to concentration, kinetic fit.
+
+:func:`fit_dce` runs it on arrays (Python); :data:`WORKFLOW` runs it on files (``qmri dce``). Both
+use the same defaults (:data:`qmri.models.dce.aif.DEFAULT_HCT`, :data:`qmri.models.dce.relaxation.DEFAULT_R1`,
+population AIFs starting at ``aif_delay`` = 0 s).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from qmri.errors import QMRIInputError
+from qmri.models.dce.aif import DEFAULT_HCT
+from qmri.models.dce.relaxation import DEFAULT_R1
+from qmri.options import Option
+from qmri.workflows.job import FitJob, Workflow, load_mask, load_series
+
+_INPUTS = (
+    Option("time", "text file with one frame time in s per frame (white space or new lines)", Path,
+           required=True, group="time"),
+    Option("tr_frame", "uniform frame interval in s (first frame at 0 s)", float, required=True, group="time",
+           metavar="SECONDS"),
+    Option("aif", "parker | georgiou | preclinical (population curves, starting at --aif-delay), FILE.csv (two "
+           "columns: time s, concentration mM) or roi:ARTERY_MASK.nii.gz (mean concentration in the mask, whole "
+           "blood)", str, required=True),
+    Option("aif_delay", "time (s) at which a population AIF starts, i.e. the injection time (default 0)", float, 0.0),
+    Option("aif_blood", "the AIF file holds whole-blood concentration: convert to plasma with --hct", bool, False),
+    Option("hct", f"haematocrit for blood -> plasma (population AIFs, roi:, --aif-blood); default {DEFAULT_HCT}",
+           float, DEFAULT_HCT),
+    Option("input", "what the series holds (default signal: converted with --t1/--t10, --fa, --tr, --r1, "
+           "--baseline)", str, "signal", choices=("signal", "concentration")),
+    Option("t1", "pre-contrast T1 map in s (3-D, same grid)", Path, group="t1"),
+    Option("t10", "pre-contrast T1 in s for every voxel", float, group="t1"),
+    Option("fa", "flip angle in degrees", float),
+    Option("tr", "repetition time in s", float),
+    Option("r1", f"relaxivity in 1/s/mM (default {DEFAULT_R1})", float, DEFAULT_R1),
+    Option("baseline", "number of pre-contrast frames", int),
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# The pipeline on arrays
+# ---------------------------------------------------------------------------------------------
+def check_times(t, n_frames: int, where: str = "frame times") -> np.ndarray:
+    """Frame times (s) as a strictly increasing float array of ``n_frames`` values.
+
+    Raises
+    ------
+    QMRIInputError
+        Wrong count or not strictly increasing (the message names ``where``).
+    """
+    t = np.asarray(t, dtype=np.float64)
+    if t.ndim != 1 or t.size != n_frames:
+        raise QMRIInputError(f"{where}: {t.size} frame times but the series has {n_frames} frames")
+    if np.any(np.diff(t) <= 0):
+        i = int(np.flatnonzero(np.diff(t) <= 0)[0])
+        raise QMRIInputError(f"{where}: frame times must be strictly increasing; time {i + 2} "
+                             f"({t[i + 1]:g} s) follows {t[i]:g} s")
+    return t
+
+
+def check_t10(t10, mask=None, where: str = "T1 map"):
+    """The pre-contrast T1 (s): a positive scalar, or a map (NaN where not usable).
+
+    Raises
+    ------
+    QMRIInputError
+        Non-positive scalar; a map with zero, negative or non-finite T1 inside the mask, or whose
+        median looks like milliseconds.
+    """
+    t10 = np.asarray(t10, dtype=np.float64)
+    if t10.ndim == 0:
+        if not (np.isfinite(t10) and t10 > 0):
+            raise QMRIInputError(f"--t10 must be a positive T1 in s, got {float(t10)}")
+        return float(t10)
+    inside = t10[mask] if mask is not None else t10.ravel()
+    bad = ~(np.isfinite(inside) & (inside > 0))
+    if bad.any():
+        raise QMRIInputError(f"{where}: {int(bad.sum())} voxel(s){' inside the mask' if mask is not None else ''} "
+                             "have zero, negative or non-finite T1 (T1 must be > 0 s; restrict with --mask)")
+    if np.nanmedian(inside) > 20:
+        raise QMRIInputError(f"{where}: median T1 {np.nanmedian(inside):g} looks like ms; T1 must be in s")
+    return np.where(np.isfinite(t10) & (t10 > 0), t10, np.nan)
+
+
+def check_conversion(n_frames: int, *, fa, tr, baseline, has_t10: bool) -> None:
+    """Check that a signal series can be converted to concentration.
+
+    Raises
+    ------
+    QMRIInputError
+        ``fa``, ``tr`` or ``baseline`` missing, a baseline outside the series, no pre-contrast T1.
+    """
+    missing = [f"--{k}" for k, v in (("fa", fa), ("tr", tr), ("baseline", baseline)) if v is None]
+    if missing:
+        raise QMRIInputError(f"--input signal needs {', '.join(missing)} to convert signal to concentration "
+                             "(or give --input concentration)")
+    if not 1 <= baseline < n_frames:
+        raise QMRIInputError(f"--baseline must be between 1 and {n_frames - 1} frames, got {baseline}")
+    if not has_t10:
+        raise QMRIInputError("--input signal needs the pre-contrast T1: --t1 T1.nii.gz or --t10 SECONDS")
+
+
+def to_concentration(data, *, input: str = "signal", t10=None, fa=None, tr=None, r1=DEFAULT_R1, baseline=None):
+    """Concentration (mM) from a DCE series: converted from signal with the SPGR equation
+    (:func:`qmri.models.dce.relaxation.signal_to_concentration`), or as given.
+
+    Raises
+    ------
+    QMRIInputError
+        As :func:`check_conversion`.
+    """
+    from qmri.models.dce.relaxation import signal_to_concentration
+
+    if input == "concentration":
+        return np.asarray(data, dtype=np.float64)
+    check_conversion(np.shape(data)[-1], fa=fa, tr=tr, baseline=baseline, has_t10=t10 is not None)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return signal_to_concentration(data, t10=t10, r1=r1, tr=tr, fa=fa, n_baseline=baseline)
+
+
+def arterial_input(aif, t, *, hct=DEFAULT_HCT, aif_delay=0.0, aif_blood=False, concentration=None):
+    """Plasma AIF (mM) at the frame times ``t`` (s).
+
+    Parameters
+    ----------
+    aif : str, path, tuple or ndarray
+        A population AIF name (``parker``, ``georgiou``, ``preclinical``; starting at ``aif_delay``),
+        a CSV file (time s, concentration mM), a measured curve ``(times_s, conc_mM)``, or a boolean
+        arterial mask (whole-blood mean of ``concentration`` inside it).
+    t : ndarray (n,)
+    hct : float
+        Haematocrit for blood → plasma (population AIFs, masks, ``aif_blood``).
+    aif_delay : float
+        Start (s) of a population AIF.
+    aif_blood : bool
+        The file or curve holds whole-blood concentration.
+    concentration : callable, optional
+        ``concentration()`` → the concentration series (needed for an arterial mask).
+
+    Raises
+    ------
+    QMRIInputError
+        Unknown name, a file or curve not covering the series, an empty mask.
+    """
+    from qmri.models.dce import aif as A
+
+    if isinstance(aif, np.ndarray) and aif.dtype == bool:
+        return A.blood_to_plasma(A.roi_aif(concentration(), aif), hct)
+    if isinstance(aif, str) and aif in A.POPULATION_AIFS:
+        if aif == "preclinical":
+            return A.preclinical(t, delay=aif_delay)
+        return A.POPULATION_AIFS[aif](t, hct=hct, delay=aif_delay)
+    if isinstance(aif, tuple):
+        ta, ca = (np.asarray(v, dtype=np.float64) for v in aif)
+        ca = A.blood_to_plasma(ca, hct) if aif_blood else ca
+        where = "AIF curve"
+    else:
+        path = Path(aif)
+        if path.suffix.lower() not in (".csv", ".txt", ".tsv") and not path.exists():
+            raise QMRIInputError(f"--aif {str(aif)!r}: not a population AIF ({', '.join(A.POPULATION_AIFS)}), "
+                                 f"an existing file or roi:MASK")
+        ta, ca = A.load_aif_csv(path, blood=aif_blood, hct=hct)
+        where = f"AIF file {path}"
+    tol = 1e-6 * max(1.0, abs(t[-1]))
+    if ta[-1] < t[-1] - tol:
+        raise QMRIInputError(f"{where} ends at {ta[-1]:g} s but the series runs to {t[-1]:g} s "
+                             "(the AIF is shorter than the series)")
+    if ta[0] > t[0] + tol:
+        raise QMRIInputError(f"{where} starts at {ta[0]:g} s, after the first frame ({t[0]:g} s)")
+    return np.interp(t, ta, ca)
+
+
+def fit_dce(series, times, aif, *, model: str = "tofts", fit_delay: bool = False, input: str = "signal",
+            t10=None, fa=None, tr=None, r1=DEFAULT_R1, baseline=None, hct=DEFAULT_HCT, aif_delay=0.0,
+            aif_blood=False, mask=None, method: str = "lsq", bounds=None, progress: bool = False,
+            **method_options):
+    """Fit a pharmacokinetic model to a DCE series (the ``qmri dce`` pipeline on arrays).
+
+    Parameters
+    ----------
+    series : array_like, shape (..., n_frames)
+        Signal (a.u.) or, with ``input="concentration"``, concentration (mM).
+    times : array_like, shape (n_frames,)
+        Frame times in s, strictly increasing.
+    aif : str, path, tuple or bool ndarray
+        Arterial input (see :func:`arterial_input`).
+    model : {"tofts", "etm", "patlak", "2cxm", "2cum"}
+    fit_delay : bool
+        Also fit an arterial delay (s, ±10 s).
+    input : {"signal", "concentration"}
+    t10 : float or array_like, optional
+        Pre-contrast T1 in s (a scalar or a map of the spatial shape); needed for signal input.
+    fa, tr : float, optional
+        Flip angle (degrees) and TR (s) of the SPGR series (signal input).
+    r1 : float
+        Relaxivity in 1/s/mM (default 4.5).
+    baseline : int, optional
+        Pre-contrast frames (signal input).
+    hct, aif_delay, aif_blood
+        See :func:`arterial_input`.
+    mask : array_like of bool, optional
+    method : str
+        ``lsq`` (default) or ``linear``.
+    bounds : dict, optional
+        ``{name: (lower, upper)}``.
+    progress : bool
+    **method_options
+        E.g. ``compute_se=True``.
+
+    Returns
+    -------
+    qmri.maps.ParameterMaps
+        Provenance includes the AIF used (``aif_plasma_mm``) and the conversion inputs.
+
+    Raises
+    ------
+    QMRIInputError
+        Any inconsistent input (one line).
+    """
+    from qmri.models.dce.model import DCE
+
+    data = np.asarray(series)
+    t = check_times(times, data.shape[-1])
+    if input == "signal" and t10 is not None:
+        t10 = check_t10(t10, None if mask is None else np.asarray(mask, bool))
+    conc = to_concentration(data, input=input, t10=t10, fa=fa, tr=tr, r1=r1, baseline=baseline)
+    cp = arterial_input(aif, t, hct=hct, aif_delay=aif_delay, aif_blood=aif_blood, concentration=lambda: conc)
+    dce = DCE(t, cp, model, fit_delay=fit_delay, bounds=bounds)
+    maps = dce.fit(conc, mask=mask, method=method, progress=progress, **method_options)
+    maps.provenance.update(_conversion_provenance(input, aif, hct, r1, fa, tr, baseline, aif_delay))
+    return maps
+
+
+def _conversion_provenance(input, aif, hct, r1, fa, tr, baseline, aif_delay) -> dict:
+    label = aif if isinstance(aif, (str, Path)) else ("arterial mask" if isinstance(aif, np.ndarray) else "curve")
+    return {"input": input, "aif": str(label), "hct": hct, "aif_delay_s": aif_delay, "relaxivity_per_s_per_mmol": r1,
+            "fa_deg": fa, "tr_s": tr, "baseline_frames": baseline}
+
+
+# ---------------------------------------------------------------------------------------------
+# The pipeline on files
+# ---------------------------------------------------------------------------------------------
+def prepare(model_cls, series: Path, mask: Path | None, inputs: dict, model_options: dict) -> FitJob:
+    """Read the series header, frame times, T1 and AIF, and build the model (the concentration is
+    computed when the data are loaded, except for an arterial-mask AIF, which needs it now).
+
+    Raises
+    ------
+    QMRIInputError
+        As :func:`fit_dce`, naming the files.
+    """
+    from qmri import io
+
+    img = load_series(series, "DCE series")
+    n_frames = img.shape[3]
+    if inputs.get("time") is not None:
+        t = check_times(io.read_frame_times(inputs["time"]), n_frames, where=str(inputs["time"]))
+    else:
+        dt = inputs["tr_frame"]
+        if not (np.isfinite(dt) and dt > 0):
+            raise QMRIInputError(f"--tr-frame must be a positive number of seconds, got {dt}")
+        t = np.arange(n_frames) * dt
+    mask_arr = load_mask(mask, img, series)
+    sig = inputs["input"] == "signal"
+    t10 = None
+    if sig:
+        check_conversion(n_frames, fa=inputs.get("fa"), tr=inputs.get("tr"), baseline=inputs.get("baseline"),
+                         has_t10=inputs.get("t10") is not None or inputs.get("t1") is not None)
+        if inputs.get("t10") is not None:
+            t10 = check_t10(inputs["t10"])
+        else:
+            t1img = io.load_nifti(inputs["t1"], ndim=3, what="T1 map")
+            if t1img.shape[:3] != img.shape[:3]:
+                raise QMRIInputError(f"{inputs['t1']}: T1 map shape {t1img.shape[:3]} differs from the DCE series "
+                                     f"{img.shape[:3]}")
+            t10 = check_t10(io.image_data(t1img), mask_arr, where=str(inputs["t1"]))
+    cache = {}
+
+    def concentration():
+        if "c" not in cache:
+            cache["c"] = to_concentration(io.image_data(img), input=inputs["input"], t10=t10, fa=inputs.get("fa"),
+                                          tr=inputs.get("tr"), r1=inputs["r1"], baseline=inputs.get("baseline"))
+        return cache["c"]
+
+    spec = inputs["aif"]
+    aif = io.load_mask(Path(spec[4:]), img, reference_path=series) if spec.startswith("roi:") else spec
+    cp = arterial_input(aif, t, hct=inputs["hct"], aif_delay=inputs["aif_delay"], aif_blood=inputs["aif_blood"],
+                        concentration=concentration)
+    model = model_cls(t, cp, **model_options)
+    provenance = _conversion_provenance(inputs["input"], spec, inputs["hct"], inputs["r1"], inputs.get("fa"),
+                                        inputs.get("tr"), inputs.get("baseline"), inputs["aif_delay"])
+    sources = [series] + [p for p in (inputs.get("time"), mask, inputs.get("t1")) if p is not None]
+    files = {"aif.csv": lambda maps: "time_s,cp_mM\n" + "".join(f"{a:.6g},{b:.8g}\n" for a, b in zip(t, cp))}
+    plots = {"curves.png": lambda maps, data, path: plot_curves(model, data, maps, path)}
+    return FitJob(model=model, load=concentration, mask=mask_arr, image=img, sources=sources, provenance=provenance,
+                  files=files, plots=plots)
+
+
+def plot_curves(model, conc, maps, path, n: int = 4):
+    """Measured and fitted concentration of a few fitted voxels (quantiles of the first parameter)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from qmri import io
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    first = model.spec.names[0]
+    vals = maps[first]
+    ok = np.flatnonzero((maps.status.ravel() == 0) & np.isfinite(vals.ravel()))
+    fig, axes = plt.subplots(1, n, figsize=(3.4 * n, 3.0), squeeze=False)
+    if ok.size:
+        order = ok[np.argsort(vals.ravel()[ok])]
+        picks = order[np.unique(np.linspace(0, order.size - 1, n).round().astype(int))]
+        flat = conc.reshape(-1, conc.shape[-1])
+        for ax, v in zip(axes[0], picks):
+            params = {k: maps[k].ravel()[v] for k in model.spec.names}
+            ax.plot(model.t, flat[v], ".", ms=3, label="data")
+            ax.plot(model.t, model.concentration(params), "-", label="fit")
+            idx = np.unravel_index(v, vals.shape)
+            ax.set_title(f"voxel {tuple(int(i) for i in idx)}\n" + ", ".join(
+                f"{k} {params[k]:.3g}" for k in model.spec.names), fontsize=8)
+            ax.set_xlabel("time (s)")
+            ax.set_ylabel("concentration (mM)")
+        axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    with io.atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+
+
+WORKFLOW = Workflow("dce", "dce", "4-D DCE series (signal, or concentration in mM with --input concentration)",
+                    lambda cls: _INPUTS, prepare)

@@ -1,0 +1,80 @@
+"""Diffusion series from files: a 4-D NIfTI with an FSL ``.bval`` (and ``.bvec``), for any diffusion model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from qmri.errors import QMRIInputError
+from qmri.options import Option
+from qmri.workflows.job import FitJob, Workflow, load_mask, load_series
+
+_BVAL = Option("bval", "FSL .bval file (s/mm2), one value per volume", Path, required=True)
+_BVEC = Option("bvec", "FSL .bvec file (unit vectors; needed for the full tensor)", Path)
+_BMIN = Option("bmin", "use only volumes with b >= BMIN s/mm2 (e.g. 200 for a perfusion-free ADC)", float)
+_BMAX = Option("bmax", "use only volumes with b <= BMAX s/mm2 (e.g. 2500; DKI holds up to about 2000-3000)", float)
+
+
+def inputs(model_cls) -> tuple[Option, ...]:
+    """``--bval``, ``--bvec`` (models that read b-vectors), ``--bmin``, ``--bmax``."""
+    return (_BVAL,) + ((_BVEC,) if model_cls.uses_bvecs else ()) + (_BMIN, _BMAX)
+
+
+def select_volumes(bvals, bmin=None, bmax=None) -> np.ndarray:
+    """Boolean selection of the volumes with ``bmin <= b <= bmax`` (s/mm²).
+
+    Raises
+    ------
+    QMRIInputError
+        No volume left.
+    """
+    keep = np.ones(bvals.size, dtype=bool)
+    if bmin is not None:
+        keep &= bvals >= bmin
+    if bmax is not None:
+        keep &= bvals <= bmax
+    if not keep.any():
+        rng = " and ".join(s for s in (f"--bmin {bmin:g}" if bmin is not None else "",
+                                       f"--bmax {bmax:g}" if bmax is not None else "") if s)
+        raise QMRIInputError(f"{rng} leaves no volume (b from {bvals.min():g} to {bvals.max():g} s/mm2)")
+    return keep
+
+
+def prepare(model_cls, series: Path, mask: Path | None, inputs: dict, model_options: dict) -> FitJob:
+    """Read the series header, b-values (and b-vectors), select volumes, build the model.
+
+    Raises
+    ------
+    QMRIInputError
+        Missing or unreadable files, b-value count not the volume count, b-vectors not unit
+        length, mask on another grid, an acquisition the model cannot fit.
+    """
+    from qmri import io
+    from qmri.models.diffusion.acquisition import check_bvecs
+
+    img = load_series(series, "DWI series")
+    bval_path = inputs["bval"]
+    bvals = io.read_bvals(bval_path)
+    if bvals.size != img.shape[3]:
+        raise QMRIInputError(f"{bval_path}: {bvals.size} b-values but {series} has {img.shape[3]} volumes")
+    bvec_path = inputs.get("bvec")
+    bvecs = io.read_bvecs(bvec_path, n=bvals.size) if bvec_path is not None else None
+    keep = select_volumes(bvals, inputs.get("bmin"), inputs.get("bmax"))
+    b = bvals[keep]
+    g = None
+    if bvecs is not None:
+        g = check_bvecs(b, bvecs[keep], where=str(bvec_path))
+    mask_arr = load_mask(mask, img, series)
+    model = model_cls.from_acquisition(b, g, **model_options)
+    provenance = {k: inputs[k] for k in ("bmin", "bmax") if inputs.get(k) is not None}
+
+    def load():
+        data = io.image_data(img)
+        return data if keep.all() else data[..., keep]
+
+    sources = [series, bval_path] + ([bvec_path] if bvec_path else []) + ([mask] if mask else [])
+    return FitJob(model=model, load=load, mask=mask_arr, image=img, sources=sources, provenance=provenance)
+
+
+WORKFLOW = Workflow("diffusion", "dwi", "4-D diffusion-weighted NIfTI series", inputs, prepare)

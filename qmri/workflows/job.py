@@ -1,0 +1,210 @@
+"""From files to files: a fit prepared from a series on disk (:class:`FitJob`), and :func:`fit_files`.
+
+A :class:`Workflow` says how a kind of series becomes a model and its data: which inputs it reads
+besides the series (declared as :class:`qmri.options.Option`, so the command line offers them) and
+a ``prepare`` function that reads headers and acquisition files, checks them against the series
+and builds the model. :func:`fit_files` is the one call the command line makes per fitting command:
+prepare, refuse to overwrite, fit, write the maps and their sidecars, the extra files and figures.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from qmri.errors import OutputExistsError
+from qmri.options import Option, resolve
+
+
+@dataclass(frozen=True)
+class Workflow:
+    """How a kind of series (diffusion, DCE, VFA) is read and turned into a model and its data.
+
+    Attributes
+    ----------
+    name : str
+        Key of :data:`qmri.workflows.WORKFLOWS` (a model class's ``workflow``).
+    series : str
+        Name of the series argument (``dwi``, ``dce``, ``vfa``).
+    series_help : str
+        What the series is (``--help``).
+    inputs : callable
+        ``inputs(model_cls)`` → tuple of :class:`~qmri.options.Option`: the acquisition inputs.
+    prepare : callable
+        ``prepare(model_cls, series, mask, inputs, model_options)`` → :class:`FitJob`.
+    """
+
+    name: str
+    series: str
+    series_help: str
+    inputs: Callable[[type], tuple[Option, ...]]
+    prepare: Callable
+
+
+@dataclass
+class FitJob:
+    """A fit prepared from files: the model, how to read its data, and what else to write.
+
+    Attributes
+    ----------
+    model : qmri.models.model.Model
+    load : callable
+        ``load()`` → the data to fit, shape ``spatial + (model.n_measurements,)``.
+    mask : ndarray of bool or None
+    image : nibabel image
+        The series: its affine and header go into every output.
+    sources : list of Path
+        Input files, recorded in the sidecars.
+    provenance : dict
+        Inputs that changed the numbers (written into the sidecars).
+    files : dict of str to callable
+        Extra text outputs: ``{file name: function(maps) -> text}`` (e.g. ``aif.csv``).
+    plots : dict of str to callable
+        Extra figures with ``plot``: ``{file name: function(maps, data, path)}``.
+    """
+
+    model: object
+    load: Callable[[], np.ndarray]
+    mask: np.ndarray | None
+    image: object
+    sources: list = field(default_factory=list)
+    provenance: dict = field(default_factory=dict)
+    files: dict = field(default_factory=dict)
+    plots: dict = field(default_factory=dict)
+
+
+@dataclass
+class FitOutcome:
+    """What :func:`fit_files` did: the maps, the files written and the seconds it took."""
+
+    maps: object
+    written: list
+    seconds: float
+
+
+def planned_outputs(job: FitJob, method: str, method_options: dict, out_dir, prefix: str, plot: bool) -> list[Path]:
+    """Every file :func:`fit_files` writes for ``job`` (NIfTI and sidecar per map, extra files, PNGs)."""
+    out_dir = Path(out_dir)
+    paths = []
+    for name in job.model.output_names(method, **method_options):
+        paths += [out_dir / f"{prefix}{name}.nii.gz", out_dir / f"{prefix}{name}.json"]
+    paths += [out_dir / f"{prefix}{name}" for name in job.files]
+    if plot:
+        paths.append(out_dir / f"{prefix}maps.png")
+        paths += [out_dir / f"{prefix}{name}" for name in job.plots]
+    return paths
+
+
+def refuse_overwrite(paths, force: bool) -> None:
+    """Raise :class:`OutputExistsError` before any work if an output exists and ``force`` is False."""
+    if force:
+        return
+    existing = [p for p in paths if Path(p).exists()]
+    if existing:
+        raise OutputExistsError(f"{existing[0]} exists ({len(existing)} output file(s) in all); "
+                                "use --force to overwrite")
+
+
+def fit_files(model_cls, series, *, out_dir, mask=None, method: str | None = None, prefix: str = "",
+              force: bool = False, plot: bool = False, progress: bool = False, bounds: dict | None = None,
+              model_options: dict | None = None, method_options: dict | None = None, on_start=None,
+              **inputs) -> FitOutcome:
+    """Fit a series on disk and write the maps: what ``qmri <command>`` does.
+
+    Parameters
+    ----------
+    model_cls : type
+        A model class with a ``workflow`` (``qmri.models.IVIM``...).
+    series : path
+        The 4-D NIfTI series.
+    out_dir : path
+        Output folder (created if needed).
+    mask : path, optional
+        3-D mask on the series' grid.
+    method : str, optional
+        One of ``model_cls.methods`` (default the model's).
+    prefix : str
+        Prepended to every output file name.
+    force : bool
+        Overwrite existing outputs (otherwise nothing is written if one exists).
+    plot : bool
+        Also write ``maps.png`` and the workflow's figures.
+    progress : bool
+        Show a progress bar.
+    bounds : dict, optional
+        ``{name: (lower, upper)}`` overriding the model's bounds.
+    model_options : dict, optional
+        Keywords of the model (its declared ``options``, e.g. ``threshold``).
+    method_options : dict, optional
+        Keywords of the method (e.g. ``compute_se``).
+    on_start : callable, optional
+        Called with a one-line description once the inputs are checked, before the fit.
+    **inputs
+        The workflow's inputs (``bval=``, ``aif=``...; see ``qmri <command> --help``).
+
+    Returns
+    -------
+    FitOutcome
+
+    Raises
+    ------
+    QMRIInputError
+        Any bad input (one line naming the file and the problem); nothing is written.
+    OutputExistsError
+        An output exists and ``force`` is False; nothing is written.
+    """
+    from qmri.workflows import WORKFLOWS
+
+    t0 = time.perf_counter()
+    wf = WORKFLOWS[model_cls.workflow]
+    inputs = resolve(wf.inputs(model_cls), inputs, f"qmri {model_cls.command}")
+    model_opts = dict(resolve(model_cls.options, model_options or {}, model_cls.__name__))
+    if bounds:
+        model_opts["bounds"] = bounds
+    job = wf.prepare(model_cls, Path(series), None if mask is None else Path(mask), inputs, model_opts)
+    method_options = dict(method_options or {})
+    m = job.model.method(method)
+    refuse_overwrite(planned_outputs(job, m.name, method_options, out_dir, prefix, plot), force)
+    if on_start is not None:
+        on_start(job.model.describe(m.name))
+    data = job.load()
+    maps = job.model.fit(data, mask=job.mask, method=m.name, progress=progress, **method_options)
+    maps.affine, maps.header = job.image.affine, job.image.header
+    maps.provenance.update(job.provenance)
+    out_dir = Path(out_dir)
+    written = maps.save(out_dir, prefix=prefix, force=force, sources=job.sources)
+    from qmri import io
+
+    for name, text in job.files.items():
+        path = out_dir / f"{prefix}{name}"
+        io.write_text(path, text(maps))
+        written.append(path)
+    if plot:
+        from qmri.plot import montage
+
+        png = out_dir / f"{prefix}maps.png"
+        montage(maps, png)
+        written.append(png)
+        for name, draw in job.plots.items():
+            path = out_dir / f"{prefix}{name}"
+            draw(maps, data, path)
+            written.append(path)
+    return FitOutcome(maps, written, time.perf_counter() - t0)
+
+
+def load_series(path: Path, what: str):
+    """The 4-D series at ``path`` (lazy nibabel image)."""
+    from qmri import io
+
+    return io.load_nifti(path, ndim=4, what=what)
+
+
+def load_mask(path: Path | None, img, series: Path):
+    """The mask at ``path`` on the series' grid, or None."""
+    from qmri import io
+
+    return None if path is None else io.load_mask(path, img, reference_path=series)

@@ -1,0 +1,68 @@
+"""Variable-flip-angle series from files: a 4-D NIfTI (one volume per flip angle), flip angles, TR and
+an optional B1 map, for T1 mapping."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from qmri.errors import QMRIInputError
+from qmri.options import Option, float_list
+from qmri.workflows.job import FitJob, Workflow, load_mask, load_series
+
+_INPUTS = (
+    Option("fa", "flip angles in degrees, comma separated, in volume order (e.g. 2,5,10,15)", float_list,
+           required=True),
+    Option("tr", "repetition time in s (e.g. 0.005), or one value per flip angle, comma separated", float_list,
+           required=True),
+    Option("b1", "3-D relative B1 map on the same grid (actual/nominal flip angle)", Path),
+    Option("b1_units", "B1 map values: fraction (1 = nominal, default) or percent (100 = nominal)", str,
+           "fraction", choices=("fraction", "percent")),
+)
+
+
+def prepare(model_cls, series: Path, mask: Path | None, inputs: dict, model_options: dict) -> FitJob:
+    """Check flip angles and TR against the series, read the B1 map, build the model.
+
+    Raises
+    ------
+    QMRIInputError
+        Flip-angle or TR count or values wrong, missing or unreadable files, B1 map on another
+        grid, empty or apparently in percent while given as a fraction.
+    """
+    from qmri import io
+
+    fa = np.atleast_1d(np.asarray(inputs["fa"], dtype=np.float64))
+    tr = np.atleast_1d(np.asarray(inputs["tr"], dtype=np.float64))
+    if np.any(fa <= 0):
+        raise QMRIInputError("--fa: flip angles must be positive (degrees)")
+    if np.any(tr <= 0):
+        raise QMRIInputError("--tr: repetition time must be positive (seconds)")
+    img = load_series(series, "VFA series")
+    if fa.size != img.shape[3]:
+        raise QMRIInputError(f"--fa gives {fa.size} flip angles but {series} has {img.shape[3]} volumes")
+    if tr.size not in (1, fa.size):
+        raise QMRIInputError(f"--tr: give one TR or one per flip angle ({fa.size}), got {tr.size}")
+    mask_arr = load_mask(mask, img, series)
+    b1 = None
+    b1_path = inputs.get("b1")
+    if b1_path is not None:
+        b1 = io.load_on_grid(b1_path, img, what="B1 map", reference_path=series).astype(np.float64)
+        if inputs["b1_units"] == "percent":
+            b1 = b1 / 100.0
+        inside = b1[mask_arr] if mask_arr is not None else b1
+        inside = inside[np.isfinite(inside) & (inside > 0)]
+        where = " inside the mask" if mask_arr is not None else ""
+        if inside.size == 0:
+            raise QMRIInputError(f"{b1_path}: no positive finite B1 values{where}")
+        if inputs["b1_units"] == "fraction" and np.median(inside) > 10:
+            raise QMRIInputError(f"{b1_path}: median B1 {np.median(inside):g} looks like percent; "
+                                 "use --b1-units percent")
+    model = model_cls(fa, tr, b1=b1, **model_options)
+    sources = [series] + ([b1_path] if b1_path else []) + ([mask] if mask else [])
+    return FitJob(model=model, load=lambda: io.image_data(img), mask=mask_arr, image=img, sources=sources,
+                  provenance={"b1_units": inputs["b1_units"]} if b1_path else {})
+
+
+WORKFLOW = Workflow("vfa", "vfa", "4-D NIfTI, one volume per flip angle", lambda cls: _INPUTS, prepare)
