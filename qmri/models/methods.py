@@ -52,9 +52,39 @@ class Method:
         """Estimates for a block of voxels (see the class docstring)."""
         return self._fit(model, Y, C, **options)
 
+    def prepare(self, model, data, index, covariates, *, progress: bool = False, **options):
+        """Work done once per :meth:`~qmri.models.model.Model.fit`, before the voxel chunks, with
+        every voxel to fit in view (a network estimator trains here on the voxels it will fit).
+
+        Parameters
+        ----------
+        model : qmri.models.model.Model
+        data : ndarray, shape (n_total, n_measurements)
+            Signals of every voxel as given (not normalised; a view, not a copy).
+        index : ndarray of int, shape (n,)
+            Rows of ``data`` (and ``covariates``) that are fitted.
+        covariates : ndarray, shape (n_total, n_covariates), or None
+        progress : bool
+            Show progress.
+        **options
+            The method's resolved options.
+
+        Returns
+        -------
+        state : dict
+            Further keywords passed to every :meth:`fit` call of this fit (default none).
+        provenance : dict
+            Merged into the maps' provenance (default none).
+        """
+        return {}, {}
+
+    def output_units(self, model, options: dict) -> dict[str, str]:
+        """Unit of every parameter map this method produces for ``model`` (default the model's outputs)."""
+        return model.output_units()
+
     def output_names(self, model, options: dict) -> list[str]:
         """Parameter and standard-error map names this method produces for ``model``."""
-        names = list(model.output_units())
+        names = list(self.output_units(model, options))
         if options.get("compute_se"):
             names += [f"{k}_se" for k in model.spec.names]
         return names

@@ -220,6 +220,42 @@ class Model:
             cols.append(np.broadcast_to(v, spatial).reshape(n))
         return np.stack(cols, axis=1)
 
+    # Hooks of the network estimators (:mod:`qmri.fitting.net`) -------------------------------
+    #: Noise of the simulated signals that train a network: ``"rician"`` (magnitude images) or
+    #: ``"gaussian"`` (e.g. concentrations).
+    training_noise: str = "rician"
+
+    def network_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Ranges ``(lower, upper)`` of the ``spec`` parameters (n_params,) into which a network maps
+        its outputs (a scaled sigmoid) and from which simulated training parameters are drawn;
+        default the model's bounds. A model with infinite bounds overrides this with finite ranges."""
+        return self.lower, self.upper
+
+    def network_channels(self) -> np.ndarray | None:
+        """Curves shared by every voxel that a network reads beside each voxel's signal, shape
+        (n_channels, n_measurements) (e.g. the AIF of a DCE model), or None (default): a model with
+        channels is fitted by a network over time that takes them as inputs."""
+        return None
+
+    def network_training_models(self, rng) -> list["Model"]:
+        """Models whose acquisitions simulate a network's supervised training signals: their
+        ``spec.evaluate(P, acq)`` gives clean signals, their :meth:`normalise` the network input and
+        their :meth:`network_channels` the curves; default ``[self]``. (DCE varies the AIF here.)"""
+        return [self]
+
+    def sample_network_parameters(self, n: int, rng, prior: dict | None = None) -> np.ndarray:
+        """``n`` parameter vectors (n, n_params) for simulated training signals: uniform over
+        :meth:`network_bounds`, with ``prior`` ({name: (low, high)}) replacing some ranges."""
+        from qmri.simulate import sample_parameters
+
+        lo, hi = self.network_bounds()
+        return sample_parameters(self.spec, n, rng, prior=prior, lower=lo, upper=hi)
+
+    def protocol(self) -> dict:
+        """What a trained network is bound to, ``{label: array}`` (a network's weights record it and
+        are refused for another); default the acquisition array."""
+        return {"acquisition": np.asarray(self.acq)}
+
     # Fitting ---------------------------------------------------------------------------------
     def fit(self, data, mask=None, method: str | None = None, *, progress: bool = False,
             chunk_size: int = 100_000, **options):
@@ -275,6 +311,7 @@ class Model:
         idx = np.flatnonzero(mask)
         flat = data.reshape(-1, data.shape[-1])
         t0 = time.perf_counter()
+        state, prepared = m.prepare(self, flat, idx, C_all, progress=progress, **opts)
         parts = []
         chunk_size = max(int(chunk_size), 1)
         bar = None
@@ -286,7 +323,7 @@ class Model:
             sel = idx[start:start + chunk_size]
             Y = np.ascontiguousarray(flat[sel], dtype=np.float64)
             C = None if C_all is None else np.ascontiguousarray(C_all[sel])
-            parts.append(m.fit(self, Y, C, **opts))
+            parts.append(m.fit(self, Y, C, **opts, **state))
             if bar is not None:
                 bar.update(len(sel))
         if bar is not None:
@@ -297,9 +334,9 @@ class Model:
                 "n_voxels": int(len(idx)), "fit_seconds": round(seconds, 4)}
         if opts:
             prov["method_options"] = opts
+        prov.update(prepared)
         prov.update(self.provenance())
-        units = self.output_units()
-        return ParameterMaps.from_flat(result, idx, spatial, units, prov)
+        return ParameterMaps.from_flat(result, idx, spatial, m.output_units(self, opts), prov)
 
 
 def parse_bounds(text: str | None) -> dict:
