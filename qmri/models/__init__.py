@@ -29,5 +29,8 @@ from qmri.models.t1 import VFA  # noqa: E402  isort: skip
 from qmri.models.dce import DCE  # noqa: E402  isort: skip
 from qmri.models.dce import aif, relaxation  # noqa: E402  isort: skip
 
+# The network estimator adds itself as method "dnn" of the models it serves (torch is imported only when used).
+import qmri.fitting.net  # noqa: E402, F401  isort: skip
+
 __all__ = ["SIGNAL_MODELS", "COMMANDS", "Model", "Parameter", "SignalModel", "IVIM", "ADC", "StretchedExponential",
            "DKI", "TraceDKI", "VFA", "DCE", "aif", "relaxation"]

@@ -75,7 +75,8 @@ def stretched_signal_torch(params, acq, cov=None):
 
     u = acq[:, 0] * params[:, 1:2]
     pos = u > 0
-    ua = torch.where(pos, torch.clamp(u, min=1e-300) ** params[:, 2:3], torch.zeros_like(u))
+    # the floor keeps the gradient finite at b = 0 in float32 as well (1e-300 underflows there)
+    ua = torch.where(pos, torch.clamp(u, min=torch.finfo(u.dtype).tiny) ** params[:, 2:3], torch.zeros_like(u))
     return params[:, 0:1] * torch.exp(-ua)
 
 

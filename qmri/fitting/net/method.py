@@ -1,0 +1,138 @@
+"""The network estimator as a method of any declared model: ``method="dnn"``, ``--method dnn``.
+
+:data:`DNN` knows no model: it reads the model's declaration (``spec``: parameters, torch twin),
+acquisition (``acq``) and the hooks of :class:`qmri.models.model.Model` (``normalise``,
+``complete``, ``network_bounds``, ``network_channels``, ``protocol``...). Without weights it
+trains networks on the voxels being fitted (self-supervised, :mod:`qmri.fitting.net.training`)
+once per fit, before the voxel chunks; with ``weights`` it loads networks trained before
+(``qmri train``, or the ones shipped with qmri) and refuses them for another protocol. Either way
+each chunk is then estimated by the networks (:meth:`qmri.fitting.net.weights.Trained.estimate`).
+
+Importing this module does not import torch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from qmri.errors import QMRIInputError
+from qmri.models.methods import Method
+from qmri.options import Option
+
+#: Most voxels self-supervised training reads (a random subset of larger fits).
+MAX_TRAINING_VOXELS = 1_000_000
+
+WEIGHTS = Option("weights", "trained networks: a weights file of 'qmri train', or 'builtin' for those shipped with "
+                 "qmri for the phantoms' protocols; refused if trained for another protocol or bounds (default: "
+                 "train on the voxels being fitted, self-supervised)", str, None, metavar="FILE|builtin")
+ENSEMBLE = Option("ensemble", "networks trained from successive seeds (self-supervised training; default 1); with "
+                  "more than 1 the estimate is their mean and <param>_sd maps give their spread", int, None)
+EPOCHS = Option("epochs", "most epochs of self-supervised training (early stopping on 10% of the voxels; default "
+                "100)", int, None)
+SEED = Option("seed", "seed of self-supervised training: initial weights, validation split, batches (default 0)",
+              int, None)
+DEVICE = Option("device", "where the networks run: auto (CUDA when available), cpu or cuda", str, "auto",
+                choices=("auto", "cpu", "cuda"))
+THREADS = Option("threads", "CPU threads of torch (default: torch's choice)", int, None)
+
+_UNPREPARED = object()
+
+
+def _training_options(options: dict) -> dict:
+    given = [k for k in ("ensemble", "epochs", "seed") if options.get(k) is not None]
+    if options.get("weights") is not None and given:
+        raise QMRIInputError(f"--{given[0]} applies to training; it cannot be used with --weights (trained networks)")
+    return {"ensemble": options.get("ensemble") or 1, "epochs": options.get("epochs") or 100,
+            "seed": options.get("seed") or 0}
+
+
+class NetworkMethod(Method):
+    """The ``dnn`` method (see the module docstring); its options are declared in :data:`OPTIONS`."""
+
+    def __init__(self):
+        super().__init__(
+            "dnn", "neural network: trained on the voxels being fitted (self-supervised, IVIM-NET style) or "
+            "loaded with --weights; outputs within the bounds; --ensemble N adds <param>_sd maps",
+            options=(WEIGHTS, ENSEMBLE, EPOCHS, SEED, DEVICE, THREADS),
+            reference="Barbieri et al., MRM 2020;83:312; Kaandorp et al., MRM 2021;86:2250; Ottens et al., "
+                      "Med Image Anal 2022;80:102512")
+
+    def prepare(self, model, data, index, covariates, *, progress: bool = False, weights=None, ensemble=None,
+                epochs=None, seed=None, device="auto", threads=None):
+        from qmri.fitting.net.training import resolve_device
+        from qmri.fitting.net.training import threads as torch_threads
+
+        opts = _training_options({"weights": weights, "ensemble": ensemble, "epochs": epochs, "seed": seed})
+        dev = resolve_device(device)
+        with torch_threads(threads):
+            if weights is not None:
+                from qmri.fitting.net.weights import load
+
+                trained = load(weights, model)
+            else:
+                trained = train_on_voxels(model, data, index, covariates, n_networks=opts["ensemble"],
+                                          epochs=opts["epochs"], seed=opts["seed"], device=dev, progress=progress)
+        prov = {"network_device": dev}
+        if trained is not None:
+            prov.update(trained.describe())
+        return {"network": trained}, prov
+
+    def fit(self, model, Y, C, *, network=_UNPREPARED, **options):
+        from qmri.fitting.net.training import resolve_device
+        from qmri.fitting.net.training import threads as torch_threads
+        from qmri.fitting.net.weights import Trained
+
+        if network is _UNPREPARED:
+            network = self.prepare(model, Y, np.arange(Y.shape[0]), C, **options)[0]["network"]
+        if network is None:  # no voxel could be trained on: all fail
+            from qmri.fitting.net.data import voxel_inputs
+
+            inputs, scale, _ = voxel_inputs(model, Y, C)
+            P = np.full((Y.shape[0], model.spec.n_params), np.nan)
+            return Trained._result(model, P, inputs, scale, np.zeros(Y.shape[0], bool), quality=False)
+        with torch_threads(options.get("threads")):
+            return network.estimate(model, Y, C, resolve_device(options.get("device", "auto")))
+
+    def output_units(self, model, options: dict) -> dict[str, str]:
+        units = model.output_units()
+        if n_networks(model, options) > 1:
+            units.update({f"{k}_sd": u for k, u in list(units.items())})
+        return units
+
+
+def n_networks(model, options: dict) -> int:
+    """How many networks estimate (the ensemble size of the weights, or of training)."""
+    if options.get("weights") is not None:
+        from qmri.fitting.net.weights import load
+
+        return load(options["weights"], model).n_networks
+    return _training_options(options)["ensemble"]
+
+
+def train_on_voxels(model, data, index, covariates, *, n_networks: int = 1, epochs: int = 100, seed: int = 0,
+                    device: str = "cpu", progress: bool = False):
+    """Self-supervised networks trained on the voxels ``index`` of ``data`` (n_total, m).
+
+    At most :data:`MAX_TRAINING_VOXELS` voxels (a random subset, chosen by ``seed``) with finite
+    normalised signals are used. Returns a :class:`~qmri.fitting.net.weights.Trained`, or None
+    when no voxel can be used.
+    """
+    from qmri.fitting.net.data import voxel_inputs
+    from qmri.fitting.net.training import train_networks
+
+    index = np.asarray(index)
+    if index.size > MAX_TRAINING_VOXELS:
+        index = np.sort(np.random.default_rng(seed).choice(index, MAX_TRAINING_VOXELS, replace=False))
+    Y = np.ascontiguousarray(data[index], dtype=np.float64)
+    C = None if covariates is None else np.ascontiguousarray(covariates[index], dtype=np.float64)
+    inputs, _, good = voxel_inputs(model, Y, C)
+    inputs = inputs.subset(np.flatnonzero(good))
+    if inputs.n == 0:
+        return None
+    record = {"mode": "self-supervised", "data": "the voxels being fitted", "voxels": inputs.n}
+    return train_networks(model, inputs, supervised=False, n_networks=n_networks, seed=seed, epochs=epochs,
+                          device=device, progress=progress, record=record)
+
+
+#: The network estimator, added to the models that offer it in :mod:`qmri.models`.
+DNN = NetworkMethod()

@@ -1,0 +1,194 @@
+"""The torch networks of the network estimator: inputs standardised, a body, outputs bounded.
+
+Two bodies, chosen by what the model declares (:meth:`qmri.models.model.Model.network_channels`):
+
+* :class:`ParameterNets` (signals only): one fully connected sub-network per parameter, each with
+  ``depth`` hidden layers of ``width`` units, batch normalisation, ELU and dropout: the "parallel"
+  design of IVIM-NET_optim (Kaandorp et al., MRM 2021;86:2250, doi:10.1002/mrm.28852), which
+  decorrelates the parameters' errors (e.g. D* and f). The sub-networks run together as batched
+  matrix products.
+* :class:`TemporalNet` (signals with shared curves such as the AIF): 1-D convolutions over time
+  on the channels (signal, curves), then fully connected layers (a temporal network in the spirit
+  of DCE-NET, Ottens et al., Med Image Anal 2022;80:102512, which feeds the AIF so that one network
+  serves any AIF).
+
+Every network ends in a scaled sigmoid, ``p = lower + (upper - lower) · sigmoid(z)``, so its
+outputs lie inside the ranges it was built with (:meth:`qmri.models.model.Model.network_bounds`).
+
+This module imports torch: it is imported only when a network is used.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class ParameterNets(nn.Module):
+    """``n_params`` fully connected sub-networks on the same input, computed at once.
+
+    Parameters
+    ----------
+    n_in : int
+        Input features (measurements, plus covariates).
+    n_params : int
+    width : int
+        Units per hidden layer of each sub-network.
+    depth : int
+        Hidden layers per sub-network (>= 1).
+    dropout : float
+        Dropout probability after each hidden layer (0: none).
+    """
+
+    def __init__(self, n_in: int, n_params: int, width: int, depth: int, dropout: float):
+        super().__init__()
+        self.n_params, self.width = n_params, width
+        self.first = nn.Linear(n_in, n_params * width)
+        self.hidden = nn.ParameterList()
+        self.hidden_bias = nn.ParameterList()
+        for _ in range(depth - 1):
+            w, b = _grouped(n_params, width, width)
+            self.hidden.append(w)
+            self.hidden_bias.append(b)
+        self.norms = nn.ModuleList(nn.BatchNorm1d(n_params * width) for _ in range(depth))
+        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.out_weight, self.out_bias = _grouped(n_params, width, 1)
+
+    def _block(self, h, k):
+        n = h.shape[0]
+        h = self.norms[k](h.reshape(n, -1))
+        return self.drop(nn.functional.elu(h)).reshape(n, self.n_params, self.width)
+
+    def forward(self, x):
+        if not self.training:
+            return self._inference(x)
+        h = self._block(self.first(x), 0)                                  # (N, P, w)
+        for k, (w, b) in enumerate(zip(self.hidden, self.hidden_bias)):
+            h = self._block(torch.einsum("npi,pio->npo", h, w) + b, k + 1)
+        return torch.einsum("npi,pio->npo", h, self.out_weight)[..., 0] + self.out_bias[:, 0]
+
+    def _folded(self, k):
+        """Scale and shift (P, w) of batch normalisation ``k`` in evaluation mode."""
+        bn = self.norms[k]
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        return scale.view(self.n_params, self.width), (bn.bias - bn.running_mean * scale).view(self.n_params, self.width)
+
+    def _inference(self, x):
+        """The same function in evaluation mode, with batch normalisation folded into the weights and
+        the sub-networks laid out (P, N, w) for batched products: fewer, larger operations."""
+        P, w = self.n_params, self.width
+        a, c = self._folded(0)
+        W = (self.first.weight.view(P, w, -1) * a[..., None]).reshape(P * w, -1)
+        h = nn.functional.elu(nn.functional.linear(x, W, (self.first.bias.view(P, w) * a + c).reshape(-1)))
+        h = h.view(-1, P, w).transpose(0, 1)                               # (P, N, w)
+        for k, (wk, bk) in enumerate(zip(self.hidden, self.hidden_bias)):
+            a, c = self._folded(k + 1)
+            h = nn.functional.elu(torch.baddbmm((bk * a + c)[:, None, :], h, wk * a[:, None, :]))
+        return torch.baddbmm(self.out_bias[:, None, :], h, self.out_weight)[..., 0].T
+
+
+def _grouped(groups: int, n_in: int, n_out: int):
+    """Weights (groups, n_in, n_out) and bias (groups, n_out), initialised as ``nn.Linear``."""
+    bound = 1.0 / math.sqrt(n_in)
+    w = nn.Parameter(torch.empty(groups, n_in, n_out).uniform_(-bound, bound))
+    b = nn.Parameter(torch.empty(groups, n_out).uniform_(-bound, bound))
+    return w, b
+
+
+class TemporalNet(nn.Module):
+    """1-D convolutions over time on (signal, curves), then fully connected layers.
+
+    A strided convolution (kernel ``2 · stride``) summarises each stretch of the curves into
+    ``channels`` features, a second one (kernel 3) mixes neighbouring stretches; the flattened
+    features (the frame times are fixed by the protocol, so position is kept) pass two hidden
+    layers of ``width`` units (ELU, dropout) to the parameters. Kept small so that training on a
+    CPU takes minutes.
+
+    Parameters
+    ----------
+    n_channels : int
+        Input channels (the signal and the shared curves).
+    n_times : int
+        Time points.
+    n_params : int
+    width : int
+        Hidden units.
+    depth : int
+        Hidden fully connected layers (>= 1).
+    dropout : float
+    channels : int
+        Convolution channels.
+    stride : int
+        Stride of the first convolution (time points per feature).
+    """
+
+    def __init__(self, n_channels: int, n_times: int, n_params: int, width: int, depth: int, dropout: float,
+                 channels: int = 8, stride: int = 3):
+        super().__init__()
+        self.conv = nn.Sequential(nn.Conv1d(n_channels, channels, 2 * stride, stride=stride, padding=stride),
+                                  nn.ELU(), nn.Conv1d(channels, channels, 3, padding=1), nn.ELU(), nn.Flatten())
+        n_flat = channels * ((n_times + 2 * stride - 2 * stride) // stride + 1)
+        layers, n = [], n_flat
+        for _ in range(depth):
+            layers += [nn.Linear(n, width), nn.ELU()] + ([nn.Dropout(dropout)] if dropout else [])
+            n = width
+        self.head = nn.Sequential(*layers, nn.Linear(n, n_params))
+
+    def forward(self, x):
+        return self.head(self.conv(x))
+
+
+class Network(nn.Module):
+    """Standardised input, a body, bounded outputs.
+
+    Parameters
+    ----------
+    architecture : dict
+        ``kind`` ("parameters" or "temporal") and the body's keywords (see :func:`build`).
+    lower, upper : sequence of float (n_params,)
+        Output ranges.
+    in_mean, in_scale : array_like
+        Input standardisation, ``(x - in_mean) / in_scale``: per feature (n_in,) for
+        :class:`ParameterNets`, per channel (n_channels, 1) for :class:`TemporalNet`.
+    """
+
+    def __init__(self, architecture: dict, lower, upper, in_mean, in_scale):
+        super().__init__()
+        self.architecture = dict(architecture)
+        a = dict(architecture)
+        kind = a.pop("kind")
+        self.body = ParameterNets(**a) if kind == "parameters" else TemporalNet(**a)
+        self.register_buffer("lower", torch.as_tensor(lower, dtype=torch.float32))
+        self.register_buffer("span", torch.as_tensor(upper, dtype=torch.float32) - self.lower)
+        self.register_buffer("in_mean", torch.as_tensor(in_mean, dtype=torch.float32))
+        self.register_buffer("in_scale", torch.as_tensor(in_scale, dtype=torch.float32))
+
+    def scaled(self, x):
+        """Outputs scaled to (0, 1) within the ranges, (N, n_params)."""
+        return torch.sigmoid(self.body((x - self.in_mean) / self.in_scale))
+
+    def parameters_from_scaled(self, s):
+        """Parameters from scaled outputs: ``lower + (upper - lower) · s``."""
+        return self.lower + self.span * s
+
+    def forward(self, x):
+        return self.parameters_from_scaled(self.scaled(x))
+
+
+def architecture(n_measurements: int, n_covariates: int, n_params: int, n_channels: int, *,
+                 width: int | None = None, depth: int = 2, dropout: float = 0.1) -> dict:
+    """The default architecture for a model's inputs.
+
+    Signals alone: :class:`ParameterNets` with ``width`` = number of inputs (at least 16, at most
+    32, which keeps a 22-parameter DKI network near 250 KB; IVIM-NET uses the number of b-values),
+    depth 2, dropout 0.1. Signals with curves: :class:`TemporalNet` with 64 hidden units, depth 2,
+    dropout 0.1.
+    """
+    if n_channels:
+        return {"kind": "temporal", "n_channels": 1 + n_channels, "n_times": n_measurements, "n_params": n_params,
+                "width": width or 64, "depth": depth, "dropout": dropout}
+    n_in = n_measurements + n_covariates
+    return {"kind": "parameters", "n_in": n_in, "n_params": n_params, "width": width or min(max(n_in, 16), 32),
+            "depth": depth, "dropout": dropout}

@@ -1,0 +1,265 @@
+"""Trained networks as files with a contract, and their estimates as a :class:`~qmri.fitting.FitResult`.
+
+A weights file (``torch.save`` of plain data, read back with ``weights_only=True``) holds:
+
+``contract``
+    What the networks were trained for and how: the model class and declaration
+    (``signal_model``), its parameters, the **protocol** (:meth:`~qmri.models.model.Model.protocol`:
+    b-values, gradient directions or frame times), the output **ranges**
+    (:meth:`~qmri.models.model.Model.network_bounds`), the **training** (mode, data, SNR range,
+    prior, seeds, epochs) and the qmri and torch versions.
+``architecture``, ``networks``, ``histories``
+    The body's keywords, the state of each network of the ensemble and its loss curves.
+
+:meth:`Trained.check` refuses a model whose declaration, protocol or ranges differ, with a one-line
+:class:`~qmri.errors.QMRIInputError`. Networks shipped with qmri (``pretrained/*.pt``, package
+data made by ``tools/make_pretrained.py``) are found by :func:`builtin`.
+"""
+
+from __future__ import annotations
+
+import io as _io
+import json
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from qmri.errors import QMRIInputError
+from qmri.fitting.result import STATUS_CONVERGED, STATUS_FAILED, FitResult
+
+FORMAT = "qmri-network"
+FORMAT_VERSION = 1
+
+
+def contract(model, training: dict) -> dict:
+    """The contract of networks trained for ``model`` as ``training`` describes (JSON-able)."""
+    import torch
+
+    from qmri import __version__
+
+    lo, hi = model.network_bounds()
+    names = model.spec.names
+    c = {"model": type(model).__name__, "signal_model": model.spec.name, "parameters": list(names),
+         "protocol": {k: np.asarray(v, dtype=np.float64).tolist() for k, v in model.protocol().items()},
+         "bounds": {k: [float(a), float(b)] for k, a, b in zip(names, lo, hi)},
+         "training": training, "qmri_version": __version__, "torch_version": str(torch.__version__)}
+    return json.loads(json.dumps(c, default=float))  # plain types only: the file loads with weights_only=True
+
+
+def _short(a: np.ndarray) -> str:
+    if a.ndim != 1:
+        return f"an array of shape {a.shape}"
+    text = ", ".join(f"{v:g}" for v in (a if a.size <= 8 else a[:6]))
+    return f"{text}{f', ..., {a[-1]:g}' if a.size > 8 else ''} ({a.size} values)"
+
+
+class Trained:
+    """An ensemble of trained networks with its contract.
+
+    Parameters
+    ----------
+    networks : list of qmri.fitting.net.networks.Network
+    architecture : dict
+    contract : dict
+        See :func:`contract`.
+    histories : list of dict
+        Loss curves of each network.
+    source : str
+        Where the networks come from (a file name), for messages.
+    """
+
+    def __init__(self, networks, architecture: dict, contract: dict, histories: list, source: str = ""):
+        self.networks = list(networks)
+        self.architecture = dict(architecture)
+        self.contract = contract
+        self.histories = list(histories)
+        self.source = source
+
+    @property
+    def n_networks(self) -> int:
+        return len(self.networks)
+
+    # Files --------------------------------------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        """The weights file's content (the same networks give the same bytes)."""
+        import torch
+
+        buf = _io.BytesIO()
+        torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, "contract": self.contract,
+                    "architecture": self.architecture, "networks": [n.state_dict() for n in self.networks],
+                    "histories": self.histories}, buf)
+        return buf.getvalue()
+
+    def save(self, path, *, force: bool = False) -> Path:
+        """Write the weights file atomically.
+
+        Raises
+        ------
+        OutputExistsError
+            ``path`` exists and ``force`` is False.
+        """
+        from qmri import io
+        from qmri.errors import OutputExistsError
+
+        path = Path(path)
+        if path.exists() and not force:
+            raise OutputExistsError(f"{path} exists; use --force to overwrite")
+        data = self.to_bytes()
+        with io.atomic_path(path) as tmp:
+            tmp.write_bytes(data)
+        return path
+
+    @classmethod
+    def load(cls, path) -> "Trained":
+        """Read a weights file.
+
+        Raises
+        ------
+        QMRIInputError
+            Missing file, or not a qmri weights file.
+        """
+        import torch
+
+        from qmri.fitting.net.networks import Network
+
+        path = Path(path)
+        if not path.is_file():
+            raise QMRIInputError(f"weights file {path} not found")
+        try:
+            d = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises many types for a file that is not its own
+            raise QMRIInputError(f"{path}: not a qmri weights file ({type(exc).__name__})") from None
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            raise QMRIInputError(f"{path}: not a qmri weights file")
+        if d.get("format_version") != FORMAT_VERSION:
+            raise QMRIInputError(f"{path}: weights format version {d.get('format_version')}, this qmri reads "
+                                 f"{FORMAT_VERSION}")
+        nets = []
+        for state in d["networks"]:
+            net = Network(d["architecture"], state["lower"], state["lower"] + state["span"], state["in_mean"],
+                          state["in_scale"])
+            net.load_state_dict(state)
+            nets.append(net.eval())
+        return cls(nets, d["architecture"], d["contract"], d["histories"], source=str(path))
+
+    # Contract -----------------------------------------------------------------------------------
+    def check(self, model) -> None:
+        """Refuse ``model`` unless it is the model, protocol and ranges the networks were trained for.
+
+        Raises
+        ------
+        QMRIInputError
+            One line naming the file and the first difference.
+        """
+        c = self.contract
+        where = self.source or "network"
+        if (c["model"], c["signal_model"]) != (type(model).__name__, model.spec.name):
+            raise QMRIInputError(f"{where}: trained for {c['model']} ({c['signal_model']}), not for "
+                                 f"{type(model).__name__} ({model.spec.name})")
+        proto = model.protocol()
+        for label in sorted(set(proto) | set(c["protocol"])):
+            if label not in proto or label not in c["protocol"]:
+                raise QMRIInputError(f"{where}: protocol entries differ ({label!r})")
+            a = np.asarray(proto[label], dtype=np.float64)
+            b = np.asarray(c["protocol"][label], dtype=np.float64)
+            if a.shape != b.shape or not np.allclose(a, b, rtol=1e-6, atol=1e-9 * max(1.0, float(np.abs(b).max()))):
+                raise QMRIInputError(f"{where}: trained for {label} {_short(b)}, the data have {_short(a)}; "
+                                     "train a network for this protocol (qmri train)")
+        lo, hi = model.network_bounds()
+        for name, a, b in zip(model.spec.names, lo, hi):
+            ca, cb = c["bounds"][name]
+            if not (np.isclose(a, ca) and np.isclose(b, cb)):
+                raise QMRIInputError(f"{where}: trained with {name} in [{ca:g}, {cb:g}], the model has [{a:g}, {b:g}] "
+                                     "(use the bounds it was trained with, or train with these)")
+
+    def describe(self) -> dict:
+        """Provenance: the contract's training record, versions and the loss curves' summary."""
+        c = self.contract
+        return {"network_source": self.source or "trained for this fit", "network_training": c["training"],
+                "networks": self.n_networks,
+                "network_versions": {"qmri": c["qmri_version"], "torch": c["torch_version"]},
+                "network_epochs": [h.get("epochs_run") for h in self.histories],
+                "network_val_loss": [min(h["val_loss"]) if h.get("val_loss") else None for h in self.histories]}
+
+    # Estimates ----------------------------------------------------------------------------------
+    def estimate(self, model, Y, C, device: str = "cpu") -> FitResult:
+        """Estimates for signals ``Y`` (n, m) with covariates ``C`` (n, k) or None.
+
+        Each network's parameters are decoded through the model's torch twin; the estimate is the
+        ensemble mean of the parameters, completed by the model (amplitude scaled back, derived
+        outputs); ``rmse`` and ``r2`` are those of its decoded signal. With more than one network,
+        ``<output>_sd`` is the standard deviation over the networks of each completed output.
+        Status: converged (0) for every voxel with finite normalised signals, else failed (2, NaN).
+        """
+        from qmri.fitting.net.data import voxel_inputs
+        from qmri.fitting.net.training import predict
+
+        inputs, scale, good = voxel_inputs(model, Y, C)
+        P_all = predict(self.networks, inputs, device)
+        res = self._result(model, P_all.mean(axis=0), inputs, scale, good, quality=True)
+        if self.n_networks > 1:
+            members = [self._result(model, P, inputs, scale, good, quality=False) for P in P_all]
+            for name in list(res.params):
+                res.params[f"{name}_sd"] = np.std([m.params[name] for m in members], axis=0, ddof=1)
+        return res
+
+    @staticmethod
+    def _result(model, P, inputs, scale, good, quality: bool) -> FitResult:
+        from qmri.fitting.net.training import residual_sum_of_squares
+
+        n, m = inputs.signals.shape
+        rmse = np.zeros(n)
+        r2 = np.zeros(n)
+        if quality:
+            y = inputs.signals
+            ssr = residual_sum_of_squares(model, P, inputs)
+            sst = np.sum(np.square(y - y.mean(axis=1, keepdims=True)), axis=1, dtype=np.float64)
+            rmse = np.sqrt(ssr / m)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                r2 = np.where(sst > 0, 1.0 - ssr / sst, np.nan)
+        res = FitResult(params={k: P[:, j].copy() for j, k in enumerate(model.spec.names)},
+                        status=np.where(good, STATUS_CONVERGED, STATUS_FAILED).astype(np.int8),
+                        n_iter=np.zeros(n, np.int32), rmse=rmse, r2=r2)
+        model.complete(res, scale, good)
+        return res
+
+
+def builtin_paths() -> list[Path]:
+    """The weights files shipped with qmri (package data)."""
+    folder = resources.files("qmri.fitting.net").joinpath("pretrained")
+    return sorted(Path(str(p)) for p in folder.iterdir() if p.name.endswith(".pt")) if folder.is_dir() else []
+
+
+def builtin(model) -> Trained:
+    """The shipped networks trained for ``model``'s declaration, protocol and ranges.
+
+    Raises
+    ------
+    QMRIInputError
+        None matches (the message lists what is shipped).
+    """
+    shipped = []
+    for path in builtin_paths():
+        t = Trained.load(path)
+        try:
+            t.check(model)
+            return t
+        except QMRIInputError:
+            shipped.append(f"{path.stem} ({t.contract['signal_model']})")
+    raise QMRIInputError(f"no network shipped with qmri is trained for {type(model).__name__} "
+                         f"({model.spec.name}) with this protocol and these bounds (shipped: "
+                         f"{', '.join(shipped) or 'none'}); train one with qmri train")
+
+
+def load(weights, model) -> Trained:
+    """The networks named by ``weights`` (a file, or ``"builtin"``), checked against ``model``.
+
+    Raises
+    ------
+    QMRIInputError
+        Missing or foreign file; another model, protocol or ranges.
+    """
+    t = builtin(model) if str(weights) == "builtin" else Trained.load(weights)
+    t.check(model)
+    return t
