@@ -204,6 +204,34 @@ class DCE(Model):
             "reference": self.spec.reference,
         }
 
+    # Network estimator hooks (qmri.fitting.net; AIF variation: qmri.models.dce.network) -------
+    training_noise = "gaussian"
+
+    def network_channels(self):
+        """The AIF (plasma, mM) and the frame times (min): read by the network beside each curve."""
+        return np.stack([self.aif, self.t / 60.0])
+
+    def network_training_models(self, rng):
+        """The model with :data:`~qmri.models.dce.network.N_AIFS` AIFs (its own first, then varied
+        population and shifted curves; same frame times, bounds and delay setting)."""
+        from qmri.models.dce.network import aif_variants
+
+        bounds = dict(zip(self.spec.names, zip(self.lower, self.upper)))
+        return [DCE(self.t, cp, self.model, fit_delay=self.fit_delay, bounds=bounds)
+                for cp in aif_variants(self.t, self.aif, rng)]
+
+    def sample_network_parameters(self, n, rng, prior=None):
+        """Uniform over tissue ranges (:data:`~qmri.models.dce.network.TISSUE_PRIOR`, within the
+        bounds), with ``prior`` ({name: (low, high)}) on top."""
+        from qmri.models.dce.network import tissue_prior
+        from qmri.simulate import sample_parameters
+
+        return sample_parameters(self.spec, n, rng, lower=self.lower, upper=self.upper,
+                                 prior=tissue_prior(self.spec.names, self.lower, self.upper, prior))
+
+    def protocol(self):
+        return {"frame times (s)": self.t}
+
     # Starting values ---------------------------------------------------------------------------
     def _delay_grid(self):
         if not self.fit_delay:

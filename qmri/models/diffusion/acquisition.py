@@ -273,6 +273,10 @@ class DiffusionModel(Model):
     def normalise(self, Y, C):
         return normalise_to_lowest_b(Y, self.bvals)
 
+    def protocol(self) -> dict:
+        """The b-values (s/mm²) a network is bound to."""
+        return {"b-values (s/mm2)": self.bvals}
+
     def provenance(self) -> dict:
         names = self.spec.names
         return {

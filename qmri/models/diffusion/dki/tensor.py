@@ -279,9 +279,12 @@ class DKI(DiffusionModel):
 
     @classmethod
     def demo_extra(cls, model, ph, maps, method, mask):
-        """Percentage of voxels with a negative apparent kurtosis along one of 100 directions."""
+        """Percentage of voxels with a negative apparent kurtosis along one of 100 directions (tensor
+        methods: those that give the coefficients)."""
         from qmri.models.diffusion.dki.design import apparent_kurtosis
 
+        if not isinstance(cls.methods[method], TensorMethod):
+            return {}
         beta = model.coefficients(ph.data[mask], method)[0]
         return {"K<0 %": float(np.mean(np.nanmin(apparent_kurtosis(beta, hemisphere(100)), axis=1) < 0)) * 100}
 
@@ -322,6 +325,67 @@ class DKI(DiffusionModel):
         ndarray, shape (..., n)
         """
         return dki_signal(self.bvals, self.bvecs, dt, kt, S0)
+
+    # Network estimator hooks (qmri.fitting.net) -----------------------------------------------
+    def network_bounds(self):
+        """Finite ranges of the 22 declared coefficients for a network: S0 0.5–2 (relative to the mean
+        b=0 signal), diagonal D 0–3.5 µm²/ms (above free water at 37 °C), off-diagonal D ±1.75,
+        MD²·W: W_iiii −0.5–3, W_iijj −0.5–1.5, the others ±1 (µm⁴/ms²), which hold the tissue
+        mixtures of ``phantoms/dki.json`` and the prior of :meth:`sample_network_parameters`."""
+        d_lo, d_hi = np.array([0, -1.75, 0, -1.75, -1.75, 0.0]), np.array([3.5, 1.75, 3.5, 1.75, 1.75, 3.5])
+        w_lo = np.array([-0.5] * 3 + [-1.0] * 6 + [-0.5] * 3 + [-1.0] * 3)
+        w_hi = np.array([3.0] * 3 + [1.0] * 6 + [1.5] * 3 + [1.0] * 3)
+        return np.r_[0.5, d_lo, w_lo], np.r_[2.0, d_hi, w_hi]
+
+    def sample_network_parameters(self, n, rng, prior=None):
+        """Coefficients of random two-compartment Gaussian mixtures (as the phantom's tissues): each
+        compartment axially symmetric with a random direction, axial diffusivity 0.2–3 µm²/ms,
+        radial 5–100% of it, fraction 0–1; S0 uniform 0.5–2; mixtures outside
+        :meth:`network_bounds` are drawn again. ``prior`` is not supported (the 22 coefficients
+        are not independent).
+
+        Raises
+        ------
+        QMRIInputError
+            A ``prior`` was given.
+        """
+        from qmri.models.diffusion.dki.design import tensors_from_compartments
+
+        if prior:
+            raise QMRIInputError("full-tensor DKI draws its training tensors from compartment mixtures; a prior "
+                                 "over the coefficients is not supported")
+        lo, hi = self.network_bounds()
+        out = np.empty((0, 22))
+        while out.shape[0] < n:
+            k = n - out.shape[0]
+            P = np.empty((k, 22))
+            P[:, 0] = rng.uniform(lo[0], hi[0], k)
+            for i in range(k):
+                ax = rng.uniform(0.2e-3, 3e-3, 2)
+                evals = np.stack([ax, ax * rng.uniform(0.05, 1.0, 2), np.zeros(2)], axis=1)
+                evals[:, 2] = evals[:, 1]
+                f = rng.uniform()
+                dt, kt = tensors_from_compartments([f, 1 - f], evals, rng.normal(size=(2, 3)))
+                md = (dt[0] + dt[2] + dt[5]) / 3.0 * 1e3
+                P[i, 1:] = np.r_[dt * 1e3, kt * md * md]
+            out = np.concatenate([out, P[np.all((P >= lo) & (P <= hi), axis=1)]])
+        return out[:n]
+
+    def complete(self, res, scale, good):
+        """The scalar maps (``MD``, ``FA``, ``MK``...) of the declared coefficients (S0 relative to
+        ``scale``, D and MD²W), as every DKI method gives them; voxels not ``good`` fail."""
+        P = np.stack([res.params[k] for k in self.spec.names], axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            beta = np.concatenate([P[:, 1:], np.log(P[:, :1] * scale[:, None])], axis=1)
+        maps = tensor_maps(beta, min_diffusivity=self.min_diffusivity, min_kurtosis=self.min_kurtosis,
+                           max_kurtosis=self.max_kurtosis)
+        del maps["rmse"], maps["r2"]
+        res.params = maps
+        res.rmse = res.rmse * scale
+        res.mark_failed(~good | ~np.isfinite(maps["MD"]))
+
+    def protocol(self):
+        return {"b-values (s/mm2)": self.bvals, "gradient directions (DKI design, ms/um2)": self.acq}
 
     def coefficients(self, Y, method: str = "wls") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """β (n, 22), status (n,) and iterations (n,) of ``method`` on signals ``Y`` (n, m)."""

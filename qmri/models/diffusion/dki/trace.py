@@ -146,6 +146,13 @@ class TraceDKI(DiffusionModel):
         P = np.stack([a.ravel() for a in arrays], axis=1)
         return self.spec.evaluate(P, self.acq).reshape(arrays[0].shape + (self.bvals.size,))
 
+    def network_training_models(self, rng):
+        """With b-vectors, the model of the shells alone: simulated training signals are the
+        direction-averaged signals that :meth:`normalise` gives the network."""
+        if not self.averaged:
+            return [self]
+        return [TraceDKI(self.bvals, bounds=dict(zip(self.spec.names, zip(self.lower, self.upper))))]
+
     def start(self, Yn, C):
         # log-quadratic start (b in ms/µm² for conditioning)
         good = ~np.all(np.isnan(Yn), axis=1)  # rows the normalisation could not scale are all NaN

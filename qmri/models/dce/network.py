@@ -1,0 +1,58 @@
+"""What the network estimator needs to know about DCE: varied AIFs to train on, and a tissue prior.
+
+A DCE network reads each voxel's concentration curve with the AIF (and the frame times) as input
+channels (:meth:`qmri.models.dce.model.DCE.network_channels`), so that one network serves any AIF
+on the frame times it was trained for. It is therefore trained on curves simulated with many AIFs
+(:func:`aif_variants`): the model's own AIF and the Parker and Georgiou population AIFs, each with
+a random amplitude, bolus arrival and time dilation, as DCE-NET varied its training AIFs
+(Ottens et al., Med Image Anal 2022;80:102512).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: AIFs simulated for supervised training (an equal share of the training curves each).
+N_AIFS = 64
+
+#: Default ranges of simulated training parameters (tissue values; each range is clipped to the
+#: model's bounds): Ktrans, ve, vp as DCE-NET's training ranges (kep 0.1–2 /min, ve 0.01–0.7,
+#: vp 0.001–0.05; here Ktrans 0–1 /min, vp 0–0.1 for extended Tofts and Patlak), Fp and PS for
+#: the two-compartment models; the delay over its bounds.
+TISSUE_PRIOR = {"Ktrans": (0.0, 1.0), "ve": (0.01, 0.7), "vp": (0.0, 0.1), "Fp": (1.0, 150.0), "PS": (0.0, 1.0)}
+
+
+def aif_variants(t, cp, rng, n: int = N_AIFS) -> list[np.ndarray]:
+    """``n`` plasma AIFs (mM) at frame times ``t`` (s): ``cp`` itself first, then random variants.
+
+    Each variant is ``cp``, the Parker AIF or the Georgiou AIF (a third each; Hct 0.35–0.5),
+    scaled by 0.5–1.5, with its time axis dilated by 0.7–1.4 about a bolus arrival drawn between
+    the first frame and 25% of the acquisition (the model's own AIF: shifted by ±10 s instead).
+    """
+    from qmri.models.dce import aif as A
+
+    t = np.asarray(t, dtype=np.float64)
+    span = t[-1] - t[0]
+    out = [np.asarray(cp, dtype=np.float64)]
+    for k in range(1, n):
+        kind = k % 3
+        amp = rng.uniform(0.5, 1.5)
+        if kind == 0:
+            out.append(amp * A.shift(t, cp, rng.uniform(-10.0, 10.0)))
+            continue
+        onset = t[0] + rng.uniform(0.0, 0.25) * span
+        warped = onset + (t - onset) * rng.uniform(0.7, 1.4)
+        curve = A.parker if kind == 1 else A.georgiou
+        out.append(amp * curve(warped, hct=rng.uniform(0.35, 0.5), delay=onset))
+    return out
+
+
+def tissue_prior(names, lower, upper, prior: dict | None = None) -> dict:
+    """:data:`TISSUE_PRIOR` for parameters ``names`` clipped to the bounds, with ``prior`` on top."""
+    out = {}
+    for name, lo, hi in zip(names, lower, upper):
+        if name in TISSUE_PRIOR:
+            a, b = TISSUE_PRIOR[name]
+            out[name] = (max(a, lo), min(b, hi)) if max(a, lo) < min(b, hi) else (lo, hi)
+    out.update(prior or {})
+    return out
