@@ -15,7 +15,7 @@ START, END = "<!-- commands -->", "<!-- /commands -->"
 
 def commands_table() -> str:
     """Markdown table: one row per fitting command (usage, outputs with units, methods), then
-    ``phantom`` and ``demo``."""
+    ``phantom``, ``train`` and ``demo``."""
     from qmri.models import COMMANDS
     from qmri.workflows import WORKFLOWS
 
@@ -32,6 +32,11 @@ def commands_table() -> str:
     phantoms = "\\|".join(cls.command for cls in COMMANDS.values() if cls.has_phantom())
     rows.append(f"| `qmri phantom {phantoms} --out-dir OUT [--snr S]` | phantoms (digital reference objects) with "
                 "ground truth | |")
+    from qmri.workflows.train import trainable
+
+    nets = "\\|".join(cls.command for cls in COMMANDS.values() if trainable(cls))
+    rows.append(f"| `qmri train {nets} ... --out WEIGHTS.pt [--snr 10:50]` | networks for `--method dnn --weights`, "
+                "trained on simulated signals | |")
     rows.append("| `qmri demo [--out-dir demo_out] [--force]` | every phantom, every method: accuracy and speed | |")
     return "\n".join(rows)
 

@@ -243,6 +243,53 @@ def _conversion_provenance(input, aif, hct, r1, fa, tr, baseline, aif_delay) -> 
 # ---------------------------------------------------------------------------------------------
 # The pipeline on files
 # ---------------------------------------------------------------------------------------------
+def frame_times(inputs: dict, n_frames: int | None) -> np.ndarray:
+    """Frame times (s) from ``--time FILE`` or ``--tr-frame SECONDS`` (``n_frames`` frames; with a file,
+    None accepts its length).
+
+    Raises
+    ------
+    QMRIInputError
+        Unreadable file, wrong count, times not increasing, interval not positive.
+    """
+    from qmri import io
+
+    if inputs.get("time") is not None:
+        t = io.read_frame_times(inputs["time"])
+        return check_times(t, t.size if n_frames is None else n_frames, where=str(inputs["time"]))
+    dt = inputs["tr_frame"]
+    if not (np.isfinite(dt) and dt > 0):
+        raise QMRIInputError(f"--tr-frame must be a positive number of seconds, got {dt}")
+    return np.arange(n_frames) * dt
+
+
+_FRAMES = Option("frames", "number of frames (with --tr-frame)", int, metavar="N")
+
+
+def protocol_inputs(model_cls) -> tuple[Option, ...]:
+    """Frame times (``--time``, or ``--tr-frame`` with ``--frames``) and the AIF options."""
+    keep = ("time", "tr_frame", "aif", "aif_delay", "aif_blood", "hct")
+    return tuple(o for o in _INPUTS if o.name in keep) + (_FRAMES,)
+
+
+def protocol_model(model_cls, inputs: dict, model_options: dict):
+    """The model for frame times and an AIF alone, without a series (``qmri train``).
+
+    Raises
+    ------
+    QMRIInputError
+        ``--tr-frame`` without ``--frames``, an arterial-mask AIF (it needs the series), bad inputs.
+    """
+    if inputs.get("time") is None and not inputs.get("frames"):
+        raise QMRIInputError("--tr-frame needs --frames N (or give --time FILE)")
+    if str(inputs["aif"]).startswith("roi:"):
+        raise QMRIInputError("--aif roi: needs the series; give a population AIF or an AIF file")
+    t = frame_times(inputs, inputs.get("frames"))
+    cp = arterial_input(inputs["aif"], t, hct=inputs["hct"], aif_delay=inputs["aif_delay"],
+                        aif_blood=inputs["aif_blood"])
+    return model_cls(t, cp, **model_options)
+
+
 def prepare(model_cls, series: Path, mask: Path | None, inputs: dict, model_options: dict) -> FitJob:
     """Read the series header, frame times, T1 and AIF, and build the model (the concentration is
     computed when the data are loaded, except for an arterial-mask AIF, which needs it now).
@@ -256,13 +303,7 @@ def prepare(model_cls, series: Path, mask: Path | None, inputs: dict, model_opti
 
     img = load_series(series, "DCE series")
     n_frames = img.shape[3]
-    if inputs.get("time") is not None:
-        t = check_times(io.read_frame_times(inputs["time"]), n_frames, where=str(inputs["time"]))
-    else:
-        dt = inputs["tr_frame"]
-        if not (np.isfinite(dt) and dt > 0):
-            raise QMRIInputError(f"--tr-frame must be a positive number of seconds, got {dt}")
-        t = np.arange(n_frames) * dt
+    t = frame_times(inputs, n_frames)
     mask_arr = load_mask(mask, img, series)
     sig = inputs["input"] == "signal"
     t10 = None
@@ -335,4 +376,4 @@ def plot_curves(model, conc, maps, path, n: int = 4):
 
 
 WORKFLOW = Workflow("dce", "dce", "4-D DCE series (signal, or concentration in mM with --input concentration)",
-                    lambda cls: _INPUTS, prepare)
+                    lambda cls: _INPUTS, prepare, protocol_inputs=protocol_inputs, protocol_model=protocol_model)

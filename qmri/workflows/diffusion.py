@@ -41,6 +41,35 @@ def select_volumes(bvals, bmin=None, bmax=None) -> np.ndarray:
     return keep
 
 
+def read_acquisition(inputs: dict, *, series: Path | None = None, n_volumes: int | None = None):
+    """The b-values and unit b-vectors (or None) of the volumes kept by ``--bmin``/``--bmax``, and the
+    boolean selection of those volumes.
+
+    Raises
+    ------
+    QMRIInputError
+        Unreadable files, b-value count not ``n_volumes``, b-vectors not unit length, no volume left.
+    """
+    from qmri import io
+    from qmri.models.diffusion.acquisition import check_bvecs
+
+    bval_path = inputs["bval"]
+    bvals = io.read_bvals(bval_path)
+    if n_volumes is not None and bvals.size != n_volumes:
+        raise QMRIInputError(f"{bval_path}: {bvals.size} b-values but {series} has {n_volumes} volumes")
+    bvec_path = inputs.get("bvec")
+    bvecs = io.read_bvecs(bvec_path, n=bvals.size) if bvec_path is not None else None
+    keep = select_volumes(bvals, inputs.get("bmin"), inputs.get("bmax"))
+    g = None if bvecs is None else check_bvecs(bvals[keep], bvecs[keep], where=str(bvec_path))
+    return bvals[keep], g, keep
+
+
+def protocol_model(model_cls, inputs: dict, model_options: dict):
+    """The model for b-value (and b-vector) files alone, without a series (``qmri train``)."""
+    b, g, _ = read_acquisition(inputs)
+    return model_cls.from_acquisition(b, g, **model_options)
+
+
 def prepare(model_cls, series: Path, mask: Path | None, inputs: dict, model_options: dict) -> FitJob:
     """Read the series header, b-values (and b-vectors), select volumes, build the model.
 
@@ -51,20 +80,10 @@ def prepare(model_cls, series: Path, mask: Path | None, inputs: dict, model_opti
         length, mask on another grid, an acquisition the model cannot fit.
     """
     from qmri import io
-    from qmri.models.diffusion.acquisition import check_bvecs
 
     img = load_series(series, "DWI series")
-    bval_path = inputs["bval"]
-    bvals = io.read_bvals(bval_path)
-    if bvals.size != img.shape[3]:
-        raise QMRIInputError(f"{bval_path}: {bvals.size} b-values but {series} has {img.shape[3]} volumes")
-    bvec_path = inputs.get("bvec")
-    bvecs = io.read_bvecs(bvec_path, n=bvals.size) if bvec_path is not None else None
-    keep = select_volumes(bvals, inputs.get("bmin"), inputs.get("bmax"))
-    b = bvals[keep]
-    g = None
-    if bvecs is not None:
-        g = check_bvecs(b, bvecs[keep], where=str(bvec_path))
+    bval_path, bvec_path = inputs["bval"], inputs.get("bvec")
+    b, g, keep = read_acquisition(inputs, series=series, n_volumes=img.shape[3])
     mask_arr = load_mask(mask, img, series)
     model = model_cls.from_acquisition(b, g, **model_options)
     provenance = {k: inputs[k] for k in ("bmin", "bmax") if inputs.get(k) is not None}
@@ -77,4 +96,5 @@ def prepare(model_cls, series: Path, mask: Path | None, inputs: dict, model_opti
     return FitJob(model=model, load=load, mask=mask_arr, image=img, sources=sources, provenance=provenance)
 
 
-WORKFLOW = Workflow("diffusion", "dwi", "4-D diffusion-weighted NIfTI series", inputs, prepare)
+WORKFLOW = Workflow("diffusion", "dwi", "4-D diffusion-weighted NIfTI series", inputs, prepare,
+                    protocol_inputs=inputs, protocol_model=protocol_model)

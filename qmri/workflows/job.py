@@ -36,6 +36,11 @@ class Workflow:
         ``inputs(model_cls)`` → tuple of :class:`~qmri.options.Option`: the acquisition inputs.
     prepare : callable
         ``prepare(model_cls, series, mask, inputs, model_options)`` → :class:`FitJob`.
+    protocol_inputs : callable or None
+        ``protocol_inputs(model_cls)`` → the options that describe an acquisition without a series
+        (what ``qmri train`` reads); None when the workflow cannot build a model without one.
+    protocol_model : callable or None
+        ``protocol_model(model_cls, inputs, model_options)`` → the model for that acquisition.
     """
 
     name: str
@@ -43,6 +48,8 @@ class Workflow:
     series_help: str
     inputs: Callable[[type], tuple[Option, ...]]
     prepare: Callable
+    protocol_inputs: Callable[[type], tuple[Option, ...]] | None = None
+    protocol_model: Callable | None = None
 
 
 @dataclass
