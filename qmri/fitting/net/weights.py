@@ -82,13 +82,15 @@ class Trained:
 
     # Files --------------------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
-        """The weights file's content (the same networks give the same bytes)."""
+        """The weights file's content: the same training gives the same bytes (the training's
+        wall-clock seconds stay in memory, out of the file)."""
         import torch
 
         buf = _io.BytesIO()
+        histories = [{k: v for k, v in h.items() if k != "seconds"} for h in self.histories]
         torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, "contract": self.contract,
                     "architecture": self.architecture, "networks": [n.state_dict() for n in self.networks],
-                    "histories": self.histories}, buf)
+                    "histories": histories}, buf)
         return buf.getvalue()
 
     def save(self, path, *, force: bool = False) -> Path:
