@@ -141,12 +141,16 @@ def run_ivim(args, rows):
         own.save(tmp / f"self{snr:g}.pt", force=True)
         for label, path, ts in (("dnn self-supervised", tmp / f"self{snr:g}.pt", train_s),
                                 ("dnn supervised", tmp / "sup.pt", sup_s)):
-            model.fit(ph.data[:2, :2, :1], method="dnn", weights=str(path), threads=args.threads)
-            t = time.perf_counter()
-            maps = model.fit(ph.data, mask=mask, method="dnn", weights=str(path), threads=args.threads,
-                             device=args.device)
-            row(label, maps, ts, n / (time.perf_counter() - t),
-                "trained on these voxels" if "self" in label else "trained once, SNR 5-100")
+            rates = {}
+            for threads in sorted({args.threads, os.cpu_count()}):
+                model.fit(ph.data[:2, :2, :1], method="dnn", weights=str(path), threads=threads)
+                t = time.perf_counter()
+                maps = model.fit(ph.data, mask=mask, method="dnn", weights=str(path), threads=threads,
+                                 device=args.device)
+                rates[threads] = n / (time.perf_counter() - t)
+            row(label, maps, ts, rates[args.threads],
+                ("trained on these voxels" if "self" in label else "trained once, SNR 5-100")
+                + f"; {rates[os.cpu_count()]:,.0f} vox/s with {os.cpu_count()} torch threads")
         uncertainty(model, ph, rows, snr, args)
         if have_ivimnet:
             est, ts, rate, miss = ivimnet_fit(ph.data[mask], np.asarray(ph.acquisition["bvals"]), args.threads)

@@ -12,8 +12,10 @@ Two bodies, chosen by what the model declares (:meth:`qmri.models.model.Model.ne
   of DCE-NET, Ottens et al., Med Image Anal 2022;80:102512, which feeds the AIF so that one network
   serves any AIF).
 
-Every network ends in a scaled sigmoid, ``p = lower + (upper - lower) · sigmoid(z)``, so its
-outputs lie inside the ranges it was built with (:meth:`qmri.models.model.Model.network_bounds`).
+Every network ends in a scaled sigmoid over its ranges (:meth:`qmri.models.model.Model.network_bounds`)
+widened by :data:`MARGIN` on each side, ``p = lower + (upper - lower) · ((1 + 2m) sigmoid(z) - m)``,
+clipped to the ranges: outputs always lie within them, and values near a bound are still learnt
+with a useful gradient.
 
 This module imports torch: it is imported only when a network is used.
 """
@@ -24,6 +26,12 @@ import math
 
 import torch
 from torch import nn
+
+
+#: Each range is widened by this fraction of it on both sides before the sigmoid and the output
+#: clipped back to the range, so that values near a bound sit on the steep part of the sigmoid
+#: (IVIM-NET_optim widens its ranges by 30%, Kaandorp et al. 2021).
+MARGIN = 0.3
 
 
 class ParameterNets(nn.Module):
@@ -159,6 +167,7 @@ class Network(nn.Module):
         self.architecture = dict(architecture)
         a = dict(architecture)
         kind = a.pop("kind")
+        self.margin = float(a.pop("margin", 0.0))
         self.body = ParameterNets(**a) if kind == "parameters" else TemporalNet(**a)
         self.register_buffer("lower", torch.as_tensor(lower, dtype=torch.float32))
         self.register_buffer("span", torch.as_tensor(upper, dtype=torch.float32) - self.lower)
@@ -166,19 +175,25 @@ class Network(nn.Module):
         self.register_buffer("in_scale", torch.as_tensor(in_scale, dtype=torch.float32))
 
     def scaled(self, x):
-        """Outputs scaled to (0, 1) within the ranges, (N, n_params)."""
+        """Outputs scaled to (0, 1) within the ranges widened by ``margin`` on each side, (N, n_params)."""
         return torch.sigmoid(self.body((x - self.in_mean) / self.in_scale))
 
+    def within(self, s):
+        """Scaled outputs on the scale of the ranges (0 at lower, 1 at upper): ``(1 + 2 margin) s - margin``."""
+        return (1.0 + 2.0 * self.margin) * s - self.margin if self.margin else s
+
     def parameters_from_scaled(self, s):
-        """Parameters from scaled outputs: ``lower + (upper - lower) · s``."""
-        return self.lower + self.span * s
+        """Parameters from scaled outputs, ``lower + (upper - lower) · within(s)``, clipped to the
+        ranges when a margin widens them."""
+        p = self.lower + self.span * self.within(s)
+        return torch.minimum(torch.maximum(p, self.lower), self.lower + self.span) if self.margin else p
 
     def forward(self, x):
         return self.parameters_from_scaled(self.scaled(x))
 
 
 def architecture(n_measurements: int, n_covariates: int, n_params: int, n_channels: int, *,
-                 width: int | None = None, depth: int = 2, dropout: float = 0.1) -> dict:
+                 width: int | None = None, depth: int = 2, dropout: float = 0.1, margin: float = MARGIN) -> dict:
     """The default architecture for a model's inputs.
 
     Signals alone: :class:`ParameterNets` with ``width`` = number of inputs (at least 16, at most
@@ -188,7 +203,7 @@ def architecture(n_measurements: int, n_covariates: int, n_params: int, n_channe
     """
     if n_channels:
         return {"kind": "temporal", "n_channels": 1 + n_channels, "n_times": n_measurements, "n_params": n_params,
-                "width": width or 64, "depth": depth, "dropout": dropout}
+                "width": width or 64, "depth": depth, "dropout": dropout, "margin": margin}
     n_in = n_measurements + n_covariates
     return {"kind": "parameters", "n_in": n_in, "n_params": n_params, "width": width or min(max(n_in, 16), 32),
-            "depth": depth, "dropout": dropout}
+            "depth": depth, "dropout": dropout, "margin": margin}

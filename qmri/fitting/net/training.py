@@ -103,7 +103,7 @@ def _batches(groups: np.ndarray, rows: np.ndarray, size: int, rng) -> list:
 def _loss(net, spec, t: Tensors, rows, g, supervised: bool, data_consistency: float):
     s = net.scaled(t.x(rows, g))
     if supervised:
-        loss = torch.mean(((s - t.targets[rows]) / t.target_sd) ** 2)
+        loss = torch.mean(((net.within(s) - t.targets[rows]) / t.target_sd) ** 2)
         if not data_consistency:
             return loss
     fitted = spec.torch_signal(net.parameters_from_scaled(s), t.acqs[g], t.cov(rows))
