@@ -17,10 +17,10 @@ def add_parser(sub):
 def run(args) -> int:
     from qmri.models import COMMANDS
     from qmri.workflows.demo import demo_part
-    from qmri.workflows.job import refuse_overwrite
+    from qmri.resultset import refuse_existing
 
     parts = [cls for cls in COMMANDS.values() if cls.has_phantom()]
-    refuse_overwrite([args.out_dir / cls.command for cls in parts], args.force)
+    refuse_existing([args.out_dir / cls.command for cls in parts], args.force)
     t0 = time.perf_counter()
     for cls in parts:
         t = time.perf_counter()

@@ -46,13 +46,17 @@ def add_parser(sub, model_cls):
 
 
 def add_output_arguments(p):
-    """``--out-dir``, ``--prefix``, ``--force``, ``--plot``, ``--quiet``."""
+    """``--out-dir``, ``--prefix``, ``--force``, ``--plot``, ``--json``, ``--quiet``."""
     g = p.add_argument_group("output")
     g.add_argument("--out-dir", required=True, type=Path, help="folder for the maps (created if needed)")
     g.add_argument("--prefix", default="", help="prepended to every output file name")
     g.add_argument("--force", action="store_true", help="overwrite existing outputs")
     g.add_argument("--plot", action="store_true", help="also write a PNG montage of the maps")
-    g.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+    g.add_argument("--json", type=Path, metavar="FILE",
+                   help="also write the summary (voxel counts, medians, R2, voxels at bounds, warnings, timings, "
+                        "output files) as JSON to FILE ('-': standard output)")
+    g.add_argument("--quiet", action="store_true", help="no progress bar and no summary (warnings still go to "
+                                                        "standard error)")
 
 
 def show_progress(args) -> bool:
@@ -61,14 +65,19 @@ def show_progress(args) -> bool:
 
 
 def run(args) -> int:
+    from qmri import io
     from qmri.models.model import parse_bounds
+    from qmri.resultset import refuse_existing
     from qmri.workflows import WORKFLOWS, fit_files
 
     cls = args.model_cls
     wf = WORKFLOWS[cls.workflow]
+    to_stdout = str(args.json) == "-"
+    if args.json is not None and not to_stdout:
+        refuse_existing([args.json], args.force)
 
     def announce(line):
-        if not args.quiet:
+        if not args.quiet and not to_stdout:
             print(f"qmri {cls.command}: {line}", flush=True)
 
     outcome = fit_files(cls, args.series, out_dir=args.out_dir, mask=args.mask, method=args.method,
@@ -76,7 +85,13 @@ def run(args) -> int:
                         bounds=parse_bounds(args.bounds), model_options=given(args, cls.options),
                         method_options=given(args, method_options(cls)), on_start=announce,
                         **given(args, wf.inputs(cls)))
-    if not args.quiet:
+    if not args.quiet and not to_stdout:
         print(outcome.maps.summary())
         print(f"wrote {len(outcome.written)} files to {args.out_dir}  (total {outcome.seconds:.2f} s)")
+    for line in outcome.warnings:
+        print(f"qmri {cls.command}: warning: {line}", file=sys.stderr)
+    if to_stdout:
+        print(io.json_text(outcome.summary()))
+    elif args.json is not None:
+        io.write_json(args.json, outcome.summary())
     return 0

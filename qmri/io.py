@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 
 import numpy as np
@@ -225,15 +225,22 @@ def sidecar_path(nifti_path) -> Path:
 def atomic_path(path):
     """Yield a temporary path beside ``path`` (same extension); rename it into place on success.
 
-    On any exception the temporary file is removed and ``path`` is untouched.
+    The temporary file is created as ``open()`` creates files (mode 0666 less the umask), so the
+    result is as readable as any other file the user writes. On any exception the temporary file
+    is removed and ``path`` is untouched.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp" + suffix, dir=path.parent)
-    os.close(fd)
+    while True:
+        tmp = path.parent / f".{path.stem}.{secrets.token_hex(6)}.tmp{suffix}"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            break
+        except FileExistsError:
+            continue
     try:
-        yield Path(tmp)
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -275,9 +282,14 @@ def write_map(path, data, *, affine=None, header=None, intent: str = "", dtype=n
         nib.save(img, str(tmp))
 
 
+def json_text(obj) -> str:
+    """``obj`` as JSON text (indent 2; NumPy values and paths converted, NaN written as null)."""
+    return json.dumps(_jsonable(obj), indent=2)
+
+
 def write_json(path, obj):
-    """Write a JSON file atomically (indent 2, NaN written as null)."""
-    text = json.dumps(_jsonable(obj), indent=2)
+    """Write a JSON file atomically (as :func:`json_text`)."""
+    text = json_text(obj)
     with atomic_path(path) as tmp:
         tmp.write_text(text + "\n")
 

@@ -11,16 +11,23 @@ from pathlib import Path
 import numpy as np
 
 from qmri import __version__
-from qmri.errors import OutputExistsError, QMRIInputError
+from qmri.errors import QMRIInputError
 from qmri.fitting.result import STATUS_CONVERGED, STATUS_FAILED, STATUS_LABELS, STATUS_NOT_FITTED, FitResult
 
-#: Quality maps written with every fit, and their units.
-QUALITY_UNITS = {"rmse": "signal units", "r2": "", "status": "", "n_iter": ""}
+#: Quality maps written with every fit, and their units (``rmse`` takes the unit of the fitted data,
+#: :attr:`qmri.models.model.Model.data_unit`; this default is for results built by hand).
+QUALITY_UNITS = {"rmse": "a.u.", "r2": "", "status": "", "n_iter": ""}
 #: Integer quality maps: their NIfTI data type; voxels outside the mask hold ``STATUS_NOT_FITTED`` (-1).
 INTEGER_MAPS = {"status": np.int8, "n_iter": np.int32}
 #: Sidecar keys written by :meth:`ParameterMaps.save` besides the provenance.
 _FIXED_KEYS = {"QmriVersion", "Created", "OutsideMask", "StatusCodes", "Sources", "Parameter", "Units", "Kind",
-               "Maps"}
+               "Maps", "ResultSet"}
+#: A fit is evidently wrong (:meth:`ParameterMaps.warnings`) when the median R² of the fitted voxels
+#: is below this...
+MIN_MEDIAN_R2 = 0.8
+#: ... or when more than this fraction of them have a parameter at a bound, or failed.
+MAX_AT_BOUND = 0.5
+MAX_FAILED = 0.5
 
 
 class ParameterMaps(Mapping):
@@ -132,18 +139,75 @@ class ParameterMaps(Mapping):
             out[k] = float(np.median(vals)) if vals.size else float("nan")
         return out
 
-    def summary(self) -> str:
-        """A few lines: voxels, converged fraction, median of each parameter with its unit, time."""
+    def median_r2(self) -> float:
+        """Median R² over fitted voxels with a finite R² (NaN if none)."""
+        r2 = self.quality["r2"][self.mask]
+        r2 = r2[np.isfinite(r2)]
+        return float(np.median(r2)) if r2.size else float("nan")
+
+    def report(self) -> dict:
+        """The summary as data: model, method, voxel counts, fractions, median R², fit time, and per
+        parameter the median, unit and the fractions of voxels at the lower and upper bound.
+
+        Bound fractions are those :meth:`qmri.models.model.Model.fit` recorded (provenance
+        ``at_bound``); parameters without bounds (or results built otherwise) have none.
+        """
         p = self.provenance
+        at_bound = p.get("at_bound") or {}
+        params = {}
+        for name, med in self.medians().items():
+            entry = {"median": med, "unit": self.units.get(name, "")}
+            if name in at_bound:
+                entry["at_lower_bound"], entry["at_upper_bound"] = at_bound[name]
+                entry["bounds"] = (p.get("bounds") or {}).get(name)
+            params[name] = entry
+        return {"model": p.get("model"), "method": p.get("method"), "n_voxels": p.get("n_voxels"),
+                "converged_fraction": self.converged_fraction, "failed_fraction": p.get("failed_fraction", 0.0),
+                "median_r2": self.median_r2(), "fit_seconds": p.get("fit_seconds"), "parameters": params}
+
+    def summary(self) -> str:
+        """A few lines: voxels, converged and failed fractions, median R², time, and per parameter the
+        median with its unit and the fraction of voxels at a bound."""
+        r = self.report()
         lines = [
-            f"model {p.get('model')}  method {p.get('method')}",
-            f"voxels fitted {p.get('n_voxels')}  converged {100 * self.converged_fraction:.1f}%  "
-            f"failed {100 * p.get('failed_fraction', 0):.1f}%  time {p.get('fit_seconds', 0):.2f} s",
+            f"model {r['model']}  method {r['method']}",
+            f"voxels fitted {r['n_voxels']}  converged {100 * r['converged_fraction']:.1f}%  "
+            f"failed {100 * r['failed_fraction']:.1f}%  median R2 {r['median_r2']:.3f}  "
+            f"time {r['fit_seconds'] or 0:.2f} s",
         ]
-        for k, med in self.medians().items():
-            unit = self.units.get(k, "")
-            lines.append(f"  median {k:<8s} {med:.6g} {unit}".rstrip())
+        for k, e in r["parameters"].items():
+            line = f"  median {k:<8s} {e['median']:<11.6g} {e['unit']:<14s}"
+            if "at_lower_bound" in e:
+                line += f" at bound {100 * (e['at_lower_bound'] + e['at_upper_bound']):.1f}%"
+            lines.append(line.rstrip())
         return "\n".join(lines)
+
+    def warnings(self, hint: str = "") -> list[str]:
+        """Signs that the fit is evidently wrong, one sentence each (empty when none).
+
+        Flags a median R² below :data:`MIN_MEDIAN_R2`, a parameter at one of its bounds in more than
+        :data:`MAX_AT_BOUND` of the fitted voxels (there the value is the bound, not an estimate), and
+        more than :data:`MAX_FAILED` of the voxels failed. ``hint`` (the likely cause, e.g. the
+        units of the b-values) is added as a last item when there is any warning.
+        """
+        r = self.report()
+        out = []
+        if r["median_r2"] < MIN_MEDIAN_R2:
+            out.append(f"median R2 is {r['median_r2']:.3f} (below {MIN_MEDIAN_R2}): the model describes the data "
+                       "poorly in most fitted voxels (or the mask holds many voxels without signal)")
+        for name, e in r["parameters"].items():
+            for side in ("lower", "upper"):
+                frac = e.get(f"at_{side}_bound", 0.0)
+                if frac > MAX_AT_BOUND:
+                    bound = e["bounds"][0 if side == "lower" else 1] if e.get("bounds") else None
+                    value = f" ({bound:g} {e['unit']})".replace(" )", ")") if bound is not None else ""
+                    out.append(f"{name} is at its {side} bound{value} in {100 * frac:.0f}% of the fitted voxels: "
+                               "there the value is the bound, not an estimate")
+        if r["failed_fraction"] > MAX_FAILED:
+            out.append(f"the fit failed in {100 * r['failed_fraction']:.0f}% of the fitted voxels")
+        if out and hint:
+            out.append(f"likely cause: {hint}")
+        return out
 
     # Output -----------------------------------------------------------------------------------
     def output_paths(self, out_dir, prefix: str = "") -> dict[str, Path]:
@@ -152,11 +216,14 @@ class ParameterMaps(Mapping):
         return {name: out_dir / f"{prefix}{name}.nii.gz" for name in self._all()}
 
     def save(self, out_dir, *, affine=None, header=None, prefix: str = "", force: bool = False,
-             sources=None) -> list[Path]:
-        """Write one NIfTI and one JSON sidecar per map.
+             sources=None, extra=None) -> list[Path]:
+        """Write one NIfTI and one JSON sidecar per map (and any ``extra`` files) as one result set.
 
         Parameter, standard-error, ``rmse`` and ``r2`` maps are float32 (NaN outside the mask);
-        ``status`` is int8 and ``n_iter`` int32 (-1 outside the mask).
+        ``status`` is int8 and ``n_iter`` int32 (-1 outside the mask). The files are written as a
+        :class:`qmri.resultset.ResultSet`: all appear together or none does, even if the process is
+        killed; every sidecar records the set (``ResultSet``: its id and files), which
+        :meth:`load` checks.
 
         Parameters
         ----------
@@ -167,16 +234,19 @@ class ParameterMaps(Mapping):
         header : nibabel header, optional
             Header of the input image, kept (data type and scaling reset); default :attr:`header`.
         prefix : str
-            Prepended to every file name (``<prefix>D.nii.gz``).
+            Prepended to every file name (``<prefix>D.nii.gz``), ``extra`` ones included.
         force : bool
             Overwrite existing files. Without it, nothing is written if any target exists.
         sources : list of str, optional
             Input files, recorded in the sidecars.
+        extra : dict of str to callable, optional
+            Further files of the set, ``{file name: write(path)}`` (e.g. a figure or a table):
+            each function writes its file at the path it is given.
 
         Returns
         -------
         list of Path
-            Files written (NIfTI and JSON).
+            Files written (NIfTI and JSON per map, then the extra files).
 
         Raises
         ------
@@ -186,38 +256,35 @@ class ParameterMaps(Mapping):
             A provenance key that is not lower-case ``snake_case`` (it could not be read back).
         """
         from qmri import io
+        from qmri.resultset import ResultSet
 
         affine = self.affine if affine is None else affine
         header = self.header if header is None else header
         paths = self.output_paths(out_dir, prefix)
-        targets = []
-        for p in paths.values():
-            targets += [p, io.sidecar_path(p)]
-        if not force:
-            existing = [str(t) for t in targets if t.exists()]
-            if existing:
-                raise OutputExistsError(
-                    f"{existing[0]} exists ({len(existing)} output file(s) in all); use --force to overwrite")
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-        common = {
-            "QmriVersion": __version__,
-            "Created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "OutsideMask": "NaN (status and n_iter: -1)",
-            "StatusCodes": {str(k): v for k, v in STATUS_LABELS.items()},
-            "Sources": [str(s) for s in (sources or [])],
-            "Maps": list(paths),
-        }
-        common.update({_camel(k): v for k, v in self.provenance.items()})
-        written = []
+        extra = {f"{prefix}{name}": write for name, write in (extra or {}).items()}
+        names = [n for p in paths.values() for n in (p.name, io.sidecar_path(p).name)] + list(extra)
+        provenance = {_camel(k): v for k, v in self.provenance.items()}
         maps = self._all()
-        for name, path in paths.items():
-            io.write_map(path, maps[name], affine=affine, header=header,
-                         intent=f"{name} ({self.units.get(name, '')})", dtype=INTEGER_MAPS.get(name, np.float32))
-            side = dict(common)
-            side.update({"Parameter": name, "Units": self.units.get(name, ""), "Kind": self._kind(name)})
-            io.write_json(io.sidecar_path(path), side)
-            written += [path, io.sidecar_path(path)]
-        return written
+        with ResultSet(out_dir, names, force=force) as rs:
+            common = {
+                "QmriVersion": __version__,
+                "Created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "OutsideMask": "NaN (status and n_iter: -1)",
+                "StatusCodes": {str(k): v for k, v in STATUS_LABELS.items()},
+                "Sources": [str(s) for s in (sources or [])],
+                "Maps": list(paths),
+                "ResultSet": {"Id": rs.id, "Files": rs.names},
+            }
+            common.update(provenance)
+            for name, path in paths.items():
+                io.write_map(rs.path(path.name), maps[name], affine=affine, header=header,
+                             intent=f"{name} ({self.units.get(name, '')})", dtype=INTEGER_MAPS.get(name, np.float32))
+                side = dict(common)
+                side.update({"Parameter": name, "Units": self.units.get(name, ""), "Kind": self._kind(name)})
+                io.write_json(rs.path(io.sidecar_path(path).name), side)
+            for name, write in extra.items():
+                write(rs.path(name))
+        return rs.targets
 
     def _kind(self, name: str) -> str:
         if name in self.params:
@@ -241,15 +308,20 @@ class ParameterMaps(Mapping):
         ParameterMaps
             Maps (float64; ``status`` int8, ``n_iter`` int32), units, provenance, affine and header
             of the first map; ``mask`` from the ``status`` map (voxels with a status >= 0).
+            A set whose writer was killed while moving it into place is finished first
+            (:func:`qmri.resultset.recover`).
 
         Raises
         ------
         QMRIInputError
-            No qmri maps with that prefix in the folder, or a listed map missing or unreadable.
+            No qmri maps with that prefix in the folder, a listed map missing or unreadable, or maps
+            of different runs (their sidecars name different result sets).
         """
         from qmri import io
+        from qmri.resultset import recover
 
         directory = Path(directory)
+        recover(directory)  # finish a set whose run died while moving it into place
         sidecars = sorted(directory.glob(f"{glob_escape(prefix)}*.json")) if directory.is_dir() else []
         first = None
         for path in sidecars:
@@ -273,6 +345,9 @@ class ParameterMaps(Mapping):
             if not side_path.exists():
                 raise QMRIInputError(f"{side_path}: sidecar of {nii.name} not found")
             side = json.loads(side_path.read_text())
+            if _set_id(side) != _set_id(first):
+                raise QMRIInputError(f"{side_path}: written by another run than {prefix}{first['Parameter']}.json "
+                                     "(maps of two runs mixed in one folder); fit again with --force")
             units[name] = side.get("Units", "")
             if affine is None:
                 affine, header = img.affine, img.header
@@ -288,6 +363,12 @@ class ParameterMaps(Mapping):
         status = quality.get("status")
         mask = status >= 0 if status is not None else np.all([np.isfinite(v) for v in params.values()], axis=0)
         return cls(params, units, quality, se, mask, provenance, affine=affine, header=header)
+
+
+def _set_id(sidecar: dict):
+    """Id of the result set a sidecar belongs to (None for sidecars written before sets had one)."""
+    record = sidecar.get("ResultSet")
+    return record.get("Id") if isinstance(record, dict) else None
 
 
 def glob_escape(text: str) -> str:

@@ -1,19 +1,21 @@
-"""Shared test fixtures: where the OSIPI reference data live (skip clearly when absent)."""
+"""Shared test fixtures: the OSIPI reference data (vendored in tests/data/osipi), running the console script."""
 
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-EXTERNAL = SHARED / "external"
+#: OSIPI reference data read by the tests, copied into the repository (see tests/data/osipi/NOTICE).
+EXTERNAL = REPO / "tests" / "data" / "osipi"
 
 
 def external(*parts) -> Path:
-    """Path under ``../shared/external``; skips the test with a clear reason if it is absent."""
+    """Path of a vendored OSIPI file under ``tests/data/osipi``; fails the test, naming the file, if
+    it is absent (it is part of the repository: a missing file is a broken checkout, not a reason
+    to skip)."""
     p = EXTERNAL.joinpath(*parts)
     if not p.exists():
-        pytest.skip(f"reference data not found at {p} (the OSIPI data live in ../shared/external beside the repository)")
+        pytest.fail(f"OSIPI reference data missing: {p} (vendored in tests/data/osipi; see its NOTICE)")
     return p
 
 

@@ -1,6 +1,6 @@
 """IVIM against the OSIPI TF2.4 reference cases, with OSIPI's own rules and tolerances.
 
-Data: ../shared/external/osipi_ivim/tests/IVIMmodels/unit_tests/generic*.json (noisy normalised
+Data: tests/data/osipi/osipi_ivim/tests/IVIMmodels/unit_tests/generic*.json (noisy normalised
 signals of XCAT tissues with ground truth). Rules (OSIPI test_ivim_fit.py): f is always checked;
 D only when f < 0.8; D* only when f > 0.03; |fit - truth| <= atol + rtol·|truth| with atol
 f 0.2, D 5e-4, D* 0.1 and rtol 0.1. Bounds as in the OSIPI harness.
@@ -29,7 +29,7 @@ def _cases():
     for fname in FILES:
         path = base / fname
         if not path.exists():
-            out.append(pytest.param(fname, None, marks=pytest.mark.skip(reason=f"{path} not found")))
+            out.append(pytest.param(fname, None, id=f"missing-{fname}"))  # fails in external(), naming it
             continue
         for tissue in json.loads(path.read_text()):
             if tissue != "config":

@@ -47,6 +47,9 @@ class Model:
     default_method : str
     amplitude : str or None
         Parameter scaled back by the signal normalisation of :meth:`normalise` (``S0``, ``M0``).
+    data_unit : str
+        Unit of the fitted data, hence of the ``rmse`` map (``a.u.`` for signals, ``mM`` for
+        concentrations).
 
     Instance attributes (set by the subclass constructor)
     -----------------------------------------------------
@@ -72,6 +75,7 @@ class Model:
     methods: dict = {}
     default_method: str = ""
     amplitude: str | None = None
+    data_unit: str = "a.u."
     n_measurements: int = 0
 
     def __init_subclass__(cls, **kwargs):
@@ -298,8 +302,34 @@ class Model:
         if opts:
             prov["method_options"] = opts
         prov.update(self.provenance())
-        units = self.output_units()
+        at_bound = self.at_bound(result)
+        if at_bound:
+            prov["at_bound"] = at_bound
+        units = {**self.output_units(), "rmse": self.data_unit}
         return ParameterMaps.from_flat(result, idx, spatial, units, prov)
+
+    def at_bound(self, result: FitResult) -> dict[str, list[float]]:
+        """Fraction of the fitted voxels (failed ones excluded) at the lower and at the upper bound,
+        ``{name: [lower, upper]}``, for each declared parameter with a finite bound except the
+        amplitude (whose bounds are relative to each voxel's signal). A value counts as at a bound
+        within 1e-4 of the bounded range (or of the bound's magnitude when one side is open)."""
+        spec = getattr(self, "spec", None)
+        lower, upper = getattr(self, "lower", None), getattr(self, "upper", None)
+        if spec is None or lower is None or upper is None:
+            return {}
+        out = {}
+        for j, name in enumerate(spec.names):
+            lo, hi = float(lower[j]), float(upper[j])
+            if name == self.amplitude or name not in result.params or not (np.isfinite(lo) or np.isfinite(hi)):
+                continue
+            v = result.params[name]
+            v = v[np.isfinite(v)]
+            span = hi - lo if np.isfinite(hi - lo) else max(abs(lo) if np.isfinite(lo) else abs(hi), 1.0)
+            tol = 1e-4 * span
+            n = max(v.size, 1)
+            out[name] = [float(np.sum(v <= lo + tol)) / n if np.isfinite(lo) else 0.0,
+                         float(np.sum(v >= hi - tol)) / n if np.isfinite(hi) else 0.0]
+        return out
 
 
 def parse_bounds(text: str | None) -> dict:

@@ -230,14 +230,51 @@ def fit_dce(series, times, aif, *, model: str = "tofts", fit_delay: bool = False
     cp = arterial_input(aif, t, hct=hct, aif_delay=aif_delay, aif_blood=aif_blood, concentration=lambda: conc)
     dce = DCE(t, cp, model, fit_delay=fit_delay, bounds=bounds)
     maps = dce.fit(conc, mask=mask, method=method, progress=progress, **method_options)
-    maps.provenance.update(_conversion_provenance(input, aif, hct, r1, fa, tr, baseline, aif_delay))
+    maps.provenance.update(input_provenance(input, aif, hct=hct, aif_delay=aif_delay, aif_blood=aif_blood, r1=r1,
+                                            fa=fa, tr=tr, baseline=baseline, t10=t10))
     return maps
 
 
-def _conversion_provenance(input, aif, hct, r1, fa, tr, baseline, aif_delay) -> dict:
-    label = aif if isinstance(aif, (str, Path)) else ("arterial mask" if isinstance(aif, np.ndarray) else "curve")
-    return {"input": input, "aif": str(label), "hct": hct, "aif_delay_s": aif_delay, "relaxivity_per_s_per_mmol": r1,
-            "fa_deg": fa, "tr_s": tr, "baseline_frames": baseline}
+def input_provenance(input, aif, *, hct, aif_delay, aif_blood, r1, fa, tr, baseline, t10) -> dict:
+    """The inputs that changed a DCE fit's numbers, for the sidecars: the AIF (a population curve's
+    name, source, parameters and start; a file's path and SHA-256; an arterial mask), the
+    haematocrit where it was used, and for signal input the conversion (T10 value or map, r1, flip
+    angle, TR, baseline frames). ``aif`` and ``t10`` as given to :func:`fit_dce` or on the command
+    line (``roi:MASK``, a T1 map's path)."""
+    from qmri.models.dce import aif as A
+    from qmri.workflows.job import file_provenance
+
+    prov = {"input": input}
+    population = {"parker": A.PARKER_PARAMS, "georgiou": A.GEORGIOU_PARAMS, "preclinical": A.MCGRATH_B_PARAMS}
+    if isinstance(aif, str) and aif in A.POPULATION_AIFS:
+        prov.update({"aif": aif, "aif_source": (A.POPULATION_AIFS[aif].__doc__ or "").strip().splitlines()[0],
+                     "aif_parameters": population.get(aif), "aif_delay_s": aif_delay})
+        if aif != "preclinical":
+            prov["hct"] = hct
+    elif isinstance(aif, str) and aif.startswith("roi:"):
+        prov.update({"aif": "arterial mask (mean whole-blood concentration)", "hct": hct})
+        prov.update(file_provenance("aif_mask", aif[4:]))
+    elif isinstance(aif, (str, Path)):
+        prov.update(file_provenance("aif", aif))
+        prov["aif_whole_blood"] = bool(aif_blood)
+        if aif_blood:
+            prov["hct"] = hct
+    elif isinstance(aif, np.ndarray) and aif.dtype == bool:
+        prov.update({"aif": "arterial mask (mean whole-blood concentration)", "aif_mask_voxels": int(aif.sum()),
+                     "hct": hct})
+    else:
+        prov.update({"aif": "curve given as (times, concentrations)", "aif_whole_blood": bool(aif_blood)})
+        if aif_blood:
+            prov["hct"] = hct
+    if input == "signal":
+        if isinstance(t10, (str, Path)):
+            prov.update(file_provenance("t10_map", t10))
+        elif np.ndim(t10) == 0:
+            prov["t10_s"] = float(t10)
+        else:
+            prov["t10_map_median_s"] = float(np.nanmedian(t10))
+        prov.update({"relaxivity_per_s_per_mmol": r1, "fa_deg": fa, "tr_s": tr, "baseline_frames": baseline})
+    return prov
 
 
 # ---------------------------------------------------------------------------------------------
@@ -290,8 +327,10 @@ def prepare(model_cls, series: Path, mask: Path | None, inputs: dict, model_opti
     cp = arterial_input(aif, t, hct=inputs["hct"], aif_delay=inputs["aif_delay"], aif_blood=inputs["aif_blood"],
                         concentration=concentration)
     model = model_cls(t, cp, **model_options)
-    provenance = _conversion_provenance(inputs["input"], spec, inputs["hct"], inputs["r1"], inputs.get("fa"),
-                                        inputs.get("tr"), inputs.get("baseline"), inputs["aif_delay"])
+    provenance = input_provenance(inputs["input"], spec, hct=inputs["hct"], aif_delay=inputs["aif_delay"],
+                                  aif_blood=inputs["aif_blood"], r1=inputs["r1"], fa=inputs.get("fa"),
+                                  tr=inputs.get("tr"), baseline=inputs.get("baseline"),
+                                  t10=inputs.get("t1") or inputs.get("t10"))
     sources = [series] + [p for p in (inputs.get("time"), mask, inputs.get("t1")) if p is not None]
     files = {"aif.csv": lambda maps: "time_s,cp_mM\n" + "".join(f"{a:.6g},{b:.8g}\n" for a, b in zip(t, cp))}
     plots = {"curves.png": lambda maps, data, path: plot_curves(model, data, maps, path)}
@@ -335,4 +374,6 @@ def plot_curves(model, conc, maps, path, n: int = 4):
 
 
 WORKFLOW = Workflow("dce", "dce", "4-D DCE series (signal, or concentration in mM with --input concentration)",
-                    lambda cls: _INPUTS, prepare)
+                    lambda cls: _INPUTS, prepare,
+                    hint="AIF timing: a population AIF starts at --aif-delay (the injection time, s), or fit the "
+                         "arterial delay with --fit-delay; check the frame times (--time, --tr-frame, in s)")

@@ -8,7 +8,7 @@ import numpy as np
 
 from qmri.errors import QMRIInputError
 from qmri.options import Option
-from qmri.workflows.job import FitJob, Workflow, load_mask, load_series
+from qmri.workflows.job import FitJob, Workflow, file_provenance, load_mask, load_series
 
 _BVAL = Option("bval", "FSL .bval file (s/mm2), one value per volume", Path, required=True)
 _BVEC = Option("bvec", "FSL .bvec file (unit vectors; needed for the full tensor)", Path)
@@ -68,6 +68,9 @@ def prepare(model_cls, series: Path, mask: Path | None, inputs: dict, model_opti
     mask_arr = load_mask(mask, img, series)
     model = model_cls.from_acquisition(b, g, **model_options)
     provenance = {k: inputs[k] for k in ("bmin", "bmax") if inputs.get(k) is not None}
+    provenance.update(file_provenance("bval_file", bval_path))
+    if bvec_path is not None:
+        provenance.update(file_provenance("bvec_file", bvec_path))
 
     def load():
         data = io.image_data(img)
@@ -77,4 +80,6 @@ def prepare(model_cls, series: Path, mask: Path | None, inputs: dict, model_opti
     return FitJob(model=model, load=load, mask=mask_arr, image=img, sources=sources, provenance=provenance)
 
 
-WORKFLOW = Workflow("diffusion", "dwi", "4-D diffusion-weighted NIfTI series", inputs, prepare)
+WORKFLOW = Workflow("diffusion", "dwi", "4-D diffusion-weighted NIfTI series", inputs, prepare,
+                    hint="b-values not in s/mm2 (e.g. 0-1 in ms/um2 or 0-1e9 in s/m2) or not in volume order; "
+                         "check the --bval file")

@@ -16,7 +16,6 @@ from typing import Callable
 
 import numpy as np
 
-from qmri.errors import OutputExistsError
 from qmri.options import Option, resolve
 
 
@@ -36,6 +35,9 @@ class Workflow:
         ``inputs(model_cls)`` → tuple of :class:`~qmri.options.Option`: the acquisition inputs.
     prepare : callable
         ``prepare(model_cls, series, mask, inputs, model_options)`` → :class:`FitJob`.
+    hint : str
+        The likely cause of a fit that is evidently wrong on such series (named with the warnings
+        of :meth:`qmri.maps.ParameterMaps.warnings`), e.g. b-values in the wrong units.
     """
 
     name: str
@@ -43,6 +45,7 @@ class Workflow:
     series_help: str
     inputs: Callable[[type], tuple[Option, ...]]
     prepare: Callable
+    hint: str = ""
 
 
 @dataclass
@@ -79,11 +82,34 @@ class FitJob:
 
 @dataclass
 class FitOutcome:
-    """What :func:`fit_files` did: the maps, the files written and the seconds it took."""
+    """What :func:`fit_files` did: the maps, the files written, the seconds it took and the warnings
+    (:meth:`qmri.maps.ParameterMaps.warnings`: signs that the fit is evidently wrong)."""
 
     maps: object
     written: list
     seconds: float
+    warnings: list = field(default_factory=list)
+
+    def summary(self) -> dict:
+        """The summary for scripts (``--json``): :meth:`ParameterMaps.report
+        <qmri.maps.ParameterMaps.report>` plus the warnings, the timings (fit and whole run, s) and
+        the files written."""
+        out = self.maps.report()
+        out["warnings"] = list(self.warnings)
+        out["timings"] = {"fit_s": out.pop("fit_seconds"), "total_s": round(self.seconds, 4)}
+        out["outputs"] = [str(p) for p in self.written]
+        return out
+
+
+def file_provenance(key: str, path) -> dict:
+    """``{key: path, "<key>_sha256": checksum}``: an input file as the sidecars record it."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return {key: str(path), f"{key}_sha256": digest.hexdigest()}
 
 
 def planned_outputs(job: FitJob, method: str, method_options: dict, out_dir, prefix: str, plot: bool) -> list[Path]:
@@ -97,16 +123,6 @@ def planned_outputs(job: FitJob, method: str, method_options: dict, out_dir, pre
         paths.append(out_dir / f"{prefix}maps.png")
         paths += [out_dir / f"{prefix}{name}" for name in job.plots]
     return paths
-
-
-def refuse_overwrite(paths, force: bool) -> None:
-    """Raise :class:`OutputExistsError` before any work if an output exists and ``force`` is False."""
-    if force:
-        return
-    existing = [p for p in paths if Path(p).exists()]
-    if existing:
-        raise OutputExistsError(f"{existing[0]} exists ({len(existing)} output file(s) in all); "
-                                "use --force to overwrite")
 
 
 def fit_files(model_cls, series, *, out_dir, mask=None, method: str | None = None, prefix: str = "",
@@ -157,6 +173,8 @@ def fit_files(model_cls, series, *, out_dir, mask=None, method: str | None = Non
     OutputExistsError
         An output exists and ``force`` is False; nothing is written.
     """
+    from qmri import io
+    from qmri.resultset import refuse_existing
     from qmri.workflows import WORKFLOWS
 
     t0 = time.perf_counter()
@@ -168,32 +186,23 @@ def fit_files(model_cls, series, *, out_dir, mask=None, method: str | None = Non
     job = wf.prepare(model_cls, Path(series), None if mask is None else Path(mask), inputs, model_opts)
     method_options = dict(method_options or {})
     m = job.model.method(method)
-    refuse_overwrite(planned_outputs(job, m.name, method_options, out_dir, prefix, plot), force)
+    refuse_existing(planned_outputs(job, m.name, method_options, out_dir, prefix, plot), force)
     if on_start is not None:
         on_start(job.model.describe(m.name))
     data = job.load()
     maps = job.model.fit(data, mask=job.mask, method=m.name, progress=progress, **method_options)
     maps.affine, maps.header = job.image.affine, job.image.header
     maps.provenance.update(job.provenance)
-    out_dir = Path(out_dir)
-    written = maps.save(out_dir, prefix=prefix, force=force, sources=job.sources)
-    from qmri import io
-
-    for name, text in job.files.items():
-        path = out_dir / f"{prefix}{name}"
-        io.write_text(path, text(maps))
-        written.append(path)
+    if mask is not None:
+        maps.provenance.update(file_provenance("mask", mask))
+    extra = {name: (lambda path, text=text: io.write_text(path, text(maps))) for name, text in job.files.items()}
     if plot:
         from qmri.plot import montage
 
-        png = out_dir / f"{prefix}maps.png"
-        montage(maps, png)
-        written.append(png)
-        for name, draw in job.plots.items():
-            path = out_dir / f"{prefix}{name}"
-            draw(maps, data, path)
-            written.append(path)
-    return FitOutcome(maps, written, time.perf_counter() - t0)
+        extra["maps.png"] = lambda path: montage(maps, path)
+        extra.update({name: (lambda path, draw=draw: draw(maps, data, path)) for name, draw in job.plots.items()})
+    written = maps.save(out_dir, prefix=prefix, force=force, sources=job.sources, extra=extra)
+    return FitOutcome(maps, written, time.perf_counter() - t0, maps.warnings(wf.hint))
 
 
 def load_series(path: Path, what: str):

@@ -9,7 +9,7 @@ import numpy as np
 
 from qmri.errors import QMRIInputError
 from qmri.options import Option, float_list
-from qmri.workflows.job import FitJob, Workflow, load_mask, load_series
+from qmri.workflows.job import FitJob, Workflow, file_provenance, load_mask, load_series
 
 _INPUTS = (
     Option("fa", "flip angles in degrees, comma separated, in volume order (e.g. 2,5,10,15)", float_list,
@@ -61,8 +61,10 @@ def prepare(model_cls, series: Path, mask: Path | None, inputs: dict, model_opti
                                  "use --b1-units percent")
     model = model_cls(fa, tr, b1=b1, **model_options)
     sources = [series] + ([b1_path] if b1_path else []) + ([mask] if mask else [])
+    provenance = {"b1_units": inputs["b1_units"], **file_provenance("b1_map", b1_path)} if b1_path else {}
     return FitJob(model=model, load=lambda: io.image_data(img), mask=mask_arr, image=img, sources=sources,
-                  provenance={"b1_units": inputs["b1_units"]} if b1_path else {})
+                  provenance=provenance)
 
 
-WORKFLOW = Workflow("vfa", "vfa", "4-D NIfTI, one volume per flip angle", lambda cls: _INPUTS, prepare)
+WORKFLOW = Workflow("vfa", "vfa", "4-D NIfTI, one volume per flip angle", lambda cls: _INPUTS, prepare,
+                    hint="flip angles (--fa, degrees, in volume order), TR (--tr, s) or the B1 map (--b1-units)")

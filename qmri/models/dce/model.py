@@ -101,6 +101,7 @@ class DCE(Model):
                    "Fp in mL/min/100mL; ve and vp fractions; delay in s (positive when the tissue arrives after "
                    "the AIF).")
     workflow = "dce"
+    data_unit = "mM"  # the fit is to concentration curves
     options = (
         Option("model", "tofts (Ktrans, ve), etm = extended Tofts (+vp), patlak (Ktrans, vp), 2cxm (Fp, PS, ve, vp), "
                "2cum (Fp, PS, vp); default tofts", str, "tofts", choices=MODEL_NAMES),

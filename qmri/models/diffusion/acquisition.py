@@ -61,6 +61,23 @@ def n_directions(bvals, bvecs) -> int:
     return int(np.unique(np.round(g * sign[:, None], 3), axis=0).shape[0])
 
 
+def describe_shells(bvals, bvecs) -> str:
+    """The acquisition in words: ``"63 volumes: 3 b=0, 2 shells (b=1000: 30 directions, b=2000: 30)"``.
+
+    Volumes with b <= :data:`B0_THRESHOLD` count as b=0; the others are grouped into shells
+    (:func:`shells`), each with its number of distinct directions (:func:`n_directions`).
+    """
+    b = np.asarray(bvals, dtype=np.float64)
+    g = np.asarray(bvecs, dtype=np.float64)
+    sh = shells(b)
+    values = np.unique(sh[sh > 0])
+    counts = [f"b={v:g}: {n_directions(b[sh == v], g[sh == v])}" for v in values]
+    if counts:
+        counts[0] += " directions"
+    where = f"{values.size} shell{'s' if values.size != 1 else ''} ({', '.join(counts)})"
+    return f"{b.size} volumes: {int(np.sum(sh == 0))} b=0, {where}"
+
+
 def check_bvecs(bvals, bvecs, *, where="b-vectors") -> np.ndarray:
     """Unit-normalised b-vectors; raise if a diffusion-weighted one is not of unit length (±1%).
 

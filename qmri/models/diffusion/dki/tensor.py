@@ -286,8 +286,9 @@ class DKI(DiffusionModel):
         return {"K<0 %": float(np.mean(np.nanmin(apparent_kurtosis(beta, hemisphere(100)), axis=1) < 0)) * 100}
 
     def describe(self, method: str) -> str:
-        return (f"full-tensor DKI, method {method}, {self.bvals.size} volumes, "
-                f"{n_directions(self.bvals, self.bvecs)} directions, b <= {self.b_max:g} s/mm2")
+        from qmri.models.diffusion.acquisition import describe_shells
+
+        return f"full-tensor DKI, method {method}, {describe_shells(self.bvals, self.bvecs)}"
 
     def output_units(self):
         return dict(MAP_UNITS)
