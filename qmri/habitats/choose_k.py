@@ -31,6 +31,8 @@ SCAN_SAMPLES = 20_000
 #: Rows the silhouette and the BIC mixture are computed on.
 SILHOUETTE_SAMPLES = 3_000
 BIC_SAMPLES = 10_000
+#: Starts of each fit in the scan (the final fit of the chosen k has its own).
+SCAN_RESTARTS = 2
 RULE = "highest silhouette (ties: smaller k); Calinski-Harabasz and BIC reported"
 
 
@@ -77,7 +79,7 @@ def scan_k(samples: np.ndarray, method: str, seed: int, k_range=K_RANGE) -> KSca
     xb = subsample(x, BIC_SAMPLES, seed + 1)
     rows = []
     for k in range(int(k_range[0]), k_hi + 1):
-        labels = fit_mixture(x, k, method, seed).loglik(x).argmax(axis=1)
+        labels = fit_mixture(x, k, method, seed, restarts=SCAN_RESTARTS).loglik(x).argmax(axis=1)
         if np.unique(labels).size > 1:
             ch = float(calinski_harabasz_score(x, labels))
             sil = float(silhouette_score(x, labels, sample_size=min(SILHOUETTE_SAMPLES, x.shape[0]),

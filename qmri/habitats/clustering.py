@@ -129,9 +129,10 @@ class Mixture:
         return mix
 
 
-def fit_mixture(samples: np.ndarray, k: int, method: str, seed: int) -> Mixture:
+def fit_mixture(samples: np.ndarray, k: int, method: str, seed: int, restarts: int | None = None) -> Mixture:
     """Fit ``k`` classes to ``samples`` (n, F) with scikit-learn (a random subset of at most
-    :data:`MAX_FIT_SAMPLES` rows, drawn with ``seed``).
+    :data:`MAX_FIT_SAMPLES` rows, drawn with ``seed``); ``restarts`` overrides the number of starts
+    (default 4 for k-means, 2 for the mixture).
 
     Raises
     ------
@@ -147,10 +148,10 @@ def fit_mixture(samples: np.ndarray, k: int, method: str, seed: int) -> Mixture:
     if x.shape[0] < k:
         raise QMRIInputError(f"{x.shape[0]} samples to cluster, fewer than k = {k}")
     if method == "kmeans":
-        km = KMeans(n_clusters=k, n_init=4, random_state=seed).fit(x)
+        km = KMeans(n_clusters=k, n_init=restarts or 4, random_state=seed).fit(x)
         return Mixture("kmeans", km.cluster_centers_.astype(np.float64),
                        variance=max(float(km.inertia_) / x.size, 1e-12))
-    gm = GaussianMixture(n_components=k, covariance_type="full", n_init=2, reg_covar=REG_COVAR,
+    gm = GaussianMixture(n_components=k, covariance_type="full", n_init=restarts or 2, reg_covar=REG_COVAR,
                          random_state=seed).fit(x)
     return Mixture("gmm", gm.means_.copy(), covariances=gm.covariances_.copy(), weights=gm.weights_.copy())
 
