@@ -25,6 +25,8 @@ METHODS = ("kmeans", "gmm")
 MAX_FIT_SAMPLES = 50_000
 #: Regularisation added to the diagonal of Gaussian covariances (normalised units²).
 REG_COVAR = 1e-6
+#: Floor of the k-means variance (normalised units²): noise-free classes still give finite log-likelihoods.
+MIN_VARIANCE = 1e-12
 #: Cohort refinement rounds of the ``mrf`` spatial model.
 REFINE_ROUNDS = 2
 
@@ -76,7 +78,7 @@ class Mixture:
         means[alive] = (q.T @ z)[alive] / mass[alive, None]
         if self.method == "kmeans":
             d2 = ((z[:, None, :] - means[None, :, :]) ** 2).sum(axis=-1)
-            return Mixture("kmeans", means, variance=float((q * d2).sum() / z.size))
+            return Mixture("kmeans", means, variance=max(float((q * d2).sum() / z.size), MIN_VARIANCE))
         covs = self.covariances.copy()
         eye = np.eye(z.shape[1]) * REG_COVAR
         for j in np.flatnonzero(alive):
@@ -150,7 +152,7 @@ def fit_mixture(samples: np.ndarray, k: int, method: str, seed: int, restarts: i
     if method == "kmeans":
         km = KMeans(n_clusters=k, n_init=restarts or 4, random_state=seed).fit(x)
         return Mixture("kmeans", km.cluster_centers_.astype(np.float64),
-                       variance=max(float(km.inertia_) / x.size, 1e-12))
+                       variance=max(float(km.inertia_) / x.size, MIN_VARIANCE))
     gm = GaussianMixture(n_components=k, covariance_type="full", n_init=restarts or 2, reg_covar=REG_COVAR,
                          random_state=seed).fit(x)
     return Mixture("gmm", gm.means_.copy(), covariances=gm.covariances_.copy(), weights=gm.weights_.copy())
