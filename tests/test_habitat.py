@@ -147,12 +147,16 @@ def test_cohort_outputs(cohort, cohort_run):
         assert side["Features"][2]["resampled"].startswith("linear from grid")
 
 
+def _apply_model(d, s, second, model, out):
+    """``qmri habitat`` on one subject's fitted maps (D, ``second``, Ktrans) with a saved model."""
+    return ["habitat", "--maps", f"D={d}/fit/{s.id}/ivim", f"{second}={d}/fit/{s.id}/ivim", f"Ktrans={d}/fit/{s.id}/dce",
+            "--mask", d / "phantom" / s.id / "roi.nii.gz", "--model", model, "--out-dir", out]
+
+
 def test_saved_model_labels_a_new_subject_as_the_population_run(cohort, cohort_run, tmp_path, capsys):
     d, subs = cohort
     s = subs[1]
-    code, _, err = _run(["habitat", "--maps", f"D={d}/fit/{s.id}/ivim", f"f={d}/fit/{s.id}/ivim",
-                         f"Ktrans={d}/fit/{s.id}/dce", "--mask", d / "phantom" / s.id / "roi.nii.gz",
-                         "--model", cohort_run / "model.json", "--out-dir", tmp_path / "one"], capsys)
+    code, _, err = _run(_apply_model(d, s, "f", cohort_run / "model.json", tmp_path / "one"), capsys)
     assert code == 0, err
     new = np.asarray(nib.load(tmp_path / "one" / "habitats.nii.gz").dataobj)
     old = np.asarray(nib.load(cohort_run / "h" / s.id / "habitats.nii.gz").dataobj)
@@ -162,9 +166,7 @@ def test_saved_model_labels_a_new_subject_as_the_population_run(cohort, cohort_r
 def test_model_refuses_other_features(cohort, cohort_run, tmp_path, capsys):
     d, subs = cohort
     s = subs[0]
-    code, _, err = _run(["habitat", "--maps", f"D={d}/fit/{s.id}/ivim", f"Dstar={d}/fit/{s.id}/ivim",
-                         f"Ktrans={d}/fit/{s.id}/dce", "--mask", d / "phantom" / s.id / "roi.nii.gz",
-                         "--model", cohort_run / "model.json", "--out-dir", tmp_path / "x"], capsys)
+    code, _, err = _run(_apply_model(d, s, "Dstar", cohort_run / "model.json", tmp_path / "x"), capsys)
     assert code == 2 and "differ from the model" in err and not (tmp_path / "x").exists()
 
 
