@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,11 +41,34 @@ import numpy as np
 FEATURES = ("D", "f", "Ktrans")
 
 
+@dataclass
+class Truth:
+    """What scoring needs of a phantom subject (read back when ``--work`` already holds the phantom)."""
+
+    id: str
+    roi: np.ndarray
+    labels: np.ndarray
+
+
 def simulate_and_fit(n, voxels, seed, work: Path):
-    """Phantom subjects, their fitted maps written under ``work``, the cohort table; seconds spent."""
+    """Phantom subjects, their fitted maps written under ``work``, the cohort table; seconds spent.
+    A ``work`` folder that already holds them for the same size and seed is reused."""
+    import json
+
+    import nibabel as nib
+
     from qmri.habitats.phantom import habitat_subject, write_subject
     from qmri.workflows.habitat_demo import fit_subject
 
+    stamp = {"subjects": n, "voxels": voxels, "seed": seed}
+    if (work / "cohort.csv").exists() and (work / "stamp.json").exists() \
+            and json.loads((work / "stamp.json").read_text()) == stamp:
+        subs = []
+        for i in range(n):
+            d = work / "phantom" / f"sub-{i + 1:02d}"
+            labels = np.asarray(nib.load(d / "labels.nii.gz").dataobj)
+            subs.append(Truth(f"sub-{i + 1:02d}", np.asarray(nib.load(d / "roi.nii.gz").dataobj) > 0, labels))
+        return subs, float("nan"), float("nan")
     t_sim = t_fit = 0.0
     subs = []
     lines = ["id,mask,D,f,Ktrans"]
@@ -59,6 +83,7 @@ def simulate_and_fit(n, voxels, seed, work: Path):
         lines.append(f"{s.id},phantom/{s.id}/roi.nii.gz,fit/{s.id}/ivim,fit/{s.id}/ivim,fit/{s.id}/dce")
         subs.append(s)
     (work / "cohort.csv").write_text("\n".join(lines) + "\n")
+    (work / "stamp.json").write_text(json.dumps(stamp))
     return subs, t_sim, t_fit
 
 
@@ -89,7 +114,8 @@ def part_a(args, work: Path):
     print(f"== A. cohort: {args.subjects} subjects x ~{args.voxels} ROI voxels")
     subs, t_sim, t_fit = simulate_and_fit(args.subjects, args.voxels, args.seed, work)
     n_vox = sum(int(s.roi.sum()) for s in subs)
-    print(f"phantom {t_sim:.1f} s; IVIM + DCE fits by qmri {t_fit:.1f} s; {n_vox} ROI voxels in all")
+    print(f"phantom {t_sim:.1f} s; IVIM + DCE fits by qmri {t_fit:.1f} s (nan: reused from --work); {n_vox} ROI "
+          "voxels in all")
     qmri = Path(sys.executable).parent / "qmri"
     out = work / "habitats"
     t = time.perf_counter()
@@ -114,6 +140,11 @@ def part_a(args, work: Path):
         m, lo, same, _ = score(subs, [x.labels for x in res.subjects], [x.subject.usable for x in res.subjects])
         print(f"qmri analyse ({label}, in-process, features on the ROI grid): {dt:.1f} s; ARI mean {m:.3f} "
               f"min {lo:.3f}; same meaning: {same}")
+    if not args.skip_habit and not habit_available():
+        label, make = habit_studies(args.seed)[0]
+        k, m, lo, same, dt = run_habit(make, habit_cohort(feats), subs, [x.usable for x in feats])
+        print(f"{label} (in-process, the same arrays): {dt:.1f} s; k = {k}; ARI mean {m:.3f} min {lo:.3f}; "
+              f"same meaning: {same}")
 
 
 QMRI_CASES = (
@@ -173,9 +204,34 @@ def habit_studies(seed):
     )
 
 
-def part_b(args, work: Path):
+def run_habit(make, cohort, subs, usables):
+    """Fit and label ``cohort`` with the HABIT study ``make()`` (single-threaded BLAS/OpenMP, as qmri);
+    return k, ARI mean and min, same meaning, seconds."""
     from threadpoolctl import threadpool_limits
 
+    t = time.perf_counter()
+    with warnings.catch_warnings(), threadpool_limits(limits=1):
+        warnings.simplefilter("ignore")
+        res = make().fit_predict(cohort)
+    dt = time.perf_counter() - t
+    maps = [np.asarray(hm.label_array).T for hm in res.habitat_maps]
+    m, lo, same, _ = score(subs, maps, usables)
+    return (res.habitat_model.n_habitats if res.habitat_model is not None else -1), m, lo, same, dt
+
+
+def habit_available() -> str:
+    """'' when HABIT imports, else why not."""
+    import os
+
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    try:
+        import habit.recipes  # noqa: F401
+    except ImportError as exc:
+        return f"cannot import habitat-analysis ({exc}); install with pip install habitat-analysis"
+    return ""
+
+
+def part_b(args, work: Path):
     from qmri.habitats import analyse
 
     print(f"\n== B. side by side: {args.habit_subjects} subjects x ~{args.habit_voxels} ROI voxels (in-process, the "
@@ -194,24 +250,13 @@ def part_b(args, work: Path):
         print(f"{label:45s} {res.model.k:3d} {m:9.3f} {lo:8.3f} {str(same):>13s} {dt:8.1f}")
     if args.skip_habit:
         return rows
-    try:
-        import habit  # noqa: F401
-    except ImportError as exc:
-        print(f"HABIT not run: cannot import habit-analysis ({exc}); install with pip install habitat-analysis")
+    why = habit_available()
+    if why:
+        print(f"HABIT not run: {why}")
         return rows
-    import os
-
-    os.environ.setdefault("TQDM_DISABLE", "1")
     cohort = habit_cohort(feats)
     for label, make in habit_studies(args.seed):
-        t = time.perf_counter()
-        with warnings.catch_warnings(), threadpool_limits(limits=1):
-            warnings.simplefilter("ignore")
-            res = make().fit_predict(cohort)
-        dt = time.perf_counter() - t
-        maps = [np.asarray(hm.label_array).T for hm in res.habitat_maps]
-        m, lo, same, _ = score(subs, maps, usables)
-        k = res.habitat_model.n_habitats if res.habitat_model is not None else -1
+        k, m, lo, same, dt = run_habit(make, cohort, subs, usables)
         rows[label] = (m, dt)
         print(f"{label:45s} {k:3d} {m:9.3f} {lo:8.3f} {str(same):>13s} {dt:8.1f}")
     base = rows[QMRI_CASES[0][0]]

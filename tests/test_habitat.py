@@ -335,3 +335,31 @@ def test_habitat_package_imports_no_fitting_code():
             "'torch', 'numba'))]; print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_normalisations_and_model_file_round_trip(subjects, tmp_path):
+    from qmri.errors import QMRIInputError
+    from qmri.habitats.model import HabitatModel
+    from qmri.habitats.normalise import normalise, population_statistics
+
+    x = subjects[0].values
+    z = normalise(x, "zscore", ["D", "f", "K"])
+    np.testing.assert_allclose(z.mean(axis=0), 0, atol=1e-12)
+    np.testing.assert_allclose(z.std(axis=0), 1, rtol=1e-12)
+    r = normalise(x, "robust", ["D", "f", "K"])
+    q1, med, q3 = np.percentile(r, [25, 50, 75], axis=0)
+    np.testing.assert_allclose(med, 0, atol=1e-12)
+    np.testing.assert_allclose(q3 - q1, 1, rtol=1e-12)
+    pop = population_statistics([s.values for s in subjects])
+    p = normalise(x, "population", ["D", "f", "K"], population=pop)
+    np.testing.assert_allclose(p, (x - np.array(pop["mean"])) / np.array(pop["sd"]))
+    with pytest.raises(QMRIInputError, match="constant"):
+        normalise(np.ones((10, 2)), "zscore", ["a", "b"])
+    res = analyse(subjects, k=3, method="gmm", normalise="population")
+    res.model.save(tmp_path / "m.json")
+    back = HabitatModel.load(tmp_path / "m.json")
+    assert back.population == res.model.population and back.settings == res.model.settings
+    for a, b in ((back.mixture.means, res.model.mixture.means), (back.mixture.covariances, res.model.mixture.covariances),
+                 (back.mixture.weights, res.model.mixture.weights)):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(back.label(subjects[2]), res.subjects[2].labels)

@@ -124,7 +124,7 @@ def fit_model(subjects, settings: dict) -> tuple[HabitatModel, list, list]:
             raise QMRIInputError(f"subject {x.id}: the ROI has {x.values.shape[0]} usable voxels, fewer than k = {k}")
     mixture = fit_mixture(samples, k, s["method"], s["seed"])
     if s["spatial"] == "mrf":
-        mixture = refine(mixture, zs, contexts, s["beta"])
+        mixture = refine(mixture, zs, contexts, s["beta"], s["seed"])
     mixture = mixture.permuted(habitat_order(mixture.means, names, s["order_by"]))
     s["k"] = k
     model = HabitatModel(names, units, s, mixture, population=population,

@@ -29,8 +29,8 @@ K_RANGE = (2, 8)
 #: Rows the scan fits (random subset of the pooled samples).
 SCAN_SAMPLES = 20_000
 #: Rows the silhouette and the BIC mixture are computed on.
-SILHOUETTE_SAMPLES = 3_000
-BIC_SAMPLES = 10_000
+SILHOUETTE_SAMPLES = 2_000
+BIC_SAMPLES = 5_000
 #: Starts of each fit in the scan (the final fit of the chosen k has its own).
 SCAN_RESTARTS = 2
 RULE = "highest silhouette (ties: smaller k); Calinski-Harabasz and BIC reported"

@@ -29,6 +29,8 @@ REG_COVAR = 1e-6
 MIN_VARIANCE = 1e-12
 #: Cohort refinement rounds of the ``mrf`` spatial model.
 REFINE_ROUNDS = 2
+#: Voxels the refinement sees at most (whole subjects drawn at random beyond that).
+MAX_REFINE_VOXELS = 200_000
 
 
 @dataclass
@@ -166,9 +168,16 @@ def subsample(x: np.ndarray, n_max: int, seed: int) -> np.ndarray:
     return x[idx]
 
 
-def refine(mixture: Mixture, zs, graphs, beta: float, rounds: int = REFINE_ROUNDS) -> Mixture:
-    """Cohort refinement of ``mixture`` under the MRF: ``rounds`` × (label every subject, re-estimate
-    the classes from the pooled posteriors)."""
+def refine(mixture: Mixture, zs, graphs, beta: float, seed: int = 0, rounds: int = REFINE_ROUNDS) -> Mixture:
+    """Cohort refinement of ``mixture`` under the MRF: ``rounds`` × (label the subjects, re-estimate the
+    classes from the pooled posteriors). Cohorts of more than :data:`MAX_REFINE_VOXELS` voxels are
+    refined on a random subset of whole subjects (drawn with ``seed``) holding about that many."""
+    keep = np.arange(len(zs))
+    sizes = np.array([z.shape[0] for z in zs])
+    if sizes.sum() > MAX_REFINE_VOXELS:
+        keep = np.random.default_rng(seed).permutation(len(zs))
+        keep = np.sort(keep[: max(1, int(np.searchsorted(np.cumsum(sizes[keep]), MAX_REFINE_VOXELS)))])
+    zs, graphs = [zs[i] for i in keep], [graphs[i] for i in keep]
     pooled = np.concatenate(zs)
     for _ in range(int(rounds)):
         q = np.concatenate([spatial.mean_field(mixture.loglik(z), g, beta) for z, g in zip(zs, graphs)])

@@ -48,9 +48,11 @@ def neighbour_graph(usable: np.ndarray, voxel_mm) -> "scipy.sparse.csr_matrix":
 
 
 def softmax(a: np.ndarray) -> np.ndarray:
-    """Row-wise softmax of (n, k) scores."""
-    e = np.exp(a - a.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
+    """Row-wise softmax of (n, k) scores (computed in a new array)."""
+    e = a - a.max(axis=1, keepdims=True)
+    np.exp(e, out=e)
+    e /= e.sum(axis=1, keepdims=True)
+    return e
 
 
 def mean_field(loglik: np.ndarray, graph, beta: float, iterations: int = MRF_ITERATIONS) -> np.ndarray:
