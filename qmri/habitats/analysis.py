@@ -17,7 +17,7 @@ from qmri.habitats import spatial
 from qmri.habitats.choose_k import K_RANGE, scan_k
 from qmri.habitats.clustering import METHODS, fit_mixture, refine
 from qmri.habitats.features import check_same_features
-from qmri.habitats.model import HabitatModel
+from qmri.habitats.model import HabitatModel, spatial_context
 from qmri.habitats.normalise import NORMALISATIONS, normalise, population_statistics
 from qmri.habitats.ordering import habitat_order
 from qmri.habitats.statistics import habitat_statistics
@@ -105,8 +105,7 @@ def fit_model(subjects, settings: dict) -> tuple[HabitatModel, list, list]:
     habitat_order(np.zeros((1, len(names))), names, s["order_by"])  # checks the name before any work
     population = population_statistics([x.values for x in subjects]) if s["normalise"] == "population" else None
     zs = [normalise(x.values, s["normalise"], names, population=population, who=x.id) for x in subjects]
-    draft = HabitatModel(names, units, s, mixture=None, population=population)
-    contexts = [draft.context(x, z) for x, z in zip(subjects, zs)]
+    contexts = [spatial_context(s, x, z) for x, z in zip(subjects, zs)]
     if s["spatial"] == "supervoxels":
         samples = np.concatenate([spatial.segment_means(z, c) for z, c in zip(zs, contexts)])
         scan_samples = samples

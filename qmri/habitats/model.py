@@ -28,6 +28,17 @@ from qmri.habitats.normalise import normalise
 MODEL_FORMAT = 1
 
 
+def spatial_context(settings: dict, subject, z: np.ndarray):
+    """What the spatial model of ``settings`` needs for ``subject`` (normalised features ``z``): its
+    neighbour graph (``mrf``), its supervoxels (``supervoxels``) or None (``none``)."""
+    if settings["spatial"] == "mrf":
+        return spatial.neighbour_graph(subject.usable, subject.voxel_mm)
+    if settings["spatial"] == "supervoxels":
+        return spatial.supervoxels(z, subject.usable, subject.voxel_mm, size=settings["supervoxel_size"],
+                                   compactness=settings["compactness"])
+    return None
+
+
 @dataclass
 class HabitatModel:
     """A fitted habitat model.
@@ -79,17 +90,6 @@ class HabitatModel:
         return normalise(subject.values, self.settings["normalise"], self.names, population=self.population,
                          who=subject.id)
 
-    def context(self, subject, z: np.ndarray):
-        """What the spatial model needs for ``subject``: its neighbour graph (``mrf``), its
-        supervoxels (``supervoxels``) or None."""
-        s = self.settings
-        if s["spatial"] == "mrf":
-            return spatial.neighbour_graph(subject.usable, subject.voxel_mm)
-        if s["spatial"] == "supervoxels":
-            return spatial.supervoxels(z, subject.usable, subject.voxel_mm, size=s["supervoxel_size"],
-                                       compactness=s["compactness"])
-        return None
-
     def label(self, subject, *, z: np.ndarray | None = None, context=None) -> np.ndarray:
         """Habitat map of ``subject`` (uint8, shape of its ROI grid): 0 outside the usable ROI voxels,
         1..k inside.
@@ -111,7 +111,7 @@ class HabitatModel:
             raise QMRIInputError(f"subject {subject.id}: the ROI has {n} usable voxels, fewer than k = {self.k}")
         z = self.normalised(subject) if z is None else z
         if context is None:
-            context = self.context(subject, z)
+            context = spatial_context(self.settings, subject, z)
         s = self.settings
         if s["spatial"] == "supervoxels":
             lab = self.mixture.loglik(spatial.segment_means(z, context)).argmax(axis=1)[context]

@@ -21,7 +21,7 @@ SPATIAL = ("mrf", "supervoxels", "none")
 MRF_ITERATIONS = 10
 
 
-def neighbour_graph(usable: np.ndarray, voxel_mm) -> "scipy.sparse.csr_matrix":
+def neighbour_graph(usable: np.ndarray, voxel_mm):
     """Sparse (n, n) weights between usable voxels (C order) that touch (26-neighbourhood).
 
     The weight of a neighbour is ``min(voxel_mm) / distance`` (1 for the nearest neighbours), so that
