@@ -26,6 +26,11 @@ def neighbour_graph(usable: np.ndarray, voxel_mm):
 
     The weight of a neighbour is ``min(voxel_mm) / distance`` (1 for the nearest neighbours), so that
     anisotropic voxels couple less across the coarse axis.
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix, shape (n, n)
+        n = number of usable voxels; symmetric, zero diagonal.
     """
     from scipy import sparse
 
