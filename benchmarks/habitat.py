@@ -75,7 +75,7 @@ def simulate_and_fit(n, voxels, seed, work: Path):
     for i in range(n):
         t = time.perf_counter()
         s = habitat_subject(i, voxels=voxels, seed=seed)
-        write_subject(work / "phantom", s)
+        write_subject(work / "phantom", s, force=True)
         t_sim += time.perf_counter() - t
         t = time.perf_counter()
         fit_subject(s, work / "fit" / s.id, force=True)

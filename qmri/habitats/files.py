@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from qmri import __version__
-from qmri.errors import OutputExistsError, QMRIInputError
+from qmri.errors import QMRIInputError
+from qmri.resultset import refuse_existing
 
 SUBJECT_OUTPUTS = ("habitats.nii.gz", "habitats.json", "habitats.csv")
 FIGURE = "habitats.png"
@@ -139,20 +140,16 @@ def habitats_from_files(*, out_dir, maps=None, mask=None, cohort=None, model=Non
         k_auto = False
     else:
         k_auto = resolve_settings(settings)["k"] == "auto"
-    targets = planned_outputs(out_dir, [r[0] for r in rows], cohort=is_cohort, plot=plot, k_table=k_auto,
-                              save_model=save_model)
-    if not force:
-        existing = [p for p in targets if p.exists()]
-        if existing:
-            raise OutputExistsError(f"{existing[0]} exists ({len(existing)} output file(s) in all); "
-                                    "use --force to overwrite")
+    refuse_existing(planned_outputs(out_dir, [r[0] for r in rows], cohort=is_cohort, plot=plot, k_table=k_auto,
+                                    save_model=save_model), force)
     subjects = [load_subject(sid, m, srcs, resample=resample) for sid, m, srcs in rows]
     if on_start is not None:
         n = sum(x.values.shape[0] for x in subjects)
         on_start(f"{len(subjects)} subject(s), {n} voxels, features {', '.join(subjects[0].names)}"
                  + (f"; model {model}" if model is not None else ""))
     result = analyse(subjects, model=fitted_model, **settings)
-    written = write_outputs(result, out_dir, cohort=is_cohort, plot=plot, model_path=model or save_model)
+    written = write_outputs(result, out_dir, cohort=is_cohort, plot=plot, force=force,
+                            model_path=model or save_model)
     if save_model is not None:
         written.append(result.model.save(save_model, force=force))
     return HabitatOutcome(result, written, time.perf_counter() - t0, is_cohort)
@@ -190,37 +187,42 @@ def subject_record(r, model, model_path=None) -> dict:
     }
 
 
-def write_outputs(result, out_dir, *, cohort: bool, plot: bool, model_path=None) -> list[Path]:
-    """Write every subject's outputs, the cohort table and the k table (atomic writes)."""
+def write_outputs(result, out_dir, *, cohort: bool, plot: bool, force: bool = False, model_path=None) -> list[Path]:
+    """Write every subject's outputs, the cohort table and the k table: the files of each folder as
+    one :class:`qmri.resultset.ResultSet` (all of them or none, even if the process is killed)."""
     from qmri import io
     from qmri.habitats.statistics import cohort_row, habitat_table, rows_to_csv
+    from qmri.resultset import ResultSet
 
-    written = []
     model = result.model
+    writers = {}  # final path -> function(path to write)
     for r in result.subjects:
-        x = r.subject
-        d = subject_dir(out_dir, x.id, cohort)
-        io.write_map(d / "habitats.nii.gz", r.labels, affine=x.affine, header=x.header, dtype=np.uint8,
-                     intent=f"habitats 1..{model.k}")
-        io.write_json(d / "habitats.json", subject_record(r, model, model_path))
-        io.write_text(d / "habitats.csv", habitat_table(r.stats, x.names))
-        written += [d / name for name in SUBJECT_OUTPUTS]
+        d = subject_dir(out_dir, r.subject.id, cohort)
+        writers[d / "habitats.nii.gz"] = lambda p, r=r: io.write_map(
+            p, r.labels, affine=r.subject.affine, header=r.subject.header, dtype=np.uint8,
+            intent=f"habitats 1..{model.k}")
+        writers[d / "habitats.json"] = lambda p, r=r: io.write_json(p, subject_record(r, model, model_path))
+        writers[d / "habitats.csv"] = lambda p, r=r: io.write_text(p, habitat_table(r.stats, r.subject.names))
         if plot:
             from qmri.habitats.figures import habitat_figure
 
-            habitat_figure(r, d / FIGURE)
-            written.append(d / FIGURE)
+            writers[d / FIGURE] = lambda p, r=r: habitat_figure(r, p)
     if cohort:
         rows = [cohort_row(r.subject.id, r.stats, r.subject.names, r.subject.n_dropped) for r in result.subjects]
-        io.write_text(Path(out_dir) / COHORT_TABLE, rows_to_csv(rows))
-        written.append(Path(out_dir) / COHORT_TABLE)
+        writers[Path(out_dir) / COHORT_TABLE] = lambda p: io.write_text(p, rows_to_csv(rows))
     if result.fitted and model.k_selection is not None:
         from qmri.habitats.choose_k import KScan
 
         scan = KScan(model.k_selection["rows"], model.k_selection["chosen"])
-        io.write_text(Path(out_dir) / K_TABLE, scan.table())
-        written.append(Path(out_dir) / K_TABLE)
-    return written
+        writers[Path(out_dir) / K_TABLE] = lambda p: io.write_text(p, scan.table())
+    folders = {}
+    for path in writers:
+        folders.setdefault(path.parent, []).append(path)
+    for folder, paths in folders.items():
+        with ResultSet(folder, [p.name for p in paths], force=force) as rs:
+            for p in paths:
+                writers[p](rs.path(p.name))
+    return list(writers)
 
 
 def summary(outcome: HabitatOutcome) -> str:

@@ -142,12 +142,11 @@ class HabitatModel:
             The file exists and ``force`` is False.
         """
         from qmri import io
-        from qmri.errors import OutputExistsError
+        from qmri.resultset import ResultSet
 
         path = Path(path)
-        if path.exists() and not force:
-            raise OutputExistsError(f"{path} exists; use --force to overwrite")
-        io.write_json(path, self.to_dict())
+        with ResultSet(path.parent, [path.name], force=force) as rs:
+            io.write_json(rs.path(path.name), self.to_dict())
         return path
 
     @classmethod

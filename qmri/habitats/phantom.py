@@ -339,23 +339,34 @@ def planned_files(out_dir, n_subjects: int) -> list[Path]:
     return paths
 
 
-def write_subject(out_dir, s: HabitatSubject) -> None:
-    """Write one subject's files (:data:`SUBJECT_FILES`) into ``<out_dir>/<id>/`` (atomic writes)."""
+def write_subject(out_dir, s: HabitatSubject, *, force: bool = False) -> None:
+    """Write one subject's files (:data:`SUBJECT_FILES`) into ``<out_dir>/<id>/`` as one result set
+    (:class:`qmri.resultset.ResultSet`: all of them or none).
+
+    Raises
+    ------
+    OutputExistsError
+        A target exists and ``force`` is False.
+    """
     from qmri import io
+    from qmri.resultset import ResultSet
     from qmri.simulate import bval_text
 
-    d = Path(out_dir) / s.id
-    io.write_map(d / "dwi.nii.gz", s.dwi, affine=s.dwi_affine)
-    io.write_text(d / "dwi.bval", bval_text(s.bvals))
-    io.write_map(d / "roi.nii.gz", s.roi, affine=s.dwi_affine, dtype=np.uint8, intent="tumour ROI")
-    io.write_map(d / "labels.nii.gz", s.labels, affine=s.dwi_affine, dtype=np.uint8, intent="true sub-regions")
     units = definition()["units"]
-    for k in TRUTH_WRITTEN:
-        io.write_map(d / f"truth_{k}.nii.gz", s.truth[k], affine=s.dwi_affine, intent=f"{k} ({units[k]})")
-    io.write_map(d / "dce.nii.gz", s.dce, affine=s.dce_affine)
-    io.write_map(d / "dce_mask.nii.gz", s.dce_mask, affine=s.dce_affine, dtype=np.uint8, intent="DCE fit mask")
-    io.write_text(d / "dce_times.txt", "\n".join(f"{v:g}" for v in s.times) + "\n")
-    io.write_text(d / "dce_aif.csv", "time_s,cp_mM\n" + "".join(f"{a:g},{b:.8g}\n" for a, b in zip(s.times, s.aif)))
+    with ResultSet(Path(out_dir) / s.id, SUBJECT_FILES, force=force) as rs:
+        io.write_map(rs.path("dwi.nii.gz"), s.dwi, affine=s.dwi_affine)
+        io.write_text(rs.path("dwi.bval"), bval_text(s.bvals))
+        io.write_map(rs.path("roi.nii.gz"), s.roi, affine=s.dwi_affine, dtype=np.uint8, intent="tumour ROI")
+        io.write_map(rs.path("labels.nii.gz"), s.labels, affine=s.dwi_affine, dtype=np.uint8,
+                     intent="true sub-regions")
+        for k in TRUTH_WRITTEN:
+            io.write_map(rs.path(f"truth_{k}.nii.gz"), s.truth[k], affine=s.dwi_affine, intent=f"{k} ({units[k]})")
+        io.write_map(rs.path("dce.nii.gz"), s.dce, affine=s.dce_affine)
+        io.write_map(rs.path("dce_mask.nii.gz"), s.dce_mask, affine=s.dce_affine, dtype=np.uint8,
+                     intent="DCE fit mask")
+        io.write_text(rs.path("dce_times.txt"), "\n".join(f"{v:g}" for v in s.times) + "\n")
+        io.write_text(rs.path("dce_aif.csv"),
+                      "time_s,cp_mM\n" + "".join(f"{a:g},{b:.8g}\n" for a, b in zip(s.times, s.aif)))
 
 
 def write_habitat_phantom(out_dir, *, subjects: int = 4, voxels: int | None = None, seed: int = 0,
@@ -372,21 +383,21 @@ def write_habitat_phantom(out_dir, *, subjects: int = 4, voxels: int | None = No
         Bad ``subjects`` or ``voxels``.
     """
     from qmri import io
-    from qmri.workflows.job import refuse_overwrite
+    from qmri.resultset import ResultSet, refuse_existing
 
     if int(subjects) < 1:
         raise QMRIInputError(f"--subjects must be at least 1, got {subjects}")
-    refuse_overwrite(planned_files(out_dir, int(subjects)), force)
+    refuse_existing(planned_files(out_dir, int(subjects)), force)
     subs = habitat_phantom(subjects, voxels=voxels, seed=seed)
     d = definition()
     for s in subs:
-        write_subject(out_dir, s)
-    out = Path(out_dir)
-    io.write_json(out / "habitat_phantom.json", {
-        "name": d["name"], "description": d["description"], "source": d["source"], "units": d["units"],
-        "regions": d["regions"], "labels": {str(i + 1): r["name"] for i, r in enumerate(d["regions"])},
-        "seed": seed, "subjects": [s.summary() for s in subs], "dwi": d["dwi"], "dce": d["dce"]})
-    io.write_text(out / "cohort.csv", cohort_rows(subs))
+        write_subject(out_dir, s, force=force)
+    with ResultSet(out_dir, ["habitat_phantom.json", "cohort.csv"], force=force) as rs:
+        io.write_json(rs.path("habitat_phantom.json"), {
+            "name": d["name"], "description": d["description"], "source": d["source"], "units": d["units"],
+            "regions": d["regions"], "labels": {str(i + 1): r["name"] for i, r in enumerate(d["regions"])},
+            "seed": seed, "subjects": [s.summary() for s in subs], "dwi": d["dwi"], "dce": d["dce"]})
+        io.write_text(rs.path("cohort.csv"), cohort_rows(subs))
     return subs
 
 
