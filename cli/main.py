@@ -1,4 +1,4 @@
-"""``qmri`` console script: one fitting subcommand per model declaration, plus ``phantom`` and ``demo``.
+"""``qmri`` console script: one fitting subcommand per model declaration, plus ``habitat``, ``phantom`` and ``demo``.
 
 The fitting subcommands are generated (:mod:`qmri.cli.fit`) from :data:`qmri.models.COMMANDS`:
 adding a model module registers its command, phantom and demo part; nothing here names a model.
@@ -14,7 +14,7 @@ from qmri.cli.options import Parser
 from qmri.errors import QMRIInputError
 
 #: Commands other than the fitting commands (each module has ``add_parser``), after them in ``--help``.
-COMMANDS = ["phantom", "demo"]
+COMMANDS = ["habitat", "phantom", "demo"]
 
 
 def build_parser() -> Parser:

@@ -7,6 +7,7 @@ new model's row appears by running this, never by editing the table by hand.
 
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
 
@@ -14,8 +15,10 @@ START, END = "<!-- commands -->", "<!-- /commands -->"
 
 
 def commands_table() -> str:
-    """Markdown table: one row per fitting command (usage, outputs with units, methods), then
-    ``phantom`` and ``demo``."""
+    """Markdown table: one row per fitting command (usage, outputs with units, methods), then the other
+    commands that declare ``USAGE`` and ``SUMMARY`` (``habitat``), the phantoms and ``demo``."""
+    from qmri.cli.main import COMMANDS as MAIN_COMMANDS
+    from qmri.cli.phantom import OTHER_PHANTOMS
     from qmri.models import COMMANDS
     from qmri.workflows import WORKFLOWS
 
@@ -30,8 +33,15 @@ def commands_table() -> str:
         methods = ", ".join(f"`{m}`" for m in sorted(cls.methods, key=lambda k: k != cls.default_method))
         rows.append(f"| {usage} | {cls.summary} | {methods} |")
     phantoms = "\\|".join(cls.command for cls in COMMANDS.values() if cls.has_phantom())
+    for name in MAIN_COMMANDS:  # other commands that declare a table row
+        module = importlib.import_module(f"qmri.cli.{name}")
+        if hasattr(module, "USAGE"):
+            rows.append(f"| `{module.USAGE}` | {module.SUMMARY} | |")
     rows.append(f"| `qmri phantom {phantoms} --out-dir OUT [--snr S]` | phantoms (digital reference objects) with "
                 "ground truth | |")
+    for module in map(importlib.import_module, OTHER_PHANTOMS):
+        flags = " ".join(f"[{o.cli_flag} {o.name.upper()}]" for o in module.PHANTOM_OPTIONS)
+        rows.append(f"| `qmri phantom {module.PHANTOM_NAME} --out-dir OUT {flags}` | {module.PHANTOM_HELP} | |")
     rows.append("| `qmri demo [--out-dir demo_out] [--force]` | every phantom, every method: accuracy and speed | |")
     return "\n".join(rows)
 

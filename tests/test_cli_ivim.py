@@ -182,3 +182,4 @@ def test_demo_runs(tmp_path, capsys):
     assert code == 0, err
     assert "NRMSE" in stdout and "lsq" in stdout and "segmented" in stdout
     assert (tmp_path / "demo" / "ivim" / "lsq" / "maps.png").exists()
+    assert "HABITAT" in stdout and (tmp_path / "demo" / "habitat" / "habitats" / "sub-01" / "habitats.png").exists()

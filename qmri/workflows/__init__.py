@@ -8,6 +8,7 @@ module             holds
 ``dce``            the DCE pipeline: :func:`fit_dce` (arrays) and its file workflow
 ``vfa``            variable-flip-angle T1 mapping with an optional B1 map
 ``demo``           the phantom fits of ``qmri demo``
+``habitat_demo``   the habitat part of ``qmri demo`` (phantom series fitted, then clustered)
 =================  ============================================================================
 """
 
