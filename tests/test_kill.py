@@ -43,7 +43,10 @@ def _wait_for(proc, condition, timeout=120.0):
 def _written(out: Path, n: int):
     """True once ``n`` files (hidden and staged ones included) exist under ``out``."""
     def cond():
-        return out.exists() and sum(1 for p in out.rglob("*") if p.is_file()) >= n
+        try:  # the run moves and removes files while we count them
+            return out.exists() and sum(1 for p in out.rglob("*") if p.is_file()) >= n
+        except FileNotFoundError:
+            return False
     return cond
 
 
