@@ -181,19 +181,13 @@ POPULATION_AIFS = {"parker": parker, "georgiou": georgiou, "preclinical": precli
 #: Finest spacing (s) of the grid a population AIF is sampled on for the convolution: this, or a
 #: tenth of the shortest frame interval when that is shorter.
 POPULATION_STEP = 0.5
-#: Largest departure (relative to the peak) of the piecewise-linear population AIF from the
-#: curve at the fine grid's points once the samples a straight line reproduces are dropped.
-POPULATION_RTOL = 1e-4
-
-
-def population_samples(name, t, *, hct=DEFAULT_HCT, delay=0.0, step=None, rtol=POPULATION_RTOL):
+def population_samples(name, t, *, hct=DEFAULT_HCT, delay=0.0, step=None):
     """A population AIF sampled finely enough for the convolution, on its own grid.
 
     The curve is evaluated every ``step`` s (default: :data:`POPULATION_STEP`, or a tenth of the
     shortest frame interval when that is shorter) from the first to the last frame, its start
-    (``delay``) included; then samples are dropped wherever the straight line between the kept
-    neighbours stays within ``rtol`` × peak of every fine sample (the bolus keeps its fine
-    sampling, the slow washout needs few points).
+    (``delay``) included. (:class:`qmri.models.dce.DCE` then leaves out of its convolution grid the
+    samples a straight line reproduces, so the smooth washout costs little.)
 
     Parameters
     ----------
@@ -204,8 +198,6 @@ def population_samples(name, t, *, hct=DEFAULT_HCT, delay=0.0, step=None, rtol=P
         As :func:`parker` (``preclinical`` is returned unchanged, as published, whatever ``hct``).
     step : float, optional
         Spacing of the fine grid in s.
-    rtol : float
-        Tolerance of the thinning, relative to the peak (0 keeps every fine sample).
 
     Returns
     -------
@@ -232,16 +224,17 @@ def population_samples(name, t, *, hct=DEFAULT_HCT, delay=0.0, step=None, rtol=P
         grid = np.union1d(grid, [float(delay)])
     fn = POPULATION_AIFS[name]
     c = fn(grid, delay=delay) if name == "preclinical" else fn(grid, hct=hct, delay=delay)
-    keep = thin(grid, c, rtol * float(np.max(np.abs(c))) if c.size else 0.0)
-    return grid[keep], c[keep]
+    return grid, c
 
 
 def thin(t, c, tol):
     """Indices of the samples to keep so that linear interpolation through them departs from every
     sample by at most ``tol`` (greedy: each segment is made as long as the tolerance allows; the
-    first and last samples are always kept)."""
-    t = np.asarray(t, dtype=np.float64)
-    c = np.asarray(c, dtype=np.float64)
+    first and last samples are always kept; ``tol <= 0`` keeps every sample)."""
+    return _thin(np.asarray(t, dtype=np.float64), np.asarray(c, dtype=np.float64), float(tol))
+
+
+def _thin(t, c, tol):
     n = t.size
     if n <= 2 or tol <= 0:
         return np.arange(n)
