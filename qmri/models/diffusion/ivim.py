@@ -34,6 +34,7 @@ from __future__ import annotations
 import numpy as np
 
 from qmri.errors import QMRIInputError
+from qmri.fitting.linalg import quality_from_ssr
 from qmri.fitting.lm import LMOptions
 from qmri.fitting.result import STATUS_CONVERGED, STATUS_FAILED, FitResult
 from qmri.jit import FASTMATH, njit, prange
@@ -261,15 +262,7 @@ def _segmented_voxel(b, y, high, nh, lo, hi, wls_iters, n_grid, golden_iters, zl
     p[2] = D
     p[3] = min(max(Ds, lo[3]), hi[3])
     status[v] = STATUS_CONVERGED
-    mean = 0.0
-    for i in range(m):
-        mean += y[i]
-    mean /= m
-    sst = 0.0
-    for i in range(m):
-        sst += (y[i] - mean) ** 2
-    rmse[v] = np.sqrt(cs / m)
-    r2[v] = 1.0 - cs / sst if sst > 0.0 else np.nan
+    rmse[v], r2[v] = quality_from_ssr(y, cs)
     if nh < 2:
         status[v] = STATUS_FAILED
 
@@ -359,15 +352,7 @@ def _plateau_batch(b, Y, P, lo, hi, tol, n_grid, moved, rmse, r2):
         p[1] = best[1]
         p[3] = np.exp(good)
         moved[v] = True
-        mean = 0.0
-        for i in range(m):
-            mean += y[i]
-        mean /= m
-        sst = 0.0
-        for i in range(m):
-            sst += (y[i] - mean) ** 2
-        rmse[v] = np.sqrt(cbest / m)
-        r2[v] = 1.0 - cbest / sst if sst > 0.0 else np.nan
+        rmse[v], r2[v] = quality_from_ssr(y, cbest)
 
 
 def dstar_plateau(bvals, Yn, P, lower, upper, tol=PLATEAU_TOL, n_grid=PLATEAU_GRID):
