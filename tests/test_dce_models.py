@@ -254,8 +254,8 @@ def _continuous_etm(t, truth, aif):
 
 def test_aif_keeps_its_own_time_resolution():
     """Frames every 3.4 s, an AIF known every 0.5 s, fast exchange and a fitted delay: on the AIF's own
-    grid the fit recovers the continuous model's parameters (measured: Ktrans 0.3990, ve 0.0999, vp
-    0.0502, delay 2.307 s; interpolated onto the frames, the AIF's peak was missed: Ktrans 0.359,
+    grid the fit recovers the continuous model's parameters (measured: Ktrans 0.3994, ve 0.0998, vp
+    0.0501, delay 2.306 s; interpolated onto the frames, the AIF's peak was missed: Ktrans 0.359,
     ve 0.094, vp 0.056, delay 2.54 s)."""
     from qmri.models.dce.aif import parker
     from qmri.workflows import fit_dce
@@ -269,3 +269,21 @@ def test_aif_keeps_its_own_time_resolution():
     assert maps["ve"][0] == pytest.approx(truth["ve"], rel=5e-3)
     assert maps["vp"][0] == pytest.approx(truth["vp"], rel=1e-2)
     assert maps["delay"][0] == pytest.approx(truth["delay"], abs=0.05)
+
+
+def test_thinned_aif_reproduces_every_sample_within_its_tolerance():
+    from qmri.models.dce.aif import parker, population_samples, thin
+
+    ta, ca = population_samples("parker", np.arange(0.0, 300.0, 3.4), delay=20.0)
+    assert np.diff(ta).max() <= 0.34 + 1e-12 and 20.0 in ta
+    np.testing.assert_allclose(ca, parker(ta, delay=20.0))
+    rng = np.random.default_rng(0)
+    for c, tol in ((ca, 1e-4 * ca.max()), (ca + rng.normal(0, 0.01, ca.size), 1e-3)):
+        keep = thin(ta, c, tol)
+        assert keep[0] == 0 and keep[-1] == ta.size - 1 and keep.size < ta.size
+        assert np.max(np.abs(np.interp(ta, ta[keep], c[keep]) - c)) <= tol * (1 + 1e-12)
+    full = DCE(np.arange(0.0, 300.0, 3.4), ca, "etm", aif_times=ta, aif_rtol=0.0)
+    thinned = DCE(np.arange(0.0, 300.0, 3.4), ca, "etm", aif_times=ta)
+    assert thinned.acq.shape[1] < full.acq.shape[1] / 2
+    truth = dict(Ktrans=0.4, ve=0.1, vp=0.05)
+    np.testing.assert_allclose(thinned.concentration(truth), full.concentration(truth), atol=1e-4 * ca.max())

@@ -220,8 +220,12 @@ def population_samples(name, t, *, hct=DEFAULT_HCT, delay=0.0, step=None):
         step = min(POPULATION_STEP, float(gaps.min()) / 10.0) if gaps.size else POPULATION_STEP
     n = max(int(np.ceil((t1 - t0) / step)), 1)
     grid = t0 + (t1 - t0) * np.arange(n + 1) / n
-    if t0 < delay < t1:
-        grid = np.union1d(grid, [float(delay)])
+    if t0 < delay < t1:  # the start of the curve is a sample (a point within 1e-6 s is moved onto it)
+        near = int(np.argmin(np.abs(grid - delay)))
+        if abs(grid[near] - delay) <= 1e-6:
+            grid[near] = float(delay)
+        else:
+            grid = np.union1d(grid, [float(delay)])
     fn = POPULATION_AIFS[name]
     c = fn(grid, delay=delay) if name == "preclinical" else fn(grid, hct=hct, delay=delay)
     return grid, c
