@@ -52,7 +52,7 @@ def scipy_fit(model, Y, p0, lower, upper):
     spec = model.spec
     acq = model.acq
     cov = np.empty(0)
-    out = np.empty(acq.shape[0])
+    out = np.empty(spec.n_measurements(acq))
     signal = spec.signal.dispatcher  # the compiled forward model
 
     def f(_t, *p):
@@ -77,7 +77,7 @@ def run(name, vp, args, rng):
     conc = ph.images["dce_conc"]
     mask = ph.mask
     n = int(mask.sum())
-    model = DCE(t, np.asarray(ph.acquisition["aif"]), name)
+    model = DCE(t, np.asarray(ph.acquisition["aif"]), name, aif_times=np.asarray(ph.acquisition["aif_times"]))
     Y = np.ascontiguousarray(conc[mask])
     truth = {k: ph.truth[k][mask] for k in ("Ktrans", "ve", "vp")}
     model.fit(Y[:256])  # compile before timing

@@ -47,16 +47,23 @@ def cholesky_solve(A, b, x, L, n):
 
 
 @njit(cache=True)
-def fit_quality(y, f):
-    """(rmse, r2) of the fitted signal ``f`` against the measured ``y`` (both (m,))."""
+def quality_from_ssr(y, ssr):
+    """(rmse, r2) of a fit to the measured ``y`` (m,) with residual sum of squares ``ssr``."""
     m = y.shape[0]
     mean = 0.0
     for i in range(m):
         mean += y[i]
     mean /= m
-    ssr = 0.0
     sst = 0.0
     for i in range(m):
-        ssr += (f[i] - y[i]) ** 2
         sst += (y[i] - mean) ** 2
     return np.sqrt(ssr / m), (1.0 - ssr / sst if sst > 0.0 else np.nan)
+
+
+@njit(cache=True)
+def fit_quality(y, f):
+    """(rmse, r2) of the fitted signal ``f`` against the measured ``y`` (both (m,))."""
+    ssr = 0.0
+    for i in range(y.shape[0]):
+        ssr += (f[i] - y[i]) ** 2
+    return quality_from_ssr(y, ssr)

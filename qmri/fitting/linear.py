@@ -24,9 +24,14 @@ Estimators (per voxel, ``y = log(max(S, min_signal))``)
     with ``XᵀWX = L Lᵀ`` and ``u = Lᵀ(β − β_wls)``, minimise ``‖u‖`` subject to
     ``(C L⁻ᵀ) u >= d − C β_wls``, which is dual to a non-negative least-squares problem solved by
     the Lawson–Hanson active-set algorithm (same book, ch. 23, algorithm NNLS). Only constraints
-    violated by the current solution enter the problem; rounds are repeated until every one of
-    ``C β >= d`` holds to ``1e-10`` (relative), so voxels where the unconstrained solution is
-    already feasible cost one matrix–vector product.
+    violated by the current solution enter the problem (a working set that only grows, so the
+    rounds end: at worst every constraint is in it and the solution is the exact optimum);
+    rounds are repeated until every one of ``C β >= d`` holds to ``1e-10`` (relative), so voxels
+    where the unconstrained solution is already feasible cost one matrix–vector product. The
+    normal matrix is scaled to unit mean diagonal before it is factored (same minimiser), so the
+    solver's tolerances do not depend on the signal's units. A feasible set of constraints (one
+    admitting some β) therefore always gives the constrained optimum; only an infeasible set
+    (or a singular weighted system) fails.
 
 All kernels are Numba kernels (:func:`qmri.jit.njit`) with ``cache=True``; the batch drivers use ``prange`` over voxels
 and allocate their work arrays once per block of voxels.
@@ -41,11 +46,7 @@ from qmri.jit import FASTMATH, njit, prange
 
 #: Default floor applied to signals before the log (dipy's ``MIN_POSITIVE_SIGNAL``).
 MIN_SIGNAL = 1e-4
-#: Largest number of constraints that may be active at once in the constrained solver.
-MAX_ACTIVE = 96
-#: Rounds of "add the most violated constraints and re-solve" before giving up (status failed).
-MAX_ROUNDS = 40
-#: Violated constraints added per round (the most violated first).
+#: Violated constraints added to the working set per round (the most violated first).
 ADD_PER_ROUND = 8
 _BLOCK = 256
 
@@ -279,20 +280,33 @@ def constrained_voxel(C, d, A, L, beta, cval, act, nact, G, E, f, x, passive, co
                       wdual, ubuf, tol, atol):
     """Enforce ``C β >= d`` on the weighted solution ``beta`` (whose normal matrix ``A`` is given).
 
-    ``beta`` is replaced in place by the constrained minimiser. Returns (ok, rounds).
+    ``beta`` is replaced in place by the constrained minimiser. The work arrays ``nact``, ``G``,
+    ``E``, ``x``, ``passive``, ``cols``, ``z``, ``Q``, ``wdual`` hold one column per constraint
+    (``C.shape[0]`` at least). ``A`` is overwritten. Returns (ok, rounds); not ok only when the
+    weighted system is singular or the constraints are incompatible.
     """
     p = beta.shape[0]
     nc = C.shape[0]
+    # scale A to unit mean diagonal: same minimiser, tolerances independent of the signal's units
+    sa = 0.0
+    for a in range(p):
+        sa += A[a, a]
+    sa /= p
+    if not (sa > 0.0 and np.isfinite(sa)):
+        return False, 0
+    for a in range(p):
+        for b in range(p):
+            A[a, b] /= sa
     if not cholesky_factor(A, L, p):
         return False, 0
     beta0 = ubuf[p:2 * p]
     for a in range(p):
         beta0[a] = beta[a]
     n_act = 0
-    for rnd in range(MAX_ROUNDS + 1):
+    rnd = 0
+    while True:
         # evaluate all constraints at the current beta; add the ADD_PER_ROUND most violated
         added = 0
-        full = False
         nv = 0
         for c in range(nc):
             s = -d[c]
@@ -313,19 +327,15 @@ def constrained_voxel(C, d, A, L, beta, cval, act, nact, G, E, f, x, passive, co
                     best = c
             if best < 0:
                 break
-            if n_act >= MAX_ACTIVE:
-                full = True
-                break
             act[best] = True
             nact[n_act] = best
             n_act += 1
             added += 1
         if added == 0:
             # feasible (violations left, if any, are on constraints already held active: rounding)
-            return not full, rnd
-        if rnd == MAX_ROUNDS:
-            return False, rnd
-        # LDP on the active set: rows g_k = L⁻¹ c_k (forward substitution), h_k = d_k − c_kᵀ β0
+            return True, rnd
+        rnd += 1
+        # LDP on the working set: rows g_k = L⁻¹ c_k (forward substitution), h_k = d_k − c_kᵀ β0
         for t in range(n_act):
             c = nact[t]
             for i in range(p):
@@ -344,9 +354,9 @@ def constrained_voxel(C, d, A, L, beta, cval, act, nact, G, E, f, x, passive, co
             f[i] = 0.0
         f[p] = 1.0
         Ev = E[:, :n_act]
-        nnls_small(Ev, f, x[:n_act], passive[:n_act], cols, z, Q, rhs, resid, wdual[:n_act], 4 * (p + 1))
+        nnls_small(Ev, f, x[:n_act], passive[:n_act], cols, z, Q, rhs, resid, wdual[:n_act], 3 * (n_act + p + 1))
         if not (abs(resid[p]) > 1e-14):
-            return False, rnd + 1  # constraints incompatible
+            return False, rnd  # constraints incompatible
         # u = -resid[:p] / resid[p]; beta = beta0 + L⁻ᵀ u
         u = ubuf[:p]
         for i in range(p):
@@ -358,7 +368,6 @@ def constrained_voxel(C, d, A, L, beta, cval, act, nact, G, E, f, x, passive, co
             u[i] = s / L[i, i]
         for a in range(p):
             beta[a] = beta0[a] + u[a]
-    return False, MAX_ROUNDS
 
 
 # ---------------------------------------------------------------------------------------------
@@ -379,18 +388,19 @@ def _loglinear_batch(XT, XX, Xpinv, Y, min_signal, n_iter, C0, d0, Cx, dx, nx, c
         g = np.empty(p)
         L = np.zeros((p, p))
         beta = np.empty(p)
-        nact = np.empty(MAX_ACTIVE, dtype=np.int64)
-        G = np.empty((p, MAX_ACTIVE))
-        E = np.empty((p + 1, MAX_ACTIVE))
+        ka = max(nc0 + kx, 1)  # the working set may hold every constraint
+        nact = np.empty(ka, dtype=np.int64)
+        G = np.empty((p, ka))
+        E = np.empty((p + 1, ka))
         f = np.empty(p + 1)
-        x = np.empty(MAX_ACTIVE)
-        passive = np.empty(MAX_ACTIVE, dtype=np.bool_)
-        cols = np.empty(MAX_ACTIVE, dtype=np.int64)
-        z = np.empty(MAX_ACTIVE)
-        Q = np.empty((p + 1, MAX_ACTIVE))
+        x = np.empty(ka)
+        passive = np.empty(ka, dtype=np.bool_)
+        cols = np.empty(ka, dtype=np.int64)
+        z = np.empty(ka)
+        Q = np.empty((p + 1, ka))
         rhs = np.empty(p + 1)
         resid = np.empty(p + 1)
-        wdual = np.empty(MAX_ACTIVE)
+        wdual = np.empty(ka)
         ubuf = np.empty(2 * p)
         Cb = np.empty((nc0 + kx, p))
         db = np.zeros(nc0 + kx)

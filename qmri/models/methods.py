@@ -67,9 +67,10 @@ class LeastSquares(Method):
     """Bounded Levenberg–Marquardt fit of any declared model (:func:`qmri.fitting.fit_lm`).
 
     The model supplies, through its hooks, the signals' normalisation
-    (:meth:`~qmri.models.model.Model.normalise`), the start (:meth:`~qmri.models.model.Model.start`)
-    and the completion of the result (:meth:`~qmri.models.model.Model.complete`: amplitude scaled
-    back, invalid voxels failed, derived outputs); the fit uses the model's declaration
+    (:meth:`~qmri.models.model.Model.normalise`), the start (:meth:`~qmri.models.model.Model.start`),
+    a model-specific last step on the least-squares solution (:meth:`~qmri.models.model.Model.refine`,
+    default none) and the completion of the result (:meth:`~qmri.models.model.Model.complete`:
+    amplitude scaled back, invalid voxels failed, derived outputs); the fit uses the model's declaration
     (``model.spec``), acquisition (``model.acq``), bounds and stopping rules (``model.lm_options``).
     """
 
@@ -85,6 +86,7 @@ class LeastSquares(Method):
         opts = dataclasses.replace(model.lm_options, compute_se=bool(compute_se))
         res = fit_lm(model.spec, model.acq, Yn, p0, covariates=C, lower=model.lower, upper=model.upper,
                      options=opts)
+        model.refine(res, Yn, C)
         model.complete(res, scale, good)
         return res
 

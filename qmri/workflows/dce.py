@@ -122,7 +122,13 @@ def to_concentration(data, *, input: str = "signal", t10=None, fa=None, tr=None,
 
 
 def arterial_input(aif, t, *, hct=DEFAULT_HCT, aif_delay=0.0, aif_blood=False, concentration=None):
-    """Plasma AIF (mM) at the frame times ``t`` (s).
+    """Plasma AIF (mM) on its own time grid, for frames at ``t`` (s).
+
+    The AIF keeps its resolution: a file or a measured curve its samples, a population AIF a fine
+    grid (:func:`qmri.models.dce.aif.population_samples`: at most 0.5 s, or a tenth of the shortest
+    frame interval, apart where the curve bends); an arterial mask gives the mean curve at the
+    frames, so its resolution is the frames'. Pass both to :class:`qmri.models.dce.DCE`
+    (``DCE(t, cp, model, aif_times=times)``).
 
     Parameters
     ----------
@@ -131,6 +137,7 @@ def arterial_input(aif, t, *, hct=DEFAULT_HCT, aif_delay=0.0, aif_blood=False, c
         a CSV file (time s, concentration mM), a measured curve ``(times_s, conc_mM)``, or a boolean
         arterial mask (whole-blood mean of ``concentration`` inside it).
     t : ndarray (n,)
+        Frame times in s.
     hct : float
         Haematocrit for blood → plasma (population AIFs, masks, ``aif_blood``).
     aif_delay : float
@@ -140,23 +147,32 @@ def arterial_input(aif, t, *, hct=DEFAULT_HCT, aif_delay=0.0, aif_blood=False, c
     concentration : callable, optional
         ``concentration()`` → the concentration series (needed for an arterial mask).
 
+    Returns
+    -------
+    times : ndarray (k,)
+        Sample times of the AIF in s (strictly increasing, covering the frames).
+    cp : ndarray (k,)
+        Plasma concentration in mM.
+
     Raises
     ------
     QMRIInputError
-        Unknown name, a file or curve not covering the series, an empty mask.
+        Unknown name, a file or curve not covering the series or not strictly increasing, an
+        empty mask.
     """
     from qmri.models.dce import aif as A
 
     if isinstance(aif, np.ndarray) and aif.dtype == bool:
-        return A.blood_to_plasma(A.roi_aif(concentration(), aif), hct)
+        return np.asarray(t, dtype=np.float64), A.blood_to_plasma(A.roi_aif(concentration(), aif), hct)
     if isinstance(aif, str) and aif in A.POPULATION_AIFS:
-        if aif == "preclinical":
-            return A.preclinical(t, delay=aif_delay)
-        return A.POPULATION_AIFS[aif](t, hct=hct, delay=aif_delay)
+        return A.population_samples(aif, t, hct=hct, delay=aif_delay)
     if isinstance(aif, tuple):
         ta, ca = (np.asarray(v, dtype=np.float64) for v in aif)
-        ca = A.blood_to_plasma(ca, hct) if aif_blood else ca
         where = "AIF curve"
+        if ta.ndim != 1 or ca.shape != ta.shape or ta.size < 2 or np.any(np.diff(ta) <= 0):
+            raise QMRIInputError(f"{where}: times and concentrations must be two 1-D lists of the same length "
+                                 "(at least 2), times strictly increasing")
+        ca = A.blood_to_plasma(ca, hct) if aif_blood else ca
     else:
         path = Path(aif)
         if path.suffix.lower() not in (".csv", ".txt", ".tsv") and not path.exists():
@@ -170,7 +186,7 @@ def arterial_input(aif, t, *, hct=DEFAULT_HCT, aif_delay=0.0, aif_blood=False, c
                              "(the AIF is shorter than the series)")
     if ta[0] > t[0] + tol:
         raise QMRIInputError(f"{where} starts at {ta[0]:g} s, after the first frame ({t[0]:g} s)")
-    return np.interp(t, ta, ca)
+    return ta, ca
 
 
 def fit_dce(series, times, aif, *, model: str = "tofts", fit_delay: bool = False, input: str = "signal",
@@ -213,7 +229,8 @@ def fit_dce(series, times, aif, *, model: str = "tofts", fit_delay: bool = False
     Returns
     -------
     qmri.maps.ParameterMaps
-        Provenance includes the AIF used (``aif_plasma_mm``) and the conversion inputs.
+        Provenance includes the AIF used (``aif_times_s``, ``aif_plasma_mm``: on its own grid) and
+        the conversion inputs.
 
     Raises
     ------
@@ -227,8 +244,8 @@ def fit_dce(series, times, aif, *, model: str = "tofts", fit_delay: bool = False
     if input == "signal" and t10 is not None:
         t10 = check_t10(t10, None if mask is None else np.asarray(mask, bool))
     conc = to_concentration(data, input=input, t10=t10, fa=fa, tr=tr, r1=r1, baseline=baseline)
-    cp = arterial_input(aif, t, hct=hct, aif_delay=aif_delay, aif_blood=aif_blood, concentration=lambda: conc)
-    dce = DCE(t, cp, model, fit_delay=fit_delay, bounds=bounds)
+    ta, cp = arterial_input(aif, t, hct=hct, aif_delay=aif_delay, aif_blood=aif_blood, concentration=lambda: conc)
+    dce = DCE(t, cp, model, fit_delay=fit_delay, bounds=bounds, aif_times=ta)
     maps = dce.fit(conc, mask=mask, method=method, progress=progress, **method_options)
     maps.provenance.update(input_provenance(input, aif, hct=hct, aif_delay=aif_delay, aif_blood=aif_blood, r1=r1,
                                             fa=fa, tr=tr, baseline=baseline, t10=t10))
@@ -324,15 +341,15 @@ def prepare(model_cls, series: Path, mask: Path | None, inputs: dict, model_opti
 
     spec = inputs["aif"]
     aif = io.load_mask(Path(spec[4:]), img, reference_path=series) if spec.startswith("roi:") else spec
-    cp = arterial_input(aif, t, hct=inputs["hct"], aif_delay=inputs["aif_delay"], aif_blood=inputs["aif_blood"],
-                        concentration=concentration)
-    model = model_cls(t, cp, **model_options)
+    ta, cp = arterial_input(aif, t, hct=inputs["hct"], aif_delay=inputs["aif_delay"], aif_blood=inputs["aif_blood"],
+                            concentration=concentration)
+    model = model_cls(t, cp, aif_times=ta, **model_options)
     provenance = input_provenance(inputs["input"], spec, hct=inputs["hct"], aif_delay=inputs["aif_delay"],
                                   aif_blood=inputs["aif_blood"], r1=inputs["r1"], fa=inputs.get("fa"),
                                   tr=inputs.get("tr"), baseline=inputs.get("baseline"),
                                   t10=inputs.get("t1") or inputs.get("t10"))
     sources = [series] + [p for p in (inputs.get("time"), mask, inputs.get("t1")) if p is not None]
-    files = {"aif.csv": lambda maps: "time_s,cp_mM\n" + "".join(f"{a:.6g},{b:.8g}\n" for a, b in zip(t, cp))}
+    files = {"aif.csv": lambda maps: "time_s,cp_mM\n" + "".join(f"{a:.8g},{b:.8g}\n" for a, b in zip(ta, cp))}
     plots = {"curves.png": lambda maps, data, path: plot_curves(model, data, maps, path)}
     return FitJob(model=model, load=concentration, mask=mask_arr, image=img, sources=sources, provenance=provenance,
                   files=files, plots=plots)

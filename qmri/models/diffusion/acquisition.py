@@ -81,6 +81,13 @@ def describe_shells(bvals, bvecs) -> str:
 def check_bvecs(bvals, bvecs, *, where="b-vectors") -> np.ndarray:
     """Unit-normalised b-vectors; raise if a diffusion-weighted one is not of unit length (±1%).
 
+    The directions that were applied are kept for every volume, the low-b ones included (a b = 15
+    s/mm² volume is diffusion weighted along its direction, and the DKI design matrix uses it, as
+    dipy's does); :data:`B0_THRESHOLD` only decides which volumes count as b = 0 when counting
+    directions and shells. A volume at or below the threshold whose vector is not of unit length
+    (typically ``0 0 0``) has no known direction: its vector is zero, so a design matrix treats it
+    as b = 0.
+
     Parameters
     ----------
     bvals : array_like (n,), s/mm²
@@ -90,27 +97,28 @@ def check_bvecs(bvals, bvecs, *, where="b-vectors") -> np.ndarray:
 
     Returns
     -------
-    ndarray (n, 3): unit vectors for b > :data:`B0_THRESHOLD`, zeros for the b=0 volumes.
+    ndarray (n, 3): unit vectors where the given vector has unit length (±1%), zeros elsewhere
+    (possible only for b <= :data:`B0_THRESHOLD`).
 
     Raises
     ------
     QMRIInputError
-        Wrong shape, or a diffusion-weighted vector whose length is not 1 ± 1%.
+        Wrong shape, or a diffusion-weighted vector (b > :data:`B0_THRESHOLD`) whose length is
+        not 1 ± 1%.
     """
     b = np.asarray(bvals, dtype=np.float64)
     g = np.asarray(bvecs, dtype=np.float64)
     if g.shape != (b.size, 3):
         raise QMRIInputError(f"{where}: expected {b.size} vectors of 3 components, got shape {g.shape}")
     norms = np.linalg.norm(g, axis=1)
-    dw = b > B0_THRESHOLD
-    bad = dw & (np.abs(norms - 1.0) > 1e-2)
+    unit = np.abs(norms - 1.0) <= 1e-2
+    bad = (b > B0_THRESHOLD) & ~unit
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise QMRIInputError(f"{where}: vector {i} (b={b[i]:g}) has length {norms[i]:.4f}, not 1; "
                              f"{int(bad.sum())} diffusion-weighted vector(s) are not unit length")
-    out = g.copy()
-    out[dw] /= norms[dw, None]
-    out[~dw] = 0.0
+    out = np.zeros_like(g)
+    out[unit] = g[unit] / norms[unit, None]
     return out
 
 

@@ -169,9 +169,12 @@ class DKI(DiffusionModel):
     Parameters
     ----------
     bvals : array_like, shape (n,)
-        b-values in s/mm²; b <= 50 counts as b=0.
+        b-values in s/mm², as measured: the design matrix uses every volume's b-value and
+        direction (low b-values included, as dipy); b <= 50 only counts as b=0 when directions
+        and shells are counted.
     bvecs : array_like, shape (n, 3)
-        Gradient directions, unit length (±1%) for b > 50 (normalised internally).
+        Gradient directions, unit length (±1%) for b > 50 (normalised internally); a b <= 50
+        volume without a unit vector is taken as b=0.
     min_kurtosis, max_kurtosis : float
         Clipping of the MK, AK, RK, MKT maps (default -3/7 and 10, dipy's defaults).
     min_signal : float
