@@ -186,7 +186,8 @@ def figure(run, path) -> None:
             ref, meas, status = np.concatenate(ref), np.concatenate(meas), np.concatenate(status)
             bad, expected = status == FAILED, status == EXPECTED
             ok = ~bad & ~expected
-            ax.scatter(ref[ok], meas[ok], s=6, alpha=0.5, label=group)
+            if ok.any():
+                ax.scatter(ref[ok], meas[ok], s=6, alpha=0.5, label=group)
             if expected.any():
                 ax.scatter(ref[expected], meas[expected], s=24, marker="s", facecolors="none", edgecolors="black",
                            label=f"{group}: expected failure")
