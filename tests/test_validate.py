@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -146,9 +147,12 @@ def test_unknown_suite_is_a_one_line_error(tmp_path, capsys):
 def test_installed_package_validates_itself_outside_the_repository(tmp_path):
     """A non-editable installation (wheel built from this tree, installed into a folder first on the
     path) finds its shipped reference data when run from a folder outside the repository."""
-    target = tmp_path / "site"
+    source, target = tmp_path / "source", tmp_path / "site"
+    # built from a copy, so that the build leaves nothing in the working tree
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".*", "build", "*.egg-info", "__pycache__", "*.nbi",
+                                                                "*.nbc", "demo_out", "out", "bench_out"))
     build = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                            "--target", str(target), str(REPO)], capture_output=True, text=True)
+                            "--target", str(target), str(source)], capture_output=True, text=True)
     assert build.returncode == 0, build.stderr
     work = tmp_path / "elsewhere"
     work.mkdir()
