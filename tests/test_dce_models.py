@@ -1,112 +1,28 @@
-"""DCE pharmacokinetic models: OSIPI DCE code-collection reference cases, exact convolution, recovery, delay sign."""
-
-import csv
-from functools import lru_cache
+"""DCE pharmacokinetic models: OSIPI DCE code-collection reference cases (:mod:`qmri.validation.osipi_dce`,
+as ``qmri validate`` runs them), exact convolution, recovery, delay sign."""
 
 import numpy as np
 import pytest
 from scipy.integrate import quad
 
-from conftest import EXTERNAL, external
+from conftest import case_params, check_case, external
 from qmri.errors import QMRIInputError
 from qmri.models.dce.aif import shift
 from qmri.models.dce import DCE
 from qmri.models.dce.convolution import acquisition, expconv
 from qmri.models.dce.models import DCE_MODELS, example_aif
-
-DATA = ("osipi_dce", "test", "DCEmodels", "data")
-
-#: OSIPI code-collection tolerances (a_tol, r_tol): pass if |meas - ref| <= a_tol + r_tol |ref|.
-TOLERANCES = {"Ktrans": (0.005, 0.1), "PS": (0.005, 0.1), "ve": (0.05, 0.0), "vp": (0.025, 0.0),
-              "Fp": (5.0, 0.1), "delay": (1.0, 0.0)}
-
-# Files: (file, model, column -> our parameter, tissue column, AIF column, samples shifted for a delayed copy).
-# The QIBA/Bosca files have no delayed version: as OSIPI's loaders do, the tissue curve is shifted
-# by 10 samples (Tofts, 5 s) or 5 samples (extended Tofts, 5 s) to make one.
-FILES = [
-    ("dce_DRO_data_tofts.csv", "tofts", {"Ktrans": "Ktrans", "ve": "ve"}, "C", "ca", 10),
-    ("dce_DRO_data_extended_tofts.csv", "etm", {"Ktrans": "Ktrans", "ve": "ve", "vp": "vp"}, "C", "ca", 5),
-    ("patlak_sd_0.02_delay_0.csv", "patlak", {"Ktrans": "ps", "vp": "vp"}, "C_t", "cp_aif", None),
-    ("patlak_sd_0.02_delay_5.csv", "patlak", {"Ktrans": "ps", "vp": "vp"}, "C_t", "cp_aif", None),
-    ("2cxm_sd_0.001_delay_0.csv", "2cxm", {"Fp": "fp", "PS": "ps", "ve": "ve", "vp": "vp"}, "C_t", "cp_aif", None),
-    ("2cxm_sd_0.001_delay_5.csv", "2cxm", {"Fp": "fp", "PS": "ps", "ve": "ve", "vp": "vp"}, "C_t", "cp_aif", None),
-    ("2cum_sd_0.0025_delay_0.csv", "2cum", {"Fp": "fp", "PS": "ps", "vp": "vp"}, "C_t", "cp_aif", None),
-    ("2cum_sd_0.0025_delay_5.csv", "2cum", {"Fp": "fp", "PS": "ps", "vp": "vp"}, "C_t", "cp_aif", None),
-]
-
-#: Cases that cannot pass, with the measured value and the reason.
-XFAIL = {
-    ("2cxm_sd_0.001_delay_0.csv", "case_14", True):
-        "PS 0.1775 /min vs reference 0.15 (limit 0.02): with the delay free (fitted 0.04 s) the "
-        "least-squares optimum itself lies there (LM started at the reference converges to the same "
-        "point; SSR 6.20e-4 vs 6.25e-4 at the reference), Fp = 5 mL/min/100mL leaves PS poorly determined",
-}
+from qmri.validation import osipi_dce
 
 
-def _rows(fname):
-    path = EXTERNAL.joinpath(*DATA, fname)
-    if not path.exists():
-        return []
-    csv.field_size_limit(1 << 30)
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
-def _cases():
-    out = []
-    for fname, model, cols, ccol, acol, nshift in FILES:
-        if not EXTERNAL.joinpath(*DATA, fname).exists():
-            out.append(pytest.param(fname, None, False, id=f"missing-{fname}"))  # fails in external(), naming it
-            continue
-        for row in _rows(fname):
-            delay = float(row.get("arterial_delay", row.get("arterialdelay", 0.0)))
-            for fit_delay in (False, True):
-                if delay != 0.0 and not fit_delay:
-                    continue  # a delayed curve needs the delay fitted
-                marks = []
-                key = (fname, row["label"], fit_delay)
-                if key in XFAIL:
-                    marks.append(pytest.mark.xfail(reason=XFAIL[key], strict=True))
-                out.append(pytest.param(fname, row["label"], fit_delay,
-                                        id=f"{fname[:-4]}-{row['label']}-{'delay' if fit_delay else 'nodelay'}",
-                                        marks=marks))
-    return out
-
-
-@lru_cache(maxsize=None)
-def _osipi_fit(fname, label, fit_delay):
-    spec = next(f for f in FILES if f[0] == fname)
-    _, model, cols, ccol, acol, nshift = spec
-    row = next(r for r in _rows(fname) if r["label"] == label)
-    arr = lambda k: np.array(row[k].split(), dtype=np.float64)  # noqa: E731
-    t, c, ca = arr("t"), arr(ccol), arr(acol)
-    ref = {ours: float(row[theirs]) for ours, theirs in cols.items()}
-    ref["delay"] = float(row.get("arterial_delay", row.get("arterialdelay", 0.0)))
-    if fit_delay and nshift:
-        c = np.concatenate([np.zeros(nshift), c[:-nshift]])
-        ref["delay"] = nshift * (t[1] - t[0])
-    maps = DCE(t, ca, model, fit_delay=fit_delay).fit(c[None, :])
-    meas = {k: float(maps[k][0]) for k in ref if k != "delay" or fit_delay}
-    return meas, ref, int(maps["status"][0])
-
-
-@pytest.mark.parametrize("fname,label,fit_delay", _cases())
-def test_osipi_reference_case(fname, label, fit_delay):
-    external(*DATA, fname)
-    meas, ref, status = _osipi_fit(fname, label, fit_delay)
-    assert status == 0, f"fit did not converge (status {status})"
-    bad = []
-    for k, m in meas.items():
-        a_tol, r_tol = TOLERANCES[k]
-        if abs(m - ref[k]) > a_tol + r_tol * abs(ref[k]):
-            bad.append(f"{k}: measured {m:.5g}, reference {ref[k]:.5g}, allowed ±{a_tol + r_tol * abs(ref[k]):.3g}")
-    assert not bad, "; ".join(bad)
+@pytest.mark.parametrize("case", case_params(osipi_dce.cases()))
+def test_osipi_reference_case(case):
+    check_case(case)
 
 
 def test_every_osipi_file_is_used():
-    files = sorted(p.name for p in external(*DATA).glob("*.csv"))
-    assert files == sorted(f[0] for f in FILES)
-    assert all(len(_rows(f)) > 0 for f in files)
+    files = sorted(p.name for p in external(*osipi_dce.DATA).glob("*.csv"))
+    assert files == sorted(f[0] for f in osipi_dce.FILES)
+    assert all(len(osipi_dce.rows(f)) > 0 for f in files)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -22,6 +22,35 @@ SE_OPTION = Option("compute_se", "also write standard errors <param>_se of the f
                    "(from the Jacobian at the solution)", bool, False, flag="--se")
 
 
+@dataclasses.dataclass(frozen=True)
+class Validation:
+    """How ``qmri validate`` (:mod:`qmri.validation`) checks a method: :attr:`Method.validation`.
+
+    The default suits an exact, fast method; a method that is biased even without noise states its
+    tolerance, and one that is slow or learns from the voxels it fits states lighter options.
+
+    Attributes
+    ----------
+    recovery : float or None
+        Largest NRMSE (:func:`qmri.simulate.nrmse_bias`) of each parameter allowed when the method
+        fits a noise-free phantom, every voxel fitted (default 1e-6: exact); None: not checked (the
+        accuracy at the phantom's SNR is still reported).
+    options : dict
+        Method options used when validating (e.g. fewer training epochs), default none.
+    reference_cases : bool
+        Whether the method is run on the reference suites' cases (OSIPI), which are fitted a few
+        voxels at a time; False for a method that cannot estimate so few voxels (e.g. one that
+        trains on the voxels it fits).
+    note : str
+        Shown in the report beside the method: why the tolerance or options differ from the defaults.
+    """
+
+    recovery: float | None = 1e-6
+    options: dict = dataclasses.field(default_factory=dict)
+    reference_cases: bool = True
+    note: str = ""
+
+
 class Method:
     """One way of estimating a model's parameters.
 
@@ -38,15 +67,18 @@ class Method:
         Keywords the method accepts (anything else is an error).
     reference : str
         Source of the method (paper or standard).
+    validation : Validation, optional
+        How ``qmri validate`` checks the method (default :class:`Validation`'s defaults).
     """
 
     def __init__(self, name: str, description: str, fit: Callable | None = None, options: tuple = (),
-                 reference: str = ""):
+                 reference: str = "", validation: Validation | None = None):
         self.name = name
         self.description = description
         self._fit = fit
         self.options = tuple(options)
         self.reference = reference
+        self.validation = validation or Validation()
 
     def fit(self, model, Y: np.ndarray, C, **options):
         """Estimates for a block of voxels (see the class docstring)."""
@@ -75,8 +107,8 @@ class LeastSquares(Method):
     """
 
     def __init__(self, name: str = "lsq", description: str = "bounded Levenberg-Marquardt fit with "
-                 "analytic Jacobians", reference: str = ""):
-        super().__init__(name, description, options=(SE_OPTION,), reference=reference)
+                 "analytic Jacobians", reference: str = "", validation: Validation | None = None):
+        super().__init__(name, description, options=(SE_OPTION,), reference=reference, validation=validation)
 
     def fit(self, model, Y, C, compute_se=False):
         from qmri.fitting.lm import fit_lm

@@ -40,7 +40,7 @@ from qmri.fitting.result import STATUS_CONVERGED, STATUS_FAILED, FitResult
 from qmri.jit import FASTMATH, njit, prange
 from qmri.models.base import Parameter, SignalModel, register
 from qmri.models.diffusion.acquisition import DiffusionModel
-from qmri.models.methods import LeastSquares, Method, table
+from qmri.models.methods import LeastSquares, Method, Validation, table
 from qmri.options import Option
 
 #: Default segmentation threshold (s/mm²), OSIPI / consensus.
@@ -403,7 +403,10 @@ LSQ = LeastSquares(description="full bounded Levenberg-Marquardt fit of (S0, f, 
                                "0.1 residual variance (default)")
 SEGMENTED = Method("segmented", "consensus fit: D from a reweighted log-linear fit over b >= threshold, f from "
                    "the intercept, Dstar by a one-parameter bounded fit", _fit_segmented,
-                   reference="Sigmund et al. IVIM consensus recommendations; OSIPI TF2.4 reference fit")
+                   reference="Sigmund et al. IVIM consensus recommendations; OSIPI TF2.4 reference fit",
+                   validation=Validation(recovery=0.1, note=(
+                       "biased without noise: the perfusion signal left at b >= threshold enters the D fit "
+                       "(NRMSE of f 0.072 on the noise-free phantom)")))
 
 
 class IVIM(DiffusionModel):
