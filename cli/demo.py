@@ -7,8 +7,12 @@ import time
 from pathlib import Path
 
 
+#: One line for ``qmri --help``.
+SUMMARY = "fit the built-in phantoms with every method; print accuracy and speed"
+
+
 def add_parser(sub):
-    p = sub.add_parser("demo", help="fit the built-in phantoms with every method; print accuracy and speed")
+    p = sub.add_parser("demo", help=SUMMARY)
     p.add_argument("--out-dir", type=Path, default=Path("demo_out"), help="folder for phantoms, maps and PNGs")
     p.add_argument("--force", action="store_true", help="overwrite an earlier demo's files")
     p.set_defaults(func=run)

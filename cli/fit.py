@@ -25,9 +25,9 @@ def method_options(model_cls) -> list:
 
 def add_parser(sub, model_cls):
     """Add ``qmri <model_cls.command>`` to the subparsers ``sub``."""
-    from qmri.workflows import WORKFLOWS
+    from qmri.workflows import workflow
 
-    wf = WORKFLOWS[model_cls.workflow]
+    wf = workflow(model_cls.workflow)
     p = sub.add_parser(model_cls.command, help=model_cls.summary, description=model_cls.description)
     p.add_argument("series", type=Path, metavar=wf.series.upper(), help=wf.series_help)
     add_options(p, wf.inputs(model_cls), title="acquisition")
@@ -68,10 +68,10 @@ def run(args) -> int:
     from qmri import io
     from qmri.models.model import parse_bounds
     from qmri.resultset import refuse_existing
-    from qmri.workflows import WORKFLOWS, fit_files
+    from qmri.workflows import fit_files, workflow
 
     cls = args.model_cls
-    wf = WORKFLOWS[cls.workflow]
+    wf = workflow(cls.workflow)
     to_stdout = str(args.json) == "-"
     if args.json is not None and not to_stdout:
         refuse_existing([args.json], args.force)

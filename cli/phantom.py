@@ -13,10 +13,14 @@ from qmri.cli.options import add_options, given
 OTHER_PHANTOMS = ["qmri.habitats.phantom"]
 
 
+#: One line for ``qmri --help``.
+SUMMARY = "write a phantom (digital reference object) with ground truth"
+
+
 def add_parser(sub):
     from qmri.models import COMMANDS
 
-    p = sub.add_parser("phantom", help="write a phantom (digital reference object) with ground truth")
+    p = sub.add_parser("phantom", help=SUMMARY)
     fam = p.add_subparsers(dest="family", metavar="MODEL", required=True)
     for cls in COMMANDS.values():
         if not cls.has_phantom():

@@ -20,11 +20,11 @@ def commands_table() -> str:
     from qmri.cli.main import COMMANDS as MAIN_COMMANDS
     from qmri.cli.phantom import OTHER_PHANTOMS
     from qmri.models import COMMANDS
-    from qmri.workflows import WORKFLOWS
+    from qmri.workflows import workflow
 
     rows = ["| command | fits | methods (first = default) |", "|---|---|---|"]
     for cls in COMMANDS.values():
-        wf = WORKFLOWS[cls.workflow]
+        wf = workflow(cls.workflow)
         required = " ".join(f"{o.cli_flag} {o.name.upper()}" for o in wf.inputs(cls) if o.required and not o.group)
         groups = sorted({o.group for o in wf.inputs(cls) if o.group and o.required})
         for g in groups:

@@ -6,11 +6,12 @@ import datetime as _dt
 import json
 import re
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from qmri import __version__
+from qmri import __version__, threads
 from qmri.errors import QMRIInputError
 from qmri.fitting.result import STATUS_CONVERGED, STATUS_FAILED, STATUS_LABELS, STATUS_NOT_FITTED, FitResult
 
@@ -73,15 +74,16 @@ class ParameterMaps(Mapping):
         self.header = header
 
     @classmethod
-    def from_flat(cls, result: FitResult, index: np.ndarray, shape: tuple, units: dict, provenance: dict):
+    def from_flat(cls, result: FitResult, index: np.ndarray, shape: tuple, units: dict, provenance: dict,
+                  order: str = "C"):
         """Scatter flat per-voxel results into volumes of ``shape`` (NaN, or -1 for the integer maps,
-        outside ``index``)."""
+        outside ``index``); ``index`` counts voxels in ``order`` ("C" or "F")."""
         n_total = int(np.prod(shape)) if len(shape) else 1
 
         def scatter(values, fill=np.nan, dtype=np.float64):
             vol = np.full(n_total, fill, dtype=dtype)
             vol[index] = values
-            return vol.reshape(shape)
+            return vol.reshape(shape, order=order)
 
         mask = np.zeros(n_total, dtype=bool)
         mask[index] = True
@@ -97,7 +99,7 @@ class ParameterMaps(Mapping):
         n = len(index)
         prov["converged_fraction"] = float(np.mean(result.status == STATUS_CONVERGED)) if n else 0.0
         prov["failed_fraction"] = float(np.mean(result.status == STATUS_FAILED)) if n else 0.0
-        return cls(params, units, quality, se, mask.reshape(shape), prov)
+        return cls(params, units, quality, se, mask.reshape(shape, order=order), prov)
 
     # Mapping protocol -------------------------------------------------------------------------
     def _all(self) -> dict:
@@ -276,14 +278,19 @@ class ParameterMaps(Mapping):
                 "ResultSet": {"Id": rs.id, "Files": rs.names},
             }
             common.update(provenance)
-            for name, path in paths.items():
-                io.write_map(rs.path(path.name), maps[name], affine=affine, header=header,
-                             intent=f"{name} ({self.units.get(name, '')})", dtype=INTEGER_MAPS.get(name, np.float32))
-                side = dict(common)
-                side.update({"Parameter": name, "Units": self.units.get(name, ""), "Kind": self._kind(name)})
-                io.write_json(rs.path(io.sidecar_path(path).name), side)
-            for name, write in extra.items():
-                write(rs.path(name))
+            # maps are compressed in parallel threads (the compressor releases the GIL)
+            with ThreadPoolExecutor(max_workers=threads.count()) as pool:
+                pending = [pool.submit(io.write_map, rs.path(path.name), maps[name], affine=affine, header=header,
+                                       intent=f"{name} ({self.units.get(name, '')})",
+                                       dtype=INTEGER_MAPS.get(name, np.float32)) for name, path in paths.items()]
+                for name, path in paths.items():
+                    side = dict(common)
+                    side.update({"Parameter": name, "Units": self.units.get(name, ""), "Kind": self._kind(name)})
+                    io.write_json(rs.path(io.sidecar_path(path).name), side)
+                for name, write in extra.items():
+                    write(rs.path(name))
+                for job in pending:
+                    job.result()
         return rs.targets
 
     def _kind(self, name: str) -> str:

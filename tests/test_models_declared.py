@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-import qmri.models  # noqa: F401  (registers every model)
+import qmri.models
 from qmri.models.base import SIGNAL_MODELS
+
+qmri.models.commands()  # imports every model module, which registers its declarations
 
 
 def _covariates(spec):

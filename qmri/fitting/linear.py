@@ -69,6 +69,55 @@ def outer_products(X):
     return out
 
 
+def weight_moments(X, rtol: float = 1e-13):
+    """The distinct products of design columns: ``XᵀWX`` of any weights from a few weighted sums.
+
+    Every entry ``(a, b)`` of the normal matrix is ``Σ_i w_i X_ia X_ib``. Many of the
+    ``p(p+1)/2`` product rows ``X_ia X_ib`` (over the measurements ``i``) are equal up to a factor
+    (the DKI design's monomials of the gradient direction, say: 95 distinct rows of 253), so the
+    matrix needs only the weighted sums of the distinct rows.
+
+    Parameters
+    ----------
+    X : ndarray, shape (m, p)
+    rtol : float
+        Rows are merged only if they agree to this relative tolerance after scaling.
+
+    Returns
+    -------
+    M : ndarray, shape (q, m)
+        The distinct rows (q <= p(p+1)/2).
+    index : ndarray of int64, shape (p(p+1)/2,)
+        For each upper-triangle entry, in row-major order, the row of ``M`` it is a multiple of.
+    scale : ndarray, shape (p(p+1)/2,)
+        The multiple: entry ``r`` is ``scale[r] · Σ_i w_i M[index[r], i]``.
+    """
+    XX = outer_products(np.ascontiguousarray(X, dtype=np.float64))
+    rows, keys = [], {}
+    index = np.empty(XX.shape[0], dtype=np.int64)
+    scale = np.empty(XX.shape[0])
+    for r, row in enumerate(XX):
+        big = np.abs(row).max()
+        if big == 0.0:
+            lead = 0
+            key = ("zero",)
+        else:
+            lead = int(np.argmax(np.abs(row)))
+            key = (lead, tuple(np.round(row / row[lead], 9)))
+        k = keys.get(key)
+        if key == ("zero",):
+            factor = 0.0
+        else:
+            factor = row[lead] / rows[k][lead] if k is not None else 1.0
+        if k is None or not np.allclose(row, factor * rows[k], rtol=rtol, atol=0.0):
+            k = len(rows)
+            rows.append(row if key != ("zero",) else np.zeros_like(row))
+            keys.setdefault(key, k)
+            factor = 1.0 if key != ("zero",) else 0.0
+        index[r], scale[r] = k, factor
+    return np.ascontiguousarray(np.array(rows)), index, scale
+
+
 @njit(cache=True)
 def log_signal(s, min_signal, y):
     """``y = log(max(s, min_signal))``; False if any signal is non-finite or all are <= 0."""
@@ -109,19 +158,23 @@ def weights_from_prediction(XT, beta, w):
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def normal_equations(XT, XX, y, w, A, g):
-    """``A = Xᵀ W X`` (from the row outer products ``XX`` of :func:`outer_products`) and
-    ``g = Xᵀ W y``; ``XT`` is the transposed design matrix (p, m)."""
+def normal_equations(XT, M, index, scale, y, w, A, g, mom):
+    """``A = Xᵀ W X`` (from the distinct column products ``M``, ``index``, ``scale`` of
+    :func:`weight_moments`) and ``g = Xᵀ W y``; ``XT`` is the transposed design matrix (p, m);
+    ``mom`` (q,) is work space."""
     p, m = XT.shape
-    k = 0
+    for k in range(M.shape[0]):
+        s = 0.0
+        for i in range(m):
+            s += w[i] * M[k, i]
+        mom[k] = s
+    r = 0
     for a in range(p):
         for b in range(a, p):
-            s = 0.0
-            for i in range(m):
-                s += w[i] * XX[k, i]
-            A[a, b] = s
-            A[b, a] = s
-            k += 1
+            v = scale[r] * mom[index[r]]
+            A[a, b] = v
+            A[b, a] = v
+            r += 1
     for a in range(p):
         s = 0.0
         for i in range(m):
@@ -130,12 +183,12 @@ def normal_equations(XT, XX, y, w, A, g):
 
 
 @njit(cache=True)
-def wls_voxel(XT, XX, Xpinv, y, n_iter, beta, w, A, g, L):
+def wls_voxel(XT, M, index, scale, Xpinv, y, n_iter, beta, w, A, g, L, mom):
     """OLS start then ``n_iter`` reweighted solves; False if a weighted system is singular."""
     ols_voxel(Xpinv, y, beta)
     for _ in range(n_iter):
         weights_from_prediction(XT, beta, w)
-        normal_equations(XT, XX, y, w, A, g)
+        normal_equations(XT, M, index, scale, y, w, A, g, mom)
         if not cholesky_solve(A, g, beta, L, XT.shape[0]):
             return False
     return True
@@ -374,8 +427,8 @@ def constrained_voxel(C, d, A, L, beta, cval, act, nact, G, E, f, x, passive, co
 # Batch drivers
 # ---------------------------------------------------------------------------------------------
 @njit(parallel=True, cache=True)
-def _loglinear_batch(XT, XX, Xpinv, Y, min_signal, n_iter, C0, d0, Cx, dx, nx, constrained, tol, atol, B, ok,
-                     rounds):
+def _loglinear_batch(XT, M, index, scale, Xpinv, Y, min_signal, n_iter, C0, d0, Cx, dx, nx, constrained, tol, atol,
+                     B, ok, rounds):
     n, m = Y.shape
     p = XT.shape[0]
     nc0 = C0.shape[0]
@@ -384,6 +437,7 @@ def _loglinear_batch(XT, XX, Xpinv, Y, min_signal, n_iter, C0, d0, Cx, dx, nx, c
     for blk in prange(nblocks):
         y = np.empty(m)
         w = np.empty(m)
+        mom = np.empty(M.shape[0])
         A = np.empty((p, p))
         g = np.empty(p)
         L = np.zeros((p, p))
@@ -414,7 +468,7 @@ def _loglinear_batch(XT, XX, Xpinv, Y, min_signal, n_iter, C0, d0, Cx, dx, nx, c
             good = log_signal(Y[v], min_signal, y)
             if good:
                 if n_iter > 0 or constrained:
-                    good = wls_voxel(XT, XX, Xpinv, y, n_iter, beta, w, A, g, L)
+                    good = wls_voxel(XT, M, index, scale, Xpinv, y, n_iter, beta, w, A, g, L, mom)
                 else:
                     ols_voxel(Xpinv, y, beta)
             r = 0
@@ -422,7 +476,7 @@ def _loglinear_batch(XT, XX, Xpinv, Y, min_signal, n_iter, C0, d0, Cx, dx, nx, c
                 if n_iter == 0:
                     for i in range(m):
                         w[i] = 1.0
-                    normal_equations(XT, XX, y, w, A, g)
+                    normal_equations(XT, M, index, scale, y, w, A, g, mom)
                 nc = nc0 + nx[v]
                 for c in range(nx[v]):
                     for a in range(p):
@@ -510,6 +564,7 @@ def solve_loglinear(X, signals, *, method: str = "wls", n_iter: int = 1, min_sig
     ok = np.empty(Y.shape[0], dtype=np.bool_)
     rounds = np.empty(Y.shape[0], dtype=np.int32)
     if Y.shape[0]:
-        _loglinear_batch(np.ascontiguousarray(X.T), outer_products(X), np.linalg.pinv(X), Y, float(min_signal),
+        M, index, scale = weight_moments(X)
+        _loglinear_batch(np.ascontiguousarray(X.T), M, index, scale, np.linalg.pinv(X), Y, float(min_signal),
                          int(n_iter) if method == "wls" else 0, C, d, Cx, dx, nx, use_c, float(tol), float(atol), B, ok, rounds)
     return B, ok, rounds

@@ -84,6 +84,16 @@ class Method:
         """Estimates for a block of voxels (see the class docstring)."""
         return self._fit(model, Y, C, **options)
 
+    def warm_up(self, model) -> None:
+        """Load this method's compiled kernels for ``model`` (a fit of one made-up voxel), so that
+        a caller can do it in a background thread while it reads data. Best effort: any error is
+        left to the real fit to report."""
+        try:
+            with np.errstate(all="ignore"):
+                self.fit(model, np.ones((1, model.n_measurements)), None)
+        except Exception:  # noqa: BLE001 - a warm-up never decides anything
+            pass
+
     def output_names(self, model, options: dict) -> list[str]:
         """Parameter and standard-error map names this method produces for ``model``."""
         names = list(model.output_units())

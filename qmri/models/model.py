@@ -39,7 +39,7 @@ class Model:
     summary, description : str
         ``qmri --help`` line and the command's description.
     workflow : str
-        How files become this model's data (a key of :data:`qmri.workflows.WORKFLOWS`).
+        How files become this model's data (a name in :data:`qmri.workflows.NAMES`).
     options : tuple of Option
         Constructor keywords the command line offers (``--threshold``, ``--preset``...).
     methods : dict of str to Method
@@ -205,8 +205,9 @@ class Model:
             for name, (_, fn) in self.derived().items():
                 res.params[name] = fn(res.params)
 
-    def covariate_maps(self, spatial: tuple) -> np.ndarray | None:
-        """Covariates of every voxel, (prod(spatial), n_covariates), or None when all are defaults.
+    def covariate_maps(self, spatial: tuple, order: str = "C") -> np.ndarray | None:
+        """Covariates of every voxel, (prod(spatial), n_covariates) with voxels flattened in ``order``,
+        or None when all are defaults.
 
         Raises
         ------
@@ -224,13 +225,17 @@ class Model:
             v = np.asarray(c.default if v is None else v, dtype=np.float64)
             if v.ndim and v.shape != tuple(spatial):
                 raise QMRIInputError(f"{c.name} map shape {v.shape} does not match data shape {tuple(spatial)}")
-            cols.append(np.broadcast_to(v, spatial).reshape(n))
+            cols.append(np.broadcast_to(v, spatial).reshape(n, order=order))
         return np.stack(cols, axis=1)
 
     # Fitting ---------------------------------------------------------------------------------
     def fit(self, data, mask=None, method: str | None = None, *, progress: bool = False,
-            chunk_size: int = 100_000, **options):
+            chunk_size: int = 100_000, transform=None, **options):
         """Fit every voxel of ``data`` (inside ``mask``).
+
+        The data are read chunk by chunk in their own type and memory layout (a float32 series in
+        NIfTI's Fortran order is never copied whole): only each chunk of voxels is converted to
+        float64, so memory stays bounded by the data plus one chunk.
 
         Parameters
         ----------
@@ -245,6 +250,10 @@ class Model:
             Show a tqdm progress bar over voxel chunks.
         chunk_size : int
             Voxels per chunk (bounds memory and drives the progress bar).
+        transform : callable, optional
+            ``transform(Y, index) -> Y'`` applied to each chunk of signals (float64, (n, m)) before
+            fitting, given the voxels' flat C-order indices into the volume (``np.ravel_multi_index``
+            of their positions) — e.g. signal to concentration with a per-voxel T10.
         **options
             Options of the method (e.g. ``compute_se=True`` for least-squares methods); an option
             the method does not use is an error.
@@ -278,9 +287,10 @@ class Model:
             if mask.shape != spatial:
                 raise QMRIInputError(f"mask shape {mask.shape} does not match data shape {spatial}")
             mask = mask.astype(bool)
-        C_all = self.covariate_maps(spatial)
-        idx = np.flatnonzero(mask)
-        flat = data.reshape(-1, data.shape[-1])
+        order = voxel_order(data)
+        C_all = self.covariate_maps(spatial, order)
+        idx = np.flatnonzero(mask.ravel(order=order))
+        flat = data.reshape(-1, data.shape[-1], order=order)  # a view in either memory order
         t0 = time.perf_counter()
         parts = []
         chunk_size = max(int(chunk_size), 1)
@@ -292,6 +302,10 @@ class Model:
         for start in range(0, max(len(idx), 1), chunk_size):
             sel = idx[start:start + chunk_size]
             Y = np.ascontiguousarray(flat[sel], dtype=np.float64)
+            if transform is not None:
+                c_sel = sel if order == "C" else np.ravel_multi_index(np.unravel_index(sel, spatial, order="F"),
+                                                                      spatial)
+                Y = np.ascontiguousarray(transform(Y, c_sel), dtype=np.float64)
             C = None if C_all is None else np.ascontiguousarray(C_all[sel])
             parts.append(m.fit(self, Y, C, **opts))
             if bar is not None:
@@ -309,7 +323,7 @@ class Model:
         if at_bound:
             prov["at_bound"] = at_bound
         units = {**self.output_units(), "rmse": self.data_unit}
-        return ParameterMaps.from_flat(result, idx, spatial, units, prov)
+        return ParameterMaps.from_flat(result, idx, spatial, units, prov, order=order)
 
     def at_bound(self, result: FitResult) -> dict[str, list[float]]:
         """Fraction of the fitted voxels (failed ones excluded) at the lower and at the upper bound,
@@ -333,6 +347,13 @@ class Model:
             out[name] = [float(np.sum(v <= lo + tol)) / n if np.isfinite(lo) else 0.0,
                          float(np.sum(v >= hi - tol)) / n if np.isfinite(hi) else 0.0]
         return out
+
+
+def voxel_order(data) -> str:
+    """``"F"`` for data stored in Fortran order (as nibabel reads NIfTI), else ``"C"``: the order in
+    which :meth:`Model.fit` flattens the voxels so that flattening never copies the data."""
+    data = np.asarray(data)
+    return "F" if (data.ndim > 1 and data.flags.f_contiguous and not data.flags.c_contiguous) else "C"
 
 
 def parse_bounds(text: str | None) -> dict:

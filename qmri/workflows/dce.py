@@ -145,7 +145,8 @@ def arterial_input(aif, t, *, hct=DEFAULT_HCT, aif_delay=0.0, aif_blood=False, c
     aif_blood : bool
         The file or curve holds whole-blood concentration.
     concentration : callable, optional
-        ``concentration()`` → the concentration series (needed for an arterial mask).
+        ``concentration(mask)`` → the concentration (mM) of the voxels in ``mask``, shape (n, T)
+        (needed for an arterial mask).
 
     Returns
     -------
@@ -163,7 +164,11 @@ def arterial_input(aif, t, *, hct=DEFAULT_HCT, aif_delay=0.0, aif_blood=False, c
     from qmri.models.dce import aif as A
 
     if isinstance(aif, np.ndarray) and aif.dtype == bool:
-        return np.asarray(t, dtype=np.float64), A.blood_to_plasma(A.roi_aif(concentration(), aif), hct)
+        if not aif.any():
+            raise QMRIInputError("AIF mask is empty")
+        arterial = np.asarray(concentration(aif), dtype=np.float64)
+        roi = A.roi_aif(arterial, np.ones(arterial.shape[0], dtype=bool))
+        return np.asarray(t, dtype=np.float64), A.blood_to_plasma(roi, hct)
     if isinstance(aif, str) and aif in A.POPULATION_AIFS:
         return A.population_samples(aif, t, hct=hct, delay=aif_delay)
     if isinstance(aif, tuple):
@@ -244,7 +249,7 @@ def fit_dce(series, times, aif, *, model: str = "tofts", fit_delay: bool = False
     if input == "signal" and t10 is not None:
         t10 = check_t10(t10, None if mask is None else np.asarray(mask, bool))
     conc = to_concentration(data, input=input, t10=t10, fa=fa, tr=tr, r1=r1, baseline=baseline)
-    ta, cp = arterial_input(aif, t, hct=hct, aif_delay=aif_delay, aif_blood=aif_blood, concentration=lambda: conc)
+    ta, cp = arterial_input(aif, t, hct=hct, aif_delay=aif_delay, aif_blood=aif_blood, concentration=lambda m: conc[m])
     dce = DCE(t, cp, model, fit_delay=fit_delay, bounds=bounds, aif_times=ta)
     maps = dce.fit(conc, mask=mask, method=method, progress=progress, **method_options)
     maps.provenance.update(input_provenance(input, aif, hct=hct, aif_delay=aif_delay, aif_blood=aif_blood, r1=r1,
@@ -333,11 +338,22 @@ def prepare(model_cls, series: Path, mask: Path | None, inputs: dict, model_opti
             t10 = check_t10(io.image_data(t1img), mask_arr, where=str(inputs["t1"]))
     cache = {}
 
-    def concentration():
-        if "c" not in cache:
-            cache["c"] = to_concentration(io.image_data(img), input=inputs["input"], t10=t10, fa=inputs.get("fa"),
-                                          tr=inputs.get("tr"), r1=inputs["r1"], baseline=inputs.get("baseline"))
-        return cache["c"]
+    def load():
+        if "data" not in cache:
+            cache["data"] = io.series_data(img)
+        return cache["data"]
+
+    conversion = dict(input=inputs["input"], fa=inputs.get("fa"), tr=inputs.get("tr"), r1=inputs["r1"],
+                      baseline=inputs.get("baseline"))
+    t10_flat = None if t10 is None or np.ndim(t10) == 0 else np.asarray(t10).ravel()
+
+    def transform(Y, index):
+        """Signal → concentration for a chunk of voxels (C-order flat indices ``index``)."""
+        return to_concentration(Y, t10=t10 if t10_flat is None else t10_flat[index], **conversion)
+
+    def concentration(voxels):
+        return to_concentration(np.asarray(load()[voxels], dtype=np.float64),
+                                t10=t10 if t10_flat is None else t10[voxels], **conversion)
 
     spec = inputs["aif"]
     aif = io.load_mask(Path(spec[4:]), img, reference_path=series) if spec.startswith("roi:") else spec
@@ -350,13 +366,17 @@ def prepare(model_cls, series: Path, mask: Path | None, inputs: dict, model_opti
                                   t10=inputs.get("t1") or inputs.get("t10"))
     sources = [series] + [p for p in (inputs.get("time"), mask, inputs.get("t1")) if p is not None]
     files = {"aif.csv": lambda maps: "time_s,cp_mM\n" + "".join(f"{a:.8g},{b:.8g}\n" for a, b in zip(ta, cp))}
-    plots = {"curves.png": lambda maps, data, path: plot_curves(model, data, maps, path)}
-    return FitJob(model=model, load=concentration, mask=mask_arr, image=img, sources=sources, provenance=provenance,
-                  files=files, plots=plots)
+    chunk_transform = transform if sig else None
+    plots = {"curves.png": lambda maps, data, path: plot_curves(model, data, maps, path, transform=chunk_transform)}
+    return FitJob(model=model, load=load, transform=chunk_transform, mask=mask_arr, image=img, sources=sources,
+                  provenance=provenance, files=files, plots=plots)
 
 
-def plot_curves(model, conc, maps, path, n: int = 4):
-    """Measured and fitted concentration of a few fitted voxels (quantiles of the first parameter)."""
+def plot_curves(model, data, maps, path, n: int = 4, transform=None):
+    """Measured and fitted concentration of a few fitted voxels (quantiles of the first parameter).
+
+    ``data`` is the series as fitted, or the raw series with ``transform(Y, index)`` turning the
+    chosen voxels' signals (C-order flat indices) into concentration."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -373,10 +393,12 @@ def plot_curves(model, conc, maps, path, n: int = 4):
     if ok.size:
         order = ok[np.argsort(vals.ravel()[ok])]
         picks = order[np.unique(np.linspace(0, order.size - 1, n).round().astype(int))]
-        flat = conc.reshape(-1, conc.shape[-1])
-        for ax, v in zip(axes[0], picks):
+        curves = np.asarray(data[np.unravel_index(picks, vals.shape)], dtype=np.float64)
+        if transform is not None:
+            curves = transform(curves, picks)
+        for ax, v, curve in zip(axes[0], picks, curves):
             params = {k: maps[k].ravel()[v] for k in model.spec.names}
-            ax.plot(model.t, flat[v], ".", ms=3, label="data")
+            ax.plot(model.t, curve, ".", ms=3, label="data")
             ax.plot(model.t, model.concentration(params), "-", label="fit")
             idx = np.unravel_index(v, vals.shape)
             ax.set_title(f"voxel {tuple(int(i) for i in idx)}\n" + ", ".join(

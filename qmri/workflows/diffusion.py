@@ -73,7 +73,7 @@ def prepare(model_cls, series: Path, mask: Path | None, inputs: dict, model_opti
         provenance.update(file_provenance("bvec_file", bvec_path))
 
     def load():
-        data = io.image_data(img)
+        data = io.series_data(img)
         return data if keep.all() else data[..., keep]
 
     sources = [series, bval_path] + ([bvec_path] if bvec_path else []) + ([mask] if mask else [])

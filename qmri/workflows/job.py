@@ -9,6 +9,7 @@ prepare, refuse to overwrite, fit, write the maps and their sidecars, the extra 
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,7 @@ class Workflow:
     Attributes
     ----------
     name : str
-        Key of :data:`qmri.workflows.WORKFLOWS` (a model class's ``workflow``).
+        Name of the workflow (a model class's ``workflow``; a module of :mod:`qmri.workflows`).
     series : str
         Name of the series argument (``dwi``, ``dce``, ``vfa``).
     series_help : str
@@ -56,7 +57,10 @@ class FitJob:
     ----------
     model : qmri.models.model.Model
     load : callable
-        ``load()`` → the data to fit, shape ``spatial + (model.n_measurements,)``.
+        ``load()`` → the data, shape ``spatial + (model.n_measurements,)`` (in its stored type).
+    transform : callable or None
+        Applied by :meth:`~qmri.models.model.Model.fit` to each chunk before fitting
+        (``transform(Y, index)``, e.g. DCE signal to concentration).
     mask : ndarray of bool or None
     image : nibabel image
         The series: its affine and header go into every output.
@@ -74,6 +78,7 @@ class FitJob:
     load: Callable[[], np.ndarray]
     mask: np.ndarray | None
     image: object
+    transform: Callable | None = None
     sources: list = field(default_factory=list)
     provenance: dict = field(default_factory=dict)
     files: dict = field(default_factory=dict)
@@ -175,10 +180,10 @@ def fit_files(model_cls, series, *, out_dir, mask=None, method: str | None = Non
     """
     from qmri import io
     from qmri.resultset import refuse_existing
-    from qmri.workflows import WORKFLOWS
+    from qmri.workflows import workflow
 
     t0 = time.perf_counter()
-    wf = WORKFLOWS[model_cls.workflow]
+    wf = workflow(model_cls.workflow)
     inputs = resolve(wf.inputs(model_cls), inputs, f"qmri {model_cls.command}")
     model_opts = dict(resolve(model_cls.options, model_options or {}, model_cls.__name__))
     if bounds:
@@ -189,8 +194,13 @@ def fit_files(model_cls, series, *, out_dir, mask=None, method: str | None = Non
     refuse_existing(planned_outputs(job, m.name, method_options, out_dir, prefix, plot), force)
     if on_start is not None:
         on_start(job.model.describe(m.name))
+    # compiled kernels load (Numba's start-up, ~0.5 s) while the series is read and decompressed
+    warm = threading.Thread(target=m.warm_up, args=(job.model,), daemon=True)
+    warm.start()
     data = job.load()
-    maps = job.model.fit(data, mask=job.mask, method=m.name, progress=progress, **method_options)
+    warm.join()
+    maps = job.model.fit(data, mask=job.mask, method=m.name, progress=progress, transform=job.transform,
+                         **method_options)
     maps.affine, maps.header = job.image.affine, job.image.header
     maps.provenance.update(job.provenance)
     if mask is not None:

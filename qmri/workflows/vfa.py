@@ -62,7 +62,7 @@ def prepare(model_cls, series: Path, mask: Path | None, inputs: dict, model_opti
     model = model_cls(fa, tr, b1=b1, **model_options)
     sources = [series] + ([b1_path] if b1_path else []) + ([mask] if mask else [])
     provenance = {"b1_units": inputs["b1_units"], **file_provenance("b1_map", b1_path)} if b1_path else {}
-    return FitJob(model=model, load=lambda: io.image_data(img), mask=mask_arr, image=img, sources=sources,
+    return FitJob(model=model, load=lambda: io.series_data(img), mask=mask_arr, image=img, sources=sources,
                   provenance=provenance)
 
 
