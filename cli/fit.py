@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from qmri.cli import logs
 from qmri.cli.options import add_options, given
 
 
@@ -46,7 +47,7 @@ def add_parser(sub, model_cls):
 
 
 def add_output_arguments(p):
-    """``--out-dir``, ``--prefix``, ``--force``, ``--plot``, ``--json``, ``--quiet``."""
+    """``--out-dir``, ``--prefix``, ``--force``, ``--plot``, ``--json``, ``--quiet``, ``--verbose``, ``--log-file``."""
     g = p.add_argument_group("output")
     g.add_argument("--out-dir", required=True, type=Path, help="folder for the maps (created if needed)")
     g.add_argument("--prefix", default="", help="prepended to every output file name")
@@ -57,6 +58,7 @@ def add_output_arguments(p):
                         "output files) as JSON to FILE ('-': standard output)")
     g.add_argument("--quiet", action="store_true", help="no progress bar and no summary (warnings still go to "
                                                         "standard error)")
+    logs.add_arguments(g)
 
 
 def show_progress(args) -> bool:
@@ -65,6 +67,11 @@ def show_progress(args) -> bool:
 
 
 def run(args) -> int:
+    with logs.session(args, f"qmri {args.model_cls.command}") as log:
+        return _run(args, log)
+
+
+def _run(args, log) -> int:
     from qmri import io
     from qmri.models.model import parse_bounds
     from qmri.resultset import refuse_existing
@@ -89,7 +96,7 @@ def run(args) -> int:
         print(outcome.maps.summary())
         print(f"wrote {len(outcome.written)} files to {args.out_dir}  (total {outcome.seconds:.2f} s)")
     for line in outcome.warnings:
-        print(f"qmri {cls.command}: warning: {line}", file=sys.stderr)
+        log.warning(line)
     if to_stdout:
         print(io.json_text(outcome.summary()))
     elif args.json is not None:

@@ -19,8 +19,8 @@ from qmri.fitting.lm import LMOptions, fit_lm
 from qmri.fitting.result import STATUS_CONVERGED, STATUS_FAILED, FitResult
 from qmri.jit import njit
 from qmri.models.base import Parameter, SignalModel, register
-from qmri.models.diffusion.acquisition import (B0_THRESHOLD, DiffusionModel, check_bvals, check_bvecs,
-                                               n_directions, shells)
+from qmri.models.diffusion.acquisition import (B0_THRESHOLD, DiffusionModel, b0_threshold_option, check_b0_threshold,
+                                               check_bvals, check_bvecs, n_directions, shells)
 from qmri.models.diffusion.dki.constrained import constrained_fit
 from qmri.models.diffusion.dki.design import (DT_NAMES, KT_NAMES, KURTOSIS_MONOTONIC_C, N_CONSTRAINT_DIRECTIONS,
                                               design_matrix, dki_signal, hemisphere)
@@ -181,6 +181,10 @@ class DKI(DiffusionModel):
         Floor applied to the signal before the log (default 1e-4, dipy's).
     wls_iter : int
         Reweightings of the ``wls`` fit (default 1 = dipy's WLS: weights from the OLS prediction).
+    b0_threshold : float
+        b (s/mm²) at or below which a volume counts as b = 0 when shells and directions are counted
+        and b-vectors checked (default :data:`~qmri.models.diffusion.acquisition.B0_THRESHOLD` = 50,
+        dipy's); the design matrix uses every volume's measured b-value.
     lm_options : qmri.fitting.LMOptions, optional
         Stopping rules of the ``nls`` fit.
 
@@ -211,21 +215,25 @@ class DKI(DiffusionModel):
                    "S = S0 exp(-b D + b^2 D^2 K/6) on direction-averaged images (S0, D, K), fitted by "
                    "bounded LM. b in s/mm2, diffusivities in mm2/s, kurtosis unitless.")
     options = (Option("trace", "trace/powder DKI: average the volumes of each b-shell (b rounded to 50 s/mm2) "
-                      "when a .bvec is given, else fit each volume as one b-value", bool, False),)
+                      "when a .bvec is given, else fit each volume as one b-value", bool, False),
+               b0_threshold_option(f"not counted as a direction or shell, b-vector not checked (default "
+                                   f"{B0_THRESHOLD:g}, as dipy)"))
     methods = table(WLS, OLS, NLS, CWLS)
     default_method = "wls"
     spec = DKI_TENSOR_MODEL
     uses_bvecs = True
 
     def __init__(self, bvals, bvecs, *, min_kurtosis=MIN_KURTOSIS, max_kurtosis=MAX_KURTOSIS,
-                 min_signal=MIN_SIGNAL, wls_iter: int = 1, lm_options: LMOptions | None = None):
+                 min_signal=MIN_SIGNAL, wls_iter: int = 1, b0_threshold: float = B0_THRESHOLD,
+                 lm_options: LMOptions | None = None):
+        self.b0_threshold = check_b0_threshold(b0_threshold)
         b = check_bvals(bvals)
-        g = check_bvecs(b, bvecs)
-        n_shells = np.unique(shells(b)).size
+        g = check_bvecs(b, bvecs, b0_threshold=self.b0_threshold)
+        n_shells = np.unique(shells(b, self.b0_threshold)).size
         if n_shells < 3:
             raise QMRIInputError(f"full-tensor DKI needs at least 3 distinct b-values (b=0 included), got "
-                                 f"{n_shells}: {sorted(set(shells(b).tolist()))}")
-        n_dirs = n_directions(b, g)
+                                 f"{n_shells}: {sorted(set(shells(b, self.b0_threshold).tolist()))}")
+        n_dirs = n_directions(b, g, self.b0_threshold)
         if n_dirs < 15:
             raise QMRIInputError(f"full-tensor DKI needs at least 15 distinct gradient directions, got {n_dirs}")
         self.bvals, self.bvecs = b, g
@@ -245,7 +253,8 @@ class DKI(DiffusionModel):
         self.b_max = float(b.max())
 
     @classmethod
-    def from_acquisition(cls, bvals, bvecs=None, *, trace: bool = False, **options):
+    def from_acquisition(cls, bvals, bvecs=None, *, trace: bool = False, b0_threshold: float = B0_THRESHOLD,
+                         **options):
         """Full-tensor :class:`DKI` for a series with b-vectors, else (or with ``trace``) :class:`TraceDKI`
         on the direction-averaged shells.
 
@@ -255,14 +264,14 @@ class DKI(DiffusionModel):
             Full tensor asked for with fewer than 15 distinct directions (the message suggests trace DKI).
         """
         if bvecs is not None and not trace:
-            nd = n_directions(bvals, bvecs)
+            nd = n_directions(bvals, bvecs, b0_threshold)
             if nd < 15:
-                raise QMRIInputError(f"{nd} distinct directions (b > {B0_THRESHOLD:g} s/mm2); full-tensor DKI needs "
+                raise QMRIInputError(f"{nd} distinct directions (b > {b0_threshold:g} s/mm2); full-tensor DKI needs "
                                      ">= 15 (use --trace, trace=True, for trace/powder DKI)")
-            return cls(bvals, bvecs, **options)
+            return cls(bvals, bvecs, b0_threshold=b0_threshold, **options)
         from qmri.models.diffusion.dki.trace import TraceDKI
 
-        return TraceDKI(bvals, bvecs=bvecs, **options)
+        return TraceDKI(bvals, bvecs=bvecs, b0_threshold=b0_threshold, **options)
 
     # Phantom and demo ----------------------------------------------------------------------
     phantom_options = ()
@@ -291,14 +300,16 @@ class DKI(DiffusionModel):
     def describe(self, method: str) -> str:
         from qmri.models.diffusion.acquisition import describe_shells
 
-        return f"full-tensor DKI, method {method}, {describe_shells(self.bvals, self.bvecs)}"
+        return f"full-tensor DKI, method {method}, {describe_shells(self.bvals, self.bvecs, self.b0_threshold)}"
 
     def output_units(self):
         return dict(MAP_UNITS)
 
     def provenance(self):
         prov = {
-            "bvals": self.bvals.tolist(), "units_b": "s/mm2", "n_directions": n_directions(self.bvals, self.bvecs),
+            "bvals": self.bvals.tolist(), "bvecs": self.bvecs.tolist(), "units_b": "s/mm2",
+            "b0_threshold": self.b0_threshold,
+            "n_directions": n_directions(self.bvals, self.bvecs, self.b0_threshold),
             "internal_units": "b in ms/um2, diffusivities in um2/ms (outputs in mm2/s)",
             "kurtosis_clip": [self.min_kurtosis, self.max_kurtosis], "min_signal": self.min_signal,
             "eigenvalue_floor_mm2_s": self.min_diffusivity, "wls_reweightings": self.wls_iter,
