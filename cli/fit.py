@@ -8,6 +8,7 @@ descriptions, and every method's options. Running it is one library call,
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -52,6 +53,10 @@ def add_output_arguments(p):
     g.add_argument("--out-dir", required=True, type=Path, help="folder for the maps (created if needed)")
     g.add_argument("--prefix", default="", help="prepended to every output file name")
     g.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    g.add_argument("--bids", action=argparse.BooleanOptionalAction, default=None,
+                   help="write a BIDS derivative dataset in --out-dir (names sub-<label>[_ses-<label>]..._model-"
+                        "<model>_param-<name>_dwimap.nii.gz, T1map...; dataset_description.json); default: when the "
+                        "series is in a BIDS dataset and --out-dir is under a derivatives folder")
     g.add_argument("--plot", action="store_true", help="also write a PNG montage of the maps")
     g.add_argument("--json", type=Path, metavar="FILE",
                    help="also write the summary (voxel counts, medians, R2, voxels at bounds, warnings, timings, "
@@ -90,7 +95,7 @@ def _run(args, log) -> int:
     outcome = fit_files(cls, args.series, out_dir=args.out_dir, mask=args.mask, method=args.method,
                         prefix=args.prefix, force=args.force, plot=args.plot, progress=show_progress(args),
                         bounds=parse_bounds(args.bounds), model_options=given(args, cls.options),
-                        method_options=given(args, method_options(cls)), on_start=announce,
+                        method_options=given(args, method_options(cls)), on_start=announce, bids=args.bids,
                         **given(args, wf.inputs(cls)))
     if not args.quiet and not to_stdout:
         print(outcome.maps.summary())

@@ -322,3 +322,248 @@ def ignore_sidecar_option():
 
     return Option("ignore_sidecar", "read nothing beside the series (X.json, X.bval, X.bvec for X.nii.gz); by "
                   "default they supply what no flag gives", bool, False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Derivative names
+# ---------------------------------------------------------------------------------------------
+#: Entities proposed by BEP016 (diffusion derivatives) for the maps of a model fit, not yet in the
+#: schema; placed before ``desc`` (as ``..._model-<label>_param-<label>[_desc-<label>]_dwimap``).
+PROPOSED_ENTITIES = ("model", "param")
+#: Source entities that name one image of a collection (a flip angle, an echo...): a map fitted to
+#: the whole collection does not carry them.
+COLLECTION_ENTITIES = ("flip", "echo", "inv", "mt", "part")
+#: Suffix of the model maps by workflow: BEP016's ``dwimap`` for diffusion; by analogy (no BIDS
+#: proposal names DCE maps yet: provisional) ``dcemap`` for DCE and ``vfamap`` for the VFA outputs
+#: that have no ratified qMRI suffix.
+MAP_SUFFIX = {"diffusion": "dwimap", "dce": "dcemap", "vfa": "vfamap"}
+#: Datatype folder by workflow, when the series is not in a datatype folder of its own.
+DATATYPE = {"diffusion": "dwi", "dce": "perf", "vfa": "anat"}
+#: BIDS datatypes a series' folder may be.
+DATATYPES = ("anat", "dwi", "perf", "func", "fmap")
+
+
+@lru_cache(maxsize=1)
+def schema_entities() -> tuple[tuple[str, ...], dict]:
+    """The BIDS schema's entities (``bidsschematools``): their short names in the schema's order,
+    with :data:`PROPOSED_ENTITIES` inserted before ``desc``, and the value pattern of each."""
+    from bidsschematools import schema
+
+    s = schema.load_schema()
+    order, patterns = [], {}
+    for long_name in s.rules.entities:
+        ent = s.objects.entities[long_name]
+        order.append(ent.name)
+        patterns[ent.name] = s.objects.formats[ent.format].pattern
+    i = order.index("desc")
+    order[i:i] = list(PROPOSED_ENTITIES)
+    patterns.update({k: s.objects.formats["label"].pattern for k in PROPOSED_ENTITIES})
+    return tuple(order), patterns
+
+
+@lru_cache(maxsize=1)
+def ratified_map_suffixes() -> frozenset:
+    """Suffixes of the BIDS qMRI parametric maps (``T1map``, ``M0map``...) in the schema."""
+    from bidsschematools import schema
+
+    return frozenset(schema.load_schema().rules.files.raw.anat.parametric.suffixes)
+
+
+def bids_version() -> str:
+    from bidsschematools import schema
+
+    return str(schema.load_schema().bids_version)
+
+
+def to_label(text: str) -> str:
+    """``text`` as a BIDS label (letters and digits only): ``n_iter`` → ``niter``."""
+    return re.sub(r"[^0-9a-zA-Z]", "", str(text))
+
+
+def build_name(entities: dict, suffix: str, extension: str = "") -> str:
+    """A BIDS file name: ``entities`` in the schema's order, then ``_<suffix><extension>``.
+
+    Raises
+    ------
+    ValueError
+        An entity unknown to the schema (and not proposed), or a value not of its format.
+    """
+    order, patterns = schema_entities()
+    unknown = [k for k in entities if k not in patterns]
+    if unknown:
+        raise ValueError(f"unknown BIDS entity {unknown[0]!r}")
+    parts = []
+    for key in order:
+        if key in entities:
+            value = str(entities[key])
+            if not re.fullmatch(patterns[key], value):
+                raise ValueError(f"BIDS entity {key}-{value}: value does not match {patterns[key]}")
+            parts.append(f"{key}-{value}")
+    return "_".join(parts + [suffix]) + extension
+
+
+def cmixf(unit: str) -> str:
+    """A qmri unit as CMIXF (BIDS ``Units``): ``mm2/s`` → ``mm^2/s``, ``a.u.`` → ``arbitrary``, ``mM`` →
+    ``mmol/L``, no unit → ``1`` (the SI unit one)."""
+    unit = str(unit or "").strip()
+    if not unit:
+        return "1"
+    if unit in ("a.u.", "au", "arbitrary"):
+        return "arbitrary"
+    return re.sub(r"(?<=[a-zA-Z])(\d)", r"^\1", unit.replace("mM", "mmol/L"))
+
+
+def bids_uri(path, dataset: str, root) -> str:
+    """``bids:<dataset>:<path relative to root>``; a file outside ``root`` (or no root): its ``file://`` URI."""
+    path = Path(path).resolve()
+    if root is not None:
+        try:
+            return f"bids:{dataset}:{path.relative_to(Path(root).resolve()).as_posix()}"
+        except ValueError:
+            pass
+    return path.as_uri()
+
+
+class BIDSNaming:
+    """Names of a fit's outputs as a BIDS derivative dataset rooted at the output folder.
+
+    Policy
+    ------
+    * Folder: ``<out_dir>/sub-<label>[/ses-<label>]/<datatype>/``, the datatype being the series'
+      folder (``dwi``, ``anat``, ``perf``...) or :data:`DATATYPE` of the workflow.
+    * Entities: the series' own (``sub``, ``ses``, ``acq``, ``run``, ``dir``...), less those of one
+      image of a collection (:data:`COLLECTION_ENTITIES`).
+    * A parameter whose ``<name>map`` is a ratified qMRI suffix, on an ``anat`` series (VFA ``T1`` →
+      ``sub-01_T1map.nii.gz``, ``M0`` → ``..._M0map``): that suffix.
+    * Every other map: ``<entities>_model-<model>_param-<name>_<suffix>`` (BEP016), e.g.
+      ``sub-01_ses-1_model-ivim_param-D_dwimap.nii.gz``, DCE ``sub-01_model-etm_param-Ktrans_dcemap``;
+      ``<model>`` is :meth:`qmri.models.model.Model.label`, ``<name>`` the map name as a label
+      (``n_iter`` → ``niter``); suffixes :data:`MAP_SUFFIX`.
+    * Standard errors: the parameter's name with ``desc-se`` (``..._param-D_desc-se_dwimap``,
+      ``sub-01_desc-se_T1map``).
+    * Other files of the set (figures, the AIF table): ``<entities>_model-<model>_<name>``.
+    * Sidecars: ``Units`` in CMIXF (:func:`cmixf`), ``Sources`` as BIDS URIs (``bids:raw:...`` with
+      ``DatasetLinks`` in ``dataset_description.json`` when the series is in a BIDS dataset, else
+      ``file://`` URIs), ``EstimationAlgorithm``, ``EstimationReference``.
+
+    Names are built from the schema's entity order and formats (:func:`build_name`).
+
+    Parameters
+    ----------
+    series : path
+        The fitted series; its name must start with ``sub-<label>``.
+    model_label : str
+    workflow : str
+        ``diffusion``, ``dce`` or ``vfa``.
+
+    Raises
+    ------
+    QMRIInputError
+        The series' name is not a BIDS name with a subject.
+    """
+
+    def __init__(self, series, model_label: str, workflow: str):
+        self.series = Path(series)
+        stem, _ = split_image_name(series)
+        entities, _ = parse_name(stem)
+        if "sub" not in entities:
+            raise QMRIInputError(f"{series}: BIDS outputs need a BIDS-named series (sub-<label>_..._<suffix>"
+                                 ".nii.gz); rename it or leave out --bids")
+        self.entities = {k: v for k, v in entities.items() if k not in COLLECTION_ENTITIES}
+        self.model = to_label(model_label)
+        self.suffix = MAP_SUFFIX[workflow]
+        parent = self.series.resolve().parent.name
+        self.datatype = parent if parent in DATATYPES else DATATYPE[workflow]
+        self.source_root = dataset_root(series)
+        folder = Path(f"sub-{self.entities['sub']}")
+        if "ses" in self.entities:
+            folder = folder / f"ses-{self.entities['ses']}"
+        self.subfolder = folder / self.datatype
+        self._ratified = ratified_map_suffixes() if self.datatype == "anat" else frozenset()
+
+    def folder(self, out_dir) -> Path:
+        """Where the maps go: ``out_dir/sub-<label>[/ses-<label>]/<datatype>``."""
+        return Path(out_dir) / self.subfolder
+
+    def map_file(self, name: str, kind: str) -> str:
+        """File name of map ``name`` (``kind``: parameter, standard_error or quality)."""
+        param = name[:-3] if kind == "standard_error" else name
+        desc = {"desc": "se"} if kind == "standard_error" else {}
+        if f"{param}map" in self._ratified and kind != "quality":
+            return build_name({**self.entities, **desc}, f"{param}map", ".nii.gz")
+        return build_name({**self.entities, "model": self.model, "param": to_label(param), **desc}, self.suffix,
+                          ".nii.gz")
+
+    def extra_file(self, name: str) -> str:
+        stem, ext = (name.rsplit(".", 1) + [""])[:2]
+        return build_name({**self.entities, "model": self.model}, to_label(stem), "." + ext if ext else "")
+
+    def sources(self, paths) -> list[str]:
+        return [bids_uri(p, "raw", self.source_root) for p in paths]
+
+    def sidecar(self, unit: str, provenance: dict) -> dict:
+        """The BIDS keys of one map's sidecar."""
+        out = {"Units": cmixf(unit)}
+        out.update(estimation(provenance))
+        return out
+
+    def dataset_links(self, out_dir) -> dict:
+        """``DatasetLinks`` of the derivative dataset: ``raw`` → the source dataset (relative path)."""
+        if self.source_root is None:
+            return {}
+        import os
+
+        return {"raw": os.path.relpath(self.source_root, Path(out_dir).resolve())}
+
+
+def estimation(provenance: dict) -> dict:
+    """``EstimationAlgorithm`` (method and its description) and ``EstimationReference`` (method and
+    model references) of a fit, from its provenance."""
+    out = {}
+    if provenance.get("method"):
+        desc = provenance.get("method_description", "")
+        out["EstimationAlgorithm"] = f"{provenance['method']}: {desc}" if desc else str(provenance["method"])
+    refs = [r for r in (provenance.get("method_reference"), provenance.get("reference")) if r]
+    if refs:
+        out["EstimationReference"] = "; ".join(dict.fromkeys(refs))
+    return out
+
+
+def wants_bids(series, out_dir, requested: bool | None) -> bool:
+    """Whether to write BIDS derivatives: as ``requested``, or (None) when the series is in a BIDS
+    dataset and ``out_dir`` is a derivatives folder (a path through a folder called ``derivatives``,
+    or a dataset whose ``DatasetType`` is ``derivative``)."""
+    if requested is not None:
+        return bool(requested)
+    if dataset_root(series) is None:
+        return False
+    out = Path(out_dir).resolve()
+    if "derivatives" in out.parts:
+        return True
+    return (out / "dataset_description.json").is_file() and dataset_type(out) == "derivative"
+
+
+def dataset_description(links: dict | None = None) -> dict:
+    """``dataset_description.json`` of a qmri derivative dataset (BIDS derivatives)."""
+    from qmri import __version__
+
+    out = {"Name": "qmri parameter maps", "BIDSVersion": bids_version(), "DatasetType": "derivative",
+           "GeneratedBy": [{"Name": "qmri", "Version": __version__,
+                            "Description": "voxel-wise quantitative MRI model fits (IVIM, DKI, T1, DCE)"}]}
+    if links:
+        out["DatasetLinks"] = dict(links)
+    return out
+
+
+def write_dataset_description(out_dir, links: dict | None = None) -> Path | None:
+    """Write ``out_dir/dataset_description.json`` unless it exists (then it is left as it is; one
+    that is not a derivative dataset's is reported). Returns the path written, or None."""
+    from qmri import io
+
+    path = Path(out_dir) / "dataset_description.json"
+    if path.exists():
+        if dataset_type(out_dir) != "derivative":
+            log.warning("%s exists and does not say DatasetType 'derivative'; left as it is", path)
+        return None
+    io.write_json(path, dataset_description(links))
+    return path

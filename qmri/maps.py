@@ -21,7 +21,7 @@ QUALITY_UNITS = {"rmse": "a.u.", "r2": "", "status": "", "n_iter": ""}
 INTEGER_MAPS = {"status": np.int8, "n_iter": np.int32}
 #: Sidecar keys written by :meth:`ParameterMaps.save` besides the provenance.
 _FIXED_KEYS = {"QmriVersion", "Created", "OutsideMask", "StatusCodes", "Sources", "Parameter", "Units", "Kind",
-               "Maps", "ResultSet"}
+               "Maps", "MapFiles", "ResultSet", "EstimationAlgorithm", "EstimationReference"}
 #: A fit is evidently wrong (:meth:`ParameterMaps.warnings`) when the median R² of the fitted voxels
 #: is below this...
 MIN_MEDIAN_R2 = 0.8
@@ -210,13 +210,14 @@ class ParameterMaps(Mapping):
         return out
 
     # Output -----------------------------------------------------------------------------------
-    def output_paths(self, out_dir, prefix: str = "") -> dict[str, Path]:
+    def output_paths(self, out_dir, prefix: str = "", naming=None) -> dict[str, Path]:
         """The NIfTI path of every map that :meth:`save` writes (sidecars sit beside, ``.json``)."""
-        out_dir = Path(out_dir)
-        return {name: out_dir / f"{prefix}{name}.nii.gz" for name in self._all()}
+        naming = naming or PrefixNaming(prefix)
+        folder = naming.folder(out_dir)
+        return {name: folder / naming.map_file(name, self._kind(name)) for name in self._all()}
 
     def save(self, out_dir, *, affine=None, header=None, prefix: str = "", force: bool = False,
-             sources=None, extra=None) -> list[Path]:
+             sources=None, extra=None, naming=None) -> list[Path]:
         """Write one NIfTI and one JSON sidecar per map (and any ``extra`` files) as one result set.
 
         Parameter, standard-error, ``rmse`` and ``r2`` maps are float32 (NaN outside the mask);
@@ -242,6 +243,10 @@ class ParameterMaps(Mapping):
         extra : dict of str to callable, optional
             Further files of the set, ``{file name: write(path)}`` (e.g. a figure or a table):
             each function writes its file at the path it is given.
+        naming : optional
+            How files are named and where they go: :class:`PrefixNaming` (default, with ``prefix``)
+            or :class:`qmri.bids.BIDSNaming` (BIDS derivative names and sidecar keys). Every
+            sidecar records the file of every map (``MapFiles``), which :meth:`load` reads.
 
         Returns
         -------
@@ -258,21 +263,26 @@ class ParameterMaps(Mapping):
         from qmri import io
         from qmri.resultset import ResultSet
 
+        if naming is not None and prefix:
+            raise QMRIInputError("a prefix cannot be combined with BIDS names (--prefix with --bids)")
+        naming = naming or PrefixNaming(prefix)
         affine = self.affine if affine is None else affine
         header = self.header if header is None else header
-        paths = self.output_paths(out_dir, prefix)
-        extra = {f"{prefix}{name}": write for name, write in (extra or {}).items()}
+        paths = self.output_paths(out_dir, naming=naming)
+        folder = naming.folder(out_dir)
+        extra = {naming.extra_file(name): write for name, write in (extra or {}).items()}
         names = [n for p in paths.values() for n in (p.name, io.sidecar_path(p).name)] + list(extra)
         provenance = {_camel(k): v for k, v in self.provenance.items()}
         maps = self._all()
-        with ResultSet(out_dir, names, force=force) as rs:
+        with ResultSet(folder, names, force=force) as rs:
             common = {
                 "QmriVersion": __version__,
                 "Created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "OutsideMask": "NaN (status and n_iter: -1)",
                 "StatusCodes": {str(k): v for k, v in STATUS_LABELS.items()},
-                "Sources": [str(s) for s in (sources or [])],
+                "Sources": naming.sources(sources or []),
                 "Maps": list(paths),
+                "MapFiles": {name: p.name for name, p in paths.items()},
                 "ResultSet": {"Id": rs.id, "Files": rs.names},
             }
             common.update(provenance)
@@ -280,7 +290,8 @@ class ParameterMaps(Mapping):
                 io.write_map(rs.path(path.name), maps[name], affine=affine, header=header,
                              intent=f"{name} ({self.units.get(name, '')})", dtype=INTEGER_MAPS.get(name, np.float32))
                 side = dict(common)
-                side.update({"Parameter": name, "Units": self.units.get(name, ""), "Kind": self._kind(name)})
+                side.update({"Parameter": name, "Kind": self._kind(name)})
+                side.update(naming.sidecar(self.units.get(name, ""), self.provenance))
                 io.write_json(rs.path(io.sidecar_path(path).name), side)
             for name, write in extra.items():
                 write(rs.path(name))
@@ -330,7 +341,7 @@ class ParameterMaps(Mapping):
             except (OSError, ValueError):
                 continue
             if isinstance(side, dict) and "QmriVersion" in side and "Maps" in side and "Parameter" in side \
-                    and path.name == f"{prefix}{side['Parameter']}.json":
+                    and path.name == io.sidecar_path(_map_file(side, side["Parameter"], prefix)).name:
                 first = side
                 break
         if first is None:
@@ -339,14 +350,14 @@ class ParameterMaps(Mapping):
         params, se, quality, units = {}, {}, {}, {}
         affine = header = None
         for name in first["Maps"]:
-            nii = directory / f"{prefix}{name}.nii.gz"
+            nii = directory / _map_file(first, name, prefix)
             img = io.load_nifti(nii, what=f"map {name}")
             side_path = io.sidecar_path(nii)
             if not side_path.exists():
                 raise QMRIInputError(f"{side_path}: sidecar of {nii.name} not found")
             side = json.loads(side_path.read_text())
             if _set_id(side) != _set_id(first):
-                raise QMRIInputError(f"{side_path}: written by another run than {prefix}{first['Parameter']}.json "
+                raise QMRIInputError(f"{side_path}: written by another run than the sidecar of {first['Parameter']} "
                                      "(maps of two runs mixed in one folder); fit again with --force")
             units[name] = side.get("Units", "")
             if affine is None:
@@ -363,6 +374,40 @@ class ParameterMaps(Mapping):
         status = quality.get("status")
         mask = status >= 0 if status is not None else np.all([np.isfinite(v) for v in params.values()], axis=0)
         return cls(params, units, quality, se, mask, provenance, affine=affine, header=header)
+
+
+class PrefixNaming:
+    """qmri's own names: ``<out_dir>/<prefix><map>.nii.gz`` with ``<prefix><map>.json``, extra files
+    ``<prefix><name>``; sidecar ``Units`` as qmri writes units (``mm2/s``), ``Sources`` the paths
+    given. (The other policy, BIDS derivative names: :class:`qmri.bids.BIDSNaming`.)"""
+
+    def __init__(self, prefix: str = ""):
+        self.prefix = prefix
+
+    def folder(self, out_dir) -> Path:
+        return Path(out_dir)
+
+    def map_file(self, name: str, kind: str) -> str:
+        return f"{self.prefix}{name}.nii.gz"
+
+    def extra_file(self, name: str) -> str:
+        return f"{self.prefix}{name}"
+
+    def sources(self, paths) -> list[str]:
+        return [str(p) for p in paths]
+
+    def sidecar(self, unit: str, provenance: dict) -> dict:
+        from qmri.bids import estimation
+
+        return {"Units": unit, **estimation(provenance)}
+
+
+def _map_file(sidecar: dict, name: str, prefix: str) -> str:
+    """File of map ``name`` of the set a sidecar belongs to (``MapFiles``; older sets: prefix + name)."""
+    files = sidecar.get("MapFiles")
+    if isinstance(files, dict) and name in files:
+        return files[name]
+    return f"{prefix}{name}.nii.gz"
 
 
 def _set_id(sidecar: dict):

@@ -136,6 +136,11 @@ class Model:
         """Model-specific facts written into sidecars (bounds, acquisition, references)."""
         return {}
 
+    def label(self) -> str:
+        """Short name of the fitted model in file names (BIDS ``model-<label>``): the class name in
+        lower case (``ivim``, ``dki``, ``vfa``)."""
+        return type(self).__name__.lower()
+
     def check_method(self, method: str) -> None:
         """Raise :class:`QMRIInputError` if the acquisition cannot support ``method``."""
 
@@ -302,6 +307,8 @@ class Model:
         seconds = time.perf_counter() - t0
         prov = {"model": type(self).__name__, "method": m.name, "method_description": m.description,
                 "n_voxels": int(len(idx)), "fit_seconds": round(seconds, 4)}
+        if m.reference:
+            prov["method_reference"] = m.reference
         if opts:
             prov["method_options"] = opts
         prov.update(self.provenance())

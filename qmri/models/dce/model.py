@@ -225,6 +225,10 @@ class DCE(Model):
             return {"kep": ("1/min", lambda p: p["Ktrans"] / p["ve"])}
         return {}
 
+    def label(self) -> str:
+        """The pharmacokinetic model (``tofts``, ``etm``, ``patlak``, ``2cxm``, ``2cum``)."""
+        return self.model
+
     def describe(self, method: str) -> str:
         return (f"DCE {self.model}{' with fitted delay' if self.fit_delay else ''}, method {method}, "
                 f"{self.t.size} frames over {self.t[-1] - self.t[0]:g} s")
