@@ -48,6 +48,9 @@ class ParameterMaps(Mapping):
         ``rmse``, ``r2``, ``status``, ``n_iter``.
     se : dict of str to ndarray
         Standard-error maps keyed by parameter name (empty when not computed).
+    vectors : dict of str to ndarray
+        Outputs of several values per voxel, shape ``spatial + (k,)`` (e.g. DKI ``DT``, ``KT``;
+        empty unless asked for), written as 4-D images.
     mask : ndarray of bool
         Voxels that were fitted.
     provenance : dict
@@ -59,8 +62,9 @@ class ParameterMaps(Mapping):
         Header of the fitted image (orientation codes, voxel sizes), kept in the written maps.
     """
 
-    def __init__(self, params, units, quality, se, mask, provenance, *, affine=None, header=None):
+    def __init__(self, params, units, quality, se, mask, provenance, *, affine=None, header=None, vectors=None):
         self.params = dict(params)
+        self.vectors = dict(vectors or {})
         self.quality = dict(quality)
         self.se = dict(se)
         self.mask = mask
@@ -93,16 +97,22 @@ class ParameterMaps(Mapping):
             "n_iter": scatter(result.n_iter, STATUS_NOT_FITTED, INTEGER_MAPS["n_iter"]),
         }
         se = {k: scatter(v) for k, v in result.se.items()}
+        vectors = {}
+        for k, v in result.vectors.items():
+            vol = np.full((n_total, v.shape[1]), np.nan)
+            vol[index] = v
+            vectors[k] = vol.reshape(tuple(shape) + (v.shape[1],))
         prov = dict(provenance)
         n = len(index)
         prov["converged_fraction"] = float(np.mean(result.status == STATUS_CONVERGED)) if n else 0.0
         prov["failed_fraction"] = float(np.mean(result.status == STATUS_FAILED)) if n else 0.0
-        return cls(params, units, quality, se, mask.reshape(shape), prov)
+        return cls(params, units, quality, se, mask.reshape(shape), prov, vectors=vectors)
 
     # Mapping protocol -------------------------------------------------------------------------
     def _all(self) -> dict:
         out = dict(self.params)
         out.update({f"{k}_se": v for k, v in self.se.items()})
+        out.update(self.vectors)
         out.update(self.quality)
         return out
 
@@ -220,8 +230,8 @@ class ParameterMaps(Mapping):
              sources=None, extra=None, naming=None) -> list[Path]:
         """Write one NIfTI and one JSON sidecar per map (and any ``extra`` files) as one result set.
 
-        Parameter, standard-error, ``rmse`` and ``r2`` maps are float32 (NaN outside the mask);
-        ``status`` is int8 and ``n_iter`` int32 (-1 outside the mask). The files are written as a
+        Parameter, standard-error, ``rmse`` and ``r2`` maps are float32 (NaN outside the mask),
+        :attr:`vectors` 4-D float32 images; ``status`` is int8 and ``n_iter`` int32 (-1 outside the mask). The files are written as a
         :class:`qmri.resultset.ResultSet`: all appear together or none does, even if the process is
         killed; every sidecar records the set (``ResultSet``: its id and files), which
         :meth:`load` checks.
@@ -302,6 +312,8 @@ class ParameterMaps(Mapping):
             return "parameter"
         if name in self.quality:
             return "quality"
+        if name in self.vectors:
+            return "vector"
         return "standard_error"
 
     @classmethod
@@ -347,7 +359,7 @@ class ParameterMaps(Mapping):
         if first is None:
             raise QMRIInputError(f"{directory}: no qmri maps{f' with prefix {prefix!r}' if prefix else ''} "
                                  "(expected NIfTI files with JSON sidecars written by qmri)")
-        params, se, quality, units = {}, {}, {}, {}
+        params, se, quality, units, vectors = {}, {}, {}, {}, {}
         affine = header = None
         for name in first["Maps"]:
             nii = directory / _map_file(first, name, prefix)
@@ -368,12 +380,14 @@ class ParameterMaps(Mapping):
                 quality[name] = io.image_data(img)
             elif side.get("Kind") == "standard_error":
                 se[name[:-3]] = io.image_data(img)
+            elif side.get("Kind") == "vector":
+                vectors[name] = io.image_data(img)
             else:
                 params[name] = io.image_data(img)
         provenance = {_snake(k): v for k, v in first.items() if k not in _FIXED_KEYS}
         status = quality.get("status")
         mask = status >= 0 if status is not None else np.all([np.isfinite(v) for v in params.values()], axis=0)
-        return cls(params, units, quality, se, mask, provenance, affine=affine, header=header)
+        return cls(params, units, quality, se, mask, provenance, affine=affine, header=header, vectors=vectors)
 
 
 class PrefixNaming:

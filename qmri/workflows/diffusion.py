@@ -62,7 +62,7 @@ def prepare(model_cls, series: Path, mask: Path | None, inputs: dict, model_opti
     """
     from qmri import io
     from qmri.bids import companions, take_file
-    from qmri.models.diffusion.acquisition import B0_THRESHOLD, check_bvecs
+    from qmri.models.diffusion.acquisition import B0_THRESHOLD, check_bvecs, fsl_bvec_frame
 
     img = load_series(series, "DWI series")
     beside = companions(series, use=not inputs.get("ignore_sidecar"))
@@ -86,6 +86,7 @@ def prepare(model_cls, series: Path, mask: Path | None, inputs: dict, model_opti
                         b0_threshold=model_options.get("b0_threshold", B0_THRESHOLD))
     mask_arr = load_mask(mask, img, series)
     model = model_cls.from_acquisition(b, g, **model_options)
+    model.bvec_frame = fsl_bvec_frame(img.affine)
     provenance = {k: inputs[k] for k in ("bmin", "bmax") if inputs.get(k) is not None}
     if not keep.all():
         provenance["volumes"] = np.flatnonzero(keep).tolist()  # of the series, fitted

@@ -125,6 +125,20 @@ def check_bvecs(bvals, bvecs, *, where="b-vectors", b0_threshold: float = B0_THR
     return out
 
 
+def fsl_bvec_frame(affine) -> np.ndarray:
+    """Rotation (3, 3) from the frame of FSL b-vectors to world (scanner) coordinates.
+
+    FSL b-vectors are given along the image axes, with x negated when the voxel-to-world matrix
+    has a positive determinant (FSL's radiological voxel convention); MRtrix3 reads them the same
+    way. ``M = R F`` with ``R`` the affine's rotation (columns normalised) and ``F = diag(-1, 1, 1)``
+    for a positive determinant (identity otherwise).
+    """
+    A = np.asarray(affine, dtype=np.float64)[:3, :3]
+    R = A / np.linalg.norm(A, axis=0, keepdims=True)
+    F = np.diag([-1.0, 1.0, 1.0]) if np.linalg.det(A) > 0 else np.eye(3)
+    return R @ F
+
+
 def normalise_to_lowest_b(Y, bvals):
     """Divide each voxel's signals by its mean signal at the lowest b-value.
 
@@ -231,6 +245,9 @@ class DiffusionModel(Model):
     min_distinct_b = 2
     #: Whether the model reads b-vectors (full-tensor models); others fit b-values alone.
     uses_bvecs = False
+    #: Rotation from the b-vectors' frame to world coordinates (:func:`fsl_bvec_frame`), set by the
+    #: file workflow from the series' affine; None for arrays fitted in Python (b-vector frame).
+    bvec_frame = None
 
     def __init__(self, bvals, *, bounds=None, initial_guess=None, lm_options: LMOptions | None = None):
         b = check_bvals(bvals)

@@ -25,6 +25,7 @@ from qmri.models.diffusion.dki.constrained import constrained_fit
 from qmri.models.diffusion.dki.design import (DT_NAMES, KT_NAMES, KURTOSIS_MONOTONIC_C, N_CONSTRAINT_DIRECTIONS,
                                               design_matrix, dki_signal, hemisphere)
 from qmri.models.diffusion.dki.metrics import MAP_UNITS, MAX_KURTOSIS, MIN_KURTOSIS, tensor_maps
+from qmri.models.diffusion.dki.tensors import SIGNAL_UNITS, TENSOR_UNITS, predicted_signal, tensor_outputs
 from qmri.models.methods import Method, table
 from qmri.options import Option
 
@@ -101,22 +102,40 @@ DKI_TENSOR_MODEL = register(SignalModel(
 # ---------------------------------------------------------------------------------------------
 # Methods: each gives the 22 coefficients; the scalar maps follow for all of them
 # ---------------------------------------------------------------------------------------------
+#: ``--tensors``: the tensor images (:mod:`qmri.models.diffusion.dki.tensors`).
+TENSORS_OPTION = Option("tensors", "also write the diffusion and kurtosis tensors (DT: 6 volumes, KT: 15, MRtrix3 "
+                        "dwi2tensor/-dkt order, world frame), eigenvalues, V1 and colour_FA", bool, False)
+#: ``--predicted``: predicted signal and residual.
+PREDICTED_OPTION = Option("predicted", "also write the predicted signal and the residual (data - predicted), one "
+                          "volume per measurement", bool, False)
+
+
 class TensorMethod(Method):
     """A full-tensor DKI method: ``solve(model, Y) -> (beta (n, 22), status (n,), n_iter (n,))``
-    gives the coefficients, from which every method computes the same scalar maps."""
+    gives the coefficients, from which every method computes the same scalar maps (and, on
+    request, the tensor images and the predicted signal: :mod:`qmri.models.diffusion.dki.tensors`)."""
 
     def __init__(self, name, description, solve, reference=""):
-        super().__init__(name, description, reference=reference)
+        super().__init__(name, description, options=(TENSORS_OPTION, PREDICTED_OPTION), reference=reference)
         self.solve = solve
 
-    def fit(self, model, Y, C):
+    def fit(self, model, Y, C, tensors: bool = False, predicted: bool = False):
         beta, status, n_iter = self.solve(model, Y)
         maps = tensor_maps(beta, X=model.X, signals=Y, min_diffusivity=model.min_diffusivity,
                            min_kurtosis=model.min_kurtosis, max_kurtosis=model.max_kurtosis)
         bad = ~np.isfinite(maps["MD"])
         status = np.where(bad, STATUS_FAILED, status).astype(np.int8)
         rmse, r2 = maps.pop("rmse"), maps.pop("r2")
-        return FitResult(params=maps, status=status, n_iter=n_iter, rmse=rmse, r2=r2)
+        vectors = {}
+        if tensors:
+            vectors.update(tensor_outputs(beta, model.bvec_frame))
+        if predicted:
+            vectors.update(predicted_signal(beta, model.X, Y))
+        return FitResult(params=maps, status=status, n_iter=n_iter, rmse=rmse, r2=r2, vectors=vectors)
+
+    def output_names(self, model, options: dict) -> list[str]:
+        return (super().output_names(model, options) + (list(TENSOR_UNITS) if options.get("tensors") else [])
+                + (list(SIGNAL_UNITS) if options.get("predicted") else []))
 
 
 def _linear_status(ok, rounds):
@@ -304,6 +323,20 @@ class DKI(DiffusionModel):
 
     def output_units(self):
         return dict(MAP_UNITS)
+
+    def fit(self, data, mask=None, method=None, **options):
+        maps = super().fit(data, mask, method, **options)
+        maps.units.update({k: u for k, u in {**TENSOR_UNITS, **SIGNAL_UNITS}.items() if k in maps.vectors})
+        if "DT" in maps.vectors:
+            maps.provenance["tensor_layout"] = {
+                "DT": "D11, D22, D33, D12, D13, D23 (mm2/s; MRtrix3 dwi2tensor order)",
+                "KT": "W1111, W2222, W3333, W1112, W1113, W1222, W1333, W2223, W2333, W1122, W1133, W2233, W1123, "
+                      "W1223, W1233 (dimensionless W = MD^2 W / MD^2; MRtrix3 -dkt order)",
+                "frame": "world (scanner) coordinates, as MRtrix3" if self.bvec_frame is not None
+                         else "the b-vectors' frame",
+                "eigenvalues": "L1 >= L2 >= L3 (mm2/s)", "V1": "unit principal eigenvector, b-vector frame (as FSL dtifit)",
+                "colour_FA": "FA * |V1| (R, G, B), b-vector frame"}
+        return maps
 
     def provenance(self):
         prov = {
