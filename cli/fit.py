@@ -57,13 +57,34 @@ def add_output_arguments(p):
                    help="write a BIDS derivative dataset in --out-dir (names sub-<label>[_ses-<label>]..._model-"
                         "<model>_param-<name>_dwimap.nii.gz, T1map...; dataset_description.json); default: when the "
                         "series is in a BIDS dataset and --out-dir is under a derivatives folder")
-    g.add_argument("--plot", action="store_true", help="also write a PNG montage of the maps")
+    g.add_argument("--plot", action="store_true", help="also write maps.png: a grid of slices (rows: the maps, R2 and "
+                                                       "status; colour bars with units)")
+    g.add_argument("--slices", metavar="Z,Z,...", help="z indices of the slices in maps.png (default: up to 5 through "
+                                                       "the fitted voxels)")
     g.add_argument("--json", type=Path, metavar="FILE",
                    help="also write the summary (voxel counts, medians, R2, voxels at bounds, warnings, timings, "
                         "output files) as JSON to FILE ('-': standard output)")
     g.add_argument("--quiet", action="store_true", help="no progress bar and no summary (warnings still go to "
                                                         "standard error)")
     logs.add_arguments(g)
+
+
+def parse_slices(text):
+    """``--slices 3,5,7`` → [3, 5, 7] (None when not given).
+
+    Raises
+    ------
+    QMRIInputError
+        Not comma-separated integers.
+    """
+    if text is None:
+        return None
+    from qmri.errors import QMRIInputError
+
+    try:
+        return [int(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise QMRIInputError(f"--slices: expected comma-separated slice indices, got {text!r}") from None
 
 
 def show_progress(args) -> bool:
@@ -96,6 +117,7 @@ def _run(args, log) -> int:
                         prefix=args.prefix, force=args.force, plot=args.plot, progress=show_progress(args),
                         bounds=parse_bounds(args.bounds), model_options=given(args, cls.options),
                         method_options=given(args, method_options(cls)), on_start=announce, bids=args.bids,
+                        slices=parse_slices(args.slices),
                         **given(args, wf.inputs(cls)))
     if not args.quiet and not to_stdout:
         print(outcome.maps.summary())

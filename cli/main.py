@@ -14,7 +14,7 @@ from qmri.cli.options import Parser
 from qmri.errors import QMRIInputError
 
 #: Commands other than the fitting commands (each module has ``add_parser``), after them in ``--help``.
-COMMANDS = ["habitat", "stats", "phantom", "demo"]
+COMMANDS = ["habitat", "stats", "plot_fit", "phantom", "demo"]
 
 
 def build_parser() -> Parser:

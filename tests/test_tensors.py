@@ -120,3 +120,13 @@ def test_mrtrix_reads_the_tensors(fitted, tmp_path):
     aniso = maps["FA"][mask] > 0.2
     dots = np.abs(np.sum(v1_world * _load(tmp_path / "v1.nii.gz")[mask], axis=1))
     np.testing.assert_allclose(dots[aniso], 1.0, atol=1e-4)
+
+
+def test_plot_fit_of_dki_matches_the_predicted_signal(fitted, tmp_path):
+    from qmri.plot import plot_fit
+
+    d, _ = fitted
+    ijk = tuple(np.argwhere(_load(d / "mask.nii.gz") > 0)[-1])
+    curve = plot_fit(d / "dwi.nii.gz", d / "fit", ijk, tmp_path / "v.png")
+    np.testing.assert_allclose(curve["fitted"], _load(d / "fit" / "predicted.nii.gz")[ijk], rtol=1e-5)
+    np.testing.assert_allclose(curve["measured"], _load(d / "dwi.nii.gz")[ijk], rtol=1e-6)

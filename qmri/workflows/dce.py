@@ -433,7 +433,31 @@ def plot_curves(model, conc, maps, path, n: int = 4):
     plt.close(fig)
 
 
+def measured(values, provenance: dict, index) -> np.ndarray:
+    """The voxel's concentration (mM): the series itself for concentration input, else converted with
+    the recorded T10 (value, or the map at ``index``), relaxivity, flip angle, TR and baseline.
+
+    Raises
+    ------
+    QMRIInputError
+        The T1 map the fit used is no longer where the sidecars say.
+    """
+    from qmri import io
+
+    values = np.asarray(values, dtype=np.float64)
+    if provenance.get("input") != "signal":
+        return values
+    t10 = provenance.get("t10_s")
+    if t10 is None:
+        path = provenance.get("t10_map")
+        if not path or not Path(path).is_file():
+            raise QMRIInputError(f"the fit converted signal with a T1 map, {path}, that is not found")
+        t10 = float(io.image_data(io.load_nifti(path, what="T1 map"))[tuple(index)])
+    return to_concentration(values[None, :], t10=t10, fa=provenance["fa_deg"], tr=provenance["tr_s"],
+                            r1=provenance["relaxivity_per_s_per_mmol"], baseline=provenance["baseline_frames"])[0]
+
+
 WORKFLOW = Workflow("dce", "dce", "4-D DCE series (signal, or concentration in mM with --input concentration)",
-                    lambda cls: _INPUTS, prepare,
+                    lambda cls: _INPUTS, prepare, measured=measured,
                     hint="AIF timing: a population AIF starts at --aif-delay (the injection time, s), or fit the "
                          "arterial delay with --fit-delay; check the frame times (--time, --tr-frame, in s)")

@@ -102,6 +102,13 @@ def prepare(model_cls, series: Path, mask: Path | None, inputs: dict, model_opti
     return FitJob(model=model, load=load, mask=mask_arr, image=img, sources=sources, provenance=provenance)
 
 
-WORKFLOW = Workflow("diffusion", "dwi", "4-D diffusion-weighted NIfTI series", inputs, prepare,
+def measured(values, provenance: dict, index) -> np.ndarray:
+    """The voxel's volumes the fit used (``volumes`` of the provenance, when ``--bmin``/``--bmax`` chose some)."""
+    values = np.asarray(values, dtype=np.float64)
+    volumes = provenance.get("volumes")
+    return values if volumes is None else values[np.asarray(volumes, dtype=int)]
+
+
+WORKFLOW = Workflow("diffusion", "dwi", "4-D diffusion-weighted NIfTI series", inputs, prepare, measured=measured,
                     hint="b-values not in s/mm2 (e.g. 0-1 in ms/um2 or 0-1e9 in s/m2) or not in volume order; "
                          "check the --bval file")

@@ -38,6 +38,10 @@ class Workflow:
     hint : str
         The likely cause of a fit that is evidently wrong on such series (named with the warnings
         of :meth:`qmri.maps.ParameterMaps.warnings`), e.g. b-values in the wrong units.
+    measured : callable, optional
+        ``measured(values, provenance, index)`` → one voxel's data as the fit saw it, from the
+        series' values at that voxel (``(n_volumes,)``) and the fit's provenance (``qmri
+        plot-fit``); default the values as they are.
     """
 
     name: str
@@ -46,6 +50,7 @@ class Workflow:
     inputs: Callable[[type], tuple[Option, ...]]
     prepare: Callable
     hint: str = ""
+    measured: Callable | None = None
 
 
 @dataclass
@@ -134,7 +139,7 @@ def planned_outputs(job: FitJob, method: str, method_options: dict, out_dir, pre
 def fit_files(model_cls, series, *, out_dir, mask=None, method: str | None = None, prefix: str = "",
               force: bool = False, plot: bool = False, progress: bool = False, bounds: dict | None = None,
               model_options: dict | None = None, method_options: dict | None = None, on_start=None,
-              bids: bool | None = None, **inputs) -> FitOutcome:
+              bids: bool | None = None, slices=None, **inputs) -> FitOutcome:
     """Fit a series on disk and write the maps: what ``qmri <command>`` does.
 
     Parameters
@@ -154,7 +159,9 @@ def fit_files(model_cls, series, *, out_dir, mask=None, method: str | None = Non
     force : bool
         Overwrite existing outputs (otherwise nothing is written if one exists).
     plot : bool
-        Also write ``maps.png`` and the workflow's figures.
+        Also write ``maps.png`` (a grid of slices: :func:`qmri.plot.montage`) and the workflow's figures.
+    slices : list of int, optional
+        z indices of the slices in ``maps.png`` (default: up to 5 through the fitted voxels).
     progress : bool
         Show a progress bar.
     bounds : dict, optional
@@ -210,7 +217,7 @@ def fit_files(model_cls, series, *, out_dir, mask=None, method: str | None = Non
     if plot:
         from qmri.plot import montage
 
-        extra["maps.png"] = lambda path: montage(maps, path)
+        extra["maps.png"] = lambda path: montage(maps, path, slices=slices)
         extra.update({name: (lambda path, draw=draw: draw(maps, data, path)) for name, draw in job.plots.items()})
     written = maps.save(out_dir, prefix=prefix, force=force, sources=job.sources, extra=extra, naming=naming)
     if naming is not None:

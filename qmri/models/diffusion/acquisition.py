@@ -323,6 +323,16 @@ class DiffusionModel(Model):
         """The model bound to a phantom's acquisition."""
         return cls.from_acquisition(ph.acquisition["bvals"], ph.acquisition.get("bvecs"))
 
+    @classmethod
+    def from_provenance(cls, provenance: dict) -> "Model":
+        """The model bound to the recorded b-values (``bvals``, s/mm², as fitted)."""
+        if "bvals" not in provenance:
+            raise QMRIInputError(f"{cls.__name__}: the sidecars record no b-values")
+        return cls(provenance["bvals"])
+
+    def axis(self):
+        return self.bvals, "b (s/mm2)"
+
     def describe(self, method: str) -> str:
         """One line for the command line: what is fitted to what."""
         return (f"{type(self).__name__} {method}, {self.bvals.size} volumes, b = "

@@ -316,6 +316,21 @@ class DKI(DiffusionModel):
         beta = model.coefficients(ph.data[mask], method)[0]
         return {"K<0 %": float(np.mean(np.nanmin(apparent_kurtosis(beta, hemisphere(100)), axis=1) < 0)) * 100}
 
+    @classmethod
+    def from_provenance(cls, provenance: dict) -> "DKI":
+        """The model bound to the recorded b-values and b-vectors."""
+        if "bvecs" not in provenance:
+            raise QMRIInputError("DKI: the sidecars record no b-vectors (maps written by an older qmri)")
+        return cls(provenance["bvals"], provenance["bvecs"], b0_threshold=provenance.get("b0_threshold", B0_THRESHOLD))
+
+    def curve(self, values, measured, covariates=None, method=None):
+        """The scalar maps do not determine the signal: the voxel is fitted again with ``method``
+        (deterministic: the coefficients behind the maps) and exp(X β) drawn."""
+        y = np.asarray(measured, dtype=np.float64)
+        beta = self.coefficients(y[None, :], method or self.default_method)[0][0]
+        return {"x": self.bvals, "measured": y, "fitted": np.exp(self.X @ beta), "xlabel": "b (s/mm2)",
+                "ylabel": f"signal ({self.data_unit})"}
+
     def describe(self, method: str) -> str:
         from qmri.models.diffusion.acquisition import describe_shells
 

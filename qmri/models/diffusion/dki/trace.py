@@ -140,6 +140,26 @@ class TraceDKI(DiffusionModel):
         how = "direction-averaged per b-shell" if self.averaged else "one b-value per volume"
         return (f"trace DKI ({how}), {self.bvals.size} b-values: {', '.join(f'{v:g}' for v in self.bvals)} s/mm2")
 
+    def provenance(self) -> dict:
+        prov = super().provenance()
+        prov.update({"volume_bvals": self.raw_bvals.tolist(), "b0_threshold": self.b0_threshold,
+                     "bvecs": None if self._bvecs is None else np.asarray(self._bvecs).tolist()})
+        return prov
+
+    @classmethod
+    def from_provenance(cls, provenance: dict) -> "TraceDKI":
+        """The model bound to the recorded volumes' b-values (and b-vectors, when averaged)."""
+        return cls(provenance.get("volume_bvals", provenance["bvals"]), bvecs=provenance.get("bvecs"),
+                   b0_threshold=provenance.get("b0_threshold", B0_THRESHOLD))
+
+    def curve(self, values, measured, covariates=None, method=None):
+        """Measured: the direction-averaged shells (when averaged); fitted: the trace DKI signal there."""
+        y = np.asarray(measured, dtype=np.float64)
+        if self.averaged:
+            y = powder_average(y, self.raw_bvals, self._bvecs, self.b0_threshold)[0]
+        return {"x": self.bvals, "measured": y, "fitted": self.signal(values), "xlabel": "b (s/mm2)",
+                "ylabel": f"signal ({self.data_unit})"}
+
     def normalise(self, Y, C):
         if self.averaged:
             Y = powder_average(Y, self.raw_bvals, self._bvecs, self.b0_threshold)[0]
