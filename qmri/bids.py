@@ -244,7 +244,9 @@ class Sidecar:
             t = np.where(t < t[0], t + 86400.0, t) - t[0]  # past midnight
             return self._check_count(t, n_frames, "AcquisitionTime"), "AcquisitionTime"
         rt = self.number("RepetitionTime")
-        if rt is not None and np.ndim(rt) == 0 and ("RepetitionTimeExcitation" in self.meta or rt >= MIN_FRAME_INTERVAL):
+        volume_tr = rt is not None and np.ndim(rt) == 0 and ("RepetitionTimeExcitation" in self.meta
+                                                            or rt >= MIN_FRAME_INTERVAL)
+        if volume_tr:
             return np.arange(n_frames) * float(rt), "RepetitionTime"
         return None, None
 
@@ -306,10 +308,11 @@ def reconcile(given, found, *, flag: str, where: str, what: str):
 
 def take_file(given, found, *, flag: str, what: str):
     """A file given on the command line (``given``) or found beside the series (``found``); the
-    command line wins. The choice is reported through :mod:`logging`."""
+    command line wins. A file found and used is reported through :mod:`logging` (info), one given
+    in place of another found beside the series at debug level."""
     if given is not None:
         if found is not None and Path(found).resolve() != Path(given).resolve():
-            log.info("%s from %s (%s given; %s beside the series not used)", what, given, flag, found)
+            log.debug("%s from %s (%s given; %s beside the series not used)", what, given, flag, found)
         return given
     if found is not None:
         log.info("%s from %s (beside the series)", what, found)

@@ -231,10 +231,10 @@ class ParameterMaps(Mapping):
         """Write one NIfTI and one JSON sidecar per map (and any ``extra`` files) as one result set.
 
         Parameter, standard-error, ``rmse`` and ``r2`` maps are float32 (NaN outside the mask),
-        :attr:`vectors` 4-D float32 images; ``status`` is int8 and ``n_iter`` int32 (-1 outside the mask). The files are written as a
-        :class:`qmri.resultset.ResultSet`: all appear together or none does, even if the process is
-        killed; every sidecar records the set (``ResultSet``: its id and files), which
-        :meth:`load` checks.
+        :attr:`vectors` 4-D float32 images; ``status`` is int8 and ``n_iter`` int32 (-1 outside the
+        mask). The files are written as a :class:`qmri.resultset.ResultSet`: all appear together or
+        none does, even if the process is killed; every sidecar records the set (``ResultSet``: its
+        id and files), which :meth:`load` checks.
 
         Parameters
         ----------

@@ -205,7 +205,8 @@ def stats_from_files(maps, labels, *, names=None, out=None, wide: bool = False, 
     lab = np.asarray(img.dataobj, dtype=np.float64).reshape(img.shape[:3])
     lab = np.nan_to_num(lab)
     if np.any(lab != np.round(lab)):
-        raise QMRIInputError(f"{labels}: labels must be integers (0 background), found {lab[lab != np.round(lab)][0]:g}")
+        bad = lab[lab != np.round(lab)][0]
+        raise QMRIInputError(f"{labels}: labels must be integers (0 background), found {bad:g}")
     lab = lab.astype(np.int64)
     voxel_ml = float(np.prod(img.header.get_zooms()[:3])) / 1000.0
     label_names = read_label_names(names) if names is not None else {}

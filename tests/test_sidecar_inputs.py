@@ -150,3 +150,14 @@ def test_b0_threshold(tmp_path):
     assert model.provenance()["b0_threshold"] == 5.0
     with pytest.raises(QMRIInputError, match="b0-threshold"):
         IVIM(b, b0_threshold=-1)
+
+
+def test_logging_levels_and_log_file(vfa_folder, tmp_path, capsys):
+    d, _ = vfa_folder
+    log = tmp_path / "run.log"
+    code, out, err = _run(["t1", d / "vfa.nii.gz", "--out-dir", tmp_path / "a", "--quiet", "--log-file", log], capsys)
+    assert code == 0 and out == "" and err == ""  # --quiet: no summary, no information, no warning here
+    text = log.read_text()
+    assert "INFO qmri.bids: flip angles (deg) 2,5,10,15 from FlipAngle in" in text
+    code, out, err = _run(["t1", d / "vfa.nii.gz", "--out-dir", tmp_path / "b"], capsys)
+    assert "model VFA" in out and "FlipAngle" not in out and "qmri t1: flip angles" in err

@@ -349,7 +349,8 @@ class DKI(DiffusionModel):
                       "W1223, W1233 (dimensionless W = MD^2 W / MD^2; MRtrix3 -dkt order)",
                 "frame": "world (scanner) coordinates, as MRtrix3" if self.bvec_frame is not None
                          else "the b-vectors' frame",
-                "eigenvalues": "L1 >= L2 >= L3 (mm2/s)", "V1": "unit principal eigenvector, b-vector frame (as FSL dtifit)",
+                "eigenvalues": "L1 >= L2 >= L3 (mm2/s)",
+                "V1": "unit principal eigenvector, b-vector frame (as FSL dtifit)",
                 "colour_FA": "FA * |V1| (R, G, B), b-vector frame"}
         return maps
 
