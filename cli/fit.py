@@ -8,9 +8,11 @@ descriptions, and every method's options. Running it is one library call,
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
+from qmri.cli import logs
 from qmri.cli.options import add_options, given
 
 
@@ -46,17 +48,43 @@ def add_parser(sub, model_cls):
 
 
 def add_output_arguments(p):
-    """``--out-dir``, ``--prefix``, ``--force``, ``--plot``, ``--json``, ``--quiet``."""
+    """``--out-dir``, ``--prefix``, ``--force``, ``--plot``, ``--json``, ``--quiet``, ``--verbose``, ``--log-file``."""
     g = p.add_argument_group("output")
     g.add_argument("--out-dir", required=True, type=Path, help="folder for the maps (created if needed)")
     g.add_argument("--prefix", default="", help="prepended to every output file name")
     g.add_argument("--force", action="store_true", help="overwrite existing outputs")
-    g.add_argument("--plot", action="store_true", help="also write a PNG montage of the maps")
+    g.add_argument("--bids", action=argparse.BooleanOptionalAction, default=None,
+                   help="write a BIDS derivative dataset in --out-dir (names sub-<label>[_ses-<label>]..._model-"
+                        "<model>_param-<name>_dwimap.nii.gz, T1map...; dataset_description.json); default: when the "
+                        "series is in a BIDS dataset and --out-dir is under a derivatives folder")
+    g.add_argument("--plot", action="store_true", help="also write maps.png: a grid of slices (rows: the maps, R2 and "
+                                                       "status; colour bars with units)")
+    g.add_argument("--slices", metavar="Z,Z,...", help="z indices of the slices in maps.png (default: up to 5 through "
+                                                       "the fitted voxels)")
     g.add_argument("--json", type=Path, metavar="FILE",
                    help="also write the summary (voxel counts, medians, R2, voxels at bounds, warnings, timings, "
                         "output files) as JSON to FILE ('-': standard output)")
     g.add_argument("--quiet", action="store_true", help="no progress bar and no summary (warnings still go to "
                                                         "standard error)")
+    logs.add_arguments(g)
+
+
+def parse_slices(text):
+    """``--slices 3,5,7`` → [3, 5, 7] (None when not given).
+
+    Raises
+    ------
+    QMRIInputError
+        Not comma-separated integers.
+    """
+    if text is None:
+        return None
+    from qmri.errors import QMRIInputError
+
+    try:
+        return [int(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise QMRIInputError(f"--slices: expected comma-separated slice indices, got {text!r}") from None
 
 
 def show_progress(args) -> bool:
@@ -65,6 +93,11 @@ def show_progress(args) -> bool:
 
 
 def run(args) -> int:
+    with logs.session(args, f"qmri {args.model_cls.command}") as log:
+        return _run(args, log)
+
+
+def _run(args, log) -> int:
     from qmri import io
     from qmri.models.model import parse_bounds
     from qmri.resultset import refuse_existing
@@ -83,13 +116,14 @@ def run(args) -> int:
     outcome = fit_files(cls, args.series, out_dir=args.out_dir, mask=args.mask, method=args.method,
                         prefix=args.prefix, force=args.force, plot=args.plot, progress=show_progress(args),
                         bounds=parse_bounds(args.bounds), model_options=given(args, cls.options),
-                        method_options=given(args, method_options(cls)), on_start=announce,
+                        method_options=given(args, method_options(cls)), on_start=announce, bids=args.bids,
+                        slices=parse_slices(args.slices),
                         **given(args, wf.inputs(cls)))
     if not args.quiet and not to_stdout:
         print(outcome.maps.summary())
         print(f"wrote {len(outcome.written)} files to {args.out_dir}  (total {outcome.seconds:.2f} s)")
     for line in outcome.warnings:
-        print(f"qmri {cls.command}: warning: {line}", file=sys.stderr)
+        log.warning(line)
     if to_stdout:
         print(io.json_text(outcome.summary()))
     elif args.json is not None:

@@ -21,8 +21,8 @@ from qmri.cli.options import Parser
 from qmri.errors import QMRIInputError
 
 #: Commands other than the fitting commands, after them in ``--help``: modules of this package with
-#: ``add_parser(subparsers)`` and a one-line ``SUMMARY``.
-COMMANDS = ["habitat", "phantom", "demo", "validate"]
+#: ``add_parser(subparsers)`` and a one-line ``SUMMARY``; the command is the module name with ``-``.
+COMMANDS = ["habitat", "stats", "plot_fit", "phantom", "demo", "validate"]
 DESCRIPTION = "Quantitative functional MRI: voxel-wise IVIM, ADC, DKI, T1 and DCE fitting of NIfTI series."
 
 
@@ -32,11 +32,16 @@ def _models():
     return MODULES
 
 
+def _command(module: str) -> str:
+    return module.replace("_", "-")
+
+
 def command_named(argv) -> str | None:
     """The command an argument list names (its first positional argument), if it is one."""
     for token in argv:
         if not token.startswith("-"):
-            return token if (token in COMMANDS or token in _models()) else None
+            known = token in _models() or token in {_command(m) for m in COMMANDS}
+            return token if known else None
     return None
 
 
@@ -56,10 +61,10 @@ def build_parser(only: str | None = None) -> Parser:
             sub.add_parser(name, help=command(name).summary)
     for name in COMMANDS:
         module = importlib.import_module(f"qmri.cli.{name}")
-        if only == name:
+        if only == _command(name):
             module.add_parser(sub)
         elif only is None:
-            sub.add_parser(name, help=module.SUMMARY)
+            sub.add_parser(_command(name), help=module.SUMMARY)
     if only is not None:
         _add_threads(sub.choices[only])
     return parser

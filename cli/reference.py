@@ -29,7 +29,7 @@ def commands_table() -> str:
         groups = sorted({o.group for o in wf.inputs(cls) if o.group and o.required})
         for g in groups:
             required += " " + "\\|".join(o.cli_flag for o in wf.inputs(cls) if o.group == g) + " ..."
-        usage = f"`qmri {cls.command} {wf.series.upper()} {required}`".replace("  ", " ")
+        usage = f"`qmri {cls.command} {wf.series.upper()} {required}".replace("  ", " ").rstrip() + "`"
         methods = ", ".join(f"`{m}`" for m in sorted(cls.methods, key=lambda k: k != cls.default_method))
         rows.append(f"| {usage} | {cls.summary} | {methods} |")
     phantoms = "\\|".join(cls.command for cls in COMMANDS.values() if cls.has_phantom())

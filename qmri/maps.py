@@ -22,7 +22,7 @@ QUALITY_UNITS = {"rmse": "a.u.", "r2": "", "status": "", "n_iter": ""}
 INTEGER_MAPS = {"status": np.int8, "n_iter": np.int32}
 #: Sidecar keys written by :meth:`ParameterMaps.save` besides the provenance.
 _FIXED_KEYS = {"QmriVersion", "Created", "OutsideMask", "StatusCodes", "Sources", "Parameter", "Units", "Kind",
-               "Maps", "ResultSet"}
+               "Maps", "MapFiles", "ResultSet", "EstimationAlgorithm", "EstimationReference"}
 #: A fit is evidently wrong (:meth:`ParameterMaps.warnings`) when the median R² of the fitted voxels
 #: is below this...
 MIN_MEDIAN_R2 = 0.8
@@ -49,6 +49,9 @@ class ParameterMaps(Mapping):
         ``rmse``, ``r2``, ``status``, ``n_iter``.
     se : dict of str to ndarray
         Standard-error maps keyed by parameter name (empty when not computed).
+    vectors : dict of str to ndarray
+        Outputs of several values per voxel, shape ``spatial + (k,)`` (e.g. DKI ``DT``, ``KT``;
+        empty unless asked for), written as 4-D images.
     mask : ndarray of bool
         Voxels that were fitted.
     provenance : dict
@@ -60,8 +63,9 @@ class ParameterMaps(Mapping):
         Header of the fitted image (orientation codes, voxel sizes), kept in the written maps.
     """
 
-    def __init__(self, params, units, quality, se, mask, provenance, *, affine=None, header=None):
+    def __init__(self, params, units, quality, se, mask, provenance, *, affine=None, header=None, vectors=None):
         self.params = dict(params)
+        self.vectors = dict(vectors or {})
         self.quality = dict(quality)
         self.se = dict(se)
         self.mask = mask
@@ -95,16 +99,22 @@ class ParameterMaps(Mapping):
             "n_iter": scatter(result.n_iter, STATUS_NOT_FITTED, INTEGER_MAPS["n_iter"]),
         }
         se = {k: scatter(v) for k, v in result.se.items()}
+        vectors = {}
+        for k, v in result.vectors.items():
+            vol = np.full((n_total, v.shape[1]), np.nan)
+            vol[index] = v
+            vectors[k] = vol.reshape(tuple(shape) + (v.shape[1],), order=order)
         prov = dict(provenance)
         n = len(index)
         prov["converged_fraction"] = float(np.mean(result.status == STATUS_CONVERGED)) if n else 0.0
         prov["failed_fraction"] = float(np.mean(result.status == STATUS_FAILED)) if n else 0.0
-        return cls(params, units, quality, se, mask.reshape(shape, order=order), prov)
+        return cls(params, units, quality, se, mask.reshape(shape, order=order), prov, vectors=vectors)
 
     # Mapping protocol -------------------------------------------------------------------------
     def _all(self) -> dict:
         out = dict(self.params)
         out.update({f"{k}_se": v for k, v in self.se.items()})
+        out.update(self.vectors)
         out.update(self.quality)
         return out
 
@@ -212,20 +222,21 @@ class ParameterMaps(Mapping):
         return out
 
     # Output -----------------------------------------------------------------------------------
-    def output_paths(self, out_dir, prefix: str = "") -> dict[str, Path]:
+    def output_paths(self, out_dir, prefix: str = "", naming=None) -> dict[str, Path]:
         """The NIfTI path of every map that :meth:`save` writes (sidecars sit beside, ``.json``)."""
-        out_dir = Path(out_dir)
-        return {name: out_dir / f"{prefix}{name}.nii.gz" for name in self._all()}
+        naming = naming or PrefixNaming(prefix)
+        folder = naming.folder(out_dir)
+        return {name: folder / naming.map_file(name, self._kind(name)) for name in self._all()}
 
     def save(self, out_dir, *, affine=None, header=None, prefix: str = "", force: bool = False,
-             sources=None, extra=None) -> list[Path]:
+             sources=None, extra=None, naming=None) -> list[Path]:
         """Write one NIfTI and one JSON sidecar per map (and any ``extra`` files) as one result set.
 
-        Parameter, standard-error, ``rmse`` and ``r2`` maps are float32 (NaN outside the mask);
-        ``status`` is int8 and ``n_iter`` int32 (-1 outside the mask). The files are written as a
-        :class:`qmri.resultset.ResultSet`: all appear together or none does, even if the process is
-        killed; every sidecar records the set (``ResultSet``: its id and files), which
-        :meth:`load` checks.
+        Parameter, standard-error, ``rmse`` and ``r2`` maps are float32 (NaN outside the mask),
+        :attr:`vectors` 4-D float32 images; ``status`` is int8 and ``n_iter`` int32 (-1 outside the
+        mask). The files are written as a :class:`qmri.resultset.ResultSet`: all appear together or
+        none does, even if the process is killed; every sidecar records the set (``ResultSet``: its
+        id and files), which :meth:`load` checks.
 
         Parameters
         ----------
@@ -244,6 +255,10 @@ class ParameterMaps(Mapping):
         extra : dict of str to callable, optional
             Further files of the set, ``{file name: write(path)}`` (e.g. a figure or a table):
             each function writes its file at the path it is given.
+        naming : optional
+            How files are named and where they go: :class:`PrefixNaming` (default, with ``prefix``)
+            or :class:`qmri.bids.BIDSNaming` (BIDS derivative names and sidecar keys). Every
+            sidecar records the file of every map (``MapFiles``), which :meth:`load` reads.
 
         Returns
         -------
@@ -260,21 +275,26 @@ class ParameterMaps(Mapping):
         from qmri import io
         from qmri.resultset import ResultSet
 
+        if naming is not None and prefix:
+            raise QMRIInputError("a prefix cannot be combined with BIDS names (--prefix with --bids)")
+        naming = naming or PrefixNaming(prefix)
         affine = self.affine if affine is None else affine
         header = self.header if header is None else header
-        paths = self.output_paths(out_dir, prefix)
-        extra = {f"{prefix}{name}": write for name, write in (extra or {}).items()}
+        paths = self.output_paths(out_dir, naming=naming)
+        folder = naming.folder(out_dir)
+        extra = {naming.extra_file(name): write for name, write in (extra or {}).items()}
         names = [n for p in paths.values() for n in (p.name, io.sidecar_path(p).name)] + list(extra)
         provenance = {_camel(k): v for k, v in self.provenance.items()}
         maps = self._all()
-        with ResultSet(out_dir, names, force=force) as rs:
+        with ResultSet(folder, names, force=force) as rs:
             common = {
                 "QmriVersion": __version__,
                 "Created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "OutsideMask": "NaN (status and n_iter: -1)",
                 "StatusCodes": {str(k): v for k, v in STATUS_LABELS.items()},
-                "Sources": [str(s) for s in (sources or [])],
+                "Sources": naming.sources(sources or []),
                 "Maps": list(paths),
+                "MapFiles": {name: p.name for name, p in paths.items()},
                 "ResultSet": {"Id": rs.id, "Files": rs.names},
             }
             common.update(provenance)
@@ -285,7 +305,8 @@ class ParameterMaps(Mapping):
                                        dtype=INTEGER_MAPS.get(name, np.float32)) for name, path in paths.items()]
                 for name, path in paths.items():
                     side = dict(common)
-                    side.update({"Parameter": name, "Units": self.units.get(name, ""), "Kind": self._kind(name)})
+                    side.update({"Parameter": name, "Kind": self._kind(name)})
+                    side.update(naming.sidecar(self.units.get(name, ""), self.provenance))
                     io.write_json(rs.path(io.sidecar_path(path).name), side)
                 for name, write in extra.items():
                     write(rs.path(name))
@@ -298,6 +319,8 @@ class ParameterMaps(Mapping):
             return "parameter"
         if name in self.quality:
             return "quality"
+        if name in self.vectors:
+            return "vector"
         return "standard_error"
 
     @classmethod
@@ -337,23 +360,23 @@ class ParameterMaps(Mapping):
             except (OSError, ValueError):
                 continue
             if isinstance(side, dict) and "QmriVersion" in side and "Maps" in side and "Parameter" in side \
-                    and path.name == f"{prefix}{side['Parameter']}.json":
+                    and path.name == io.sidecar_path(_map_file(side, side["Parameter"], prefix)).name:
                 first = side
                 break
         if first is None:
             raise QMRIInputError(f"{directory}: no qmri maps{f' with prefix {prefix!r}' if prefix else ''} "
                                  "(expected NIfTI files with JSON sidecars written by qmri)")
-        params, se, quality, units = {}, {}, {}, {}
+        params, se, quality, units, vectors = {}, {}, {}, {}, {}
         affine = header = None
         for name in first["Maps"]:
-            nii = directory / f"{prefix}{name}.nii.gz"
+            nii = directory / _map_file(first, name, prefix)
             img = io.load_nifti(nii, what=f"map {name}")
             side_path = io.sidecar_path(nii)
             if not side_path.exists():
                 raise QMRIInputError(f"{side_path}: sidecar of {nii.name} not found")
             side = json.loads(side_path.read_text())
             if _set_id(side) != _set_id(first):
-                raise QMRIInputError(f"{side_path}: written by another run than {prefix}{first['Parameter']}.json "
+                raise QMRIInputError(f"{side_path}: written by another run than the sidecar of {first['Parameter']} "
                                      "(maps of two runs mixed in one folder); fit again with --force")
             units[name] = side.get("Units", "")
             if affine is None:
@@ -364,12 +387,48 @@ class ParameterMaps(Mapping):
                 quality[name] = io.image_data(img)
             elif side.get("Kind") == "standard_error":
                 se[name[:-3]] = io.image_data(img)
+            elif side.get("Kind") == "vector":
+                vectors[name] = io.image_data(img)
             else:
                 params[name] = io.image_data(img)
         provenance = {_snake(k): v for k, v in first.items() if k not in _FIXED_KEYS}
         status = quality.get("status")
         mask = status >= 0 if status is not None else np.all([np.isfinite(v) for v in params.values()], axis=0)
-        return cls(params, units, quality, se, mask, provenance, affine=affine, header=header)
+        return cls(params, units, quality, se, mask, provenance, affine=affine, header=header, vectors=vectors)
+
+
+class PrefixNaming:
+    """qmri's own names: ``<out_dir>/<prefix><map>.nii.gz`` with ``<prefix><map>.json``, extra files
+    ``<prefix><name>``; sidecar ``Units`` as qmri writes units (``mm2/s``), ``Sources`` the paths
+    given. (The other policy, BIDS derivative names: :class:`qmri.bids.BIDSNaming`.)"""
+
+    def __init__(self, prefix: str = ""):
+        self.prefix = prefix
+
+    def folder(self, out_dir) -> Path:
+        return Path(out_dir)
+
+    def map_file(self, name: str, kind: str) -> str:
+        return f"{self.prefix}{name}.nii.gz"
+
+    def extra_file(self, name: str) -> str:
+        return f"{self.prefix}{name}"
+
+    def sources(self, paths) -> list[str]:
+        return [str(p) for p in paths]
+
+    def sidecar(self, unit: str, provenance: dict) -> dict:
+        from qmri.bids import estimation
+
+        return {"Units": unit, **estimation(provenance)}
+
+
+def _map_file(sidecar: dict, name: str, prefix: str) -> str:
+    """File of map ``name`` of the set a sidecar belongs to (``MapFiles``; older sets: prefix + name)."""
+    files = sidecar.get("MapFiles")
+    if isinstance(files, dict) and name in files:
+        return files[name]
+    return f"{prefix}{name}.nii.gz"
 
 
 def _set_id(sidecar: dict):

@@ -244,7 +244,7 @@ def read_cohort(path) -> tuple[list[str], list[tuple[str, Path, list[MapSource]]
     return names, rows
 
 
-def _read_source(src: MapSource, cache: dict):
+def read_source(src: MapSource, cache: dict):
     """``(data, affine, unit, is_integer)`` of one source (qmri folders read once per call site)."""
     from qmri import io
 
@@ -323,7 +323,7 @@ def load_subject(subject_id: str, mask, sources, *, resample: bool = True) -> Su
     roi, affine, header = load_roi(mask)
     cols, units, resampled, cache = [], [], {}, {}
     for src in sources:
-        data, src_affine, unit, integer = _read_source(src, cache)
+        data, src_affine, unit, integer = read_source(src, cache)
         if not same_grid(data.shape, src_affine, roi.shape, affine):
             if not resample:
                 raise QMRIInputError(f"{src.describe()}: map {src.name} grid (shape {tuple(data.shape[:3])}) differs "

@@ -191,7 +191,8 @@ def write_outputs(result, out_dir, *, cohort: bool, plot: bool, force: bool = Fa
     """Write every subject's outputs, the cohort table and the k table: the files of each folder as
     one :class:`qmri.resultset.ResultSet` (all of them or none, even if the process is killed)."""
     from qmri import io
-    from qmri.habitats.statistics import cohort_row, habitat_table, rows_to_csv
+    from qmri.habitats.statistics import cohort_row, habitat_table
+    from qmri.roistats import rows_to_csv
     from qmri.resultset import ResultSet
 
     model = result.model

@@ -1,7 +1,8 @@
 """Per-habitat and tumour-level statistics of one subject's habitat map.
 
 Per habitat: voxel count, volume (mL, from the voxel size), fraction of the labelled ROI, mean,
-median and interquartile range of every feature (physical units, on the ROI's grid), and the number
+median and interquartile range of every feature (:func:`qmri.roistats.label_statistics`, shared
+with ``qmri stats``) (physical units, on the ROI's grid), and the number
 of connected components (face connectivity, 6 neighbours in 3-D). Per tumour: the Shannon entropy of
 the fractions (bits; 0 for one habitat, log2 k for k equal fractions) and the habitat adjacency
 matrix: the number of face-adjacent voxel pairs between every two labels, 0 being outside the
@@ -12,6 +13,8 @@ et al., Radiology 2018;288:26).
 from __future__ import annotations
 
 import numpy as np
+
+from qmri.roistats import label_statistics
 
 
 def connected_components(mask: np.ndarray) -> int:
@@ -69,20 +72,14 @@ def habitat_statistics(labels: np.ndarray, values: np.ndarray, usable: np.ndarra
     """
     lab = labels[usable]
     n = lab.size
+    per_feature = [label_statistics(values[:, j], lab, range(1, k + 1)) for j in range(len(names))]
     rows = []
     for h in range(1, k + 1):
-        sel = lab == h
-        row = {"habitat": h, "voxels": int(sel.sum()), "volume_ml": float(sel.sum() * voxel_ml),
-               "fraction": float(sel.mean()) if n else 0.0, "components": connected_components(labels == h)}
-        feats = {}
-        for j, (name, unit) in enumerate(zip(names, units)):
-            v = values[sel, j]
-            if v.size:
-                q1, med, q3 = np.percentile(v, [25, 50, 75])
-                feats[name] = {"mean": float(v.mean()), "median": float(med), "iqr": float(q3 - q1), "unit": unit}
-            else:
-                feats[name] = {"mean": float("nan"), "median": float("nan"), "iqr": float("nan"), "unit": unit}
-        row["features"] = feats
+        count = int(np.sum(lab == h))
+        row = {"habitat": h, "voxels": count, "volume_ml": float(count * voxel_ml),
+               "fraction": count / n if n else 0.0, "components": connected_components(labels == h)}
+        row["features"] = {name: {"mean": st[h]["mean"], "median": st[h]["median"], "iqr": st[h]["q3"] - st[h]["q1"],
+                                  "unit": unit} for name, unit, st in zip(names, units, per_feature)}
         rows.append(row)
     return {"habitats": rows, "entropy_bits": entropy_bits([r["fraction"] for r in rows]),
             "adjacency": adjacency(labels, k).tolist(), "labelled_voxels": int(n),
@@ -121,12 +118,3 @@ def cohort_row(subject_id: str, stats: dict, names, n_dropped: int) -> dict:
         for name in names:
             row[f"{name}_mean_h{h}"] = r["features"][name]["mean"]
     return row
-
-
-def rows_to_csv(rows) -> str:
-    """CSV text of a list of flat dicts sharing their keys (numbers with 6 significant digits)."""
-    keys = list(rows[0])
-    lines = [",".join(keys)]
-    for r in rows:
-        lines.append(",".join(f"{r[k]:.6g}" if isinstance(r[k], float) else str(r[k]) for k in keys))
-    return "\n".join(lines) + "\n"

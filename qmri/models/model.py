@@ -136,6 +136,51 @@ class Model:
         """Model-specific facts written into sidecars (bounds, acquisition, references)."""
         return {}
 
+    # Rebuilding a fit (``qmri plot-fit``) ------------------------------------------------------
+    @classmethod
+    def from_provenance(cls, provenance: dict) -> "Model":
+        """The model a fit used, rebuilt from the provenance its sidecars record (the acquisition).
+
+        Raises
+        ------
+        QMRIInputError
+            The model cannot be rebuilt from what was recorded.
+        """
+        raise QMRIInputError(f"{cls.__name__} cannot be rebuilt from its sidecars")
+
+    def axis(self) -> tuple[np.ndarray, str]:
+        """The values the measurements are plotted against, and their label (default: their index)."""
+        return np.arange(self.n_measurements, dtype=float), "measurement"
+
+    def curve(self, values: dict, measured, covariates=None, method: str | None = None) -> dict:
+        """Measured and fitted signal of one voxel for a figure.
+
+        Parameters
+        ----------
+        values : dict of str to float
+            The voxel's fitted parameters (the maps' values).
+        measured : ndarray (n_measurements,)
+            The voxel's data as the fit saw it.
+        covariates : ndarray (n_covariates,), optional
+        method : str, optional
+            The method that fitted it (models whose maps do not determine the signal refit the voxel).
+
+        Returns
+        -------
+        dict
+            ``x``, ``measured``, ``fitted`` (arrays), ``xlabel``, ``ylabel``.
+        """
+        P = np.array([[values[k] for k in self.spec.names]], dtype=np.float64)
+        C = None if covariates is None else np.asarray(covariates, dtype=np.float64)[None, :]
+        x, xlabel = self.axis()
+        return {"x": x, "measured": np.asarray(measured, dtype=float), "fitted": self.spec.evaluate(P, self.acq, C)[0],
+                "xlabel": xlabel, "ylabel": f"signal ({self.data_unit})"}
+
+    def label(self) -> str:
+        """Short name of the fitted model in file names (BIDS ``model-<label>``): the class name in
+        lower case (``ivim``, ``dki``, ``vfa``)."""
+        return type(self).__name__.lower()
+
     def check_method(self, method: str) -> None:
         """Raise :class:`QMRIInputError` if the acquisition cannot support ``method``."""
 
@@ -316,6 +361,8 @@ class Model:
         seconds = time.perf_counter() - t0
         prov = {"model": type(self).__name__, "method": m.name, "method_description": m.description,
                 "n_voxels": int(len(idx)), "fit_seconds": round(seconds, 4)}
+        if m.reference:
+            prov["method_reference"] = m.reference
         if opts:
             prov["method_options"] = opts
         prov.update(self.provenance())
@@ -354,6 +401,28 @@ def voxel_order(data) -> str:
     which :meth:`Model.fit` flattens the voxels so that flattening never copies the data."""
     data = np.asarray(data)
     return "F" if (data.ndim > 1 and data.flags.f_contiguous and not data.flags.c_contiguous) else "C"
+
+
+def model_class(name: str) -> type[Model]:
+    """The model class called ``name`` (a sidecar's ``Model``), among every imported subclass.
+
+    Raises
+    ------
+    QMRIInputError
+        No such model.
+    """
+    import qmri.models
+
+    qmri.models.commands()  # imports (registers) every model
+
+    todo, seen = list(Model.__subclasses__()), {}
+    while todo:
+        cls = todo.pop()
+        seen[cls.__name__] = cls
+        todo += cls.__subclasses__()
+    if name not in seen:
+        raise QMRIInputError(f"unknown model {name!r} (known: {', '.join(sorted(seen))})")
+    return seen[name]
 
 
 def parse_bounds(text: str | None) -> dict:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from qmri.bids import ignore_sidecar_option
 from qmri.errors import QMRIInputError
 from qmri.models.dce.aif import DEFAULT_HCT
 from qmri.models.dce.relaxation import DEFAULT_R1
@@ -18,10 +19,10 @@ from qmri.options import Option
 from qmri.workflows.job import FitJob, Workflow, load_mask, load_series
 
 _INPUTS = (
-    Option("time", "text file with one frame time in s per frame (white space or new lines)", Path,
-           required=True, group="time"),
-    Option("tr_frame", "uniform frame interval in s (first frame at 0 s)", float, required=True, group="time",
-           metavar="SECONDS"),
+    Option("time", "text file with one frame time in s per frame (white space or new lines); default: the frame "
+           "timing of X.json beside X.nii.gz (FrameTimesStart, VolumeTiming, AcquisitionTime list or a "
+           "RepetitionTime >= 0.5 s)", Path, group="time"),
+    Option("tr_frame", "uniform frame interval in s (first frame at 0 s)", float, group="time", metavar="SECONDS"),
     Option("aif", "parker | georgiou | preclinical (population curves, starting at --aif-delay), FILE.csv (two "
            "columns: time s, concentration mM) or roi:ARTERY_MASK.nii.gz (mean concentration in the mask, whole "
            "blood)", str, required=True),
@@ -33,10 +34,12 @@ _INPUTS = (
            "--baseline)", str, "signal", choices=("signal", "concentration")),
     Option("t1", "pre-contrast T1 map in s (3-D, same grid)", Path, group="t1"),
     Option("t10", "pre-contrast T1 in s for every voxel", float, group="t1"),
-    Option("fa", "flip angle in degrees", float),
-    Option("tr", "repetition time in s", float),
+    Option("fa", "flip angle in degrees (default: FlipAngle of X.json)", float),
+    Option("tr", "repetition time in s (default: RepetitionTimeExcitation of X.json, or a RepetitionTime below "
+           "0.5 s)", float),
     Option("r1", f"relaxivity in 1/s/mM (default {DEFAULT_R1})", float, DEFAULT_R1),
     Option("baseline", "number of pre-contrast frames", int),
+    ignore_sidecar_option(),
 )
 
 
@@ -302,26 +305,66 @@ def input_provenance(input, aif, *, hct, aif_delay, aif_blood, r1, fa, tr, basel
 # ---------------------------------------------------------------------------------------------
 # The pipeline on files
 # ---------------------------------------------------------------------------------------------
-def prepare(model_cls, series: Path, mask: Path | None, inputs: dict, model_options: dict) -> FitJob:
-    """Read the series header, frame times, T1 and AIF, and build the model (the concentration is
-    computed when the data are loaded, except for an arterial-mask AIF, which needs it now).
+def acquisition_from_sidecar(series: Path, inputs: dict, n_frames: int) -> np.ndarray:
+    """Frame times (s) from ``--time`` / ``--tr-frame`` or the sidecar, and, for signal input, the flip
+    angle and TR: those given, else the sidecar's (set in ``inputs``). Where both are known they must
+    agree (:func:`qmri.bids.reconcile`; frame times compared relative to the first frame).
 
     Raises
     ------
     QMRIInputError
-        As :func:`fit_dce`, naming the files.
+        No frame timing anywhere, a bad ``--tr-frame``, a value contradicting the sidecar.
+    """
+    from qmri import io
+    from qmri.bids import companions, reconcile
+
+    side = companions(series, use=not inputs.get("ignore_sidecar")).sidecar()
+    t = None
+    if inputs.get("time") is not None:
+        t = check_times(io.read_frame_times(inputs["time"]), n_frames, where=str(inputs["time"]))
+    elif inputs.get("tr_frame") is not None:
+        dt = inputs["tr_frame"]
+        if not (np.isfinite(dt) and dt > 0):
+            raise QMRIInputError(f"--tr-frame must be a positive number of seconds, got {dt}")
+        t = np.arange(n_frames) * dt
+    found, key = side.frame_times(n_frames)
+    if found is not None:
+        flag = "--time" if inputs.get("time") is not None else "--tr-frame"
+        reconcile(None if t is None else t - t[0], found - found[0], flag=flag, where=side.where(key),
+                  what="frame times relative to the first (s)")
+        if t is None:
+            t = check_times(found, n_frames, where=side.where(key))
+    if t is None:
+        raise QMRIInputError(f"{series}: frame times needed: give --time FILE or --tr-frame SECONDS (no "
+                             "FrameTimesStart, VolumeTiming, AcquisitionTime list or frame RepetitionTime in a "
+                             "JSON sidecar beside the series)")
+    if inputs["input"] == "signal":
+        inputs["fa"] = reconcile(inputs.get("fa"), side.flip_angle(), flag="--fa", where=side.where("FlipAngle"),
+                                 what="flip angle (deg)")
+        if np.ndim(inputs["fa"]) > 0:
+            raise QMRIInputError(f"{side.where('FlipAngle')}: one flip angle expected for a DCE series")
+        tr, tr_key = side.excitation_tr(frame_interval_possible=True)
+        inputs["tr"] = reconcile(inputs.get("tr"), tr, flag="--tr", where=side.where(tr_key), what="TR (s)")
+    return t
+
+
+def prepare(model_cls, series: Path, mask: Path | None, inputs: dict, model_options: dict) -> FitJob:
+    """Read the series header, frame times, T1 and AIF, and build the model (the concentration is
+    computed when the data are loaded, except for an arterial-mask AIF, which needs it now).
+
+    Frame times, flip angle and TR not given come from the sidecar (:func:`acquisition_from_sidecar`).
+
+    Raises
+    ------
+    QMRIInputError
+        As :func:`fit_dce`, naming the files; no frame timing; a value contradicting the sidecar.
     """
     from qmri import io
 
     img = load_series(series, "DCE series")
     n_frames = img.shape[3]
-    if inputs.get("time") is not None:
-        t = check_times(io.read_frame_times(inputs["time"]), n_frames, where=str(inputs["time"]))
-    else:
-        dt = inputs["tr_frame"]
-        if not (np.isfinite(dt) and dt > 0):
-            raise QMRIInputError(f"--tr-frame must be a positive number of seconds, got {dt}")
-        t = np.arange(n_frames) * dt
+    inputs = dict(inputs)
+    t = acquisition_from_sidecar(series, inputs, n_frames)
     mask_arr = load_mask(mask, img, series)
     sig = inputs["input"] == "signal"
     t10 = None
@@ -412,7 +455,31 @@ def plot_curves(model, data, maps, path, n: int = 4, transform=None):
     plt.close(fig)
 
 
+def measured(values, provenance: dict, index) -> np.ndarray:
+    """The voxel's concentration (mM): the series itself for concentration input, else converted with
+    the recorded T10 (value, or the map at ``index``), relaxivity, flip angle, TR and baseline.
+
+    Raises
+    ------
+    QMRIInputError
+        The T1 map the fit used is no longer where the sidecars say.
+    """
+    from qmri import io
+
+    values = np.asarray(values, dtype=np.float64)
+    if provenance.get("input") != "signal":
+        return values
+    t10 = provenance.get("t10_s")
+    if t10 is None:
+        path = provenance.get("t10_map")
+        if not path or not Path(path).is_file():
+            raise QMRIInputError(f"the fit converted signal with a T1 map, {path}, that is not found")
+        t10 = float(io.image_data(io.load_nifti(path, what="T1 map"))[tuple(index)])
+    return to_concentration(values[None, :], t10=t10, fa=provenance["fa_deg"], tr=provenance["tr_s"],
+                            r1=provenance["relaxivity_per_s_per_mmol"], baseline=provenance["baseline_frames"])[0]
+
+
 WORKFLOW = Workflow("dce", "dce", "4-D DCE series (signal, or concentration in mM with --input concentration)",
-                    lambda cls: _INPUTS, prepare,
+                    lambda cls: _INPUTS, prepare, measured=measured,
                     hint="AIF timing: a population AIF starts at --aif-delay (the injection time, s), or fit the "
                          "arterial delay with --fit-delay; check the frame times (--time, --tr-frame, in s)")

@@ -1,4 +1,8 @@
-"""Diffusion series from files: a 4-D NIfTI with an FSL ``.bval`` (and ``.bvec``), for any diffusion model."""
+"""Diffusion series from files: a 4-D NIfTI with an FSL ``.bval`` (and ``.bvec``), for any diffusion model.
+
+``X.bval`` and ``X.bvec`` beside ``X.nii.gz`` (as dcm2niix writes them, or inherited in a BIDS
+dataset: :func:`qmri.bids.companions`) are used when ``--bval`` / ``--bvec`` are not given.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +10,22 @@ from pathlib import Path
 
 import numpy as np
 
+from qmri.bids import ignore_sidecar_option
 from qmri.errors import QMRIInputError
 from qmri.options import Option
 from qmri.workflows.job import FitJob, Workflow, file_provenance, load_mask, load_series
 
-_BVAL = Option("bval", "FSL .bval file (s/mm2), one value per volume", Path, required=True)
-_BVEC = Option("bvec", "FSL .bvec file (unit vectors; needed for the full tensor)", Path)
+_BVAL = Option("bval", "FSL .bval file (s/mm2), one value per volume (default: X.bval beside X.nii.gz)", Path)
+_BVEC = Option("bvec", "FSL .bvec file (unit vectors; needed for the full tensor; default: X.bvec beside "
+               "X.nii.gz)", Path)
 _BMIN = Option("bmin", "use only volumes with b >= BMIN s/mm2 (e.g. 200 for a perfusion-free ADC)", float)
 _BMAX = Option("bmax", "use only volumes with b <= BMAX s/mm2 (e.g. 2500; DKI holds up to about 2000-3000)", float)
+_IGNORE = ignore_sidecar_option()
 
 
 def inputs(model_cls) -> tuple[Option, ...]:
-    """``--bval``, ``--bvec`` (models that read b-vectors), ``--bmin``, ``--bmax``."""
-    return (_BVAL,) + ((_BVEC,) if model_cls.uses_bvecs else ()) + (_BMIN, _BMAX)
+    """``--bval``, ``--bvec`` (models that read b-vectors), ``--bmin``, ``--bmax``, ``--ignore-sidecar``."""
+    return (_BVAL,) + ((_BVEC,) if model_cls.uses_bvecs else ()) + (_BMIN, _BMAX, _IGNORE)
 
 
 def select_volumes(bvals, bmin=None, bmax=None) -> np.ndarray:
@@ -44,30 +51,45 @@ def select_volumes(bvals, bmin=None, bmax=None) -> np.ndarray:
 def prepare(model_cls, series: Path, mask: Path | None, inputs: dict, model_options: dict) -> FitJob:
     """Read the series header, b-values (and b-vectors), select volumes, build the model.
 
+    ``--bval`` / ``--bvec`` default to the files beside the series (:func:`qmri.bids.companions`).
+
     Raises
     ------
     QMRIInputError
-        Missing or unreadable files, b-value count not the volume count, b-vectors not unit
-        length, mask on another grid, an acquisition the model cannot fit.
+        No b-values (neither ``--bval`` nor ``X.bval`` beside the series), missing or unreadable
+        files, b-value count not the volume count, b-vectors not unit length, mask on another grid,
+        an acquisition the model cannot fit.
     """
     from qmri import io
-    from qmri.models.diffusion.acquisition import check_bvecs
+    from qmri.bids import companions, take_file
+    from qmri.models.diffusion.acquisition import B0_THRESHOLD, check_bvecs, fsl_bvec_frame
 
     img = load_series(series, "DWI series")
-    bval_path = inputs["bval"]
+    beside = companions(series, use=not inputs.get("ignore_sidecar"))
+    bval_path = take_file(inputs.get("bval"), beside.bval, flag="--bval", what="b-values")
+    if bval_path is None:
+        from qmri.bids import split_image_name
+
+        raise QMRIInputError(f"{series}: no b-values: give --bval FILE.bval (or put "
+                             f"{split_image_name(series)[0]}.bval beside the series)")
     bvals = io.read_bvals(bval_path)
     if bvals.size != img.shape[3]:
         raise QMRIInputError(f"{bval_path}: {bvals.size} b-values but {series} has {img.shape[3]} volumes")
-    bvec_path = inputs.get("bvec")
+    bvec_path = take_file(inputs.get("bvec"), beside.bvec, flag="--bvec", what="b-vectors") \
+        if model_cls.uses_bvecs else None
     bvecs = io.read_bvecs(bvec_path, n=bvals.size) if bvec_path is not None else None
     keep = select_volumes(bvals, inputs.get("bmin"), inputs.get("bmax"))
     b = bvals[keep]
     g = None
     if bvecs is not None:
-        g = check_bvecs(b, bvecs[keep], where=str(bvec_path))
+        g = check_bvecs(b, bvecs[keep], where=str(bvec_path),
+                        b0_threshold=model_options.get("b0_threshold", B0_THRESHOLD))
     mask_arr = load_mask(mask, img, series)
     model = model_cls.from_acquisition(b, g, **model_options)
+    model.bvec_frame = fsl_bvec_frame(img.affine)
     provenance = {k: inputs[k] for k in ("bmin", "bmax") if inputs.get(k) is not None}
+    if not keep.all():
+        provenance["volumes"] = np.flatnonzero(keep).tolist()  # of the series, fitted
     provenance.update(file_provenance("bval_file", bval_path))
     if bvec_path is not None:
         provenance.update(file_provenance("bvec_file", bvec_path))
@@ -80,6 +102,13 @@ def prepare(model_cls, series: Path, mask: Path | None, inputs: dict, model_opti
     return FitJob(model=model, load=load, mask=mask_arr, image=img, sources=sources, provenance=provenance)
 
 
-WORKFLOW = Workflow("diffusion", "dwi", "4-D diffusion-weighted NIfTI series", inputs, prepare,
+def measured(values, provenance: dict, index) -> np.ndarray:
+    """The voxel's volumes the fit used (``volumes`` of the provenance, when ``--bmin``/``--bmax`` chose some)."""
+    values = np.asarray(values, dtype=np.float64)
+    volumes = provenance.get("volumes")
+    return values if volumes is None else values[np.asarray(volumes, dtype=int)]
+
+
+WORKFLOW = Workflow("diffusion", "dwi", "4-D diffusion-weighted NIfTI series", inputs, prepare, measured=measured,
                     hint="b-values not in s/mm2 (e.g. 0-1 in ms/um2 or 0-1e9 in s/m2) or not in volume order; "
                          "check the --bval file")

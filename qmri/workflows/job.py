@@ -39,6 +39,10 @@ class Workflow:
     hint : str
         The likely cause of a fit that is evidently wrong on such series (named with the warnings
         of :meth:`qmri.maps.ParameterMaps.warnings`), e.g. b-values in the wrong units.
+    measured : callable, optional
+        ``measured(values, provenance, index)`` → one voxel's data as the fit saw it, from the
+        series' values at that voxel (``(n_volumes,)``) and the fit's provenance (``qmri
+        plot-fit``); default the values as they are.
     """
 
     name: str
@@ -47,6 +51,7 @@ class Workflow:
     inputs: Callable[[type], tuple[Option, ...]]
     prepare: Callable
     hint: str = ""
+    measured: Callable | None = None
 
 
 @dataclass
@@ -117,23 +122,29 @@ def file_provenance(key: str, path) -> dict:
     return {key: str(path), f"{key}_sha256": digest.hexdigest()}
 
 
-def planned_outputs(job: FitJob, method: str, method_options: dict, out_dir, prefix: str, plot: bool) -> list[Path]:
-    """Every file :func:`fit_files` writes for ``job`` (NIfTI and sidecar per map, extra files, PNGs)."""
-    out_dir = Path(out_dir)
+def planned_outputs(job: FitJob, method: str, method_options: dict, out_dir, prefix: str, plot: bool,
+                    naming=None) -> list[Path]:
+    """Every file :func:`fit_files` writes for ``job`` (NIfTI and sidecar per map, extra files, PNGs),
+    named by ``naming`` (default :class:`qmri.maps.PrefixNaming` with ``prefix``)."""
+    from qmri import io
+    from qmri.maps import QUALITY_UNITS, PrefixNaming
+
+    naming = naming or PrefixNaming(prefix)
+    folder = naming.folder(out_dir)
     paths = []
     for name in job.model.output_names(method, **method_options):
-        paths += [out_dir / f"{prefix}{name}.nii.gz", out_dir / f"{prefix}{name}.json"]
-    paths += [out_dir / f"{prefix}{name}" for name in job.files]
-    if plot:
-        paths.append(out_dir / f"{prefix}maps.png")
-        paths += [out_dir / f"{prefix}{name}" for name in job.plots]
+        kind = "quality" if name in QUALITY_UNITS else "standard_error" if name.endswith("_se") else "parameter"
+        nii = folder / naming.map_file(name, kind)
+        paths += [nii, io.sidecar_path(nii)]
+    extra = list(job.files) + (["maps.png", *job.plots] if plot else [])
+    paths += [folder / naming.extra_file(name) for name in extra]
     return paths
 
 
 def fit_files(model_cls, series, *, out_dir, mask=None, method: str | None = None, prefix: str = "",
               force: bool = False, plot: bool = False, progress: bool = False, bounds: dict | None = None,
               model_options: dict | None = None, method_options: dict | None = None, on_start=None,
-              **inputs) -> FitOutcome:
+              bids: bool | None = None, slices=None, **inputs) -> FitOutcome:
     """Fit a series on disk and write the maps: what ``qmri <command>`` does.
 
     Parameters
@@ -153,7 +164,9 @@ def fit_files(model_cls, series, *, out_dir, mask=None, method: str | None = Non
     force : bool
         Overwrite existing outputs (otherwise nothing is written if one exists).
     plot : bool
-        Also write ``maps.png`` and the workflow's figures.
+        Also write ``maps.png`` (a grid of slices: :func:`qmri.plot.montage`) and the workflow's figures.
+    slices : list of int, optional
+        z indices of the slices in ``maps.png`` (default: up to 5 through the fitted voxels).
     progress : bool
         Show a progress bar.
     bounds : dict, optional
@@ -164,6 +177,10 @@ def fit_files(model_cls, series, *, out_dir, mask=None, method: str | None = Non
         Keywords of the method (e.g. ``compute_se``).
     on_start : callable, optional
         Called with a one-line description once the inputs are checked, before the fit.
+    bids : bool, optional
+        Write a BIDS derivative dataset in ``out_dir`` (:class:`qmri.bids.BIDSNaming`, and
+        ``dataset_description.json`` unless present); default (None): when the series is in a BIDS
+        dataset and ``out_dir`` is a derivatives folder (:func:`qmri.bids.wants_bids`).
     **inputs
         The workflow's inputs (``bval=``, ``aif=``...; see ``qmri <command> --help``).
 
@@ -191,7 +208,8 @@ def fit_files(model_cls, series, *, out_dir, mask=None, method: str | None = Non
     job = wf.prepare(model_cls, Path(series), None if mask is None else Path(mask), inputs, model_opts)
     method_options = dict(method_options or {})
     m = job.model.method(method)
-    refuse_existing(planned_outputs(job, m.name, method_options, out_dir, prefix, plot), force)
+    naming = derivative_naming(series, out_dir, job.model, wf.name, bids, prefix)
+    refuse_existing(planned_outputs(job, m.name, method_options, out_dir, prefix, plot, naming), force)
     if on_start is not None:
         on_start(job.model.describe(m.name))
     # compiled kernels load (Numba's start-up, ~0.5 s) while the series is read and decompressed
@@ -209,10 +227,35 @@ def fit_files(model_cls, series, *, out_dir, mask=None, method: str | None = Non
     if plot:
         from qmri.plot import montage
 
-        extra["maps.png"] = lambda path: montage(maps, path)
+        extra["maps.png"] = lambda path: montage(maps, path, slices=slices)
         extra.update({name: (lambda path, draw=draw: draw(maps, data, path)) for name, draw in job.plots.items()})
-    written = maps.save(out_dir, prefix=prefix, force=force, sources=job.sources, extra=extra)
+    written = maps.save(out_dir, prefix=prefix, force=force, sources=job.sources, extra=extra, naming=naming)
+    if naming is not None:
+        from qmri.bids import write_dataset_description
+
+        written += [p for p in [write_dataset_description(out_dir, naming.dataset_links(out_dir))] if p]
     return FitOutcome(maps, written, time.perf_counter() - t0, maps.warnings(wf.hint))
+
+
+def derivative_naming(series, out_dir, model, workflow: str, bids: bool | None, prefix: str = ""):
+    """:class:`qmri.bids.BIDSNaming` for the fit when BIDS outputs are wanted
+    (:func:`qmri.bids.wants_bids`), else None (qmri's own names).
+
+    Raises
+    ------
+    QMRIInputError
+        BIDS outputs with a prefix, or for a series without a BIDS name.
+    """
+    from qmri.bids import BIDSNaming, wants_bids
+
+    if not wants_bids(series, out_dir, bids):
+        return None
+    if prefix:
+        from qmri.errors import QMRIInputError
+
+        raise QMRIInputError("--prefix cannot be combined with BIDS derivative names (--bids, or an output folder "
+                             "under derivatives/ for a series in a BIDS dataset)")
+    return BIDSNaming(series, model.label(), workflow)
 
 
 def load_series(path: Path, what: str):

@@ -229,6 +229,23 @@ class DCE(Model):
             return {"kep": ("1/min", lambda p: p["Ktrans"] / p["ve"])}
         return {}
 
+    @classmethod
+    def from_provenance(cls, provenance: dict) -> "DCE":
+        """The model bound to the recorded frame times and AIF (its own grid)."""
+        return cls(provenance["frame_times_s"], provenance["aif_plasma_mm"], provenance["pk_model"],
+                   fit_delay=bool(provenance.get("fit_delay")), aif_times=provenance["aif_times_s"])
+
+    def axis(self):
+        return self.t, "time (s)"
+
+    def curve(self, values, measured, covariates=None, method=None):
+        return {"x": self.t, "measured": np.asarray(measured, dtype=float), "fitted": self.concentration(values),
+                "xlabel": "time (s)", "ylabel": "concentration (mM)"}
+
+    def label(self) -> str:
+        """The pharmacokinetic model (``tofts``, ``etm``, ``patlak``, ``2cxm``, ``2cum``)."""
+        return self.model
+
     def describe(self, method: str) -> str:
         return (f"DCE {self.model}{' with fitted delay' if self.fit_delay else ''}, method {method}, "
                 f"{self.t.size} frames over {self.t[-1] - self.t[0]:g} s")

@@ -39,7 +39,7 @@ from qmri.fitting.lm import LMOptions
 from qmri.fitting.result import STATUS_CONVERGED, STATUS_FAILED, FitResult
 from qmri.jit import FASTMATH, njit, prange
 from qmri.models.base import Parameter, SignalModel, register
-from qmri.models.diffusion.acquisition import DiffusionModel
+from qmri.models.diffusion.acquisition import DiffusionModel, b0_threshold_option, check_b0_threshold, check_bvals
 from qmri.models.methods import LeastSquares, Method, Validation, table
 from qmri.options import Option
 
@@ -429,6 +429,10 @@ class IVIM(DiffusionModel):
         default 200 (OSIPI, consensus).
     preset : str, optional
         Organ preset of the initial guess, one of :data:`PRESETS`.
+    b0_threshold : float
+        b-values (s/mm²) at or below it are fitted as b = 0 (e.g. 5 for b=0 images that the
+        scanner labels b=5). Default 0: IVIM measures at b = 10, 20, 30 s/mm², which dipy's general
+        default of 50 would erase (dipy's own IVIM use sets it to 0).
     lm_options : qmri.fitting.LMOptions, optional
         Stopping rules of the ``lsq`` fit.
 
@@ -456,6 +460,8 @@ class IVIM(DiffusionModel):
         Option("threshold", "b (s/mm2) from which perfusion is neglected in the segmented step (default 200)",
                float, DEFAULT_THRESHOLD),
         Option("preset", "organ preset of the initial guess", str, None, choices=tuple(sorted(PRESETS))),
+        b0_threshold_option("fitted as b=0, e.g. 5 for b=0 images labelled b=5 (default 0: IVIM uses b=10-50)",
+                            0.0),
     )
     methods = table(LSQ, SEGMENTED)
     default_method = "lsq"
@@ -463,7 +469,10 @@ class IVIM(DiffusionModel):
     min_distinct_b = 1  # the methods' own checks (check_method) say what they need
 
     def __init__(self, bvals, *, bounds=None, initial_guess=None, threshold=DEFAULT_THRESHOLD, preset=None,
-                 lm_options: LMOptions | None = None):
+                 b0_threshold: float = 0.0, lm_options: LMOptions | None = None):
+        self.b0_threshold = check_b0_threshold(b0_threshold)
+        b = check_bvals(bvals)
+        bvals = np.where(b <= self.b0_threshold, 0.0, b)
         init = {}
         if preset is not None:
             if preset not in PRESETS:
@@ -496,7 +505,7 @@ class IVIM(DiffusionModel):
 
     def provenance(self):
         prov = super().provenance()
-        prov.update({"threshold": self.threshold, "preset": self.preset})
+        prov.update({"threshold": self.threshold, "preset": self.preset, "b0_threshold": self.b0_threshold})
         return prov
 
     def segmented(self, Yn, wls_iters=_WLS_ITERS, n_grid=_DSTAR_GRID, golden_iters=_GOLDEN_ITERS):
