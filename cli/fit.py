@@ -14,15 +14,7 @@ from pathlib import Path
 
 from qmri.cli import logs
 from qmri.cli.options import add_options, given
-
-
-def method_options(model_cls) -> list:
-    """The options of all of the model's methods (each name once, first declaration wins)."""
-    seen = {}
-    for m in model_cls.methods.values():
-        for o in m.options:
-            seen.setdefault(o.name, o)
-    return list(seen.values())
+from qmri.workflows.job import method_options
 
 
 def add_parser(sub, model_cls):
