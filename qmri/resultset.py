@@ -254,5 +254,19 @@ class ResultSet:
             self._caught = False
 
 
+def write_sets(writers: dict, *, force: bool = False) -> list[Path]:
+    """Write files given as ``{final path: write(path)}``: the files of each folder as one
+    :class:`ResultSet` (all of them or none, even if the process is killed), folder after folder.
+    Returns the paths, in the order given."""
+    folders = {}
+    for path in writers:
+        folders.setdefault(Path(path).parent, []).append(path)
+    for folder, paths in folders.items():
+        with ResultSet(folder, [Path(p).name for p in paths], force=force) as rs:
+            for p in paths:
+                writers[p](rs.path(Path(p).name))
+    return list(writers)
+
+
 def _terminate(signum, frame):
     raise SystemExit(128 + signum)

@@ -296,6 +296,31 @@ def load_roi(path):
     return roi, img.affine, img.header
 
 
+def map_on_grid(src: MapSource, shape, affine, cache: dict, *, resample: bool = True, mask="the mask"):
+    """One map read onto the grid ``shape``/``affine`` (a ROI's): ``(data (shape) float64, unit, how)``,
+    ``how`` describing the resampling (empty when the map is on that grid already). Linear
+    interpolation (nearest for integer images) in scanner coordinates (:func:`resample_to_grid`).
+
+    Raises
+    ------
+    QMRIInputError
+        Unreadable map; a map on another grid with ``resample=False`` (the message names ``mask``).
+    """
+    data, src_affine, unit, integer = read_source(src, cache)
+    shape = tuple(int(v) for v in shape[:3])
+    if same_grid(data.shape, src_affine, shape, affine):
+        return np.asarray(data, dtype=np.float64).reshape(shape), unit, ""
+    if not resample:
+        raise QMRIInputError(f"{src.describe()}: map {src.name} grid (shape {tuple(data.shape[:3])}) differs "
+                             f"from the mask {mask} (shape {shape}); drop --no-resample to resample it "
+                             "onto the mask's grid")
+    order = 0 if integer else 1
+    vox = np.sqrt((np.asarray(src_affine)[:3, :3] ** 2).sum(axis=0))
+    how = (f"{'nearest' if order == 0 else 'linear'} from grid {list(data.shape[:3])} of "
+           f"{' x '.join(f'{v:.3g}' for v in vox)} mm (scanner coordinates, no registration)")
+    return resample_to_grid(data, src_affine, shape, affine, order=order), unit, how
+
+
 def load_subject(subject_id: str, mask, sources, *, resample: bool = True) -> SubjectFeatures:
     """Read one subject's maps onto its ROI's grid.
 
@@ -323,18 +348,10 @@ def load_subject(subject_id: str, mask, sources, *, resample: bool = True) -> Su
     roi, affine, header = load_roi(mask)
     cols, units, resampled, cache = [], [], {}, {}
     for src in sources:
-        data, src_affine, unit, integer = read_source(src, cache)
-        if not same_grid(data.shape, src_affine, roi.shape, affine):
-            if not resample:
-                raise QMRIInputError(f"{src.describe()}: map {src.name} grid (shape {tuple(data.shape[:3])}) differs "
-                                     f"from the mask {mask} (shape {roi.shape}); drop --no-resample to resample it "
-                                     "onto the mask's grid")
-            order = 0 if integer else 1
-            vox = np.sqrt((np.asarray(src_affine)[:3, :3] ** 2).sum(axis=0))
-            resampled[src.name] = (f"{'nearest' if order == 0 else 'linear'} from grid {list(data.shape[:3])} of "
-                                   f"{' x '.join(f'{v:.3g}' for v in vox)} mm (scanner coordinates, no registration)")
-            data = resample_to_grid(data, src_affine, roi.shape, affine, order=order)
-        cols.append(np.asarray(data, dtype=np.float64).reshape(roi.shape))
+        data, unit, how = map_on_grid(src, roi.shape, affine, cache, resample=resample, mask=mask)
+        if how:
+            resampled[src.name] = how
+        cols.append(data)
         units.append(unit)
     stack = np.stack([c[roi] for c in cols], axis=1)
     finite = np.all(np.isfinite(stack), axis=1)

@@ -193,7 +193,7 @@ def write_outputs(result, out_dir, *, cohort: bool, plot: bool, force: bool = Fa
     from qmri import io
     from qmri.habitats.statistics import cohort_row, habitat_table
     from qmri.roistats import rows_to_csv
-    from qmri.resultset import ResultSet
+    from qmri.resultset import write_sets
 
     model = result.model
     writers = {}  # final path -> function(path to write)
@@ -216,14 +216,7 @@ def write_outputs(result, out_dir, *, cohort: bool, plot: bool, force: bool = Fa
 
         scan = KScan(model.k_selection["rows"], model.k_selection["chosen"])
         writers[Path(out_dir) / K_TABLE] = lambda p: io.write_text(p, scan.table())
-    folders = {}
-    for path in writers:
-        folders.setdefault(path.parent, []).append(path)
-    for folder, paths in folders.items():
-        with ResultSet(folder, [p.name for p in paths], force=force) as rs:
-            for p in paths:
-                writers[p](rs.path(p.name))
-    return list(writers)
+    return write_sets(writers, force=force)
 
 
 def summary(outcome: HabitatOutcome) -> str:
