@@ -10,7 +10,7 @@ from qmri.cli.options import add_options, given
 #: Phantoms that belong to no single model: modules declaring ``PHANTOM_NAME``, ``PHANTOM_HELP``,
 #: ``PHANTOM_OPTIONS`` (:class:`qmri.options.Option` tuple) and
 #: ``write_phantom(out_dir, *, seed, force, **options) -> str`` (what was written, for the terminal).
-OTHER_PHANTOMS = ["qmri.habitats.phantom"]
+OTHER_PHANTOMS = ["qmri.habitats.phantom", "qmri.cohort.example"]
 
 
 #: One line for ``qmri --help``.
