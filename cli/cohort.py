@@ -37,7 +37,8 @@ def add_parser(sub):
                    help="print a commented configuration (for the dataset of qmri phantom cohort) and exit")
     e = p.add_argument_group("engine")
     e.add_argument("--workers", type=int, metavar="N",
-                   help="worker processes of the local Dask cluster (default: one per core, at most one per task)")
+                   help="worker processes of the local Dask cluster (default: one per 2 cores, at most one per task); the "
+                        "cores are shared among them")
     e.add_argument("--scheduler", metavar="tcp://HOST:PORT",
                    help="send the tasks to this existing Dask scheduler instead (its workers must see the files "
                         "at the same paths)")
@@ -65,11 +66,13 @@ def run(args) -> int:
         if not args.quiet:
             print(f"qmri cohort: {line}", flush=True)
 
-    with logs.session(args, "qmri cohort"):
+    with logs.session(args, "qmri cohort") as log:
         outcome = run_cohort(args.bids_dir, args.out_dir, args.level, args.config,
                              participant_labels=args.participant_label, scheduler=args.scheduler,
                              workers=args.workers, threads=getattr(args, "threads", None), force=args.force,
                              progress=not args.quiet and sys.stderr.isatty(), on_start=announce)
+        for line in outcome.warnings:
+            log.warning(line)
     if not args.quiet:
         print(outcome.summary())
     if outcome.failures:

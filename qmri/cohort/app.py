@@ -60,6 +60,13 @@ class CohortOutcome:
     def failures(self) -> list:
         return [r for r in self.results if r.status == FAILED]
 
+    @property
+    def warnings(self) -> list[str]:
+        """``<participant> <step>: <warning>`` for each sign that a fit is evidently wrong
+        (:meth:`qmri.maps.ParameterMaps.warnings`; also in the task's log)."""
+        return [f"{r.participant} {r.step}: {w}" for r in self.results if r.status == DONE and isinstance(r.value, dict)
+                for w in r.value.get("warnings", [])]
+
     def summary(self) -> str:
         line = (f"{self.level} level: {len(self.results)} task(s): {self.count(DONE)} done, {self.count(SKIPPED)} "
                 f"skipped, {self.count(FAILED)} failed in {self.seconds:.1f} s")
@@ -133,6 +140,11 @@ def run_cohort(bids_dir, out_dir, level: str, config, *, participant_labels=None
     -------
     CohortOutcome
         Failed tasks are in its results; nothing is raised for them.
+
+    Notes
+    -----
+    The local cluster's workers are processes started afresh (``spawn``): a script that calls this
+    function must do so under ``if __name__ == "__main__":``.
 
     Raises
     ------

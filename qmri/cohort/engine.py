@@ -1,9 +1,9 @@
 """The engine of a cohort run: Dask (``dask.distributed``), on this machine or on an existing cluster.
 
 By default a :class:`distributed.LocalCluster` of worker *processes* is started on the loopback
-interface (127.0.0.1: nothing listens on the network), one task at a time per worker, and each task
-gets ``cores // workers`` threads for Numba, BLAS and torch (:func:`qmri.threads.set_threads`), so
-the cores are never oversubscribed. With a scheduler address (``tcp://HOST:PORT``) the same tasks go
+interface (127.0.0.1: nothing listens on the network), one per :data:`CORES_PER_WORKER` cores, one
+task at a time per worker, and each task gets ``cores // workers`` threads for Numba, BLAS and torch
+(:func:`qmri.threads.set_threads`), so the cores are never oversubscribed. With a scheduler address (``tcp://HOST:PORT``) the same tasks go
 to an existing cluster (started with ``dask scheduler`` / ``dask worker``, or by dask-jobqueue on
 SLURM/PBS, or on Kubernetes); there each task takes the cores of its worker divided by the worker's
 task slots. The files must then be on a file system every worker sees, at the same paths.
@@ -22,6 +22,13 @@ import uuid
 from dataclasses import dataclass
 
 from qmri.errors import QMRIInputError
+
+
+#: Cores per local worker process by default. Every process pays its start-up and the loading of
+#: qmri's compiled kernels once (1-3 s), and a fit uses its threads well (Numba over voxels): on 2
+#: cores one process with 2 threads ran 8 small subjects in 5.0 s where 2 processes of 1 thread took
+#: 9.0 s, the same per task once started (``benchmarks/cohort.py``; provisional, under load).
+CORES_PER_WORKER = 2
 
 
 @dataclass
@@ -65,7 +72,8 @@ def connect(*, scheduler: str | None = None, workers: int | None = None, threads
     scheduler : str, optional
         Address of an existing scheduler (``tcp://HOST:PORT``); default: start a local cluster.
     workers : int, optional
-        Worker processes of the local cluster (default: one per core, at most one per task).
+        Worker processes of the local cluster (default: one per :data:`CORES_PER_WORKER` cores, at most
+        one per task).
     threads : int, optional
         Threads per task (default: the cores divided among the workers).
     n_tasks : int
@@ -107,7 +115,7 @@ def connect(*, scheduler: str | None = None, workers: int | None = None, threads
             remote.close()
         return
     cores = available()
-    n = workers or max(1, min(cores, n_tasks))
+    n = workers or max(1, min(cores // CORES_PER_WORKER, n_tasks))
     per_task = threads or max(1, cores // n)
     # everything on the loopback interface, the web server (dashboard) on a free port
     cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",

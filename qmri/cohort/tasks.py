@@ -226,7 +226,7 @@ class FitTask(Task):
         log.info("%s", outcome.maps.summary())
         for line in outcome.warnings:
             log.warning("%s", line)
-        return DONE, f"{len(outcome.written)} files", None
+        return DONE, f"{len(outcome.written)} files", {"warnings": list(outcome.warnings)}
 
 
 def read_sidecar(path) -> dict:
