@@ -37,8 +37,8 @@ def add_parser(sub):
                    help="print a commented configuration (for the dataset of qmri phantom cohort) and exit")
     e = p.add_argument_group("engine")
     e.add_argument("--workers", type=int, metavar="N",
-                   help="worker processes of the local Dask cluster (default: one per 2 cores, at most one per task); the "
-                        "cores are shared among them")
+                   help="worker processes of the local Dask cluster (default: one per 2 cores, at most one per "
+                        "task); the cores are shared among them")
     e.add_argument("--scheduler", metavar="tcp://HOST:PORT",
                    help="send the tasks to this existing Dask scheduler instead (its workers must see the files "
                         "at the same paths)")

@@ -236,7 +236,8 @@ def test_selectors_choose_one_file_per_participant(tmp_path):
     root = tmp_path / "ds"
     names = ["sub-01/ses-1/dwi/sub-01_ses-1_acq-ivim_dwi.nii.gz", "sub-01/ses-1/dwi/sub-01_ses-1_acq-dki_dwi.nii.gz",
              "sub-01/ses-2/dwi/sub-01_ses-2_acq-ivim_dwi.nii.gz", "sub-01/anat/sub-01_label-tumour_mask.nii.gz",
-             "sub-01/ses-2/anat/sub-01_ses-2_label-tumour_mask.nii.gz", "sub-01/ses-1/dwi/sub-01_ses-1_acq-ivim_dwi.bval",
+             "sub-01/ses-2/anat/sub-01_ses-2_label-tumour_mask.nii.gz",
+             "sub-01/ses-1/dwi/sub-01_ses-1_acq-ivim_dwi.bval",
              "sub-02/dwi/sub-02_run-1_dwi.nii.gz", "sub-02/dwi/sub-02_run-2_dwi.nii.gz"]
     for n in names:
         (root / n).parent.mkdir(parents=True, exist_ok=True)
@@ -253,7 +254,8 @@ def test_selectors_choose_one_file_per_participant(tmp_path):
     assert ds.find(bval, s1).suffix == ".bval"
     with pytest.raises(QMRIInputError, match="2 files suffix=dwi for sub-02.*add an entity"):
         ds.find(selector({"suffix": "dwi"}, "t"), Participant("02"))
-    assert ds.find(selector({"suffix": "dwi", "run": ["2", "3"]}, "t"), Participant("02")).name == "sub-02_run-2_dwi.nii.gz"
+    run = selector({"suffix": "dwi", "run": ["2", "3"]}, "t")
+    assert ds.find(run, Participant("02")).name == "sub-02_run-2_dwi.nii.gz"
     with pytest.raises(QMRIInputError, match="t: no file acq=dki, suffix=dwi for sub-01_ses-2"):
         ds.find(selector({"suffix": "dwi", "acq": "dki"}, "t"), s2)
 

@@ -256,7 +256,8 @@ def _fit_step(path: Path, name: str, table: dict) -> FitStep:
             if k not in cls.parameter_names():
                 raise QMRIInputError(f"{where} bounds: {k!r} is not a parameter of {command} "
                                      f"({', '.join(cls.parameter_names())})")
-            if not (isinstance(v, list) and len(v) == 2 and all(isinstance(x, (int, float)) for x in v) and v[0] < v[1]):
+            numbers = isinstance(v, list) and len(v) == 2 and all(isinstance(x, (int, float)) for x in v)
+            if not (numbers and v[0] < v[1]):
                 raise QMRIInputError(f"{where} bounds: {k} must be [lower, upper] with lower < upper, got {v!r}")
             bounds[k] = (float(v[0]), float(v[1]))
     return FitStep(name, command, series, mask, method, checked, bounds)
@@ -268,7 +269,8 @@ def _roi(path: Path, table: dict) -> RoiSpec:
     where = f"{path}: [roi]"
     _known(table, ROI_KEYS, where)
     if "mask" not in table:
-        raise QMRIInputError(f"{where}: mask missing (e.g. mask = {{ dataset = \"derivatives/masks\", suffix = \"mask\" }})")
+        raise QMRIInputError(f"{where}: mask missing (e.g. mask = {{ dataset = \"derivatives/masks\", "
+                             "suffix = \"mask\" }})")
     stats = table.get("statistics", list(STATISTICS))
     if not isinstance(stats, list) or not stats or any(s not in STATISTICS for s in stats):
         raise QMRIInputError(f"{where} statistics: a list of {', '.join(STATISTICS)}, got {stats!r}")

@@ -3,10 +3,11 @@
 By default a :class:`distributed.LocalCluster` of worker *processes* is started on the loopback
 interface (127.0.0.1: nothing listens on the network), one per :data:`CORES_PER_WORKER` cores, one
 task at a time per worker, and each task gets ``cores // workers`` threads for Numba, BLAS and torch
-(:func:`qmri.threads.set_threads`), so the cores are never oversubscribed. With a scheduler address (``tcp://HOST:PORT``) the same tasks go
-to an existing cluster (started with ``dask scheduler`` / ``dask worker``, or by dask-jobqueue on
-SLURM/PBS, or on Kubernetes); there each task takes the cores of its worker divided by the worker's
-task slots. The files must then be on a file system every worker sees, at the same paths.
+(:func:`qmri.threads.set_threads`), so the cores are never oversubscribed. With a scheduler address
+(``tcp://HOST:PORT``) the same tasks go to an existing cluster (started with ``dask scheduler`` /
+``dask worker``, or by dask-jobqueue on SLURM/PBS, or on Kubernetes); there each task takes the
+cores of its worker divided by the worker's task slots. The files must then be on a file system
+every worker sees, at the same paths.
 
 The dashboard's address is reported when the scheduler serves one (it needs ``bokeh``, which is not
 a dependency: ``pip install bokeh``).

@@ -325,7 +325,8 @@ class StatsTask(Task):
         maps = {step: step_maps(Path(self.out_dir) / p.folder(), step, d) for step, d in self.steps}
         roi, affine, _ = load_roi(self.roi)
         voxel_ml = float(abs(np.linalg.det(np.asarray(affine)[:3, :3]))) / 1000.0
-        row = {"participant_id": f"sub-{self.subject}", "session_id": "" if self.session is None else f"ses-{self.session}",
+        row = {"participant_id": f"sub-{self.subject}",
+               "session_id": "" if self.session is None else f"ses-{self.session}",
                "roi_voxels": int(roi.sum()), "roi_volume_ml": float(roi.sum() * voxel_ml)}
         units = {"roi_volume_ml": "mL"}
         cache = {}
