@@ -231,7 +231,9 @@ def _participant(cfg, people, datasets, out_dir, force, engine_args, progress, o
     _prepare_out_dir(datasets.bids_dir, out_dir)
     with _Engine(engine_args, len(tasks), on_start, "participant") as engine:
         ran = engine.run(tasks, progress)
-    return engine.describe(CohortOutcome("participant", ran + results))
+    order = {(p.id, s): i for i, (p, s) in enumerate((p, s) for p in people for s in cfg.fits)}
+    results = sorted(ran + results, key=lambda r: order[(r.participant, r.step)])
+    return engine.describe(CohortOutcome("participant", results))
 
 
 def _group(cfg, people, datasets, out_dir, force, engine_args, progress, on_start) -> CohortOutcome:
