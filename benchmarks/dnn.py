@@ -99,6 +99,8 @@ def ivimnet_fit(Y, bvals, threads):
 
 
 def run_ivim(args, rows):
+    import torch
+
     from qmri.fitting.net import train
     from qmri.models import IVIM
 
@@ -143,11 +145,12 @@ def run_ivim(args, rows):
                                 ("dnn supervised", tmp / "sup.pt", sup_s)):
             rates = {}
             for threads in sorted({args.threads, os.cpu_count()}):
-                model.fit(ph.data[:2, :2, :1], method="dnn", weights=str(path), threads=threads)
+                torch.set_num_threads(threads)
+                model.fit(ph.data[:2, :2, :1], method="dnn", weights=str(path))
                 t = time.perf_counter()
-                maps = model.fit(ph.data, mask=mask, method="dnn", weights=str(path), threads=threads,
-                                 device=args.device)
+                maps = model.fit(ph.data, mask=mask, method="dnn", weights=str(path), device=args.device)
                 rates[threads] = n / (time.perf_counter() - t)
+            torch.set_num_threads(args.threads)
             row(label, maps, ts, rates[args.threads],
                 ("trained on these voxels" if "self" in label else "trained once, SNR 5-100")
                 + f"; {rates[os.cpu_count()]:,.0f} vox/s with {os.cpu_count()} torch threads")
@@ -165,7 +168,7 @@ def uncertainty(model, ph, rows, snr, args):
     actual spread of each method's estimates within a tissue (pooled SD over the phantom's regions)."""
     mask = ph.mask
     lsq = model.fit(ph.data, mask=mask, method="lsq", compute_se=True)
-    net = model.fit(ph.data, mask=mask, method="dnn", weights="builtin", threads=args.threads, device=args.device)
+    net = model.fit(ph.data, mask=mask, method="dnn", weights="builtin", device=args.device)
     cells = {}
     for k in ("f", "D", "Dstar"):
         for label, maps, u in (("lsq", lsq, f"{k}_se"), ("dnn", net, f"{k}_sd")):
@@ -185,12 +188,13 @@ def run_dce(args, rows):
     ph0 = DCE.phantom(snr=np.inf, block=block)
     t = np.asarray(ph0.acquisition["times"])
     cp = np.asarray(ph0.acquisition["aif"])
-    early = shift(t, cp, -3.0)  # given 3 s early: the tissue arrives 3 s after this AIF
+    ta = np.asarray(ph0.acquisition["aif_times"])  # the AIF's own grid
+    early = shift(ta, cp, -3.0)  # given 3 s early: the tissue arrives 3 s after this AIF
     tmp = Path(tempfile.mkdtemp())
     cases = []
     for pk in ("tofts", "etm"):
         for delay in (False, True):
-            model = DCE(t, early if delay else cp, pk, fit_delay=delay)
+            model = DCE(t, early if delay else cp, pk, fit_delay=delay, aif_times=ta)
             t0 = time.perf_counter()
             tr = train(model, n=args.dce_signals, snr="3:100", seed=0, threads=args.threads, device=args.device)
             path = tmp / f"{pk}{int(delay)}.pt"
@@ -207,8 +211,7 @@ def run_dce(args, rows):
             mask = ph.mask & (ph.truth["vp"] == 0) if pk == "tofts" else ph.mask
             n = int(mask.sum())
             keys = ("Ktrans", "ve") + (("vp",) if pk == "etm" else ())
-            for method, kw in (("lsq", {}), ("dnn", {"weights": str(path), "threads": args.threads,
-                                                     "device": args.device})):
+            for method, kw in (("lsq", {}), ("dnn", {"weights": str(path), "device": args.device})):
                 model.fit(conc[:2, :2, :1], method=method, **kw)
                 t0 = time.perf_counter()
                 maps = model.fit(conc, mask=mask, method=method, **kw)
@@ -257,6 +260,7 @@ def main(argv=None):
     import numba
     import torch
 
+    torch.set_num_threads(args.threads)  # inference; training is given args.threads itself
     head = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Numba threads "
             f"{numba.get_num_threads()}, torch {torch.__version__} threads {args.threads}, device {args.device}")
     print(head)

@@ -1,4 +1,5 @@
-"""``qmri demo``: build the built-in phantoms, fit them with every method, print accuracy and speed."""
+"""``qmri demo``: build the built-in phantoms, fit them with every method, print accuracy and speed; end with
+the habitat analysis of maps fitted to the habitat phantom."""
 
 from __future__ import annotations
 
@@ -6,8 +7,12 @@ import time
 from pathlib import Path
 
 
+#: One line for ``qmri --help``.
+SUMMARY = "fit the built-in phantoms with every method; print accuracy and speed"
+
+
 def add_parser(sub):
-    p = sub.add_parser("demo", help="fit the built-in phantoms with every method; print accuracy and speed")
+    p = sub.add_parser("demo", help=SUMMARY)
     p.add_argument("--out-dir", type=Path, default=Path("demo_out"), help="folder for phantoms, maps and PNGs")
     p.add_argument("--force", action="store_true", help="overwrite an earlier demo's files")
     p.set_defaults(func=run)
@@ -17,10 +22,11 @@ def add_parser(sub):
 def run(args) -> int:
     from qmri.models import COMMANDS
     from qmri.workflows.demo import demo_part
-    from qmri.workflows.job import refuse_overwrite
+    from qmri.resultset import refuse_existing
+    from qmri.workflows.habitat_demo import demo_habitats
 
     parts = [cls for cls in COMMANDS.values() if cls.has_phantom()]
-    refuse_overwrite([args.out_dir / cls.command for cls in parts], args.force)
+    refuse_existing([args.out_dir / cls.command for cls in parts] + [args.out_dir / "habitat"], args.force)
     t0 = time.perf_counter()
     for cls in parts:
         t = time.perf_counter()
@@ -28,5 +34,10 @@ def run(args) -> int:
         print(f"== {cls.command.upper()} ({time.perf_counter() - t:.1f} s, including Numba compilation)")
         print(table)
         print()
+    t = time.perf_counter()
+    table = demo_habitats(args.out_dir / "habitat", force=args.force)
+    print(f"== HABITAT ({time.perf_counter() - t:.1f} s, phantom, IVIM and DCE fits, habitats)")
+    print(table)
+    print()
     print(f"demo finished in {time.perf_counter() - t0:.1f} s; maps and PNGs in {args.out_dir}")
     return 0

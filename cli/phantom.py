@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 from qmri.cli.options import add_options, given
+
+#: Phantoms that belong to no single model: modules declaring ``PHANTOM_NAME``, ``PHANTOM_HELP``,
+#: ``PHANTOM_OPTIONS`` (:class:`qmri.options.Option` tuple) and
+#: ``write_phantom(out_dir, *, seed, force, **options) -> str`` (what was written, for the terminal).
+OTHER_PHANTOMS = ["qmri.habitats.phantom", "qmri.cohort.example"]
+
+
+#: One line for ``qmri --help``.
+SUMMARY = "write a phantom (digital reference object) with ground truth"
 
 
 def add_parser(sub):
     from qmri.models import COMMANDS
 
-    p = sub.add_parser("phantom", help="write a phantom (digital reference object) with ground truth")
+    p = sub.add_parser("phantom", help=SUMMARY)
     fam = p.add_subparsers(dest="family", metavar="MODEL", required=True)
     for cls in COMMANDS.values():
         if not cls.has_phantom():
@@ -24,7 +34,23 @@ def add_parser(sub):
         q.add_argument("--force", action="store_true")
         add_options(q, cls.phantom_options)
         q.set_defaults(func=run, model_cls=cls)
+    for module in map(importlib.import_module, OTHER_PHANTOMS):
+        q = fam.add_parser(module.PHANTOM_NAME, help=module.PHANTOM_HELP)
+        q.add_argument("--out-dir", required=True, type=Path)
+        q.add_argument("--seed", type=int, default=0)
+        q.add_argument("--force", action="store_true")
+        add_options(q, module.PHANTOM_OPTIONS)
+        q.set_defaults(func=run_other, module=module)
     return p
+
+
+def run_other(args) -> int:
+    from qmri.options import resolve
+
+    m = args.module
+    opts = resolve(m.PHANTOM_OPTIONS, given(args, m.PHANTOM_OPTIONS), f"qmri phantom {m.PHANTOM_NAME}")
+    print(m.write_phantom(args.out_dir, seed=args.seed, force=args.force, **opts))
+    return 0
 
 
 def run(args) -> int:

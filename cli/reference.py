@@ -7,6 +7,7 @@ new model's row appears by running this, never by editing the table by hand.
 
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
 
@@ -14,24 +15,33 @@ START, END = "<!-- commands -->", "<!-- /commands -->"
 
 
 def commands_table() -> str:
-    """Markdown table: one row per fitting command (usage, outputs with units, methods), then
-    ``phantom``, ``train`` and ``demo``."""
+    """Markdown table: one row per fitting command (usage, outputs with units, methods), then the other
+    commands that declare ``USAGE`` and ``SUMMARY`` (``habitat``), the phantoms, ``train`` and ``demo``."""
+    from qmri.cli.main import COMMANDS as MAIN_COMMANDS
+    from qmri.cli.phantom import OTHER_PHANTOMS
     from qmri.models import COMMANDS
-    from qmri.workflows import WORKFLOWS
+    from qmri.workflows import workflow
 
     rows = ["| command | fits | methods (first = default) |", "|---|---|---|"]
     for cls in COMMANDS.values():
-        wf = WORKFLOWS[cls.workflow]
+        wf = workflow(cls.workflow)
         required = " ".join(f"{o.cli_flag} {o.name.upper()}" for o in wf.inputs(cls) if o.required and not o.group)
         groups = sorted({o.group for o in wf.inputs(cls) if o.group and o.required})
         for g in groups:
             required += " " + "\\|".join(o.cli_flag for o in wf.inputs(cls) if o.group == g) + " ..."
-        usage = f"`qmri {cls.command} {wf.series.upper()} {required}`".replace("  ", " ")
+        usage = f"`qmri {cls.command} {wf.series.upper()} {required}".replace("  ", " ").rstrip() + "`"
         methods = ", ".join(f"`{m}`" for m in sorted(cls.methods, key=lambda k: k != cls.default_method))
         rows.append(f"| {usage} | {cls.summary} | {methods} |")
     phantoms = "\\|".join(cls.command for cls in COMMANDS.values() if cls.has_phantom())
+    for name in MAIN_COMMANDS:  # other commands that declare a table row
+        module = importlib.import_module(f"qmri.cli.{name}")
+        if hasattr(module, "USAGE"):
+            rows.append(f"| `{module.USAGE}` | {module.SUMMARY} | |")
     rows.append(f"| `qmri phantom {phantoms} --out-dir OUT [--snr S]` | phantoms (digital reference objects) with "
                 "ground truth | |")
+    for module in map(importlib.import_module, OTHER_PHANTOMS):
+        flags = " ".join(f"[{o.cli_flag} {o.name.upper()}]" for o in module.PHANTOM_OPTIONS)
+        rows.append(f"| `qmri phantom {module.PHANTOM_NAME} --out-dir OUT {flags}` | {module.PHANTOM_HELP} | |")
     from qmri.workflows.train import trainable
 
     nets = "\\|".join(cls.command for cls in COMMANDS.values() if trainable(cls))

@@ -6,13 +6,15 @@ from pathlib import Path
 
 from qmri.cli.options import add_options, given
 
+SUMMARY = "train a network estimator (--method dnn) for an acquisition on simulated signals"
+
 
 def add_parser(sub):
     from qmri.models import COMMANDS
     from qmri.workflows import WORKFLOWS
     from qmri.workflows.train import OPTIONS, trainable
 
-    p = sub.add_parser("train", help="train a network estimator (--method dnn) for an acquisition on simulated signals")
+    p = sub.add_parser("train", help=SUMMARY)
     fam = p.add_subparsers(dest="family", metavar="MODEL", required=True)
     for cls in COMMANDS.values():
         if not trainable(cls):

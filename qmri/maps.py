@@ -6,21 +6,29 @@ import datetime as _dt
 import json
 import re
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from qmri import __version__
-from qmri.errors import OutputExistsError, QMRIInputError
+from qmri import __version__, threads
+from qmri.errors import QMRIInputError
 from qmri.fitting.result import STATUS_CONVERGED, STATUS_FAILED, STATUS_LABELS, STATUS_NOT_FITTED, FitResult
 
-#: Quality maps written with every fit, and their units.
-QUALITY_UNITS = {"rmse": "signal units", "r2": "", "status": "", "n_iter": ""}
+#: Quality maps written with every fit, and their units (``rmse`` takes the unit of the fitted data,
+#: :attr:`qmri.models.model.Model.data_unit`; this default is for results built by hand).
+QUALITY_UNITS = {"rmse": "a.u.", "r2": "", "status": "", "n_iter": ""}
 #: Integer quality maps: their NIfTI data type; voxels outside the mask hold ``STATUS_NOT_FITTED`` (-1).
 INTEGER_MAPS = {"status": np.int8, "n_iter": np.int32}
 #: Sidecar keys written by :meth:`ParameterMaps.save` besides the provenance.
 _FIXED_KEYS = {"QmriVersion", "Created", "OutsideMask", "StatusCodes", "Sources", "Parameter", "Units", "Kind",
-               "Maps"}
+               "Maps", "MapFiles", "ResultSet", "EstimationAlgorithm", "EstimationReference"}
+#: A fit is evidently wrong (:meth:`ParameterMaps.warnings`) when the median R² of the fitted voxels
+#: is below this...
+MIN_MEDIAN_R2 = 0.8
+#: ... or when more than this fraction of them have a parameter at a bound, or failed.
+MAX_AT_BOUND = 0.5
+MAX_FAILED = 0.5
 
 
 class ParameterMaps(Mapping):
@@ -41,6 +49,9 @@ class ParameterMaps(Mapping):
         ``rmse``, ``r2``, ``status``, ``n_iter``.
     se : dict of str to ndarray
         Standard-error maps keyed by parameter name (empty when not computed).
+    vectors : dict of str to ndarray
+        Outputs of several values per voxel, shape ``spatial + (k,)`` (e.g. DKI ``DT``, ``KT``;
+        empty unless asked for), written as 4-D images.
     mask : ndarray of bool
         Voxels that were fitted.
     provenance : dict
@@ -52,8 +63,9 @@ class ParameterMaps(Mapping):
         Header of the fitted image (orientation codes, voxel sizes), kept in the written maps.
     """
 
-    def __init__(self, params, units, quality, se, mask, provenance, *, affine=None, header=None):
+    def __init__(self, params, units, quality, se, mask, provenance, *, affine=None, header=None, vectors=None):
         self.params = dict(params)
+        self.vectors = dict(vectors or {})
         self.quality = dict(quality)
         self.se = dict(se)
         self.mask = mask
@@ -66,15 +78,16 @@ class ParameterMaps(Mapping):
         self.header = header
 
     @classmethod
-    def from_flat(cls, result: FitResult, index: np.ndarray, shape: tuple, units: dict, provenance: dict):
+    def from_flat(cls, result: FitResult, index: np.ndarray, shape: tuple, units: dict, provenance: dict,
+                  order: str = "C"):
         """Scatter flat per-voxel results into volumes of ``shape`` (NaN, or -1 for the integer maps,
-        outside ``index``)."""
+        outside ``index``); ``index`` counts voxels in ``order`` ("C" or "F")."""
         n_total = int(np.prod(shape)) if len(shape) else 1
 
         def scatter(values, fill=np.nan, dtype=np.float64):
             vol = np.full(n_total, fill, dtype=dtype)
             vol[index] = values
-            return vol.reshape(shape)
+            return vol.reshape(shape, order=order)
 
         mask = np.zeros(n_total, dtype=bool)
         mask[index] = True
@@ -86,16 +99,22 @@ class ParameterMaps(Mapping):
             "n_iter": scatter(result.n_iter, STATUS_NOT_FITTED, INTEGER_MAPS["n_iter"]),
         }
         se = {k: scatter(v) for k, v in result.se.items()}
+        vectors = {}
+        for k, v in result.vectors.items():
+            vol = np.full((n_total, v.shape[1]), np.nan)
+            vol[index] = v
+            vectors[k] = vol.reshape(tuple(shape) + (v.shape[1],), order=order)
         prov = dict(provenance)
         n = len(index)
         prov["converged_fraction"] = float(np.mean(result.status == STATUS_CONVERGED)) if n else 0.0
         prov["failed_fraction"] = float(np.mean(result.status == STATUS_FAILED)) if n else 0.0
-        return cls(params, units, quality, se, mask.reshape(shape), prov)
+        return cls(params, units, quality, se, mask.reshape(shape, order=order), prov, vectors=vectors)
 
     # Mapping protocol -------------------------------------------------------------------------
     def _all(self) -> dict:
         out = dict(self.params)
         out.update({f"{k}_se": v for k, v in self.se.items()})
+        out.update(self.vectors)
         out.update(self.quality)
         return out
 
@@ -132,31 +151,92 @@ class ParameterMaps(Mapping):
             out[k] = float(np.median(vals)) if vals.size else float("nan")
         return out
 
-    def summary(self) -> str:
-        """A few lines: voxels, converged fraction, median of each parameter with its unit, time."""
+    def median_r2(self) -> float:
+        """Median R² over fitted voxels with a finite R² (NaN if none)."""
+        r2 = self.quality["r2"][self.mask]
+        r2 = r2[np.isfinite(r2)]
+        return float(np.median(r2)) if r2.size else float("nan")
+
+    def report(self) -> dict:
+        """The summary as data: model, method, voxel counts, fractions, median R², fit time, and per
+        parameter the median, unit and the fractions of voxels at the lower and upper bound.
+
+        Bound fractions are those :meth:`qmri.models.model.Model.fit` recorded (provenance
+        ``at_bound``); parameters without bounds (or results built otherwise) have none.
+        """
         p = self.provenance
+        at_bound = p.get("at_bound") or {}
+        params = {}
+        for name, med in self.medians().items():
+            entry = {"median": med, "unit": self.units.get(name, "")}
+            if name in at_bound:
+                entry["at_lower_bound"], entry["at_upper_bound"] = at_bound[name]
+                entry["bounds"] = (p.get("bounds") or {}).get(name)
+            params[name] = entry
+        return {"model": p.get("model"), "method": p.get("method"), "n_voxels": p.get("n_voxels"),
+                "converged_fraction": self.converged_fraction, "failed_fraction": p.get("failed_fraction", 0.0),
+                "median_r2": self.median_r2(), "fit_seconds": p.get("fit_seconds"), "parameters": params}
+
+    def summary(self) -> str:
+        """A few lines: voxels, converged and failed fractions, median R², time, and per parameter the
+        median with its unit and the fraction of voxels at a bound."""
+        r = self.report()
         lines = [
-            f"model {p.get('model')}  method {p.get('method')}",
-            f"voxels fitted {p.get('n_voxels')}  converged {100 * self.converged_fraction:.1f}%  "
-            f"failed {100 * p.get('failed_fraction', 0):.1f}%  time {p.get('fit_seconds', 0):.2f} s",
+            f"model {r['model']}  method {r['method']}",
+            f"voxels fitted {r['n_voxels']}  converged {100 * r['converged_fraction']:.1f}%  "
+            f"failed {100 * r['failed_fraction']:.1f}%  median R2 {r['median_r2']:.3f}  "
+            f"time {r['fit_seconds'] or 0:.2f} s",
         ]
-        for k, med in self.medians().items():
-            unit = self.units.get(k, "")
-            lines.append(f"  median {k:<8s} {med:.6g} {unit}".rstrip())
+        for k, e in r["parameters"].items():
+            line = f"  median {k:<8s} {e['median']:<11.6g} {e['unit']:<14s}"
+            if "at_lower_bound" in e:
+                line += f" at bound {100 * (e['at_lower_bound'] + e['at_upper_bound']):.1f}%"
+            lines.append(line.rstrip())
         return "\n".join(lines)
 
+    def warnings(self, hint: str = "") -> list[str]:
+        """Signs that the fit is evidently wrong, one sentence each (empty when none).
+
+        Flags a median R² below :data:`MIN_MEDIAN_R2`, a parameter at one of its bounds in more than
+        :data:`MAX_AT_BOUND` of the fitted voxels (there the value is the bound, not an estimate), and
+        more than :data:`MAX_FAILED` of the voxels failed. ``hint`` (the likely cause, e.g. the
+        units of the b-values) is added as a last item when there is any warning.
+        """
+        r = self.report()
+        out = []
+        if r["median_r2"] < MIN_MEDIAN_R2:
+            out.append(f"median R2 is {r['median_r2']:.3f} (below {MIN_MEDIAN_R2}): the model describes the data "
+                       "poorly in most fitted voxels (or the mask holds many voxels without signal)")
+        for name, e in r["parameters"].items():
+            for side in ("lower", "upper"):
+                frac = e.get(f"at_{side}_bound", 0.0)
+                if frac > MAX_AT_BOUND:
+                    bound = e["bounds"][0 if side == "lower" else 1] if e.get("bounds") else None
+                    value = f" ({bound:g} {e['unit']})".replace(" )", ")") if bound is not None else ""
+                    out.append(f"{name} is at its {side} bound{value} in {100 * frac:.0f}% of the fitted voxels: "
+                               "there the value is the bound, not an estimate")
+        if r["failed_fraction"] > MAX_FAILED:
+            out.append(f"the fit failed in {100 * r['failed_fraction']:.0f}% of the fitted voxels")
+        if out and hint:
+            out.append(f"likely cause: {hint}")
+        return out
+
     # Output -----------------------------------------------------------------------------------
-    def output_paths(self, out_dir, prefix: str = "") -> dict[str, Path]:
+    def output_paths(self, out_dir, prefix: str = "", naming=None) -> dict[str, Path]:
         """The NIfTI path of every map that :meth:`save` writes (sidecars sit beside, ``.json``)."""
-        out_dir = Path(out_dir)
-        return {name: out_dir / f"{prefix}{name}.nii.gz" for name in self._all()}
+        naming = naming or PrefixNaming(prefix)
+        folder = naming.folder(out_dir)
+        return {name: folder / naming.map_file(name, self._kind(name)) for name in self._all()}
 
     def save(self, out_dir, *, affine=None, header=None, prefix: str = "", force: bool = False,
-             sources=None) -> list[Path]:
-        """Write one NIfTI and one JSON sidecar per map.
+             sources=None, extra=None, naming=None) -> list[Path]:
+        """Write one NIfTI and one JSON sidecar per map (and any ``extra`` files) as one result set.
 
-        Parameter, standard-error, ``rmse`` and ``r2`` maps are float32 (NaN outside the mask);
-        ``status`` is int8 and ``n_iter`` int32 (-1 outside the mask).
+        Parameter, standard-error, ``rmse`` and ``r2`` maps are float32 (NaN outside the mask),
+        :attr:`vectors` 4-D float32 images; ``status`` is int8 and ``n_iter`` int32 (-1 outside the
+        mask). The files are written as a :class:`qmri.resultset.ResultSet`: all appear together or
+        none does, even if the process is killed; every sidecar records the set (``ResultSet``: its
+        id and files), which :meth:`load` checks.
 
         Parameters
         ----------
@@ -167,16 +247,23 @@ class ParameterMaps(Mapping):
         header : nibabel header, optional
             Header of the input image, kept (data type and scaling reset); default :attr:`header`.
         prefix : str
-            Prepended to every file name (``<prefix>D.nii.gz``).
+            Prepended to every file name (``<prefix>D.nii.gz``), ``extra`` ones included.
         force : bool
             Overwrite existing files. Without it, nothing is written if any target exists.
         sources : list of str, optional
             Input files, recorded in the sidecars.
+        extra : dict of str to callable, optional
+            Further files of the set, ``{file name: write(path)}`` (e.g. a figure or a table):
+            each function writes its file at the path it is given.
+        naming : optional
+            How files are named and where they go: :class:`PrefixNaming` (default, with ``prefix``)
+            or :class:`qmri.bids.BIDSNaming` (BIDS derivative names and sidecar keys). Every
+            sidecar records the file of every map (``MapFiles``), which :meth:`load` reads.
 
         Returns
         -------
         list of Path
-            Files written (NIfTI and JSON).
+            Files written (NIfTI and JSON per map, then the extra files).
 
         Raises
         ------
@@ -186,44 +273,54 @@ class ParameterMaps(Mapping):
             A provenance key that is not lower-case ``snake_case`` (it could not be read back).
         """
         from qmri import io
+        from qmri.resultset import ResultSet
 
+        if naming is not None and prefix:
+            raise QMRIInputError("a prefix cannot be combined with BIDS names (--prefix with --bids)")
+        naming = naming or PrefixNaming(prefix)
         affine = self.affine if affine is None else affine
         header = self.header if header is None else header
-        paths = self.output_paths(out_dir, prefix)
-        targets = []
-        for p in paths.values():
-            targets += [p, io.sidecar_path(p)]
-        if not force:
-            existing = [str(t) for t in targets if t.exists()]
-            if existing:
-                raise OutputExistsError(
-                    f"{existing[0]} exists ({len(existing)} output file(s) in all); use --force to overwrite")
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-        common = {
-            "QmriVersion": __version__,
-            "Created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "OutsideMask": "NaN (status and n_iter: -1)",
-            "StatusCodes": {str(k): v for k, v in STATUS_LABELS.items()},
-            "Sources": [str(s) for s in (sources or [])],
-            "Maps": list(paths),
-        }
-        common.update({_camel(k): v for k, v in self.provenance.items()})
-        written = []
+        paths = self.output_paths(out_dir, naming=naming)
+        folder = naming.folder(out_dir)
+        extra = {naming.extra_file(name): write for name, write in (extra or {}).items()}
+        names = [n for p in paths.values() for n in (p.name, io.sidecar_path(p).name)] + list(extra)
+        provenance = {_camel(k): v for k, v in self.provenance.items()}
         maps = self._all()
-        for name, path in paths.items():
-            io.write_map(path, maps[name], affine=affine, header=header,
-                         intent=f"{name} ({self.units.get(name, '')})", dtype=INTEGER_MAPS.get(name, np.float32))
-            side = dict(common)
-            side.update({"Parameter": name, "Units": self.units.get(name, ""), "Kind": self._kind(name)})
-            io.write_json(io.sidecar_path(path), side)
-            written += [path, io.sidecar_path(path)]
-        return written
+        with ResultSet(folder, names, force=force) as rs:
+            common = {
+                "QmriVersion": __version__,
+                "Created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "OutsideMask": "NaN (status and n_iter: -1)",
+                "StatusCodes": {str(k): v for k, v in STATUS_LABELS.items()},
+                "Sources": naming.sources(sources or []),
+                "Maps": list(paths),
+                "MapFiles": {name: p.name for name, p in paths.items()},
+                "ResultSet": {"Id": rs.id, "Files": rs.names},
+            }
+            common.update(provenance)
+            # maps are compressed in parallel threads (the compressor releases the GIL)
+            with ThreadPoolExecutor(max_workers=threads.count()) as pool:
+                pending = [pool.submit(io.write_map, rs.path(path.name), maps[name], affine=affine, header=header,
+                                       intent=f"{name} ({self.units.get(name, '')})",
+                                       dtype=INTEGER_MAPS.get(name, np.float32)) for name, path in paths.items()]
+                for name, path in paths.items():
+                    side = dict(common)
+                    side.update({"Parameter": name, "Kind": self._kind(name)})
+                    side.update(naming.sidecar(self.units.get(name, ""), self.provenance))
+                    io.write_json(rs.path(io.sidecar_path(path).name), side)
+                for name, write in extra.items():
+                    write(rs.path(name))
+                for job in pending:
+                    job.result()
+        return rs.targets
 
     def _kind(self, name: str) -> str:
         if name in self.params:
             return "parameter"
         if name in self.quality:
             return "quality"
+        if name in self.vectors:
+            return "vector"
         return "standard_error"
 
     @classmethod
@@ -241,15 +338,20 @@ class ParameterMaps(Mapping):
         ParameterMaps
             Maps (float64; ``status`` int8, ``n_iter`` int32), units, provenance, affine and header
             of the first map; ``mask`` from the ``status`` map (voxels with a status >= 0).
+            A set whose writer was killed while moving it into place is finished first
+            (:func:`qmri.resultset.recover`).
 
         Raises
         ------
         QMRIInputError
-            No qmri maps with that prefix in the folder, or a listed map missing or unreadable.
+            No qmri maps with that prefix in the folder, a listed map missing or unreadable, or maps
+            of different runs (their sidecars name different result sets).
         """
         from qmri import io
+        from qmri.resultset import recover
 
         directory = Path(directory)
+        recover(directory)  # finish a set whose run died while moving it into place
         sidecars = sorted(directory.glob(f"{glob_escape(prefix)}*.json")) if directory.is_dir() else []
         first = None
         for path in sidecars:
@@ -258,21 +360,24 @@ class ParameterMaps(Mapping):
             except (OSError, ValueError):
                 continue
             if isinstance(side, dict) and "QmriVersion" in side and "Maps" in side and "Parameter" in side \
-                    and path.name == f"{prefix}{side['Parameter']}.json":
+                    and path.name == io.sidecar_path(_map_file(side, side["Parameter"], prefix)).name:
                 first = side
                 break
         if first is None:
             raise QMRIInputError(f"{directory}: no qmri maps{f' with prefix {prefix!r}' if prefix else ''} "
                                  "(expected NIfTI files with JSON sidecars written by qmri)")
-        params, se, quality, units = {}, {}, {}, {}
+        params, se, quality, units, vectors = {}, {}, {}, {}, {}
         affine = header = None
         for name in first["Maps"]:
-            nii = directory / f"{prefix}{name}.nii.gz"
+            nii = directory / _map_file(first, name, prefix)
             img = io.load_nifti(nii, what=f"map {name}")
             side_path = io.sidecar_path(nii)
             if not side_path.exists():
                 raise QMRIInputError(f"{side_path}: sidecar of {nii.name} not found")
             side = json.loads(side_path.read_text())
+            if _set_id(side) != _set_id(first):
+                raise QMRIInputError(f"{side_path}: written by another run than the sidecar of {first['Parameter']} "
+                                     "(maps of two runs mixed in one folder); fit again with --force")
             units[name] = side.get("Units", "")
             if affine is None:
                 affine, header = img.affine, img.header
@@ -282,12 +387,54 @@ class ParameterMaps(Mapping):
                 quality[name] = io.image_data(img)
             elif side.get("Kind") == "standard_error":
                 se[name[:-3]] = io.image_data(img)
+            elif side.get("Kind") == "vector":
+                vectors[name] = io.image_data(img)
             else:
                 params[name] = io.image_data(img)
         provenance = {_snake(k): v for k, v in first.items() if k not in _FIXED_KEYS}
         status = quality.get("status")
         mask = status >= 0 if status is not None else np.all([np.isfinite(v) for v in params.values()], axis=0)
-        return cls(params, units, quality, se, mask, provenance, affine=affine, header=header)
+        return cls(params, units, quality, se, mask, provenance, affine=affine, header=header, vectors=vectors)
+
+
+class PrefixNaming:
+    """qmri's own names: ``<out_dir>/<prefix><map>.nii.gz`` with ``<prefix><map>.json``, extra files
+    ``<prefix><name>``; sidecar ``Units`` as qmri writes units (``mm2/s``), ``Sources`` the paths
+    given. (The other policy, BIDS derivative names: :class:`qmri.bids.BIDSNaming`.)"""
+
+    def __init__(self, prefix: str = ""):
+        self.prefix = prefix
+
+    def folder(self, out_dir) -> Path:
+        return Path(out_dir)
+
+    def map_file(self, name: str, kind: str) -> str:
+        return f"{self.prefix}{name}.nii.gz"
+
+    def extra_file(self, name: str) -> str:
+        return f"{self.prefix}{name}"
+
+    def sources(self, paths) -> list[str]:
+        return [str(p) for p in paths]
+
+    def sidecar(self, unit: str, provenance: dict) -> dict:
+        from qmri.bids import estimation
+
+        return {"Units": unit, **estimation(provenance)}
+
+
+def _map_file(sidecar: dict, name: str, prefix: str) -> str:
+    """File of map ``name`` of the set a sidecar belongs to (``MapFiles``; older sets: prefix + name)."""
+    files = sidecar.get("MapFiles")
+    if isinstance(files, dict) and name in files:
+        return files[name]
+    return f"{prefix}{name}.nii.gz"
+
+
+def _set_id(sidecar: dict):
+    """Id of the result set a sidecar belongs to (None for sidecars written before sets had one)."""
+    record = sidecar.get("ResultSet")
+    return record.get("Id") if isinstance(record, dict) else None
 
 
 def glob_escape(text: str) -> str:

@@ -1,12 +1,74 @@
-"""Matplotlib figures: montages of parameter maps."""
+"""Matplotlib figures: slice grids of parameter maps (``--plot``) and one voxel's measured and fitted signal
+(``qmri plot-fit``)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 
-def montage(maps, path, *, names=None, slice_index=None, title=None):
-    """Write a PNG with one panel per parameter map (middle slice of 3-D maps), atomically.
+def colour_range(values, mask=None, percentiles=(1.0, 99.0)) -> tuple[float, float]:
+    """Display range of a map: the ``percentiles`` of its finite values inside ``mask`` (the whole
+    map, every slice, not only the one shown), so that a map which is uniform in the shown slice
+    is drawn as uniform, not as stretched noise. A constant map gets a small range around its value.
+
+    Parameters
+    ----------
+    values : ndarray
+    mask : ndarray of bool, optional
+        Voxels that count (default every voxel).
+    percentiles : (float, float)
+
+    Returns
+    -------
+    (vmin, vmax) : floats, vmin < vmax; (0, 1) when there is no finite value.
+    """
+    values = np.asarray(values, dtype=float)
+    inside = values[mask] if mask is not None and np.shape(mask) == values.shape else values.ravel()
+    inside = inside[np.isfinite(inside)]
+    if inside.size == 0:
+        return 0.0, 1.0
+    lo, hi = (float(v) for v in np.percentile(inside, percentiles))
+    if hi <= lo:
+        pad = 0.05 * abs(lo) if lo != 0 else 0.5
+        lo, hi = lo - pad, hi + pad
+    return lo, hi
+
+
+#: Colours of the ``status`` map: not fitted, converged, max-iter, failed.
+STATUS_COLOURS = ("#ffffff", "#4daf4a", "#ff7f00", "#e41a1c")
+
+
+def default_slices(mask, n: int = 5) -> list[int]:
+    """Up to ``n`` evenly spaced z indices through the slices that hold fitted voxels (all slices
+    when ``mask`` is None)."""
+    mask = np.asarray(mask, dtype=bool)
+    if mask.ndim < 3:
+        return [0]
+    zs = np.flatnonzero(mask.reshape(-1, mask.shape[2]).any(axis=0)) if mask.any() else np.arange(mask.shape[2])
+    if zs.size <= n:
+        return [int(z) for z in zs]
+    return [int(zs[i]) for i in np.unique(np.linspace(0, zs.size - 1, n).round().astype(int))]
+
+
+def orientation_labels(affine) -> dict[str, str]:
+    """Anatomical direction at each edge of a panel showing a z slice with x to the right and y up
+    (``left``, ``right``, ``bottom``, ``top``), from the affine's axis codes (nibabel)."""
+    import nibabel as nib
+
+    opposite = {"R": "L", "L": "R", "A": "P", "P": "A", "S": "I", "I": "S"}
+    codes = nib.aff2axcodes(np.eye(4) if affine is None else affine)
+    return {"right": codes[0], "left": opposite[codes[0]], "top": codes[1], "bottom": opposite[codes[1]]}
+
+
+def montage(maps, path, *, names=None, slices=None, title=None) -> dict[str, tuple[float, float]]:
+    """Write a PNG grid of slices, atomically: one row per map, one column per slice.
+
+    Rows: the parameters (of a ``ParameterMaps``: its ``params``), then ``r2`` and ``status`` when
+    present; columns: ``slices`` (z indices; default :func:`default_slices` of the fitted voxels).
+    Each row has a colour bar labelled with the map's unit and a robust colour range
+    (:func:`colour_range` over the fitted voxels of every slice); ``status`` has one colour per
+    code. The first column's panels carry the anatomical directions of the edges
+    (:func:`orientation_labels`; x to the right, y up, as stored).
 
     Parameters
     ----------
@@ -15,11 +77,186 @@ def montage(maps, path, *, names=None, slice_index=None, title=None):
     path : path
         PNG file.
     names : list of str, optional
-        Maps to show (default: the parameters of a ``ParameterMaps``, else every key).
-    slice_index : int, optional
-        z index for 3-D maps (default the middle).
+        Rows (default as above; every key of a plain dict).
+    slices : list of int, optional
+        z indices of 3-D maps.
     title : str, optional
+
+    Returns
+    -------
+    dict of str to (float, float)
+        The colour range (vmin, vmax) of each row (``status``: its code range).
+
+    Raises
+    ------
+    QMRIInputError
+        A slice outside the maps.
     """
+    import matplotlib.pyplot as plt
+
+    from qmri import io
+
+    fig, ranges = slice_figure(maps, names=names, slices=slices, title=title)
+    with io.atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+    return ranges
+
+
+def slice_figure(maps, *, names=None, slices=None, title=None):
+    """The figure of :func:`montage` (``(figure, ranges)``; the caller closes the figure)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import BoundaryNorm, ListedColormap
+
+    if names is None:
+        names = list(getattr(maps, "params", maps).keys())
+        names += [q for q in ("r2", "status") if q in maps and q not in names]
+    names = list(names)
+    units = getattr(maps, "units", {})
+    mask = getattr(maps, "mask", None)
+    first = np.asarray(maps[names[0]])
+    if slices is None:
+        slices = default_slices(mask if mask is not None else np.ones(first.shape, bool))
+    slices = [int(z) for z in slices]
+    depth = first.shape[2] if first.ndim == 3 else 1
+    bad = [z for z in slices if not 0 <= z < depth]
+    if bad:
+        from qmri.errors import QMRIInputError
+
+        raise QMRIInputError(f"--slices: slice {bad[0]} outside 0..{depth - 1}")
+    edges = orientation_labels(getattr(maps, "affine", None))
+    ranges = {}
+    fig, axes = plt.subplots(len(names), len(slices), figsize=(2.2 * len(slices) + 2.2, 2.2 * len(names) + 0.4),
+                             squeeze=False, layout="constrained")
+    for r, name in enumerate(names):
+        full = np.asarray(maps[name], dtype=float)
+        if name == "status":
+            cmap, norm = ListedColormap(STATUS_COLOURS), BoundaryNorm(np.arange(-1.5, 3.5), 4)
+            vmin, vmax = ranges[name] = (-1.0, 2.0)
+            kw = {"cmap": cmap, "norm": norm}
+        else:
+            vmin, vmax = ranges[name] = colour_range(full, mask)
+            kw = {"cmap": "viridis", "vmin": vmin, "vmax": vmax}
+        im = None
+        for c, z in enumerate(slices):
+            ax = axes[r][c]
+            img = full[:, :, z] if full.ndim == 3 else (full[None, :] if full.ndim == 1 else full)
+            im = ax.imshow(img.T, origin="lower", interpolation="nearest", **kw)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(f"z = {z}", fontsize=9)
+            if c == 0:
+                ax.set_ylabel(name, fontsize=10)
+                for where, (x, y, ha, va) in {"left": (0.02, 0.5, "left", "center"),
+                                              "right": (0.98, 0.5, "right", "center"),
+                                              "top": (0.5, 0.98, "center", "top"),
+                                              "bottom": (0.5, 0.02, "center", "bottom")}.items():
+                    ax.text(x, y, edges[where], transform=ax.transAxes, ha=ha, va=va, fontsize=7, color="white",
+                            bbox={"boxstyle": "round,pad=0.1", "fc": "0.2", "ec": "none", "alpha": 0.6})
+        bar = fig.colorbar(im, ax=list(axes[r]), shrink=0.9, pad=0.02)
+        unit = units.get(name, "")
+        bar.set_label(unit if unit else "(no unit)", fontsize=8)
+        bar.ax.tick_params(labelsize=7)
+        if name != "status":
+            bar.formatter.set_powerlimits((-2, 4))
+            bar.update_ticks()
+        else:
+            bar.set_ticks([-1, 0, 1, 2])
+            bar.set_ticklabels(["outside", "converged", "max-iter", "failed"], fontsize=7)
+    if title:
+        fig.suptitle(title)
+    return fig, ranges
+
+
+def parse_voxel(text: str) -> tuple[int, int, int]:
+    """``"12,30,4"`` → (12, 30, 4).
+
+    Raises
+    ------
+    QMRIInputError
+        Not three integers.
+    """
+    from qmri.errors import QMRIInputError
+
+    try:
+        ijk = tuple(int(v) for v in str(text).replace(" ", "").split(","))
+    except ValueError:
+        ijk = ()
+    if len(ijk) != 3:
+        raise QMRIInputError(f"--voxel: expected three integers i,j,k, got {text!r}")
+    return ijk
+
+
+def plot_fit(series, maps_dir, voxel, out, *, prefix: str = "", force: bool = False) -> dict:
+    """Measured and fitted signal of one voxel: what ``qmri plot-fit`` draws.
+
+    The maps are read with :meth:`qmri.maps.ParameterMaps.load`; the model is rebuilt from their
+    sidecars (:meth:`qmri.models.model.Model.from_provenance`); the voxel's data are taken from the
+    series as the fit saw them (the workflow's ``measured``: selected volumes, DCE concentration),
+    and the model's :meth:`~qmri.models.model.Model.curve` gives the fitted signal.
+
+    Parameters
+    ----------
+    series : path
+        The fitted 4-D series.
+    maps_dir : path
+        Folder of the maps (``prefix`` selects among several fits).
+    voxel : tuple of 3 int
+    out : path
+        PNG to write (atomically).
+    force : bool
+        Overwrite ``out``.
+
+    Returns
+    -------
+    dict
+        The curve (``x``, ``measured``, ``fitted``, labels) and ``values`` (the voxel's parameters).
+
+    Raises
+    ------
+    QMRIInputError
+        Maps that cannot be read or rebuilt, a series not on the maps' grid, a voxel outside the
+        grid or not fitted.
+    """
+    from qmri import io
+    from qmri.errors import QMRIInputError
+    from qmri.maps import ParameterMaps
+    from qmri.models.model import model_class
+    from qmri.resultset import refuse_existing
+    from qmri.workflows import workflow
+
+    refuse_existing([out], force)
+    maps = ParameterMaps.load(maps_dir, prefix)
+    prov = maps.provenance
+    cls = model_class(str(prov.get("model")))
+    model = cls.from_provenance(prov)
+    img = io.load_nifti(series, ndim=4, what="series")
+    shape = maps.mask.shape
+    if tuple(img.shape[:3]) != tuple(shape) or (maps.affine is not None and
+                                                not np.allclose(img.affine, maps.affine, atol=1e-3)):
+        raise QMRIInputError(f"{series}: not on the grid of the maps in {maps_dir} ({tuple(img.shape[:3])} vs {shape})")
+    ijk = tuple(int(i) for i in voxel)
+    if any(not 0 <= i < n for i, n in zip(ijk, shape)):
+        raise QMRIInputError(f"--voxel {','.join(map(str, ijk))} is outside the grid {shape}")
+    if not maps.mask[ijk] or maps.status[ijk] < 0:
+        raise QMRIInputError(f"--voxel {','.join(map(str, ijk))} was not fitted (outside the mask)")
+    values = np.asarray(img.dataobj[ijk[0], ijk[1], ijk[2], :], dtype=np.float64)
+    wf = workflow(cls.workflow)
+    y = wf.measured(values, prov, ijk) if wf.measured is not None else values
+    params = {k: float(v[ijk]) for k, v in maps.params.items()}
+    cov = model.covariate_maps(shape)
+    cov = None if cov is None else cov[np.ravel_multi_index(ijk, shape)]
+    curve = model.curve(params, y, cov, prov.get("method"))
+    _draw_curve(curve, params, maps, ijk, out)
+    curve["values"] = params
+    return curve
+
+
+def _draw_curve(curve, params, maps, ijk, out):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -27,25 +264,18 @@ def montage(maps, path, *, names=None, slice_index=None, title=None):
 
     from qmri import io
 
-    names = list(names or getattr(maps, "params", maps).keys())
-    units = getattr(maps, "units", {})
-    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.2), squeeze=False)
-    for ax, name in zip(axes[0], names):
-        img = np.asarray(maps[name], dtype=float)
-        if img.ndim == 3:
-            img = img[:, :, img.shape[2] // 2 if slice_index is None else slice_index]
-        elif img.ndim == 1:
-            img = img[None, :]
-        finite = img[np.isfinite(img)]
-        vmin, vmax = (np.percentile(finite, [1, 99]) if finite.size else (0, 1))
-        im = ax.imshow(img.T, origin="lower", cmap="viridis", vmin=vmin, vmax=vmax)
-        unit = units.get(name, "")
-        ax.set_title(f"{name} ({unit})" if unit else name)
-        ax.axis("off")
-        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    if title:
-        fig.suptitle(title)
+    x, order = np.asarray(curve["x"], float), np.argsort(curve["x"], kind="stable")
+    fig, ax = plt.subplots(figsize=(6.0, 4.2))
+    ax.plot(x, curve["measured"], "o", ms=4, label="measured")
+    ax.plot(x[order], np.asarray(curve["fitted"])[order], "-", lw=1.5, label="fitted")
+    ax.set_xlabel(curve["xlabel"])
+    ax.set_ylabel(curve["ylabel"])
+    prov = maps.provenance
+    shown = ", ".join(f"{k} {v:.4g}" for k, v in list(params.items())[:6])
+    ax.set_title(f"{prov.get('model')} {prov.get('method')}, voxel {ijk}\n{shown}", fontsize=9)
+    r2 = maps.quality["r2"][ijk]
+    ax.legend(title=f"R2 {r2:.3f}, status {maps.status[ijk]}", fontsize=8, title_fontsize=8)
     fig.tight_layout()
-    with io.atomic_path(path) as tmp:
+    with io.atomic_path(out) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)

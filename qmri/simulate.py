@@ -250,8 +250,9 @@ def block_phantom(model, definition: dict, *, snr: float, seed: int = 0, block=N
 def save_phantom(ph: Phantom, out_dir, *, force: bool = False) -> list[Path]:
     """Write a phantom: ``<name>.nii.gz`` (data), ``mask.nii.gz``, ``labels.nii.gz``,
     ``truth_<param>.nii.gz``, the further ``images``, ``<name>.json`` (regions and acquisition)
-    and the text ``files`` (e.g. the ``.bval``). Atomic writes; nothing is written if a target
-    exists and ``force`` is False.
+    and the text ``files`` (e.g. the ``.bval``), as one :class:`qmri.resultset.ResultSet` (all
+    files or none, even if the process is killed); nothing is written if a target exists and
+    ``force`` is False.
 
     Raises
     ------
@@ -259,26 +260,21 @@ def save_phantom(ph: Phantom, out_dir, *, force: bool = False) -> list[Path]:
         A target exists and ``force`` is False.
     """
     from qmri import io
-    from qmri.errors import OutputExistsError
+    from qmri.resultset import ResultSet
 
-    out = Path(out_dir)
-    targets = [out / n for n in ph.file_names()]
-    existing = [str(t) for t in targets if t.exists()]
-    if existing and not force:
-        raise OutputExistsError(f"{existing[0]} exists ({len(existing)} file(s) in all); use --force to overwrite")
-    out.mkdir(parents=True, exist_ok=True)
-    io.write_map(out / f"{ph.name}.nii.gz", ph.data, affine=ph.affine)
-    io.write_map(out / "mask.nii.gz", ph.mask.astype(np.float32), affine=ph.affine)
-    io.write_map(out / "labels.nii.gz", ph.labels.astype(np.float32), affine=ph.affine)
-    for k, v in ph.truth.items():
-        io.write_map(out / f"truth_{k}.nii.gz", v, affine=ph.affine, intent=f"{k} ({ph.units.get(k, '')})")
-    for k, v in ph.images.items():
-        io.write_map(out / f"{k}.nii.gz", v, affine=ph.affine)
-    io.write_json(out / f"{ph.name}.json", {"name": ph.name, "units": ph.units, "regions": ph.regions,
-                                           "acquisition": ph.acquisition})
-    for fname, text in ph.files.items():
-        io.write_text(out / fname, text)
-    return targets
+    with ResultSet(out_dir, ph.file_names(), force=force) as rs:
+        io.write_map(rs.path(f"{ph.name}.nii.gz"), ph.data, affine=ph.affine)
+        io.write_map(rs.path("mask.nii.gz"), ph.mask.astype(np.float32), affine=ph.affine)
+        io.write_map(rs.path("labels.nii.gz"), ph.labels.astype(np.float32), affine=ph.affine)
+        for k, v in ph.truth.items():
+            io.write_map(rs.path(f"truth_{k}.nii.gz"), v, affine=ph.affine, intent=f"{k} ({ph.units.get(k, '')})")
+        for k, v in ph.images.items():
+            io.write_map(rs.path(f"{k}.nii.gz"), v, affine=ph.affine)
+        io.write_json(rs.path(f"{ph.name}.json"), {"name": ph.name, "units": ph.units, "regions": ph.regions,
+                                                   "acquisition": ph.acquisition})
+        for fname, text in ph.files.items():
+            io.write_text(rs.path(fname), text)
+    return rs.targets
 
 
 def bval_text(bvals) -> str:

@@ -1,85 +1,18 @@
-"""Population AIFs against the OSIPI reference curves; AIF shifting, files and ROIs."""
+"""Population AIFs against the OSIPI reference curves (:mod:`qmri.validation.osipi_aif`, as ``qmri validate``
+runs them); AIF shifting, files and ROIs."""
 
 import numpy as np
 import pytest
-from conftest import external
-from osipi_csv import assert_within, curve_cases
+from conftest import case_params, check_case
 
 from qmri.errors import QMRIInputError
 from qmri.models import aif
-
-DATA = ("osipi_dce", "test", "PopulationAIF_DCE", "data")
-# OSIPI tolerances for population AIFs (test/PopulationAIF_DCE/popAIF_data.py): 1e-4 mM + 1 %.
-A_TOL, R_TOL = 1e-4, 0.01
-# OSIPI allows 0.1 mM + 10 % for the Parker curves with delay because implementations that
-# resample a sampled curve differ there; the analytic delay below meets the 1e-4 + 1 % criterion.
-A_TOL_RESAMPLED, R_TOL_RESAMPLED = 0.1, 0.1
+from qmri.validation import osipi_aif
 
 
-@pytest.mark.parametrize("case", curve_cases(*DATA, "ParkerAIF_ref.csv"))
-def test_parker_osipi(case):
-    external(*DATA, "ParkerAIF_ref.csv")
-    t = case["time"] * 60.0  # the reference file gives time in minutes
-    # the reference holds whole blood (hct = 0 returns Cb unchanged)
-    assert_within(aif.parker(t, hct=0.0, delay=case["delay"]), case["Cb"], A_TOL, R_TOL, case["label"])
-
-
-@pytest.mark.parametrize("case", curve_cases(*DATA, "ParkerAIF_ref_with_delay.csv"))
-def test_parker_with_delay_osipi(case):
-    external(*DATA, "ParkerAIF_ref_with_delay.csv")
-    t = case["time"] * 60.0
-    assert_within(aif.parker(t, hct=0.0, delay=case["delay"]), case["Cb"], A_TOL, R_TOL, case["label"])
-
-
-@pytest.mark.parametrize("case", curve_cases(*DATA, "ParkerAIF_ref_with_delay.csv"))
-def test_shift_of_sampled_parker_osipi(case):
-    """Delaying the sampled (undelayed) curve by interpolation: OSIPI's resampling tolerance."""
-    external(*DATA, "ParkerAIF_ref_with_delay.csv")
-    t = case["time"] * 60.0
-    shifted = aif.shift(t, aif.parker(t, hct=0.0), case["delay"])
-    assert_within(shifted, case["Cb"], A_TOL_RESAMPLED, R_TOL_RESAMPLED, case["label"])
-
-
-# Georgiou et al. publish the curve itself (supplementary table, 0.1 s sampling; the OSIPI
-# reference resamples it) and a functional form with parameters rounded to 2–4 digits (Table 3).
-# qmri evaluates the functional form, which departs from the table by more than 1e-4 mM + 1 % on
-# the up-slope (t = 0.7–6 s; up to +5 % of the still small early values) and around the first
-# trough (t = 14–20 s); the largest absolute difference is 0.082 mM at t = 5.4 s (0.9 % of the
-# 8.65 mM peak). Measured with hct = 0 (worst point relative to the tolerance):
-_GEORGIOU_XFAIL = {
-    "original_AIF": "114/3001 points; worst t=4.1 s: 4.2883 vs 4.2214 mM (+1.59 %)",
-    "temp_res_0.5s": "23/600 points; worst t=4.0 s: 4.0574 vs 3.9928 mM (+1.62 %)",
-    "temp_res_1.0s": "12/300 points; worst t=4.0 s: 4.0574 vs 3.9928 mM (+1.62 %)",
-    "temp_res_2.0s": "6/150 points; worst t=4.0 s: 4.0574 vs 3.9928 mM (+1.62 %)",
-    "temp_res_2.5s": "5/120 points; worst t=5.0 s: 6.2533 vs 6.1730 mM (+1.30 %)",
-    "temp_res_5.0s": "3/60 points; worst t=5.0 s: 6.2533 vs 6.1730 mM (+1.30 %)",
-    "temp_res_7.5s": "1/40 points; worst t=15.0 s: 2.6537 vs 2.6847 mM (-1.15 %)",
-}
-_GEORGIOU_MARKS = {
-    label: pytest.mark.xfail(strict=True, reason=(
-        "functional form with the rounded Table 3 parameters vs the published curve: " + measured))
-    for label, measured in _GEORGIOU_XFAIL.items()
-}
-
-
-@pytest.mark.parametrize("case", curve_cases(*DATA, "GeorgiouAIF_ref.csv", marks=_GEORGIOU_MARKS))
-def test_georgiou_osipi(case):
-    external(*DATA, "GeorgiouAIF_ref.csv")
-    t = case["time"] * 60.0
-    assert_within(aif.georgiou(t, hct=0.0), case["Cb"], A_TOL, R_TOL, case["label"])
-
-
-@pytest.mark.parametrize("case", curve_cases(*DATA, "preclinicalAIF_ref.csv"))
-def test_preclinical_osipi(case):
-    external(*DATA, "preclinicalAIF_ref.csv")
-    # this reference file gives time in seconds
-    assert_within(aif.preclinical(case["time"], delay=case["delay"]), case["Cb"], A_TOL, R_TOL, case["label"])
-
-
-@pytest.mark.parametrize("case", curve_cases(*DATA, "preclinicalAIF_ref_delay.csv"))
-def test_preclinical_with_delay_osipi(case):
-    external(*DATA, "preclinicalAIF_ref_delay.csv")
-    assert_within(aif.preclinical(case["time"], delay=case["delay"]), case["Cb"], A_TOL, R_TOL, case["label"])
+@pytest.mark.parametrize("case", case_params(osipi_aif.cases()))
+def test_population_aif_osipi(case):
+    check_case(case)
 
 
 # --- conventions ------------------------------------------------------------------------------

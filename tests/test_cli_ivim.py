@@ -153,16 +153,21 @@ def test_bad_input_exits_2_and_writes_nothing(case, expect, bad_inputs, capsys):
     assert not d["out"].exists()
 
 
-def test_atomic_write_leaves_nothing_on_failure(tmp_path, monkeypatch):
+@pytest.mark.parametrize("name", ["x.nii.gz", "x.nii"])
+def test_atomic_write_leaves_nothing_on_failure(tmp_path, monkeypatch, name):
     from qmri import io
 
-    def boom(img, path):
+    def boom(img, path):  # uncompressed files are written by nibabel
         open(path, "wb").write(b"partial")
         raise OSError("disk full")
 
+    def boom_gz(self):  # compressed ones from the image's bytes, after the file is opened
+        raise OSError("disk full")
+
     monkeypatch.setattr(nib, "save", boom)
+    monkeypatch.setattr(nib.Nifti1Image, "to_bytes", boom_gz)
     with pytest.raises(OSError):
-        io.write_map(tmp_path / "x.nii.gz", np.zeros((2, 2, 2)))
+        io.write_map(tmp_path / name, np.zeros((2, 2, 2)))
     assert list(tmp_path.iterdir()) == []
 
 
@@ -182,3 +187,4 @@ def test_demo_runs(tmp_path, capsys):
     assert code == 0, err
     assert "NRMSE" in stdout and "lsq" in stdout and "segmented" in stdout
     assert (tmp_path / "demo" / "ivim" / "lsq" / "maps.png").exists()
+    assert "HABITAT" in stdout and (tmp_path / "demo" / "habitat" / "habitats" / "sub-01" / "habitats.png").exists()

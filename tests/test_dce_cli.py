@@ -190,7 +190,7 @@ def test_unknown_aif(phantom, tmp_path, capsys):
 
 
 def test_blood_aif_file_is_converted(phantom, tmp_path):
-    t = np.loadtxt(phantom / "times.txt")
+    t = np.loadtxt(phantom / "aif.csv", delimiter=",", skiprows=1)[:, 0]  # the phantom AIF's own grid
     cb = parker(t, hct=0.0, delay=20)
     aif = tmp_path / "blood.csv"
     aif.write_text("".join(f"{a:g},{b:.10g}\n" for a, b in zip(t, cb)))

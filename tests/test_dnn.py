@@ -17,16 +17,25 @@ torch = pytest.importorskip("torch")
 
 from qmri.cli.main import main  # noqa: E402
 from qmri.errors import QMRIInputError  # noqa: E402
-from qmri.fitting.net import MODELS, train  # noqa: E402
+from qmri.fitting.net import train  # noqa: E402
 from qmri.fitting.net.weights import Trained, builtin_paths  # noqa: E402
 from qmri.maps import QUALITY_UNITS  # noqa: E402
-from qmri.models import ADC, DCE, DKI, IVIM  # noqa: E402
+from qmri.models import ADC, DCE, DKI, IVIM, StretchedExponential  # noqa: E402
 from qmri.models.diffusion.dki import TraceDKI  # noqa: E402
 
 from conftest import external  # noqa: E402
 
 B = np.array([0, 10, 20, 30, 50, 75, 100, 150, 200, 400, 600, 800, 1000.0])
-FAST = {"threads": 1}
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(),
                           reason=f"no CUDA device (torch {torch.__version__}, CUDA build: {torch.version.cuda})")
 
@@ -52,11 +61,10 @@ def test_importing_qmri_and_building_the_command_line_do_not_import_torch():
     assert r.stdout.split()[-2:] == ["False", "True"]
 
 
-@pytest.mark.parametrize("cls", MODELS, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("cls", [IVIM, ADC, StretchedExponential, DKI, TraceDKI, DCE], ids=lambda c: c.__name__)
 def test_every_listed_model_offers_dnn_with_its_options(cls):
     assert "dnn" in cls.methods
-    assert {o.name for o in cls.methods["dnn"].options} == {"weights", "ensemble", "epochs", "seed", "device",
-                                                           "threads"}
+    assert {o.name for o in cls.methods["dnn"].options} == {"weights", "ensemble", "epochs", "seed", "device"}
 
 
 def test_outputs_have_the_lsq_names_units_shapes_and_lie_within_the_bounds():
@@ -64,7 +72,7 @@ def test_outputs_have_the_lsq_names_units_shapes_and_lie_within_the_bounds():
     mask = np.ones(data.shape[:-1], bool)
     mask[0] = False
     model = IVIM(B, bounds={"f": (0.0, 0.5)})
-    maps = model.fit(data, mask=mask, method="dnn", epochs=2, **FAST)
+    maps = model.fit(data, mask=mask, method="dnn", epochs=2)
     ref = model.fit(data, mask=mask, method="lsq")
     assert list(maps) == list(ref) and maps.units == ref.units
     for k in ("S0", "f", "D", "Dstar", "rmse", "r2"):
@@ -80,7 +88,7 @@ def test_outputs_have_the_lsq_names_units_shapes_and_lie_within_the_bounds():
 
 def test_ensemble_gives_sd_maps_with_the_parameter_units():
     _, data = _ivim_volume((40,))
-    maps = IVIM(B).fit(data, method="dnn", ensemble=2, epochs=2, **FAST)
+    maps = IVIM(B).fit(data, method="dnn", ensemble=2, epochs=2)
     for k in ("S0", "f", "D", "Dstar"):
         assert maps.units[f"{k}_sd"] == maps.units[k]
         assert np.all(np.isfinite(maps[f"{k}_sd"])) and np.all(maps[f"{k}_sd"] >= 0)
@@ -97,7 +105,7 @@ def test_self_supervised_training_recovers_noise_free_parameters():
     b = np.array([0, 100, 200, 400, 600, 800, 1000.0])
     truth = {"S0": rng.uniform(500, 1500, 2000), "ADC": rng.uniform(0.5e-3, 2.5e-3, 2000)}
     model = ADC(b)
-    maps = model.fit(model.signal(truth), method="dnn", epochs=40, **FAST)
+    maps = model.fit(model.signal(truth), method="dnn", epochs=40)
     err = np.abs(maps["ADC"] - truth["ADC"])
     assert np.median(err / truth["ADC"]) < 0.01 and err.max() < 1e-4, (np.median(err / truth["ADC"]), err.max())
     np.testing.assert_allclose(maps["S0"], truth["S0"], rtol=0.02)
@@ -105,9 +113,9 @@ def test_self_supervised_training_recovers_noise_free_parameters():
 
 def test_same_seed_same_network_and_another_seed_another():
     _, data = _ivim_volume((60,), snr=50)
-    a = IVIM(B).fit(data, method="dnn", epochs=2, seed=3, **FAST)
-    b = IVIM(B).fit(data, method="dnn", epochs=2, seed=3, **FAST)
-    c = IVIM(B).fit(data, method="dnn", epochs=2, seed=4, **FAST)
+    a = IVIM(B).fit(data, method="dnn", epochs=2, seed=3)
+    b = IVIM(B).fit(data, method="dnn", epochs=2, seed=3)
+    c = IVIM(B).fit(data, method="dnn", epochs=2, seed=4)
     np.testing.assert_array_equal(a["D"], b["D"])
     assert not np.array_equal(a["D"], c["D"])
 
@@ -116,7 +124,7 @@ def test_same_seed_same_network_and_another_seed_another():
 def ivim_weights(tmp_path_factory):
     """Supervised IVIM networks (2, tiny training) for the 13 b-values, saved."""
     path = tmp_path_factory.mktemp("w") / "ivim.pt"
-    train(IVIM(B), n=3000, snr="10:50", ensemble=2, epochs=2, seed=0, **FAST).save(path)
+    train(IVIM(B), n=3000, snr="10:50", ensemble=2, epochs=2, seed=0).save(path)
     return path
 
 
@@ -126,8 +134,8 @@ def test_weights_round_trip_gives_identical_estimates(ivim_weights, tmp_path):
     again = tmp_path / "again.pt"
     t.save(again)
     assert again.read_bytes() == ivim_weights.read_bytes()
-    first = IVIM(B).fit(data, method="dnn", weights=str(ivim_weights), **FAST)
-    second = IVIM(B).fit(data, method="dnn", weights=str(again), **FAST)
+    first = IVIM(B).fit(data, method="dnn", weights=str(ivim_weights))
+    second = IVIM(B).fit(data, method="dnn", weights=str(again))
     for k in first:
         np.testing.assert_array_equal(first[k], second[k])
     c = t.contract
@@ -157,7 +165,7 @@ def test_command_line_trains_then_fits_and_refuses_another_protocol(tmp_path, ca
     assert main(["phantom", "adc", "--out-dir", str(ph), "--block", "2", "2", "1"]) == 0
     w = tmp_path / "adc.pt"
     assert main(["train", "adc", "--bval", str(ph / "adc.bval"), "--n-signals", "2000", "--epochs", "2",
-                 "--threads", "1", "--out", str(w), "--plot", "--quiet"]) == 0
+                 "--out", str(w), "--plot", "--quiet"]) == 0
     assert w.exists() and w.with_suffix(".png").stat().st_size > 0
     code = main(["adc", str(ph / "adc.nii.gz"), "--bval", str(ph / "adc.bval"), "--method", "dnn", "--weights", str(w),
                  "--out-dir", str(tmp_path / "fit"), "--quiet"])
@@ -203,7 +211,7 @@ DL_PRIOR = {"D": (0.0005, 0.0034), "f": (0.0, 1.0), "Dstar": (0.005, 0.1)}
 def osipi_dl():
     d = json.loads(external("osipi_ivim", "tests", "IVIMmodels", "unit_tests", "generic_DL.json").read_text())
     model = IVIM(d.pop("config")["bvalues"], bounds=DL_BOUNDS)
-    trained = train(model, n=10_000, snr="15:40", prior=DL_PRIOR, epochs=10, seed=0, **FAST)
+    trained = train(model, n=10_000, snr="15:40", prior=DL_PRIOR, epochs=10, seed=0)
     return d, trained.estimate(model, np.array([case["data"] for case in d.values()]), None).params
 
 
@@ -227,14 +235,14 @@ def test_dce_network_reads_the_aif_and_is_bound_to_the_frame_times(tmp_path):
 
     model = DCE(t, parker(t, delay=10.0), "etm")
     path = tmp_path / "etm.pt"
-    train(model, n=2000, epochs=3, **FAST).save(path)
+    train(model, n=2000, epochs=3).save(path)
     other_aif = DCE(t, georgiou(t, delay=20.0), "etm")       # another AIF, same frame times: accepted
     conc = other_aif.concentration({"Ktrans": np.full(4, 0.2), "ve": 0.3, "vp": 0.02})
-    maps = other_aif.fit(conc, method="dnn", weights=str(path), **FAST)
+    maps = other_aif.fit(conc, method="dnn", weights=str(path))
     assert set(maps.params) == {"Ktrans", "ve", "vp", "kep"} and maps.units["kep"] == "1/min"
     assert np.all((maps["ve"] >= 1e-3) & (maps["ve"] <= 1))
     # the AIF is an input: the same curves with another AIF give other estimates
-    again = model.fit(conc, method="dnn", weights=str(path), **FAST)
+    again = model.fit(conc, method="dnn", weights=str(path))
     assert not np.allclose([maps["Ktrans"], maps["ve"]], [again["Ktrans"], again["ve"]])
     with pytest.raises(QMRIInputError, match=r"trained for frame times \(s\)"):
         DCE(t * 1.5, parker(t * 1.5), "etm").fit(conc, method="dnn", weights=str(path))
@@ -248,7 +256,7 @@ def test_dce_self_supervised_with_a_fitted_delay():
 
     model = DCE(t, parker(t, delay=10.0), "tofts", fit_delay=True)
     conc = model.concentration({"Ktrans": np.linspace(0.05, 0.3, 30), "ve": 0.3, "delay": 2.0})
-    maps = model.fit(conc, method="dnn", epochs=2, **FAST)
+    maps = model.fit(conc, method="dnn", epochs=2)
     assert set(maps.params) == {"Ktrans", "ve", "delay", "kep"} and maps.units["delay"] == "s"
     assert np.all(np.abs(maps["delay"]) <= 10) and np.all(maps["status"] == 0)
 
@@ -256,7 +264,7 @@ def test_dce_self_supervised_with_a_fitted_delay():
 def test_full_tensor_dki_network_gives_the_dki_maps():
     ph = DKI.phantom(snr=np.inf, block=(2, 2, 1))
     model = DKI.for_phantom(ph)
-    maps = model.fit(ph.data, mask=ph.mask, method="dnn", epochs=2, **FAST)
+    maps = model.fit(ph.data, mask=ph.mask, method="dnn", epochs=2)
     assert list(maps.params) == list(DKI.methods["wls"].output_units(model, {}))
     assert maps.units["MD"] == "mm2/s" and np.all(np.isfinite(maps["MD"][ph.mask]))
     lo, hi = model.network_bounds()
@@ -268,16 +276,25 @@ def test_full_tensor_dki_network_gives_the_dki_maps():
 def test_trace_dki_with_bvecs_trains_on_the_direction_averaged_shells():
     ph = DKI.phantom(snr=30, block=(2, 2, 1))
     model = TraceDKI(ph.acquisition["bvals"], bvecs=ph.acquisition["bvecs"])
-    trained = train(model, n=1000, epochs=2, **FAST)
+    trained = train(model, n=1000, epochs=2)
     assert trained.contract["protocol"]["b-values (s/mm2)"] == [0.0, 1000.0, 2000.0]
     res = trained.estimate(model, ph.data[ph.mask], None)
     assert set(res.params) == {"S0", "D", "K"} and np.all(res.status == 0)
 
 
-def test_threads_are_restored_and_cuda_is_refused_without_a_device():
-    before = torch.get_num_threads()
-    ADC([0, 500, 1000]).fit(np.ones((8, 3)) * [1, 0.6, 0.35], method="dnn", epochs=1, threads=1)
-    assert torch.get_num_threads() == before
+def test_threads_of_the_command_line_apply_to_torch_and_are_restored(monkeypatch):
+    import qmri.threads
+    from qmri.fitting.net.training import threads
+
+    monkeypatch.setattr(qmri.threads, "_count", 1)  # as --threads 1 sets it
+    torch.set_num_threads(2)
+    with threads():
+        assert torch.get_num_threads() == 1
+    ADC([0, 500, 1000]).fit(np.ones((8, 3)) * [1, 0.6, 0.35], method="dnn", epochs=1)
+    assert torch.get_num_threads() == 2
+
+
+def test_cuda_is_refused_without_a_device():
     if not torch.cuda.is_available():
         with pytest.raises(QMRIInputError, match="--device cuda: torch .* sees no CUDA device"):
             ADC([0, 500, 1000]).fit(np.ones((8, 3)), method="dnn", device="cuda")
@@ -286,7 +303,7 @@ def test_threads_are_restored_and_cuda_is_refused_without_a_device():
 def test_builtin_weights_cover_the_phantoms_and_fit_them():
     assert builtin_paths(), "no networks shipped in qmri/fitting/net/pretrained"
     ph = IVIM.phantom(snr=30, block=(2, 2, 1))
-    maps = IVIM.for_phantom(ph).fit(ph.data, mask=ph.mask, method="dnn", weights="builtin", **FAST)
+    maps = IVIM.for_phantom(ph).fit(ph.data, mask=ph.mask, method="dnn", weights="builtin")
     assert maps.provenance["network_source"].endswith(".pt")
     assert np.nanmedian(np.abs(maps["D"][ph.mask] / ph.truth["D"][ph.mask] - 1)) < 0.2
     with pytest.raises(QMRIInputError, match="no network shipped with qmri is trained for IVIM"):
@@ -296,10 +313,10 @@ def test_builtin_weights_cover_the_phantoms_and_fit_them():
 @CUDA
 def test_cuda_training_and_inference_match_the_cpu():
     _, data = _ivim_volume((200,), snr=40)
-    trained = train(IVIM(B), n=2000, epochs=2, device="cuda", **FAST)
+    trained = train(IVIM(B), n=2000, epochs=2, device="cuda")
     cpu = trained.estimate(IVIM(B), data.reshape(-1, B.size), None, device="cpu")
     gpu = trained.estimate(IVIM(B), data.reshape(-1, B.size), None, device="cuda")
     for k in ("f", "D", "Dstar"):
         np.testing.assert_allclose(gpu.params[k], cpu.params[k], rtol=1e-4, atol=1e-7)
-    maps = IVIM(B).fit(data, method="dnn", epochs=2, device="cuda", **FAST)
+    maps = IVIM(B).fit(data, method="dnn", epochs=2, device="cuda")
     assert maps.provenance["network_device"] == "cuda" and np.all(maps["status"] == 0)

@@ -105,3 +105,29 @@ def test_bad_fit_calls():
         IVIM([0, 10, 20, 300]).fit(np.ones(4))
     with pytest.raises(QMRIInputError, match="4 distinct"):
         IVIM([0, 0, 200, 400]).fit(np.ones(4), method="lsq")
+
+
+def test_lsq_at_least_as_accurate_as_scipy_curve_fit_on_the_phantom():
+    """f, D and D* NRMSE of ``lsq`` against scipy's per-voxel ``curve_fit`` (bounded TRF, OSIPI bounds and
+    start) on the same 1,000 phantom voxels (SNR 30). Measured: f 0.576 / 0.587, D 0.1306 / 0.1325,
+    D* 0.930 / 0.962 (before the D* plateau step, D* was 1.026: least squares drove D* to its upper
+    bound wherever the cost is flat there)."""
+    from scipy.optimize import curve_fit
+
+    from qmri.simulate import nrmse_bias
+
+    ph = IVIM.phantom(snr=30, seed=1, block=(10, 10, 1))
+    Y = ph.data[ph.mask]
+    truth = {k: v[ph.mask] for k, v in ph.truth.items()}
+    b = np.asarray(ph.acquisition["bvals"])
+    maps = IVIM(b).fit(Y, method="lsq")
+
+    def biexp(bb, s0, f, d, ds):
+        return s0 * (f * np.exp(-bb * ds) + (1 - f) * np.exp(-bb * d))
+
+    ref = np.array([curve_fit(biexp, b, y / y[b == b.min()].mean(), p0=[1.0, 0.1, 0.001, 0.01],
+                              bounds=([0.5, 0, 0, 0.005], [2.0, 1, 0.005, 0.2]))[0] for y in Y])
+    for j, name in ((1, "f"), (2, "D"), (3, "Dstar")):
+        ours = nrmse_bias(maps[name], truth[name], slice(None))[0]
+        theirs = nrmse_bias(ref[:, j], truth[name], slice(None))[0]
+        assert ours <= theirs, f"{name}: NRMSE {ours:.4f} vs scipy {theirs:.4f}"

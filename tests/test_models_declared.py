@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-import qmri.models  # noqa: F401  (registers every model)
+import qmri.models
 from qmri.models.base import SIGNAL_MODELS
+
+qmri.models.commands()  # imports every model module, which registers its declarations
 
 
 def _covariates(spec):
@@ -61,8 +63,9 @@ def test_combined_kernel_matches_separate_kernels(name):
     acq = np.ascontiguousarray(spec.example_acquisition(), dtype=np.float64)
     cov = np.ascontiguousarray(_covariates(spec), dtype=np.float64)
     for p in _sample_params(spec, np.random.default_rng(4), n=3):
-        out = np.empty(acq.shape[0])
-        J = np.empty((acq.shape[0], spec.n_params))
+        m = spec.n_measurements(acq)  # acquisition rows may outnumber measurements (DCE: the AIF's grid)
+        out = np.empty(m)
+        J = np.empty((m, spec.n_params))
         spec.signal_and_jacobian(np.ascontiguousarray(p), acq, cov, out, J)
         np.testing.assert_allclose(out, spec.evaluate(p, acq, cov), rtol=1e-12)
         np.testing.assert_allclose(J, spec.jacobian_at(p, acq, cov), rtol=1e-12, atol=1e-300)

@@ -1,9 +1,9 @@
-"""SPGR signal and signal ↔ concentration conversion, against OSIPI data and exact identities."""
+"""SPGR signal and signal ↔ concentration conversion, against OSIPI data
+(:mod:`qmri.validation.osipi_concentration`, as ``qmri validate`` runs them) and exact identities."""
 
 import numpy as np
 import pytest
-from conftest import external
-from osipi_csv import assert_within, row_cases
+from conftest import case_params, check_case
 
 from qmri.errors import QMRIInputError
 from qmri.models.dce.relaxation import (
@@ -13,20 +13,12 @@ from qmri.models.dce.relaxation import (
     signal_to_r1,
     spgr_signal,
 )
-
-SI2CONC = ("osipi_dce", "test", "SI_to_Conc", "data", "SI2Conc_data.csv")
-# OSIPI tolerance for signal -> concentration (test/SI_to_Conc/SI2Conc_data.py): 1e-5 mM + 1e-5.
-A_TOL, R_TOL = 1e-5, 1e-5
+from qmri.validation import osipi_concentration
 
 
-@pytest.mark.parametrize("case", row_cases(*SI2CONC))
+@pytest.mark.parametrize("case", case_params(osipi_concentration.cases()))
 def test_signal_to_concentration_osipi(case):
-    external(*SI2CONC)
-    # The reference conversion left the first frame out of the baseline mean (skip=1); OSIPI
-    # then assesses frames 1..; every frame, the first included, meets the tolerance here.
-    conc = signal_to_concentration(case["s"], t10=case["T1base"], r1=case["r1"], tr=case["TR"],
-                                   fa=case["FA"], n_baseline=int(case["numbaselinepts"]), skip=1)
-    assert_within(conc, case["conc"], A_TOL, R_TOL, case["label"])
+    check_case(case)
 
 
 def test_spgr_maximum_is_at_the_ernst_angle():

@@ -1,88 +1,21 @@
-"""VFA T1 mapping: every OSIPI T1 case (QIBA DRO, brain, prostate), exact recovery, B1, errors."""
+"""VFA T1 mapping: every OSIPI T1 case (QIBA DRO, brain, prostate; :mod:`qmri.validation.osipi_t1`, as
+``qmri validate`` runs them), exact recovery, B1, errors."""
 
 import numpy as np
 import pytest
-from conftest import external
-from osipi_csv import assert_within, row_cases
+from conftest import case_params, check_case
 
 from qmri.errors import QMRIInputError
 from qmri.fitting import STATUS_CONVERGED, STATUS_FAILED
 from qmri.models import VFA
+from qmri.validation import osipi_t1
 
-T1DATA = ("osipi_dce", "test", "T1_mapping", "data")
-# OSIPI tolerance for T1 mapping, on R1 = 1/T1 in 1/s (test/T1_mapping/t1_data.py).
-A_TOL, R_TOL = 0.05, 0.05
 METHODS = ["linear", "nonlinear"]
 
-_FITS = {}
 
-
-def _fitted_r1(name, method, use_b1=False):
-    """R1 (1/s) by label for every row of one OSIPI T1 file, fitted in one batch per acquisition."""
-    key = (name, method, use_b1)
-    if key in _FITS:
-        return _FITS[key]
-    rows = [p.values[0] for p in row_cases(*T1DATA, name)]
-    prostate = "prostate" in name
-    groups = {}
-    for row in rows:
-        tr = np.atleast_1d(row["TR"]) / (1000.0 if prostate else 1.0)  # prostate TR is in ms
-        groups.setdefault((tuple(np.atleast_1d(row["FA"])), tuple(tr)), []).append(row)
-    out = {}
-    for (fa, tr), members in groups.items():
-        S = np.array([r["s"] for r in members])
-        b1 = np.array([r["B1"] / 100.0 for r in members]) if use_b1 else None  # B1 in percent
-        maps = VFA(fa, tr, b1=b1).fit(S, method=method)
-        out.update({r["label"]: 1.0 / maps["T1"][i] for i, r in enumerate(members)})
-    _FITS[key] = out
-    return out
-
-
-@pytest.mark.parametrize("method", METHODS)
-@pytest.mark.parametrize("case", row_cases(*T1DATA, "t1_quiba_data.csv"))
-def test_t1_qiba_dro(case, method):
-    external(*T1DATA, "t1_quiba_data.csv")
-    r1_ref = case["R1"] * 1000.0  # the QIBA file gives R1 in 1/ms
-    assert_within(_fitted_r1("t1_quiba_data.csv", method)[case["label"]], r1_ref, A_TOL, R_TOL, case["label"])
-
-
-@pytest.mark.parametrize("method", METHODS)
-@pytest.mark.parametrize("case", row_cases(*T1DATA, "t1_brain_data.csv"))
-def test_t1_brain(case, method):
-    external(*T1DATA, "t1_brain_data.csv")
-    assert_within(_fitted_r1("t1_brain_data.csv", method)[case["label"]], case["R1"], A_TOL, R_TOL, case["label"])
-
-
-@pytest.mark.parametrize("method", METHODS)
-@pytest.mark.parametrize("case", row_cases(*T1DATA, "t1_prostate_data.csv"))
-def test_t1_prostate(case, method):
-    external(*T1DATA, "t1_prostate_data.csv")
-    r1_ref = 1000.0 / case[f"T1 {method}"]  # reference T1 in ms, same method, no B1 correction
-    assert_within(_fitted_r1("t1_prostate_data.csv", method)[case["label"]], r1_ref, A_TOL, R_TOL, case["label"])
-
-
-# In this row the linear B1-corrected reference (T1 1057.6 ms, M0 58.90e6) is what DESPOT1 gives
-# with B1 = 1.077, not with the row's B1 of 100.53 %: the row's other references agree with
-# B1 ≈ 1.005 (uncorrected linear 1230.8 ms, B1-corrected nonlinear 1237.1 ms).
-_PROSTATE_B1_XFAIL = {
-    "Pat1_voxel5_prostaat": pytest.mark.xfail(strict=True, reason=(
-        "reference inconsistent with the listed B1 (100.53 %): measured R1 0.8213 /s (T1 1217.6 ms) "
-        "vs reference 0.9455 /s (T1 1057.6 ms); the reference is reproduced with B1 = 1.077"))
-}
-
-
-@pytest.mark.parametrize("case", row_cases(*T1DATA, "t1_prostate_data.csv", marks=_PROSTATE_B1_XFAIL))
-def test_t1_prostate_b1_corrected_linear(case):
-    external(*T1DATA, "t1_prostate_data.csv")
-    r1_ref = 1000.0 / case["T1 linear B1cor"]
-    assert_within(_fitted_r1("t1_prostate_data.csv", "linear", True)[case["label"]], r1_ref, A_TOL, R_TOL, case["label"])
-
-
-@pytest.mark.parametrize("case", row_cases(*T1DATA, "t1_prostate_data.csv"))
-def test_t1_prostate_b1_corrected_nonlinear(case):
-    external(*T1DATA, "t1_prostate_data.csv")
-    r1_ref = 1000.0 / case["T1 nonlinear B1cor"]
-    assert_within(_fitted_r1("t1_prostate_data.csv", "nonlinear", True)[case["label"]], r1_ref, A_TOL, R_TOL, case["label"])
+@pytest.mark.parametrize("case", case_params(osipi_t1.cases()))
+def test_osipi_t1_case(case):
+    check_case(case)
 
 
 # --- synthetic --------------------------------------------------------------------------------

@@ -52,7 +52,8 @@ def _dce(pk: str):
     from qmri.models import DCE
 
     ph = DCE.phantom(snr=np.inf, block=(1, 1, 1))
-    return DCE(np.asarray(ph.acquisition["times"]), np.asarray(ph.acquisition["aif"]), pk)
+    return DCE(np.asarray(ph.acquisition["times"]), np.asarray(ph.acquisition["aif"]), pk,
+               aif_times=np.asarray(ph.acquisition["aif_times"]))
 
 
 def main(argv=None) -> int:

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from qmri.jit import njit
+from qmri.jit import FASTMATH, njit
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=FASTMATH)
 def cholesky_factor(A, L, n):
     """Lower Cholesky factor ``L`` of the symmetric positive-definite ``A`` (n×n); False if not SPD."""
     for j in range(n):
@@ -19,16 +19,18 @@ def cholesky_factor(A, L, n):
             s -= L[j, k] * L[j, k]
         if not (s > 0.0) or not np.isfinite(s):
             return False
-        L[j, j] = np.sqrt(s)
+        d = np.sqrt(s)
+        L[j, j] = d
+        inv = 1.0 / d  # one division per column (a third of the time of a 22x22 factor otherwise)
         for i in range(j + 1, n):
             s = A[i, j]
             for k in range(j):
                 s -= L[i, k] * L[j, k]
-            L[i, j] = s / L[j, j]
+            L[i, j] = s * inv
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=FASTMATH)
 def cholesky_solve(A, b, x, L, n):
     """Solve ``A x = b`` for a symmetric positive-definite ``A`` (n×n) by Cholesky; False if not SPD."""
     if not cholesky_factor(A, L, n):
@@ -47,16 +49,23 @@ def cholesky_solve(A, b, x, L, n):
 
 
 @njit(cache=True)
-def fit_quality(y, f):
-    """(rmse, r2) of the fitted signal ``f`` against the measured ``y`` (both (m,))."""
+def quality_from_ssr(y, ssr):
+    """(rmse, r2) of a fit to the measured ``y`` (m,) with residual sum of squares ``ssr``."""
     m = y.shape[0]
     mean = 0.0
     for i in range(m):
         mean += y[i]
     mean /= m
-    ssr = 0.0
     sst = 0.0
     for i in range(m):
-        ssr += (f[i] - y[i]) ** 2
         sst += (y[i] - mean) ** 2
     return np.sqrt(ssr / m), (1.0 - ssr / sst if sst > 0.0 else np.nan)
+
+
+@njit(cache=True)
+def fit_quality(y, f):
+    """(rmse, r2) of the fitted signal ``f`` against the measured ``y`` (both (m,))."""
+    ssr = 0.0
+    for i in range(y.shape[0]):
+        ssr += (f[i] - y[i]) ** 2
+    return quality_from_ssr(y, ssr)

@@ -24,9 +24,14 @@ Estimators (per voxel, ``y = log(max(S, min_signal))``)
     with ``XᵀWX = L Lᵀ`` and ``u = Lᵀ(β − β_wls)``, minimise ``‖u‖`` subject to
     ``(C L⁻ᵀ) u >= d − C β_wls``, which is dual to a non-negative least-squares problem solved by
     the Lawson–Hanson active-set algorithm (same book, ch. 23, algorithm NNLS). Only constraints
-    violated by the current solution enter the problem; rounds are repeated until every one of
-    ``C β >= d`` holds to ``1e-10`` (relative), so voxels where the unconstrained solution is
-    already feasible cost one matrix–vector product.
+    violated by the current solution enter the problem (a working set that only grows, so the
+    rounds end: at worst every constraint is in it and the solution is the exact optimum);
+    rounds are repeated until every one of ``C β >= d`` holds to ``1e-10`` (relative), so voxels
+    where the unconstrained solution is already feasible cost one matrix–vector product. The
+    normal matrix is scaled to unit mean diagonal before it is factored (same minimiser), so the
+    solver's tolerances do not depend on the signal's units. A feasible set of constraints (one
+    admitting some β) therefore always gives the constrained optimum; only an infeasible set
+    (or a singular weighted system) fails.
 
 All kernels are Numba kernels (:func:`qmri.jit.njit`) with ``cache=True``; the batch drivers use ``prange`` over voxels
 and allocate their work arrays once per block of voxels.
@@ -41,11 +46,7 @@ from qmri.jit import FASTMATH, njit, prange
 
 #: Default floor applied to signals before the log (dipy's ``MIN_POSITIVE_SIGNAL``).
 MIN_SIGNAL = 1e-4
-#: Largest number of constraints that may be active at once in the constrained solver.
-MAX_ACTIVE = 96
-#: Rounds of "add the most violated constraints and re-solve" before giving up (status failed).
-MAX_ROUNDS = 40
-#: Violated constraints added per round (the most violated first).
+#: Violated constraints added to the working set per round (the most violated first).
 ADD_PER_ROUND = 8
 _BLOCK = 256
 
@@ -66,6 +67,55 @@ def outer_products(X):
                 out[k, i] = X[i, a] * X[i, b]
                 k += 1
     return out
+
+
+def weight_moments(X, rtol: float = 1e-13):
+    """The distinct products of design columns: ``XᵀWX`` of any weights from a few weighted sums.
+
+    Every entry ``(a, b)`` of the normal matrix is ``Σ_i w_i X_ia X_ib``. Many of the
+    ``p(p+1)/2`` product rows ``X_ia X_ib`` (over the measurements ``i``) are equal up to a factor
+    (the DKI design's monomials of the gradient direction, say: 95 distinct rows of 253), so the
+    matrix needs only the weighted sums of the distinct rows.
+
+    Parameters
+    ----------
+    X : ndarray, shape (m, p)
+    rtol : float
+        Rows are merged only if they agree to this relative tolerance after scaling.
+
+    Returns
+    -------
+    M : ndarray, shape (q, m)
+        The distinct rows (q <= p(p+1)/2).
+    index : ndarray of int64, shape (p(p+1)/2,)
+        For each upper-triangle entry, in row-major order, the row of ``M`` it is a multiple of.
+    scale : ndarray, shape (p(p+1)/2,)
+        The multiple: entry ``r`` is ``scale[r] · Σ_i w_i M[index[r], i]``.
+    """
+    XX = outer_products(np.ascontiguousarray(X, dtype=np.float64))
+    rows, keys = [], {}
+    index = np.empty(XX.shape[0], dtype=np.int64)
+    scale = np.empty(XX.shape[0])
+    for r, row in enumerate(XX):
+        big = np.abs(row).max()
+        if big == 0.0:
+            lead = 0
+            key = ("zero",)
+        else:
+            lead = int(np.argmax(np.abs(row)))
+            key = (lead, tuple(np.round(row / row[lead], 9)))
+        k = keys.get(key)
+        if key == ("zero",):
+            factor = 0.0
+        else:
+            factor = row[lead] / rows[k][lead] if k is not None else 1.0
+        if k is None or not np.allclose(row, factor * rows[k], rtol=rtol, atol=0.0):
+            k = len(rows)
+            rows.append(row if key != ("zero",) else np.zeros_like(row))
+            keys.setdefault(key, k)
+            factor = 1.0 if key != ("zero",) else 0.0
+        index[r], scale[r] = k, factor
+    return np.ascontiguousarray(np.array(rows)), index, scale
 
 
 @njit(cache=True)
@@ -108,19 +158,23 @@ def weights_from_prediction(XT, beta, w):
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def normal_equations(XT, XX, y, w, A, g):
-    """``A = Xᵀ W X`` (from the row outer products ``XX`` of :func:`outer_products`) and
-    ``g = Xᵀ W y``; ``XT`` is the transposed design matrix (p, m)."""
+def normal_equations(XT, M, index, scale, y, w, A, g, mom):
+    """``A = Xᵀ W X`` (from the distinct column products ``M``, ``index``, ``scale`` of
+    :func:`weight_moments`) and ``g = Xᵀ W y``; ``XT`` is the transposed design matrix (p, m);
+    ``mom`` (q,) is work space."""
     p, m = XT.shape
-    k = 0
+    for k in range(M.shape[0]):
+        s = 0.0
+        for i in range(m):
+            s += w[i] * M[k, i]
+        mom[k] = s
+    r = 0
     for a in range(p):
         for b in range(a, p):
-            s = 0.0
-            for i in range(m):
-                s += w[i] * XX[k, i]
-            A[a, b] = s
-            A[b, a] = s
-            k += 1
+            v = scale[r] * mom[index[r]]
+            A[a, b] = v
+            A[b, a] = v
+            r += 1
     for a in range(p):
         s = 0.0
         for i in range(m):
@@ -129,12 +183,12 @@ def normal_equations(XT, XX, y, w, A, g):
 
 
 @njit(cache=True)
-def wls_voxel(XT, XX, Xpinv, y, n_iter, beta, w, A, g, L):
+def wls_voxel(XT, M, index, scale, Xpinv, y, n_iter, beta, w, A, g, L, mom):
     """OLS start then ``n_iter`` reweighted solves; False if a weighted system is singular."""
     ols_voxel(Xpinv, y, beta)
     for _ in range(n_iter):
         weights_from_prediction(XT, beta, w)
-        normal_equations(XT, XX, y, w, A, g)
+        normal_equations(XT, M, index, scale, y, w, A, g, mom)
         if not cholesky_solve(A, g, beta, L, XT.shape[0]):
             return False
     return True
@@ -279,20 +333,33 @@ def constrained_voxel(C, d, A, L, beta, cval, act, nact, G, E, f, x, passive, co
                       wdual, ubuf, tol, atol):
     """Enforce ``C β >= d`` on the weighted solution ``beta`` (whose normal matrix ``A`` is given).
 
-    ``beta`` is replaced in place by the constrained minimiser. Returns (ok, rounds).
+    ``beta`` is replaced in place by the constrained minimiser. The work arrays ``nact``, ``G``,
+    ``E``, ``x``, ``passive``, ``cols``, ``z``, ``Q``, ``wdual`` hold one column per constraint
+    (``C.shape[0]`` at least). ``A`` is overwritten. Returns (ok, rounds); not ok only when the
+    weighted system is singular or the constraints are incompatible.
     """
     p = beta.shape[0]
     nc = C.shape[0]
+    # scale A to unit mean diagonal: same minimiser, tolerances independent of the signal's units
+    sa = 0.0
+    for a in range(p):
+        sa += A[a, a]
+    sa /= p
+    if not (sa > 0.0 and np.isfinite(sa)):
+        return False, 0
+    for a in range(p):
+        for b in range(p):
+            A[a, b] /= sa
     if not cholesky_factor(A, L, p):
         return False, 0
     beta0 = ubuf[p:2 * p]
     for a in range(p):
         beta0[a] = beta[a]
     n_act = 0
-    for rnd in range(MAX_ROUNDS + 1):
+    rnd = 0
+    while True:
         # evaluate all constraints at the current beta; add the ADD_PER_ROUND most violated
         added = 0
-        full = False
         nv = 0
         for c in range(nc):
             s = -d[c]
@@ -313,19 +380,15 @@ def constrained_voxel(C, d, A, L, beta, cval, act, nact, G, E, f, x, passive, co
                     best = c
             if best < 0:
                 break
-            if n_act >= MAX_ACTIVE:
-                full = True
-                break
             act[best] = True
             nact[n_act] = best
             n_act += 1
             added += 1
         if added == 0:
             # feasible (violations left, if any, are on constraints already held active: rounding)
-            return not full, rnd
-        if rnd == MAX_ROUNDS:
-            return False, rnd
-        # LDP on the active set: rows g_k = L⁻¹ c_k (forward substitution), h_k = d_k − c_kᵀ β0
+            return True, rnd
+        rnd += 1
+        # LDP on the working set: rows g_k = L⁻¹ c_k (forward substitution), h_k = d_k − c_kᵀ β0
         for t in range(n_act):
             c = nact[t]
             for i in range(p):
@@ -344,9 +407,9 @@ def constrained_voxel(C, d, A, L, beta, cval, act, nact, G, E, f, x, passive, co
             f[i] = 0.0
         f[p] = 1.0
         Ev = E[:, :n_act]
-        nnls_small(Ev, f, x[:n_act], passive[:n_act], cols, z, Q, rhs, resid, wdual[:n_act], 4 * (p + 1))
+        nnls_small(Ev, f, x[:n_act], passive[:n_act], cols, z, Q, rhs, resid, wdual[:n_act], 3 * (n_act + p + 1))
         if not (abs(resid[p]) > 1e-14):
-            return False, rnd + 1  # constraints incompatible
+            return False, rnd  # constraints incompatible
         # u = -resid[:p] / resid[p]; beta = beta0 + L⁻ᵀ u
         u = ubuf[:p]
         for i in range(p):
@@ -358,15 +421,14 @@ def constrained_voxel(C, d, A, L, beta, cval, act, nact, G, E, f, x, passive, co
             u[i] = s / L[i, i]
         for a in range(p):
             beta[a] = beta0[a] + u[a]
-    return False, MAX_ROUNDS
 
 
 # ---------------------------------------------------------------------------------------------
 # Batch drivers
 # ---------------------------------------------------------------------------------------------
 @njit(parallel=True, cache=True)
-def _loglinear_batch(XT, XX, Xpinv, Y, min_signal, n_iter, C0, d0, Cx, dx, nx, constrained, tol, atol, B, ok,
-                     rounds):
+def _loglinear_batch(XT, M, index, scale, Xpinv, Y, min_signal, n_iter, C0, d0, Cx, dx, nx, constrained, tol, atol,
+                     B, ok, rounds):
     n, m = Y.shape
     p = XT.shape[0]
     nc0 = C0.shape[0]
@@ -375,22 +437,24 @@ def _loglinear_batch(XT, XX, Xpinv, Y, min_signal, n_iter, C0, d0, Cx, dx, nx, c
     for blk in prange(nblocks):
         y = np.empty(m)
         w = np.empty(m)
+        mom = np.empty(M.shape[0])
         A = np.empty((p, p))
         g = np.empty(p)
         L = np.zeros((p, p))
         beta = np.empty(p)
-        nact = np.empty(MAX_ACTIVE, dtype=np.int64)
-        G = np.empty((p, MAX_ACTIVE))
-        E = np.empty((p + 1, MAX_ACTIVE))
+        ka = max(nc0 + kx, 1)  # the working set may hold every constraint
+        nact = np.empty(ka, dtype=np.int64)
+        G = np.empty((p, ka))
+        E = np.empty((p + 1, ka))
         f = np.empty(p + 1)
-        x = np.empty(MAX_ACTIVE)
-        passive = np.empty(MAX_ACTIVE, dtype=np.bool_)
-        cols = np.empty(MAX_ACTIVE, dtype=np.int64)
-        z = np.empty(MAX_ACTIVE)
-        Q = np.empty((p + 1, MAX_ACTIVE))
+        x = np.empty(ka)
+        passive = np.empty(ka, dtype=np.bool_)
+        cols = np.empty(ka, dtype=np.int64)
+        z = np.empty(ka)
+        Q = np.empty((p + 1, ka))
         rhs = np.empty(p + 1)
         resid = np.empty(p + 1)
-        wdual = np.empty(MAX_ACTIVE)
+        wdual = np.empty(ka)
         ubuf = np.empty(2 * p)
         Cb = np.empty((nc0 + kx, p))
         db = np.zeros(nc0 + kx)
@@ -404,7 +468,7 @@ def _loglinear_batch(XT, XX, Xpinv, Y, min_signal, n_iter, C0, d0, Cx, dx, nx, c
             good = log_signal(Y[v], min_signal, y)
             if good:
                 if n_iter > 0 or constrained:
-                    good = wls_voxel(XT, XX, Xpinv, y, n_iter, beta, w, A, g, L)
+                    good = wls_voxel(XT, M, index, scale, Xpinv, y, n_iter, beta, w, A, g, L, mom)
                 else:
                     ols_voxel(Xpinv, y, beta)
             r = 0
@@ -412,7 +476,7 @@ def _loglinear_batch(XT, XX, Xpinv, Y, min_signal, n_iter, C0, d0, Cx, dx, nx, c
                 if n_iter == 0:
                     for i in range(m):
                         w[i] = 1.0
-                    normal_equations(XT, XX, y, w, A, g)
+                    normal_equations(XT, M, index, scale, y, w, A, g, mom)
                 nc = nc0 + nx[v]
                 for c in range(nx[v]):
                     for a in range(p):
@@ -500,6 +564,7 @@ def solve_loglinear(X, signals, *, method: str = "wls", n_iter: int = 1, min_sig
     ok = np.empty(Y.shape[0], dtype=np.bool_)
     rounds = np.empty(Y.shape[0], dtype=np.int32)
     if Y.shape[0]:
-        _loglinear_batch(np.ascontiguousarray(X.T), outer_products(X), np.linalg.pinv(X), Y, float(min_signal),
+        M, index, scale = weight_moments(X)
+        _loglinear_batch(np.ascontiguousarray(X.T), M, index, scale, np.linalg.pinv(X), Y, float(min_signal),
                          int(n_iter) if method == "wls" else 0, C, d, Cx, dx, nx, use_c, float(tol), float(atol), B, ok, rounds)
     return B, ok, rounds

@@ -48,7 +48,7 @@ def signal_jacobian_type(types):
     The engine receives the kernel as a first-class function of this type, so the engine itself
     is compiled once, for every model, and cached on disk (no recompilation per model or process).
     All arrays are float64 and C-contiguous: ``p`` (n_params,), ``acq`` (m, k), ``cov`` (n_cov,),
-    ``out`` (m,), ``J`` (m, n_params).
+    ``out`` (m,), ``J`` (m, n_params), m the number of measurements (``model.n_measurements(acq)``).
     """
     a1, a2 = types.float64[::1], types.float64[:, ::1]
     return types.void(a1, a2, a1, a1, a2)
@@ -311,8 +311,9 @@ def fit_lm(model, acq, signals, p0, *, covariates=None, lower=None, upper=None, 
     ----------
     model : qmri.models.base.SignalModel
         The model declaration (Numba signal and Jacobian kernels, parameter names, default bounds).
-    acq : ndarray, shape (n_measurements, k)
-        Acquisition array shared by every voxel, in the layout the model documents.
+    acq : ndarray, 2-D
+        Acquisition array shared by every voxel, in the layout the model documents (one row per
+        measurement unless the model declares ``measurements``: see :mod:`qmri.models.base`).
     signals : ndarray, shape (n_voxels, n_measurements)
         Measured signals.
     p0 : ndarray, shape (n_voxels, n_params) or (n_params,)
@@ -344,8 +345,9 @@ def fit_lm(model, acq, signals, p0, *, covariates=None, lower=None, upper=None, 
     n, m = Y.shape
     npar = model.n_params
     acq = np.ascontiguousarray(acq, dtype=np.float64)
-    if acq.ndim != 2 or acq.shape[0] != m:
-        raise ValueError(f"acq must have shape ({m}, k), got {acq.shape}")
+    if acq.ndim != 2 or model.n_measurements(acq) != m:
+        raise ValueError(f"acq of shape {acq.shape} describes {model.n_measurements(acq) if acq.ndim == 2 else '?'} "
+                         f"measurements, the signals have {m}")
     P0 = np.asarray(p0, dtype=np.float64)
     if P0.ndim == 1:
         P0 = np.broadcast_to(P0, (n, npar))

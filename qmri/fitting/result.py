@@ -34,6 +34,8 @@ class FitResult:
         Coefficient of determination of the fitted signal.
     se : dict of str to ndarray, each shape (n,)
         Optional standard errors, keyed by parameter name (empty when not computed).
+    vectors : dict of str to ndarray, each shape (n, k)
+        Optional outputs of several values per voxel (e.g. DKI tensors), written as 4-D images.
     """
 
     params: dict[str, np.ndarray]
@@ -42,6 +44,7 @@ class FitResult:
     rmse: np.ndarray
     r2: np.ndarray
     se: dict[str, np.ndarray] = field(default_factory=dict)
+    vectors: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def n(self) -> int:
@@ -60,7 +63,8 @@ class FitResult:
         if not np.any(bad):
             return
         self.status[bad] = STATUS_FAILED
-        for arr in list(self.params.values()) + list(self.se.values()) + [self.rmse, self.r2]:
+        for arr in list(self.params.values()) + list(self.se.values()) + list(self.vectors.values()) \
+                + [self.rmse, self.r2]:
             arr[bad] = np.nan
 
     @staticmethod
@@ -74,6 +78,7 @@ class FitResult:
             rmse=np.concatenate([p.rmse for p in parts]),
             r2=np.concatenate([p.r2 for p in parts]),
             se={k: np.concatenate([p.se[k] for p in parts]) for k in first.se},
+            vectors={k: np.concatenate([p.vectors[k] for p in parts]) for k in first.vectors},
         )
 
     @staticmethod

@@ -1,8 +1,10 @@
 """Signal models, each declared once, and the model classes users hold.
 
 Each model has one module that declares it (its :class:`~qmri.models.base.SignalModel`, methods,
-command and phantom); importing the module registers it. To add a model, see
-``docs/adding-a-model.md``.
+command and phantom); importing the module registers it. :data:`MODULES` is the registration: a
+model's command name and its module, in display order. Modules are imported when first needed
+(``qmri ivim`` imports the IVIM module only); :func:`commands` imports them all. To add a model,
+see ``docs/adding-a-model.md``.
 
 =============================  ===========================================  ==================
 model                          module                                       command
@@ -17,20 +19,57 @@ model                          module                                       comm
 =============================  ===========================================  ==================
 """
 
+from __future__ import annotations
+
+import importlib
+
 from qmri.models.base import SIGNAL_MODELS, Parameter, SignalModel
-from qmri.models.model import COMMANDS, Model
+from qmri.models.model import Model
+from qmri.models.model import COMMANDS as _REGISTERED
 
-# The registrations: importing a model's module adds it to COMMANDS (in this order) and SIGNAL_MODELS.
-from qmri.models.diffusion.ivim import IVIM  # noqa: E402  isort: skip
-from qmri.models.diffusion.adc import ADC  # noqa: E402  isort: skip
-from qmri.models.diffusion.stretched import StretchedExponential  # noqa: E402  isort: skip
-from qmri.models.diffusion.dki import DKI, TraceDKI  # noqa: E402  isort: skip
-from qmri.models.t1 import VFA  # noqa: E402  isort: skip
-from qmri.models.dce import DCE  # noqa: E402  isort: skip
-from qmri.models.dce import aif, relaxation  # noqa: E402  isort: skip
+#: The registration: command name -> module that declares the model, in display order.
+MODULES = {
+    "ivim": "qmri.models.diffusion.ivim",
+    "adc": "qmri.models.diffusion.adc",
+    "stretched": "qmri.models.diffusion.stretched",
+    "dki": "qmri.models.diffusion.dki.tensor",
+    "t1": "qmri.models.t1",
+    "dce": "qmri.models.dce.model",
+}
+#: Public names that are not the class of a command, and where they live.
+_OTHER = {"TraceDKI": "qmri.models.diffusion.dki.trace", "aif": "qmri.models.dce.aif",
+          "relaxation": "qmri.models.dce.relaxation"}
 
-# The network estimator adds itself as method "dnn" of the models it serves (torch is imported only when used).
-import qmri.fitting.net  # noqa: E402, F401  isort: skip
 
-__all__ = ["SIGNAL_MODELS", "COMMANDS", "Model", "Parameter", "SignalModel", "IVIM", "ADC", "StretchedExponential",
-           "DKI", "TraceDKI", "VFA", "DCE", "aif", "relaxation"]
+def command(name: str) -> type[Model]:
+    """The model class of command ``name`` (importing its module only).
+
+    Raises
+    ------
+    KeyError
+        No such command.
+    """
+    importlib.import_module(MODULES[name])
+    return _REGISTERED[name]
+
+
+def commands() -> dict[str, type[Model]]:
+    """Every model class with a command, by command name, in display order (imports every model)."""
+    return {name: command(name) for name in MODULES}
+
+
+def __getattr__(name: str):
+    if name == "COMMANDS":
+        return commands()
+    if name in _OTHER:
+        module = importlib.import_module(_OTHER[name])
+        return getattr(module, name) if hasattr(module, name) else module
+    for cmd in MODULES:
+        cls = command(cmd)
+        if cls.__name__ == name:
+            return cls
+    raise AttributeError(f"module 'qmri.models' has no attribute {name!r}")
+
+
+__all__ = ["SIGNAL_MODELS", "COMMANDS", "MODULES", "Model", "Parameter", "SignalModel", "command", "commands", "IVIM",
+           "ADC", "StretchedExponential", "DKI", "TraceDKI", "VFA", "DCE", "aif", "relaxation"]

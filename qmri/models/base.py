@@ -13,10 +13,14 @@ Kernel conventions (all arrays float64, C-contiguous):
 * ``jacobian(p, acq, cov, J)`` writes ∂signal/∂p into ``J`` (m, n_params);
 * ``signal_jacobian(p, acq, cov, out, J)`` (optional) does both in one pass;
 
-``acq`` (m, k) is the acquisition shared by every voxel (b-values, frame times and AIF, ...) in the
-layout that ``acquisition_doc`` states; ``cov`` (n_covariates,) holds one voxel's covariates in the
-declared order (length 0 for models without any). The torch twin is
-``torch_signal(params, acq, cov)`` with ``params`` (N, n_params), ``acq`` (m, k) and ``cov``
+``acq`` is the 2-D acquisition array shared by every voxel (b-values, frame times and AIF, ...) in
+the layout that ``acquisition_doc`` states, usually (m, k) with one row per measurement; ``cov`` (n_covariates,) holds one voxel's covariates in the
+declared order (length 0 for models without any). A model whose acquisition is laid out otherwise
+(the DCE models: one column per time point of the arterial input's own, finer grid and the frames,
+a row marking the frames, so that m is the number of frames) declares ``measurements(acq) -> m``;
+``out`` and ``J`` always have one row per *measurement*, so every estimator reads m from
+:meth:`SignalModel.n_measurements`, never from ``acq.shape[0]``. The torch twin is
+``torch_signal(params, acq, cov)`` with ``params`` (N, n_params), ``acq`` as above and ``cov``
 (N, n_covariates) or None, returning (N, m).
 """
 
@@ -106,6 +110,9 @@ class SignalModel:
         function of type :func:`qmri.fitting.lm.signal_jacobian_type`.
     covariates : tuple of Covariate
         Per-voxel inputs, in the order the kernels read them from ``cov``.
+    measurements : callable, optional
+        ``measurements(acq) -> m``: the number of measurements an acquisition array describes,
+        for models whose ``acq`` is not one row per measurement (default: ``acq.shape[0]``).
     """
 
     name: str
@@ -118,6 +125,11 @@ class SignalModel:
     reference: str
     signal_jacobian: Callable | None = None
     covariates: tuple[Covariate, ...] = field(default=())
+    measurements: Callable[[np.ndarray], int] | None = None
+
+    def n_measurements(self, acq) -> int:
+        """Number of measurements (rows of ``out`` and ``J``) the acquisition array ``acq`` describes."""
+        return int(np.shape(acq)[0]) if self.measurements is None else int(self.measurements(acq))
 
     @property
     def signal_and_jacobian(self):
@@ -191,7 +203,8 @@ class SignalModel:
         Parameters
         ----------
         params : array_like, shape (N, n_params) or (n_params,)
-        acq : array_like, shape (n_measurements, k)
+        acq : array_like, 2-D
+            Acquisition array (one row per measurement unless the model declares ``measurements``).
         covariates : array_like, shape (N, n_covariates) or (n_covariates,), optional
 
         Returns
@@ -203,7 +216,7 @@ class SignalModel:
         P = np.ascontiguousarray(np.atleast_2d(P))
         acq = np.ascontiguousarray(acq, dtype=np.float64)
         C = self.covariate_array(covariates, P.shape[0])
-        out = np.empty((P.shape[0], acq.shape[0]))
+        out = np.empty((P.shape[0], self.n_measurements(acq)))
         _evaluate_batch(dispatcher(self.signal), acq, C, P, out)
         return out[0] if single else out
 
@@ -211,7 +224,7 @@ class SignalModel:
         """Analytic Jacobian (n_measurements, n_params) at one parameter vector."""
         p = np.ascontiguousarray(params, dtype=np.float64)
         acq = np.ascontiguousarray(acq, dtype=np.float64)
-        J = np.empty((acq.shape[0], self.n_params))
+        J = np.empty((self.n_measurements(acq), self.n_params))
         self.jacobian(p, acq, self.covariate_array(covariates, 1)[0], J)
         return J
 

@@ -22,6 +22,35 @@ SE_OPTION = Option("compute_se", "also write standard errors <param>_se of the f
                    "(from the Jacobian at the solution)", bool, False, flag="--se")
 
 
+@dataclasses.dataclass(frozen=True)
+class Validation:
+    """How ``qmri validate`` (:mod:`qmri.validation`) checks a method: :attr:`Method.validation`.
+
+    The default suits an exact, fast method; a method that is biased even without noise states its
+    tolerance, and one that is slow or learns from the voxels it fits states lighter options.
+
+    Attributes
+    ----------
+    recovery : float or None
+        Largest NRMSE (:func:`qmri.simulate.nrmse_bias`) of each parameter allowed when the method
+        fits a noise-free phantom, every voxel fitted (default 1e-6: exact); None: not checked (the
+        accuracy at the phantom's SNR is still reported).
+    options : dict
+        Method options used when validating (e.g. fewer training epochs), default none.
+    reference_cases : bool
+        Whether the method is run on the reference suites' cases (OSIPI), which are fitted a few
+        voxels at a time; False for a method that cannot estimate so few voxels (e.g. one that
+        trains on the voxels it fits).
+    note : str
+        Shown in the report beside the method: why the tolerance or options differ from the defaults.
+    """
+
+    recovery: float | None = 1e-6
+    options: dict = dataclasses.field(default_factory=dict)
+    reference_cases: bool = True
+    note: str = ""
+
+
 class Method:
     """One way of estimating a model's parameters.
 
@@ -38,31 +67,46 @@ class Method:
         Keywords the method accepts (anything else is an error).
     reference : str
         Source of the method (paper or standard).
+    validation : Validation, optional
+        How ``qmri validate`` checks the method (default :class:`Validation`'s defaults).
     """
 
     def __init__(self, name: str, description: str, fit: Callable | None = None, options: tuple = (),
-                 reference: str = ""):
+                 reference: str = "", validation: Validation | None = None):
         self.name = name
         self.description = description
         self._fit = fit
         self.options = tuple(options)
         self.reference = reference
+        self.validation = validation or Validation()
 
     def fit(self, model, Y: np.ndarray, C, **options):
         """Estimates for a block of voxels (see the class docstring)."""
         return self._fit(model, Y, C, **options)
 
-    def prepare(self, model, data, index, covariates, *, progress: bool = False, **options):
+    def warm_up(self, model) -> None:
+        """Load this method's compiled kernels for ``model`` (a fit of one made-up voxel), so that
+        a caller can do it in a background thread while it reads data. Best effort: any error is
+        left to the real fit to report."""
+        try:
+            with np.errstate(all="ignore"):
+                self.fit(model, np.ones((1, model.n_measurements)), None)
+        except Exception:  # noqa: BLE001 - a warm-up never decides anything
+            pass
+
+    def prepare(self, model, rows, index, covariates, *, progress: bool = False, **options):
         """Work done once per :meth:`~qmri.models.model.Model.fit`, before the voxel chunks, with
         every voxel to fit in view (a network estimator trains here on the voxels it will fit).
 
         Parameters
         ----------
         model : qmri.models.model.Model
-        data : ndarray, shape (n_total, n_measurements)
-            Signals of every voxel as given (not normalised; a view, not a copy).
+        rows : callable
+            ``rows(sel)`` gives the signals of the voxels ``sel`` (a subset of ``index``) as the
+            fit sees them: float64 array (len(sel), n_measurements), converted by the fit's
+            ``transform`` if any (e.g. DCE signal to concentration), not normalised.
         index : ndarray of int, shape (n,)
-            Rows of ``data`` (and ``covariates``) that are fitted.
+            Voxels (rows of ``covariates``) that are fitted.
         covariates : ndarray, shape (n_total, n_covariates), or None
         progress : bool
             Show progress.
@@ -97,15 +141,16 @@ class LeastSquares(Method):
     """Bounded Levenberg–Marquardt fit of any declared model (:func:`qmri.fitting.fit_lm`).
 
     The model supplies, through its hooks, the signals' normalisation
-    (:meth:`~qmri.models.model.Model.normalise`), the start (:meth:`~qmri.models.model.Model.start`)
-    and the completion of the result (:meth:`~qmri.models.model.Model.complete`: amplitude scaled
-    back, invalid voxels failed, derived outputs); the fit uses the model's declaration
+    (:meth:`~qmri.models.model.Model.normalise`), the start (:meth:`~qmri.models.model.Model.start`),
+    a model-specific last step on the least-squares solution (:meth:`~qmri.models.model.Model.refine`,
+    default none) and the completion of the result (:meth:`~qmri.models.model.Model.complete`:
+    amplitude scaled back, invalid voxels failed, derived outputs); the fit uses the model's declaration
     (``model.spec``), acquisition (``model.acq``), bounds and stopping rules (``model.lm_options``).
     """
 
     def __init__(self, name: str = "lsq", description: str = "bounded Levenberg-Marquardt fit with "
-                 "analytic Jacobians", reference: str = ""):
-        super().__init__(name, description, options=(SE_OPTION,), reference=reference)
+                 "analytic Jacobians", reference: str = "", validation: Validation | None = None):
+        super().__init__(name, description, options=(SE_OPTION,), reference=reference, validation=validation)
 
     def fit(self, model, Y, C, compute_se=False):
         from qmri.fitting.lm import fit_lm
@@ -115,6 +160,7 @@ class LeastSquares(Method):
         opts = dataclasses.replace(model.lm_options, compute_se=bool(compute_se))
         res = fit_lm(model.spec, model.acq, Yn, p0, covariates=C, lower=model.lower, upper=model.upper,
                      options=opts)
+        model.refine(res, Yn, C)
         model.complete(res, scale, good)
         return res
 

@@ -39,7 +39,7 @@ class Model:
     summary, description : str
         ``qmri --help`` line and the command's description.
     workflow : str
-        How files become this model's data (a key of :data:`qmri.workflows.WORKFLOWS`).
+        How files become this model's data (a name in :data:`qmri.workflows.NAMES`).
     options : tuple of Option
         Constructor keywords the command line offers (``--threshold``, ``--preset``...).
     methods : dict of str to Method
@@ -47,6 +47,9 @@ class Model:
     default_method : str
     amplitude : str or None
         Parameter scaled back by the signal normalisation of :meth:`normalise` (``S0``, ``M0``).
+    data_unit : str
+        Unit of the fitted data, hence of the ``rmse`` map (``a.u.`` for signals, ``mM`` for
+        concentrations).
 
     Instance attributes (set by the subclass constructor)
     -----------------------------------------------------
@@ -72,6 +75,7 @@ class Model:
     methods: dict = {}
     default_method: str = ""
     amplitude: str | None = None
+    data_unit: str = "a.u."
     n_measurements: int = 0
 
     def __init_subclass__(cls, **kwargs):
@@ -132,6 +136,51 @@ class Model:
         """Model-specific facts written into sidecars (bounds, acquisition, references)."""
         return {}
 
+    # Rebuilding a fit (``qmri plot-fit``) ------------------------------------------------------
+    @classmethod
+    def from_provenance(cls, provenance: dict) -> "Model":
+        """The model a fit used, rebuilt from the provenance its sidecars record (the acquisition).
+
+        Raises
+        ------
+        QMRIInputError
+            The model cannot be rebuilt from what was recorded.
+        """
+        raise QMRIInputError(f"{cls.__name__} cannot be rebuilt from its sidecars")
+
+    def axis(self) -> tuple[np.ndarray, str]:
+        """The values the measurements are plotted against, and their label (default: their index)."""
+        return np.arange(self.n_measurements, dtype=float), "measurement"
+
+    def curve(self, values: dict, measured, covariates=None, method: str | None = None) -> dict:
+        """Measured and fitted signal of one voxel for a figure.
+
+        Parameters
+        ----------
+        values : dict of str to float
+            The voxel's fitted parameters (the maps' values).
+        measured : ndarray (n_measurements,)
+            The voxel's data as the fit saw it.
+        covariates : ndarray (n_covariates,), optional
+        method : str, optional
+            The method that fitted it (models whose maps do not determine the signal refit the voxel).
+
+        Returns
+        -------
+        dict
+            ``x``, ``measured``, ``fitted`` (arrays), ``xlabel``, ``ylabel``.
+        """
+        P = np.array([[values[k] for k in self.spec.names]], dtype=np.float64)
+        C = None if covariates is None else np.asarray(covariates, dtype=np.float64)[None, :]
+        x, xlabel = self.axis()
+        return {"x": x, "measured": np.asarray(measured, dtype=float), "fitted": self.spec.evaluate(P, self.acq, C)[0],
+                "xlabel": xlabel, "ylabel": f"signal ({self.data_unit})"}
+
+    def label(self) -> str:
+        """Short name of the fitted model in file names (BIDS ``model-<label>``): the class name in
+        lower case (``ivim``, ``dki``, ``vfa``)."""
+        return type(self).__name__.lower()
+
     def check_method(self, method: str) -> None:
         """Raise :class:`QMRIInputError` if the acquisition cannot support ``method``."""
 
@@ -189,6 +238,9 @@ class Model:
         """Starting values (n, n_params) for normalised signals ``Yn``; default the initial guess."""
         return np.broadcast_to(self.initial, (Yn.shape[0], self.initial.size))
 
+    def refine(self, res: FitResult, Yn, C) -> None:
+        """Last step of a least-squares fit on the normalised signals ``Yn``, in place (default none)."""
+
     def complete(self, res: FitResult, scale, good) -> None:
         """Finish a result in place: amplitude times ``scale``, voxels not ``good`` failed, derived outputs."""
         if self.amplitude is not None:
@@ -198,8 +250,9 @@ class Model:
             for name, (_, fn) in self.derived().items():
                 res.params[name] = fn(res.params)
 
-    def covariate_maps(self, spatial: tuple) -> np.ndarray | None:
-        """Covariates of every voxel, (prod(spatial), n_covariates), or None when all are defaults.
+    def covariate_maps(self, spatial: tuple, order: str = "C") -> np.ndarray | None:
+        """Covariates of every voxel, (prod(spatial), n_covariates) with voxels flattened in ``order``,
+        or None when all are defaults.
 
         Raises
         ------
@@ -217,7 +270,7 @@ class Model:
             v = np.asarray(c.default if v is None else v, dtype=np.float64)
             if v.ndim and v.shape != tuple(spatial):
                 raise QMRIInputError(f"{c.name} map shape {v.shape} does not match data shape {tuple(spatial)}")
-            cols.append(np.broadcast_to(v, spatial).reshape(n))
+            cols.append(np.broadcast_to(v, spatial).reshape(n, order=order))
         return np.stack(cols, axis=1)
 
     # Hooks of the network estimators (:mod:`qmri.fitting.net`) -------------------------------
@@ -258,8 +311,12 @@ class Model:
 
     # Fitting ---------------------------------------------------------------------------------
     def fit(self, data, mask=None, method: str | None = None, *, progress: bool = False,
-            chunk_size: int = 100_000, **options):
+            chunk_size: int = 100_000, transform=None, **options):
         """Fit every voxel of ``data`` (inside ``mask``).
+
+        The data are read chunk by chunk in their own type and memory layout (a float32 series in
+        NIfTI's Fortran order is never copied whole): only each chunk of voxels is converted to
+        float64, so memory stays bounded by the data plus one chunk.
 
         Parameters
         ----------
@@ -274,6 +331,10 @@ class Model:
             Show a tqdm progress bar over voxel chunks.
         chunk_size : int
             Voxels per chunk (bounds memory and drives the progress bar).
+        transform : callable, optional
+            ``transform(Y, index) -> Y'`` applied to each chunk of signals (float64, (n, m)) before
+            fitting, given the voxels' flat C-order indices into the volume (``np.ravel_multi_index``
+            of their positions) — e.g. signal to concentration with a per-voxel T10.
         **options
             Options of the method (e.g. ``compute_se=True`` for least-squares methods); an option
             the method does not use is an error.
@@ -307,11 +368,20 @@ class Model:
             if mask.shape != spatial:
                 raise QMRIInputError(f"mask shape {mask.shape} does not match data shape {spatial}")
             mask = mask.astype(bool)
-        C_all = self.covariate_maps(spatial)
-        idx = np.flatnonzero(mask)
-        flat = data.reshape(-1, data.shape[-1])
+        order = voxel_order(data)
+        C_all = self.covariate_maps(spatial, order)
+        idx = np.flatnonzero(mask.ravel(order=order))
+        flat = data.reshape(-1, data.shape[-1], order=order)  # a view in either memory order
         t0 = time.perf_counter()
-        state, prepared = m.prepare(self, flat, idx, C_all, progress=progress, **opts)
+
+        def rows(sel):
+            Y = np.ascontiguousarray(flat[sel], dtype=np.float64)
+            if transform is None:
+                return Y
+            c_sel = sel if order == "C" else np.ravel_multi_index(np.unravel_index(sel, spatial, order="F"), spatial)
+            return np.ascontiguousarray(transform(Y, c_sel), dtype=np.float64)
+
+        state, prepared = m.prepare(self, rows, idx, C_all, progress=progress, **opts)
         parts = []
         chunk_size = max(int(chunk_size), 1)
         bar = None
@@ -321,7 +391,7 @@ class Model:
             bar = tqdm(total=len(idx), unit="vox", desc=f"{type(self).__name__} {m.name}", leave=False)
         for start in range(0, max(len(idx), 1), chunk_size):
             sel = idx[start:start + chunk_size]
-            Y = np.ascontiguousarray(flat[sel], dtype=np.float64)
+            Y = rows(sel)
             C = None if C_all is None else np.ascontiguousarray(C_all[sel])
             parts.append(m.fit(self, Y, C, **opts, **state))
             if bar is not None:
@@ -332,11 +402,69 @@ class Model:
         seconds = time.perf_counter() - t0
         prov = {"model": type(self).__name__, "method": m.name, "method_description": m.description,
                 "n_voxels": int(len(idx)), "fit_seconds": round(seconds, 4)}
+        if m.reference:
+            prov["method_reference"] = m.reference
         if opts:
             prov["method_options"] = opts
         prov.update(prepared)
         prov.update(self.provenance())
-        return ParameterMaps.from_flat(result, idx, spatial, m.output_units(self, opts), prov)
+        at_bound = self.at_bound(result)
+        if at_bound:
+            prov["at_bound"] = at_bound
+        units = {**m.output_units(self, opts), "rmse": self.data_unit}
+        return ParameterMaps.from_flat(result, idx, spatial, units, prov, order=order)
+
+    def at_bound(self, result: FitResult) -> dict[str, list[float]]:
+        """Fraction of the fitted voxels (failed ones excluded) at the lower and at the upper bound,
+        ``{name: [lower, upper]}``, for each declared parameter with a finite bound except the
+        amplitude (whose bounds are relative to each voxel's signal). A value counts as at a bound
+        within 1e-4 of the bounded range (or of the bound's magnitude when one side is open)."""
+        spec = getattr(self, "spec", None)
+        lower, upper = getattr(self, "lower", None), getattr(self, "upper", None)
+        if spec is None or lower is None or upper is None:
+            return {}
+        out = {}
+        for j, name in enumerate(spec.names):
+            lo, hi = float(lower[j]), float(upper[j])
+            if name == self.amplitude or name not in result.params or not (np.isfinite(lo) or np.isfinite(hi)):
+                continue
+            v = result.params[name]
+            v = v[np.isfinite(v)]
+            span = hi - lo if np.isfinite(hi - lo) else max(abs(lo) if np.isfinite(lo) else abs(hi), 1.0)
+            tol = 1e-4 * span
+            n = max(v.size, 1)
+            out[name] = [float(np.sum(v <= lo + tol)) / n if np.isfinite(lo) else 0.0,
+                         float(np.sum(v >= hi - tol)) / n if np.isfinite(hi) else 0.0]
+        return out
+
+
+def voxel_order(data) -> str:
+    """``"F"`` for data stored in Fortran order (as nibabel reads NIfTI), else ``"C"``: the order in
+    which :meth:`Model.fit` flattens the voxels so that flattening never copies the data."""
+    data = np.asarray(data)
+    return "F" if (data.ndim > 1 and data.flags.f_contiguous and not data.flags.c_contiguous) else "C"
+
+
+def model_class(name: str) -> type[Model]:
+    """The model class called ``name`` (a sidecar's ``Model``), among every imported subclass.
+
+    Raises
+    ------
+    QMRIInputError
+        No such model.
+    """
+    import qmri.models
+
+    qmri.models.commands()  # imports (registers) every model
+
+    todo, seen = list(Model.__subclasses__()), {}
+    while todo:
+        cls = todo.pop()
+        seen[cls.__name__] = cls
+        todo += cls.__subclasses__()
+    if name not in seen:
+        raise QMRIInputError(f"unknown model {name!r} (known: {', '.join(sorted(seen))})")
+    return seen[name]
 
 
 def parse_bounds(text: str | None) -> dict:

@@ -25,6 +25,8 @@ is scaled back in the output.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from qmri.errors import QMRIInputError
@@ -286,6 +288,29 @@ class VFA(Model):
             "bounds_note": "M0 bounds are relative to the voxel's mean signal",
             "reference": REFERENCE,
         }
+
+    @classmethod
+    def from_provenance(cls, provenance: dict) -> "VFA":
+        """The model bound to the recorded flip angles and TR, with the recorded B1 map when there was one.
+
+        Raises
+        ------
+        QMRIInputError
+            A B1-corrected fit whose B1 map is no longer where the sidecars say.
+        """
+        b1 = None
+        if provenance.get("b1_corrected"):
+            from qmri import io
+
+            path = provenance.get("b1_map")
+            if not path or not Path(path).is_file():
+                raise QMRIInputError(f"the fit was B1-corrected but its B1 map {path} is not found")
+            b1 = io.image_data(io.load_nifti(path, what="B1 map"))
+            b1 = b1.reshape(b1.shape[:3]) / (100.0 if provenance.get("b1_units") == "percent" else 1.0)
+        return cls(provenance["flip_angle"], provenance["repetition_time_excitation"], b1=b1)
+
+    def axis(self):
+        return self.fa_deg, "flip angle (deg)"
 
     @staticmethod
     def _b1(Y, C):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from qmri.bids import ignore_sidecar_option
 from qmri.errors import QMRIInputError
 from qmri.models.dce.aif import DEFAULT_HCT
 from qmri.models.dce.relaxation import DEFAULT_R1
@@ -18,10 +19,10 @@ from qmri.options import Option
 from qmri.workflows.job import FitJob, Workflow, load_mask, load_series
 
 _INPUTS = (
-    Option("time", "text file with one frame time in s per frame (white space or new lines)", Path,
-           required=True, group="time"),
-    Option("tr_frame", "uniform frame interval in s (first frame at 0 s)", float, required=True, group="time",
-           metavar="SECONDS"),
+    Option("time", "text file with one frame time in s per frame (white space or new lines); default: the frame "
+           "timing of X.json beside X.nii.gz (FrameTimesStart, VolumeTiming, AcquisitionTime list or a "
+           "RepetitionTime >= 0.5 s)", Path, group="time"),
+    Option("tr_frame", "uniform frame interval in s (first frame at 0 s)", float, group="time", metavar="SECONDS"),
     Option("aif", "parker | georgiou | preclinical (population curves, starting at --aif-delay), FILE.csv (two "
            "columns: time s, concentration mM) or roi:ARTERY_MASK.nii.gz (mean concentration in the mask, whole "
            "blood)", str, required=True),
@@ -33,10 +34,12 @@ _INPUTS = (
            "--baseline)", str, "signal", choices=("signal", "concentration")),
     Option("t1", "pre-contrast T1 map in s (3-D, same grid)", Path, group="t1"),
     Option("t10", "pre-contrast T1 in s for every voxel", float, group="t1"),
-    Option("fa", "flip angle in degrees", float),
-    Option("tr", "repetition time in s", float),
+    Option("fa", "flip angle in degrees (default: FlipAngle of X.json)", float),
+    Option("tr", "repetition time in s (default: RepetitionTimeExcitation of X.json, or a RepetitionTime below "
+           "0.5 s)", float),
     Option("r1", f"relaxivity in 1/s/mM (default {DEFAULT_R1})", float, DEFAULT_R1),
     Option("baseline", "number of pre-contrast frames", int),
+    ignore_sidecar_option(),
 )
 
 
@@ -122,7 +125,13 @@ def to_concentration(data, *, input: str = "signal", t10=None, fa=None, tr=None,
 
 
 def arterial_input(aif, t, *, hct=DEFAULT_HCT, aif_delay=0.0, aif_blood=False, concentration=None):
-    """Plasma AIF (mM) at the frame times ``t`` (s).
+    """Plasma AIF (mM) on its own time grid, for frames at ``t`` (s).
+
+    The AIF keeps its resolution: a file or a measured curve its samples, a population AIF a fine
+    grid (:func:`qmri.models.dce.aif.population_samples`: at most 0.5 s, or a tenth of the shortest
+    frame interval, apart where the curve bends); an arterial mask gives the mean curve at the
+    frames, so its resolution is the frames'. Pass both to :class:`qmri.models.dce.DCE`
+    (``DCE(t, cp, model, aif_times=times)``).
 
     Parameters
     ----------
@@ -131,6 +140,7 @@ def arterial_input(aif, t, *, hct=DEFAULT_HCT, aif_delay=0.0, aif_blood=False, c
         a CSV file (time s, concentration mM), a measured curve ``(times_s, conc_mM)``, or a boolean
         arterial mask (whole-blood mean of ``concentration`` inside it).
     t : ndarray (n,)
+        Frame times in s.
     hct : float
         Haematocrit for blood → plasma (population AIFs, masks, ``aif_blood``).
     aif_delay : float
@@ -138,25 +148,39 @@ def arterial_input(aif, t, *, hct=DEFAULT_HCT, aif_delay=0.0, aif_blood=False, c
     aif_blood : bool
         The file or curve holds whole-blood concentration.
     concentration : callable, optional
-        ``concentration()`` → the concentration series (needed for an arterial mask).
+        ``concentration(mask)`` → the concentration (mM) of the voxels in ``mask``, shape (n, T)
+        (needed for an arterial mask).
+
+    Returns
+    -------
+    times : ndarray (k,)
+        Sample times of the AIF in s (strictly increasing, covering the frames).
+    cp : ndarray (k,)
+        Plasma concentration in mM.
 
     Raises
     ------
     QMRIInputError
-        Unknown name, a file or curve not covering the series, an empty mask.
+        Unknown name, a file or curve not covering the series or not strictly increasing, an
+        empty mask.
     """
     from qmri.models.dce import aif as A
 
     if isinstance(aif, np.ndarray) and aif.dtype == bool:
-        return A.blood_to_plasma(A.roi_aif(concentration(), aif), hct)
+        if not aif.any():
+            raise QMRIInputError("AIF mask is empty")
+        arterial = np.asarray(concentration(aif), dtype=np.float64)
+        roi = A.roi_aif(arterial, np.ones(arterial.shape[0], dtype=bool))
+        return np.asarray(t, dtype=np.float64), A.blood_to_plasma(roi, hct)
     if isinstance(aif, str) and aif in A.POPULATION_AIFS:
-        if aif == "preclinical":
-            return A.preclinical(t, delay=aif_delay)
-        return A.POPULATION_AIFS[aif](t, hct=hct, delay=aif_delay)
+        return A.population_samples(aif, t, hct=hct, delay=aif_delay)
     if isinstance(aif, tuple):
         ta, ca = (np.asarray(v, dtype=np.float64) for v in aif)
-        ca = A.blood_to_plasma(ca, hct) if aif_blood else ca
         where = "AIF curve"
+        if ta.ndim != 1 or ca.shape != ta.shape or ta.size < 2 or np.any(np.diff(ta) <= 0):
+            raise QMRIInputError(f"{where}: times and concentrations must be two 1-D lists of the same length "
+                                 "(at least 2), times strictly increasing")
+        ca = A.blood_to_plasma(ca, hct) if aif_blood else ca
     else:
         path = Path(aif)
         if path.suffix.lower() not in (".csv", ".txt", ".tsv") and not path.exists():
@@ -170,7 +194,7 @@ def arterial_input(aif, t, *, hct=DEFAULT_HCT, aif_delay=0.0, aif_blood=False, c
                              "(the AIF is shorter than the series)")
     if ta[0] > t[0] + tol:
         raise QMRIInputError(f"{where} starts at {ta[0]:g} s, after the first frame ({t[0]:g} s)")
-    return np.interp(t, ta, ca)
+    return ta, ca
 
 
 def fit_dce(series, times, aif, *, model: str = "tofts", fit_delay: bool = False, input: str = "signal",
@@ -213,7 +237,8 @@ def fit_dce(series, times, aif, *, model: str = "tofts", fit_delay: bool = False
     Returns
     -------
     qmri.maps.ParameterMaps
-        Provenance includes the AIF used (``aif_plasma_mm``) and the conversion inputs.
+        Provenance includes the AIF used (``aif_times_s``, ``aif_plasma_mm``: on its own grid) and
+        the conversion inputs.
 
     Raises
     ------
@@ -227,25 +252,62 @@ def fit_dce(series, times, aif, *, model: str = "tofts", fit_delay: bool = False
     if input == "signal" and t10 is not None:
         t10 = check_t10(t10, None if mask is None else np.asarray(mask, bool))
     conc = to_concentration(data, input=input, t10=t10, fa=fa, tr=tr, r1=r1, baseline=baseline)
-    cp = arterial_input(aif, t, hct=hct, aif_delay=aif_delay, aif_blood=aif_blood, concentration=lambda: conc)
-    dce = DCE(t, cp, model, fit_delay=fit_delay, bounds=bounds)
+    ta, cp = arterial_input(aif, t, hct=hct, aif_delay=aif_delay, aif_blood=aif_blood, concentration=lambda m: conc[m])
+    dce = DCE(t, cp, model, fit_delay=fit_delay, bounds=bounds, aif_times=ta)
     maps = dce.fit(conc, mask=mask, method=method, progress=progress, **method_options)
-    maps.provenance.update(_conversion_provenance(input, aif, hct, r1, fa, tr, baseline, aif_delay))
+    maps.provenance.update(input_provenance(input, aif, hct=hct, aif_delay=aif_delay, aif_blood=aif_blood, r1=r1,
+                                            fa=fa, tr=tr, baseline=baseline, t10=t10))
     return maps
 
 
-def _conversion_provenance(input, aif, hct, r1, fa, tr, baseline, aif_delay) -> dict:
-    label = aif if isinstance(aif, (str, Path)) else ("arterial mask" if isinstance(aif, np.ndarray) else "curve")
-    return {"input": input, "aif": str(label), "hct": hct, "aif_delay_s": aif_delay, "relaxivity_per_s_per_mmol": r1,
-            "fa_deg": fa, "tr_s": tr, "baseline_frames": baseline}
+def input_provenance(input, aif, *, hct, aif_delay, aif_blood, r1, fa, tr, baseline, t10) -> dict:
+    """The inputs that changed a DCE fit's numbers, for the sidecars: the AIF (a population curve's
+    name, source, parameters and start; a file's path and SHA-256; an arterial mask), the
+    haematocrit where it was used, and for signal input the conversion (T10 value or map, r1, flip
+    angle, TR, baseline frames). ``aif`` and ``t10`` as given to :func:`fit_dce` or on the command
+    line (``roi:MASK``, a T1 map's path)."""
+    from qmri.models.dce import aif as A
+    from qmri.workflows.job import file_provenance
+
+    prov = {"input": input}
+    population = {"parker": A.PARKER_PARAMS, "georgiou": A.GEORGIOU_PARAMS, "preclinical": A.MCGRATH_B_PARAMS}
+    if isinstance(aif, str) and aif in A.POPULATION_AIFS:
+        prov.update({"aif": aif, "aif_source": (A.POPULATION_AIFS[aif].__doc__ or "").strip().splitlines()[0],
+                     "aif_parameters": population.get(aif), "aif_delay_s": aif_delay})
+        if aif != "preclinical":
+            prov["hct"] = hct
+    elif isinstance(aif, str) and aif.startswith("roi:"):
+        prov.update({"aif": "arterial mask (mean whole-blood concentration)", "hct": hct})
+        prov.update(file_provenance("aif_mask", aif[4:]))
+    elif isinstance(aif, (str, Path)):
+        prov.update(file_provenance("aif", aif))
+        prov["aif_whole_blood"] = bool(aif_blood)
+        if aif_blood:
+            prov["hct"] = hct
+    elif isinstance(aif, np.ndarray) and aif.dtype == bool:
+        prov.update({"aif": "arterial mask (mean whole-blood concentration)", "aif_mask_voxels": int(aif.sum()),
+                     "hct": hct})
+    else:
+        prov.update({"aif": "curve given as (times, concentrations)", "aif_whole_blood": bool(aif_blood)})
+        if aif_blood:
+            prov["hct"] = hct
+    if input == "signal":
+        if isinstance(t10, (str, Path)):
+            prov.update(file_provenance("t10_map", t10))
+        elif np.ndim(t10) == 0:
+            prov["t10_s"] = float(t10)
+        else:
+            prov["t10_map_median_s"] = float(np.nanmedian(t10))
+        prov.update({"relaxivity_per_s_per_mmol": r1, "fa_deg": fa, "tr_s": tr, "baseline_frames": baseline})
+    return prov
 
 
 # ---------------------------------------------------------------------------------------------
 # The pipeline on files
 # ---------------------------------------------------------------------------------------------
-def frame_times(inputs: dict, n_frames: int | None) -> np.ndarray:
+def frame_times(inputs: dict, n_frames: int | None) -> np.ndarray | None:
     """Frame times (s) from ``--time FILE`` or ``--tr-frame SECONDS`` (``n_frames`` frames; with a file,
-    None accepts its length).
+    None accepts its length); None when neither is given.
 
     Raises
     ------
@@ -257,7 +319,9 @@ def frame_times(inputs: dict, n_frames: int | None) -> np.ndarray:
     if inputs.get("time") is not None:
         t = io.read_frame_times(inputs["time"])
         return check_times(t, t.size if n_frames is None else n_frames, where=str(inputs["time"]))
-    dt = inputs["tr_frame"]
+    dt = inputs.get("tr_frame")
+    if dt is None:
+        return None
     if not (np.isfinite(dt) and dt > 0):
         raise QMRIInputError(f"--tr-frame must be a positive number of seconds, got {dt}")
     return np.arange(n_frames) * dt
@@ -280,30 +344,69 @@ def protocol_model(model_cls, inputs: dict, model_options: dict):
     QMRIInputError
         ``--tr-frame`` without ``--frames``, an arterial-mask AIF (it needs the series), bad inputs.
     """
-    if inputs.get("time") is None and not inputs.get("frames"):
-        raise QMRIInputError("--tr-frame needs --frames N (or give --time FILE)")
+    if inputs.get("time") is None and (inputs.get("tr_frame") is None or not inputs.get("frames")):
+        raise QMRIInputError("give the frame times: --time FILE, or --tr-frame SECONDS with --frames N")
     if str(inputs["aif"]).startswith("roi:"):
         raise QMRIInputError("--aif roi: needs the series; give a population AIF or an AIF file")
     t = frame_times(inputs, inputs.get("frames"))
-    cp = arterial_input(inputs["aif"], t, hct=inputs["hct"], aif_delay=inputs["aif_delay"],
-                        aif_blood=inputs["aif_blood"])
-    return model_cls(t, cp, **model_options)
+    ta, cp = arterial_input(inputs["aif"], t, hct=inputs["hct"], aif_delay=inputs["aif_delay"],
+                            aif_blood=inputs["aif_blood"])
+    return model_cls(t, cp, aif_times=ta, **model_options)
+
+
+def acquisition_from_sidecar(series: Path, inputs: dict, n_frames: int) -> np.ndarray:
+    """Frame times (s) from ``--time`` / ``--tr-frame`` or the sidecar, and, for signal input, the flip
+    angle and TR: those given, else the sidecar's (set in ``inputs``). Where both are known they must
+    agree (:func:`qmri.bids.reconcile`; frame times compared relative to the first frame).
+
+    Raises
+    ------
+    QMRIInputError
+        No frame timing anywhere, a bad ``--tr-frame``, a value contradicting the sidecar.
+    """
+    from qmri import io
+    from qmri.bids import companions, reconcile
+
+    side = companions(series, use=not inputs.get("ignore_sidecar")).sidecar()
+    t = frame_times(inputs, n_frames)
+    found, key = side.frame_times(n_frames)
+    if found is not None:
+        flag = "--time" if inputs.get("time") is not None else "--tr-frame"
+        reconcile(None if t is None else t - t[0], found - found[0], flag=flag, where=side.where(key),
+                  what="frame times relative to the first (s)")
+        if t is None:
+            t = check_times(found, n_frames, where=side.where(key))
+    if t is None:
+        raise QMRIInputError(f"{series}: frame times needed: give --time FILE or --tr-frame SECONDS (no "
+                             "FrameTimesStart, VolumeTiming, AcquisitionTime list or frame RepetitionTime in a "
+                             "JSON sidecar beside the series)")
+    if inputs["input"] == "signal":
+        inputs["fa"] = reconcile(inputs.get("fa"), side.flip_angle(), flag="--fa", where=side.where("FlipAngle"),
+                                 what="flip angle (deg)")
+        if np.ndim(inputs["fa"]) > 0:
+            raise QMRIInputError(f"{side.where('FlipAngle')}: one flip angle expected for a DCE series")
+        tr, tr_key = side.excitation_tr(frame_interval_possible=True)
+        inputs["tr"] = reconcile(inputs.get("tr"), tr, flag="--tr", where=side.where(tr_key), what="TR (s)")
+    return t
 
 
 def prepare(model_cls, series: Path, mask: Path | None, inputs: dict, model_options: dict) -> FitJob:
     """Read the series header, frame times, T1 and AIF, and build the model (the concentration is
     computed when the data are loaded, except for an arterial-mask AIF, which needs it now).
 
+    Frame times, flip angle and TR not given come from the sidecar (:func:`acquisition_from_sidecar`).
+
     Raises
     ------
     QMRIInputError
-        As :func:`fit_dce`, naming the files.
+        As :func:`fit_dce`, naming the files; no frame timing; a value contradicting the sidecar.
     """
     from qmri import io
 
     img = load_series(series, "DCE series")
     n_frames = img.shape[3]
-    t = frame_times(inputs, n_frames)
+    inputs = dict(inputs)
+    t = acquisition_from_sidecar(series, inputs, n_frames)
     mask_arr = load_mask(mask, img, series)
     sig = inputs["input"] == "signal"
     t10 = None
@@ -320,28 +423,45 @@ def prepare(model_cls, series: Path, mask: Path | None, inputs: dict, model_opti
             t10 = check_t10(io.image_data(t1img), mask_arr, where=str(inputs["t1"]))
     cache = {}
 
-    def concentration():
-        if "c" not in cache:
-            cache["c"] = to_concentration(io.image_data(img), input=inputs["input"], t10=t10, fa=inputs.get("fa"),
-                                          tr=inputs.get("tr"), r1=inputs["r1"], baseline=inputs.get("baseline"))
-        return cache["c"]
+    def load():
+        if "data" not in cache:
+            cache["data"] = io.series_data(img)
+        return cache["data"]
+
+    conversion = dict(input=inputs["input"], fa=inputs.get("fa"), tr=inputs.get("tr"), r1=inputs["r1"],
+                      baseline=inputs.get("baseline"))
+    t10_flat = None if t10 is None or np.ndim(t10) == 0 else np.asarray(t10).ravel()
+
+    def transform(Y, index):
+        """Signal → concentration for a chunk of voxels (C-order flat indices ``index``)."""
+        return to_concentration(Y, t10=t10 if t10_flat is None else t10_flat[index], **conversion)
+
+    def concentration(voxels):
+        return to_concentration(np.asarray(load()[voxels], dtype=np.float64),
+                                t10=t10 if t10_flat is None else t10[voxels], **conversion)
 
     spec = inputs["aif"]
     aif = io.load_mask(Path(spec[4:]), img, reference_path=series) if spec.startswith("roi:") else spec
-    cp = arterial_input(aif, t, hct=inputs["hct"], aif_delay=inputs["aif_delay"], aif_blood=inputs["aif_blood"],
-                        concentration=concentration)
-    model = model_cls(t, cp, **model_options)
-    provenance = _conversion_provenance(inputs["input"], spec, inputs["hct"], inputs["r1"], inputs.get("fa"),
-                                        inputs.get("tr"), inputs.get("baseline"), inputs["aif_delay"])
+    ta, cp = arterial_input(aif, t, hct=inputs["hct"], aif_delay=inputs["aif_delay"], aif_blood=inputs["aif_blood"],
+                            concentration=concentration)
+    model = model_cls(t, cp, aif_times=ta, **model_options)
+    provenance = input_provenance(inputs["input"], spec, hct=inputs["hct"], aif_delay=inputs["aif_delay"],
+                                  aif_blood=inputs["aif_blood"], r1=inputs["r1"], fa=inputs.get("fa"),
+                                  tr=inputs.get("tr"), baseline=inputs.get("baseline"),
+                                  t10=inputs.get("t1") or inputs.get("t10"))
     sources = [series] + [p for p in (inputs.get("time"), mask, inputs.get("t1")) if p is not None]
-    files = {"aif.csv": lambda maps: "time_s,cp_mM\n" + "".join(f"{a:.6g},{b:.8g}\n" for a, b in zip(t, cp))}
-    plots = {"curves.png": lambda maps, data, path: plot_curves(model, data, maps, path)}
-    return FitJob(model=model, load=concentration, mask=mask_arr, image=img, sources=sources, provenance=provenance,
-                  files=files, plots=plots)
+    files = {"aif.csv": lambda maps: "time_s,cp_mM\n" + "".join(f"{a:.8g},{b:.8g}\n" for a, b in zip(ta, cp))}
+    chunk_transform = transform if sig else None
+    plots = {"curves.png": lambda maps, data, path: plot_curves(model, data, maps, path, transform=chunk_transform)}
+    return FitJob(model=model, load=load, transform=chunk_transform, mask=mask_arr, image=img, sources=sources,
+                  provenance=provenance, files=files, plots=plots)
 
 
-def plot_curves(model, conc, maps, path, n: int = 4):
-    """Measured and fitted concentration of a few fitted voxels (quantiles of the first parameter)."""
+def plot_curves(model, data, maps, path, n: int = 4, transform=None):
+    """Measured and fitted concentration of a few fitted voxels (quantiles of the first parameter).
+
+    ``data`` is the series as fitted, or the raw series with ``transform(Y, index)`` turning the
+    chosen voxels' signals (C-order flat indices) into concentration."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -358,10 +478,12 @@ def plot_curves(model, conc, maps, path, n: int = 4):
     if ok.size:
         order = ok[np.argsort(vals.ravel()[ok])]
         picks = order[np.unique(np.linspace(0, order.size - 1, n).round().astype(int))]
-        flat = conc.reshape(-1, conc.shape[-1])
-        for ax, v in zip(axes[0], picks):
+        curves = np.asarray(data[np.unravel_index(picks, vals.shape)], dtype=np.float64)
+        if transform is not None:
+            curves = transform(curves, picks)
+        for ax, v, curve in zip(axes[0], picks, curves):
             params = {k: maps[k].ravel()[v] for k in model.spec.names}
-            ax.plot(model.t, flat[v], ".", ms=3, label="data")
+            ax.plot(model.t, curve, ".", ms=3, label="data")
             ax.plot(model.t, model.concentration(params), "-", label="fit")
             idx = np.unravel_index(v, vals.shape)
             ax.set_title(f"voxel {tuple(int(i) for i in idx)}\n" + ", ".join(
@@ -375,5 +497,32 @@ def plot_curves(model, conc, maps, path, n: int = 4):
     plt.close(fig)
 
 
+def measured(values, provenance: dict, index) -> np.ndarray:
+    """The voxel's concentration (mM): the series itself for concentration input, else converted with
+    the recorded T10 (value, or the map at ``index``), relaxivity, flip angle, TR and baseline.
+
+    Raises
+    ------
+    QMRIInputError
+        The T1 map the fit used is no longer where the sidecars say.
+    """
+    from qmri import io
+
+    values = np.asarray(values, dtype=np.float64)
+    if provenance.get("input") != "signal":
+        return values
+    t10 = provenance.get("t10_s")
+    if t10 is None:
+        path = provenance.get("t10_map")
+        if not path or not Path(path).is_file():
+            raise QMRIInputError(f"the fit converted signal with a T1 map, {path}, that is not found")
+        t10 = float(io.image_data(io.load_nifti(path, what="T1 map"))[tuple(index)])
+    return to_concentration(values[None, :], t10=t10, fa=provenance["fa_deg"], tr=provenance["tr_s"],
+                            r1=provenance["relaxivity_per_s_per_mmol"], baseline=provenance["baseline_frames"])[0]
+
+
 WORKFLOW = Workflow("dce", "dce", "4-D DCE series (signal, or concentration in mM with --input concentration)",
-                    lambda cls: _INPUTS, prepare, protocol_inputs=protocol_inputs, protocol_model=protocol_model)
+                    lambda cls: _INPUTS, prepare, measured=measured, protocol_inputs=protocol_inputs,
+                    protocol_model=protocol_model,
+                    hint="AIF timing: a population AIF starts at --aif-delay (the injection time, s), or fit the "
+                         "arterial delay with --fit-delay; check the frame times (--time, --tr-frame, in s)")

@@ -45,9 +45,9 @@ def demo_part(model_cls, out_dir, *, force: bool = False) -> str:
     rows = []
     for label, model, data, mask, method in model_cls.demo_cases(ph):
         maps, rate = timed_fit(model, data, mask, method)
-        maps.save(out_dir / label, force=force)
-        montage(maps, out_dir / label / "maps.png", names=[k for k in maps.params if k in ph.truth] or None,
-                title=f"{model_cls.__name__} {label}")
+        shown = [k for k in maps.params if k in ph.truth] or None
+        maps.save(out_dir / label, force=force, extra={"maps.png": lambda path, maps=maps, label=label: montage(
+            maps, path, names=shown, title=f"{model_cls.__name__} {label}")})
         cells = {"voxels": int(mask.sum()), "vox/s": rate, "conv %": 100 * maps.converged_fraction}
         cells.update(model_cls.demo_extra(model, ph, maps, method, mask))
         for k in keys:

@@ -1,4 +1,8 @@
-"""Diffusion series from files: a 4-D NIfTI with an FSL ``.bval`` (and ``.bvec``), for any diffusion model."""
+"""Diffusion series from files: a 4-D NIfTI with an FSL ``.bval`` (and ``.bvec``), for any diffusion model.
+
+``X.bval`` and ``X.bvec`` beside ``X.nii.gz`` (as dcm2niix writes them, or inherited in a BIDS
+dataset: :func:`qmri.bids.companions`) are used when ``--bval`` / ``--bvec`` are not given.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +10,22 @@ from pathlib import Path
 
 import numpy as np
 
+from qmri.bids import ignore_sidecar_option
 from qmri.errors import QMRIInputError
 from qmri.options import Option
-from qmri.workflows.job import FitJob, Workflow, load_mask, load_series
+from qmri.workflows.job import FitJob, Workflow, file_provenance, load_mask, load_series
 
-_BVAL = Option("bval", "FSL .bval file (s/mm2), one value per volume", Path, required=True)
-_BVEC = Option("bvec", "FSL .bvec file (unit vectors; needed for the full tensor)", Path)
+_BVAL = Option("bval", "FSL .bval file (s/mm2), one value per volume (default: X.bval beside X.nii.gz)", Path)
+_BVEC = Option("bvec", "FSL .bvec file (unit vectors; needed for the full tensor; default: X.bvec beside "
+               "X.nii.gz)", Path)
 _BMIN = Option("bmin", "use only volumes with b >= BMIN s/mm2 (e.g. 200 for a perfusion-free ADC)", float)
 _BMAX = Option("bmax", "use only volumes with b <= BMAX s/mm2 (e.g. 2500; DKI holds up to about 2000-3000)", float)
+_IGNORE = ignore_sidecar_option()
 
 
 def inputs(model_cls) -> tuple[Option, ...]:
-    """``--bval``, ``--bvec`` (models that read b-vectors), ``--bmin``, ``--bmax``."""
-    return (_BVAL,) + ((_BVEC,) if model_cls.uses_bvecs else ()) + (_BMIN, _BMAX)
+    """``--bval``, ``--bvec`` (models that read b-vectors), ``--bmin``, ``--bmax``, ``--ignore-sidecar``."""
+    return (_BVAL,) + ((_BVEC,) if model_cls.uses_bvecs else ()) + (_BMIN, _BMAX, _IGNORE)
 
 
 def select_volumes(bvals, bmin=None, bmax=None) -> np.ndarray:
@@ -41,7 +48,8 @@ def select_volumes(bvals, bmin=None, bmax=None) -> np.ndarray:
     return keep
 
 
-def read_acquisition(inputs: dict, *, series: Path | None = None, n_volumes: int | None = None):
+def read_acquisition(bval_path: Path, bvec_path: Path | None, inputs: dict, model_options: dict, *,
+                     series: Path | None = None, n_volumes: int | None = None):
     """The b-values and unit b-vectors (or None) of the volumes kept by ``--bmin``/``--bmax``, and the
     boolean selection of those volumes.
 
@@ -51,50 +59,94 @@ def read_acquisition(inputs: dict, *, series: Path | None = None, n_volumes: int
         Unreadable files, b-value count not ``n_volumes``, b-vectors not unit length, no volume left.
     """
     from qmri import io
-    from qmri.models.diffusion.acquisition import check_bvecs
+    from qmri.models.diffusion.acquisition import B0_THRESHOLD, check_bvecs
 
-    bval_path = inputs["bval"]
     bvals = io.read_bvals(bval_path)
     if n_volumes is not None and bvals.size != n_volumes:
         raise QMRIInputError(f"{bval_path}: {bvals.size} b-values but {series} has {n_volumes} volumes")
-    bvec_path = inputs.get("bvec")
     bvecs = io.read_bvecs(bvec_path, n=bvals.size) if bvec_path is not None else None
     keep = select_volumes(bvals, inputs.get("bmin"), inputs.get("bmax"))
-    g = None if bvecs is None else check_bvecs(bvals[keep], bvecs[keep], where=str(bvec_path))
+    g = None
+    if bvecs is not None:
+        g = check_bvecs(bvals[keep], bvecs[keep], where=str(bvec_path),
+                        b0_threshold=model_options.get("b0_threshold", B0_THRESHOLD))
     return bvals[keep], g, keep
 
 
+def protocol_inputs(model_cls) -> tuple[Option, ...]:
+    """The acquisition without a series (``qmri train``): :func:`inputs` less ``--ignore-sidecar``."""
+    return tuple(o for o in inputs(model_cls) if o is not _IGNORE)
+
+
 def protocol_model(model_cls, inputs: dict, model_options: dict):
-    """The model for b-value (and b-vector) files alone, without a series (``qmri train``)."""
-    b, g, _ = read_acquisition(inputs)
+    """The model for b-value (and b-vector) files alone, without a series (``qmri train``).
+
+    Raises
+    ------
+    QMRIInputError
+        No ``--bval``; unreadable files or an acquisition the model cannot fit.
+    """
+    if inputs.get("bval") is None:
+        raise QMRIInputError("give the b-values: --bval FILE.bval")
+    bvec = inputs.get("bvec") if model_cls.uses_bvecs else None
+    b, g, _ = read_acquisition(inputs["bval"], bvec, inputs, model_options)
     return model_cls.from_acquisition(b, g, **model_options)
 
 
 def prepare(model_cls, series: Path, mask: Path | None, inputs: dict, model_options: dict) -> FitJob:
     """Read the series header, b-values (and b-vectors), select volumes, build the model.
 
+    ``--bval`` / ``--bvec`` default to the files beside the series (:func:`qmri.bids.companions`).
+
     Raises
     ------
     QMRIInputError
-        Missing or unreadable files, b-value count not the volume count, b-vectors not unit
-        length, mask on another grid, an acquisition the model cannot fit.
+        No b-values (neither ``--bval`` nor ``X.bval`` beside the series), missing or unreadable
+        files, b-value count not the volume count, b-vectors not unit length, mask on another grid,
+        an acquisition the model cannot fit.
     """
     from qmri import io
+    from qmri.bids import companions, take_file
+    from qmri.models.diffusion.acquisition import fsl_bvec_frame
 
     img = load_series(series, "DWI series")
-    bval_path, bvec_path = inputs["bval"], inputs.get("bvec")
-    b, g, keep = read_acquisition(inputs, series=series, n_volumes=img.shape[3])
+    beside = companions(series, use=not inputs.get("ignore_sidecar"))
+    bval_path = take_file(inputs.get("bval"), beside.bval, flag="--bval", what="b-values")
+    if bval_path is None:
+        from qmri.bids import split_image_name
+
+        raise QMRIInputError(f"{series}: no b-values: give --bval FILE.bval (or put "
+                             f"{split_image_name(series)[0]}.bval beside the series)")
+    bvec_path = take_file(inputs.get("bvec"), beside.bvec, flag="--bvec", what="b-vectors") \
+        if model_cls.uses_bvecs else None
+    b, g, keep = read_acquisition(bval_path, bvec_path, inputs, model_options, series=series,
+                                  n_volumes=img.shape[3])
     mask_arr = load_mask(mask, img, series)
     model = model_cls.from_acquisition(b, g, **model_options)
+    model.bvec_frame = fsl_bvec_frame(img.affine)
     provenance = {k: inputs[k] for k in ("bmin", "bmax") if inputs.get(k) is not None}
+    if not keep.all():
+        provenance["volumes"] = np.flatnonzero(keep).tolist()  # of the series, fitted
+    provenance.update(file_provenance("bval_file", bval_path))
+    if bvec_path is not None:
+        provenance.update(file_provenance("bvec_file", bvec_path))
 
     def load():
-        data = io.image_data(img)
+        data = io.series_data(img)
         return data if keep.all() else data[..., keep]
 
     sources = [series, bval_path] + ([bvec_path] if bvec_path else []) + ([mask] if mask else [])
     return FitJob(model=model, load=load, mask=mask_arr, image=img, sources=sources, provenance=provenance)
 
 
-WORKFLOW = Workflow("diffusion", "dwi", "4-D diffusion-weighted NIfTI series", inputs, prepare,
-                    protocol_inputs=inputs, protocol_model=protocol_model)
+def measured(values, provenance: dict, index) -> np.ndarray:
+    """The voxel's volumes the fit used (``volumes`` of the provenance, when ``--bmin``/``--bmax`` chose some)."""
+    values = np.asarray(values, dtype=np.float64)
+    volumes = provenance.get("volumes")
+    return values if volumes is None else values[np.asarray(volumes, dtype=int)]
+
+
+WORKFLOW = Workflow("diffusion", "dwi", "4-D diffusion-weighted NIfTI series", inputs, prepare, measured=measured,
+                    protocol_inputs=protocol_inputs, protocol_model=protocol_model,
+                    hint="b-values not in s/mm2 (e.g. 0-1 in ms/um2 or 0-1e9 in s/m2) or not in volume order; "
+                         "check the --bval file")

@@ -9,6 +9,7 @@ prepare, refuse to overwrite, fit, write the maps and their sidecars, the extra 
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,6 @@ from typing import Callable
 
 import numpy as np
 
-from qmri.errors import OutputExistsError
 from qmri.options import Option, resolve
 
 
@@ -27,7 +27,7 @@ class Workflow:
     Attributes
     ----------
     name : str
-        Key of :data:`qmri.workflows.WORKFLOWS` (a model class's ``workflow``).
+        Name of the workflow (a model class's ``workflow``; a module of :mod:`qmri.workflows`).
     series : str
         Name of the series argument (``dwi``, ``dce``, ``vfa``).
     series_help : str
@@ -41,6 +41,13 @@ class Workflow:
         (what ``qmri train`` reads); None when the workflow cannot build a model without one.
     protocol_model : callable or None
         ``protocol_model(model_cls, inputs, model_options)`` → the model for that acquisition.
+    hint : str
+        The likely cause of a fit that is evidently wrong on such series (named with the warnings
+        of :meth:`qmri.maps.ParameterMaps.warnings`), e.g. b-values in the wrong units.
+    measured : callable, optional
+        ``measured(values, provenance, index)`` → one voxel's data as the fit saw it, from the
+        series' values at that voxel (``(n_volumes,)``) and the fit's provenance (``qmri
+        plot-fit``); default the values as they are.
     """
 
     name: str
@@ -50,6 +57,8 @@ class Workflow:
     prepare: Callable
     protocol_inputs: Callable[[type], tuple[Option, ...]] | None = None
     protocol_model: Callable | None = None
+    hint: str = ""
+    measured: Callable | None = None
 
 
 @dataclass
@@ -60,7 +69,10 @@ class FitJob:
     ----------
     model : qmri.models.model.Model
     load : callable
-        ``load()`` → the data to fit, shape ``spatial + (model.n_measurements,)``.
+        ``load()`` → the data, shape ``spatial + (model.n_measurements,)`` (in its stored type).
+    transform : callable or None
+        Applied by :meth:`~qmri.models.model.Model.fit` to each chunk before fitting
+        (``transform(Y, index)``, e.g. DCE signal to concentration).
     mask : ndarray of bool or None
     image : nibabel image
         The series: its affine and header go into every output.
@@ -78,6 +90,7 @@ class FitJob:
     load: Callable[[], np.ndarray]
     mask: np.ndarray | None
     image: object
+    transform: Callable | None = None
     sources: list = field(default_factory=list)
     provenance: dict = field(default_factory=dict)
     files: dict = field(default_factory=dict)
@@ -86,40 +99,228 @@ class FitJob:
 
 @dataclass
 class FitOutcome:
-    """What :func:`fit_files` did: the maps, the files written and the seconds it took."""
+    """What :func:`fit_files` did: the maps, the files written, the seconds it took and the warnings
+    (:meth:`qmri.maps.ParameterMaps.warnings`: signs that the fit is evidently wrong)."""
 
     maps: object
     written: list
     seconds: float
+    warnings: list = field(default_factory=list)
+
+    def summary(self) -> dict:
+        """The summary for scripts (``--json``): :meth:`ParameterMaps.report
+        <qmri.maps.ParameterMaps.report>` plus the warnings, the timings (fit and whole run, s) and
+        the files written."""
+        out = self.maps.report()
+        out["warnings"] = list(self.warnings)
+        out["timings"] = {"fit_s": out.pop("fit_seconds"), "total_s": round(self.seconds, 4)}
+        out["outputs"] = [str(p) for p in self.written]
+        return out
 
 
-def planned_outputs(job: FitJob, method: str, method_options: dict, out_dir, prefix: str, plot: bool) -> list[Path]:
-    """Every file :func:`fit_files` writes for ``job`` (NIfTI and sidecar per map, extra files, PNGs)."""
-    out_dir = Path(out_dir)
-    paths = []
+def file_provenance(key: str, path) -> dict:
+    """``{key: path, "<key>_sha256": checksum}``: an input file as the sidecars record it."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return {key: str(path), f"{key}_sha256": digest.hexdigest()}
+
+
+def method_options(model_cls) -> list:
+    """The options of all of the model's methods (each name once, first declaration wins)."""
+    seen = {}
+    for m in model_cls.methods.values():
+        for o in m.options:
+            seen.setdefault(o.name, o)
+    return list(seen.values())
+
+
+def split_options(model_cls, options: dict, where: str) -> tuple[dict, dict, dict]:
+    """Options given flat, as the command line takes them (``aif``, ``model``, ``compute_se``...), split
+    into the workflow's inputs, the model's options and the methods' options.
+
+    Returns
+    -------
+    (inputs, model_options, method_options) : tuple of dict
+
+    Raises
+    ------
+    QMRIInputError
+        A name that is none of them (the message names ``where`` and the options there are).
+    """
+    from qmri.errors import QMRIInputError
+    from qmri.workflows import workflow
+
+    groups = (workflow(model_cls.workflow).inputs(model_cls), model_cls.options, method_options(model_cls))
+    out = ({}, {}, {})
+    for name, value in options.items():
+        i = next((i for i, g in enumerate(groups) if any(o.name == name for o in g)), None)
+        if i is None:
+            known = ", ".join(o.name for g in groups for o in g)
+            raise QMRIInputError(f"{where}: unknown option {name!r}; qmri {model_cls.command} takes {known}")
+        out[i][name] = value
+    return out
+
+
+def planned_maps(job: FitJob, method: str, method_options: dict, out_dir, naming) -> dict[str, tuple[str, Path]]:
+    """``{map name: (kind, NIfTI path)}`` of the maps :func:`fit_files` writes for ``job`` (kind:
+    parameter, standard_error or quality; each NIfTI has a JSON sidecar beside it)."""
+    from qmri.maps import QUALITY_UNITS
+
+    folder = naming.folder(out_dir)
+    out = {}
     for name in job.model.output_names(method, **method_options):
-        paths += [out_dir / f"{prefix}{name}.nii.gz", out_dir / f"{prefix}{name}.json"]
-    paths += [out_dir / f"{prefix}{name}" for name in job.files]
-    if plot:
-        paths.append(out_dir / f"{prefix}maps.png")
-        paths += [out_dir / f"{prefix}{name}" for name in job.plots]
+        kind = "quality" if name in QUALITY_UNITS else "standard_error" if name.endswith("_se") else "parameter"
+        out[name] = (kind, folder / naming.map_file(name, kind))
+    return out
+
+
+def planned_outputs(job: FitJob, method: str, method_options: dict, out_dir, prefix: str, plot: bool,
+                    naming=None) -> list[Path]:
+    """Every file :func:`fit_files` writes for ``job`` (NIfTI and sidecar per map, extra files, PNGs),
+    named by ``naming`` (default :class:`qmri.maps.PrefixNaming` with ``prefix``)."""
+    from qmri import io
+    from qmri.maps import PrefixNaming
+
+    naming = naming or PrefixNaming(prefix)
+    paths = []
+    for _, nii in planned_maps(job, method, method_options, out_dir, naming).values():
+        paths += [nii, io.sidecar_path(nii)]
+    extra = list(job.files) + (["maps.png", *job.plots] if plot else [])
+    paths += [naming.folder(out_dir) / naming.extra_file(name) for name in extra]
     return paths
 
 
-def refuse_overwrite(paths, force: bool) -> None:
-    """Raise :class:`OutputExistsError` before any work if an output exists and ``force`` is False."""
-    if force:
-        return
-    existing = [p for p in paths if Path(p).exists()]
-    if existing:
-        raise OutputExistsError(f"{existing[0]} exists ({len(existing)} output file(s) in all); "
-                                "use --force to overwrite")
+@dataclass
+class FitPlan:
+    """A fit whose inputs are read and checked and whose outputs are named, not yet run
+    (:func:`plan_fit`; :func:`run_fit` runs it).
+
+    Attributes
+    ----------
+    job : FitJob
+    method : qmri.models.methods.Method
+    method_options : dict
+    workflow : Workflow
+    out_dir : Path
+    naming : qmri.bids.BIDSNaming or None
+        BIDS derivative names, or None for qmri's own (with ``prefix``).
+    prefix : str
+    plot : bool
+    mask : Path or None
+    maps : dict
+        ``{map name: (kind, NIfTI path)}`` (:func:`planned_maps`).
+    outputs : list of Path
+        Every file the fit writes (:func:`planned_outputs`).
+    started : float
+        ``time.perf_counter()`` when planning began.
+    """
+
+    job: FitJob
+    method: object
+    method_options: dict
+    workflow: Workflow
+    out_dir: Path
+    naming: object
+    prefix: str
+    plot: bool
+    mask: Path | None
+    maps: dict
+    outputs: list
+    started: float
+
+
+def plan_fit(model_cls, series, *, out_dir, mask=None, method: str | None = None, prefix: str = "",
+             plot: bool = False, bounds: dict | None = None, model_options: dict | None = None,
+             method_options: dict | None = None, bids: bool | None = None, **inputs) -> FitPlan:
+    """Read and check the inputs of a fit and name its outputs, without fitting or writing
+    (parameters as :func:`fit_files`).
+
+    Raises
+    ------
+    QMRIInputError
+        Any bad input (one line naming the file and the problem).
+    """
+    from qmri.maps import PrefixNaming
+    from qmri.workflows import workflow
+
+    t0 = time.perf_counter()
+    wf = workflow(model_cls.workflow)
+    inputs = resolve(wf.inputs(model_cls), inputs, f"qmri {model_cls.command}")
+    model_opts = dict(resolve(model_cls.options, model_options or {}, model_cls.__name__))
+    if bounds:
+        model_opts["bounds"] = bounds
+    job = wf.prepare(model_cls, Path(series), None if mask is None else Path(mask), inputs, model_opts)
+    method_options = dict(method_options or {})
+    m = job.model.method(method)
+    naming = derivative_naming(series, out_dir, job.model, wf.name, bids, prefix)
+    maps = planned_maps(job, m.name, method_options, out_dir, naming or PrefixNaming(prefix))
+    outputs = planned_outputs(job, m.name, method_options, out_dir, prefix, plot, naming)
+    return FitPlan(job, m, method_options, wf, Path(out_dir), naming, prefix, plot,
+                   None if mask is None else Path(mask), maps, outputs, t0)
+
+
+def run_fit(plan: FitPlan, *, force: bool = False, progress: bool = False, on_start=None, slices=None,
+            provenance: dict | None = None) -> FitOutcome:
+    """Fit a planned fit and write its outputs as one result set (what :func:`fit_files` does after
+    :func:`plan_fit`).
+
+    Parameters
+    ----------
+    plan : FitPlan
+    force, progress, on_start, slices
+        As :func:`fit_files`.
+    provenance : dict, optional
+        Further keys (lower-case ``snake_case``) recorded in every sidecar, e.g. the configuration of
+        a pipeline that ran the fit.
+
+    Raises
+    ------
+    OutputExistsError
+        An output exists and ``force`` is False; nothing is written.
+    """
+    from qmri import io
+    from qmri.resultset import refuse_existing
+
+    job, m, method_options = plan.job, plan.method, plan.method_options
+    refuse_existing(plan.outputs, force)
+    if on_start is not None:
+        on_start(job.model.describe(m.name))
+    # compiled kernels load (Numba's start-up, ~0.5 s) while the series is read and decompressed
+    warm = threading.Thread(target=m.warm_up, args=(job.model,), daemon=True)
+    warm.start()
+    data = job.load()
+    warm.join()
+    maps = job.model.fit(data, mask=job.mask, method=m.name, progress=progress, transform=job.transform,
+                         **method_options)
+    maps.affine, maps.header = job.image.affine, job.image.header
+    maps.provenance.update(job.provenance)
+    if plan.mask is not None:
+        maps.provenance.update(file_provenance("mask", plan.mask))
+    maps.provenance.update(provenance or {})
+    extra = {name: (lambda path, text=text: io.write_text(path, text(maps))) for name, text in job.files.items()}
+    if plan.plot:
+        from qmri.plot import montage
+
+        extra["maps.png"] = lambda path: montage(maps, path, slices=slices)
+        extra.update({name: (lambda path, draw=draw: draw(maps, data, path)) for name, draw in job.plots.items()})
+    naming = plan.naming
+    written = maps.save(plan.out_dir, prefix=plan.prefix, force=force, sources=job.sources, extra=extra,
+                        naming=naming)
+    if naming is not None:
+        from qmri.bids import write_dataset_description
+
+        written += [p for p in [write_dataset_description(plan.out_dir, naming.dataset_links(plan.out_dir))] if p]
+    return FitOutcome(maps, written, time.perf_counter() - plan.started, maps.warnings(plan.workflow.hint))
 
 
 def fit_files(model_cls, series, *, out_dir, mask=None, method: str | None = None, prefix: str = "",
               force: bool = False, plot: bool = False, progress: bool = False, bounds: dict | None = None,
               model_options: dict | None = None, method_options: dict | None = None, on_start=None,
-              **inputs) -> FitOutcome:
+              bids: bool | None = None, slices=None, provenance: dict | None = None, **inputs) -> FitOutcome:
     """Fit a series on disk and write the maps: what ``qmri <command>`` does.
 
     Parameters
@@ -139,7 +340,9 @@ def fit_files(model_cls, series, *, out_dir, mask=None, method: str | None = Non
     force : bool
         Overwrite existing outputs (otherwise nothing is written if one exists).
     plot : bool
-        Also write ``maps.png`` and the workflow's figures.
+        Also write ``maps.png`` (a grid of slices: :func:`qmri.plot.montage`) and the workflow's figures.
+    slices : list of int, optional
+        z indices of the slices in ``maps.png`` (default: up to 5 through the fitted voxels).
     progress : bool
         Show a progress bar.
     bounds : dict, optional
@@ -150,6 +353,12 @@ def fit_files(model_cls, series, *, out_dir, mask=None, method: str | None = Non
         Keywords of the method (e.g. ``compute_se``).
     on_start : callable, optional
         Called with a one-line description once the inputs are checked, before the fit.
+    bids : bool, optional
+        Write a BIDS derivative dataset in ``out_dir`` (:class:`qmri.bids.BIDSNaming`, and
+        ``dataset_description.json`` unless present); default (None): when the series is in a BIDS
+        dataset and ``out_dir`` is a derivatives folder (:func:`qmri.bids.wants_bids`).
+    provenance : dict, optional
+        Further keys recorded in every sidecar (:func:`run_fit`).
     **inputs
         The workflow's inputs (``bval=``, ``aif=``...; see ``qmri <command> --help``).
 
@@ -164,43 +373,30 @@ def fit_files(model_cls, series, *, out_dir, mask=None, method: str | None = Non
     OutputExistsError
         An output exists and ``force`` is False; nothing is written.
     """
-    from qmri.workflows import WORKFLOWS
+    plan = plan_fit(model_cls, series, out_dir=out_dir, mask=mask, method=method, prefix=prefix, plot=plot,
+                    bounds=bounds, model_options=model_options, method_options=method_options, bids=bids, **inputs)
+    return run_fit(plan, force=force, progress=progress, on_start=on_start, slices=slices, provenance=provenance)
 
-    t0 = time.perf_counter()
-    wf = WORKFLOWS[model_cls.workflow]
-    inputs = resolve(wf.inputs(model_cls), inputs, f"qmri {model_cls.command}")
-    model_opts = dict(resolve(model_cls.options, model_options or {}, model_cls.__name__))
-    if bounds:
-        model_opts["bounds"] = bounds
-    job = wf.prepare(model_cls, Path(series), None if mask is None else Path(mask), inputs, model_opts)
-    method_options = dict(method_options or {})
-    m = job.model.method(method)
-    refuse_overwrite(planned_outputs(job, m.name, method_options, out_dir, prefix, plot), force)
-    if on_start is not None:
-        on_start(job.model.describe(m.name))
-    data = job.load()
-    maps = job.model.fit(data, mask=job.mask, method=m.name, progress=progress, **method_options)
-    maps.affine, maps.header = job.image.affine, job.image.header
-    maps.provenance.update(job.provenance)
-    out_dir = Path(out_dir)
-    written = maps.save(out_dir, prefix=prefix, force=force, sources=job.sources)
-    from qmri import io
 
-    for name, text in job.files.items():
-        path = out_dir / f"{prefix}{name}"
-        io.write_text(path, text(maps))
-        written.append(path)
-    if plot:
-        from qmri.plot import montage
+def derivative_naming(series, out_dir, model, workflow: str, bids: bool | None, prefix: str = ""):
+    """:class:`qmri.bids.BIDSNaming` for the fit when BIDS outputs are wanted
+    (:func:`qmri.bids.wants_bids`), else None (qmri's own names).
 
-        png = out_dir / f"{prefix}maps.png"
-        montage(maps, png)
-        written.append(png)
-        for name, draw in job.plots.items():
-            path = out_dir / f"{prefix}{name}"
-            draw(maps, data, path)
-            written.append(path)
-    return FitOutcome(maps, written, time.perf_counter() - t0)
+    Raises
+    ------
+    QMRIInputError
+        BIDS outputs with a prefix, or for a series without a BIDS name.
+    """
+    from qmri.bids import BIDSNaming, wants_bids
+
+    if not wants_bids(series, out_dir, bids):
+        return None
+    if prefix:
+        from qmri.errors import QMRIInputError
+
+        raise QMRIInputError("--prefix cannot be combined with BIDS derivative names (--bids, or an output folder "
+                             "under derivatives/ for a series in a BIDS dataset)")
+    return BIDSNaming(series, model.label(), workflow)
 
 
 def load_series(path: Path, what: str):

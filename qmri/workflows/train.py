@@ -30,7 +30,6 @@ OPTIONS = (
     Option("data_consistency", "weight of the signal (data-consistency) loss added to the parameter loss, as "
            "SUPER-IVIM-DC (default 0: none)", float, 0.0),
     Option("device", "auto (CUDA when available), cpu or cuda", str, "auto", choices=("auto", "cpu", "cuda")),
-    Option("threads", "CPU threads of torch (default: torch's choice)", int, None),
 )
 
 
@@ -93,7 +92,7 @@ def train_files(model_cls, *, out, force: bool = False, plot: bool = False, prog
     from qmri.fitting.net import train
     from qmri.models.model import parse_bounds
     from qmri.workflows import WORKFLOWS
-    from qmri.workflows.job import refuse_overwrite
+    from qmri.resultset import refuse_existing
 
     t0 = time.perf_counter()
     if not trainable(model_cls):
@@ -109,13 +108,13 @@ def train_files(model_cls, *, out, force: bool = False, plot: bool = False, prog
         raise QMRIInputError(f"qmri train: no network estimator for {type(model).__name__}")
     out = Path(out)
     png = out.with_suffix(".png")
-    refuse_overwrite([out] + ([png] if plot else []), force)
+    refuse_existing([out] + ([png] if plot else []), force)
     if on_start is not None:
         on_start(f"{model.describe('dnn')}; {opts['n_signals']} simulated signals, SNR {opts['snr']}, "
                  f"{opts['ensemble']} network(s)")
     trained = train(model, n=opts["n_signals"], snr=opts["snr"], prior=parse_bounds(opts["prior"]) or None,
                     ensemble=opts["ensemble"], epochs=opts["epochs"], seed=opts["seed"],
-                    data_consistency=opts["data_consistency"], device=opts["device"], threads=opts["threads"],
+                    data_consistency=opts["data_consistency"], device=opts["device"],
                     progress=progress)
     written = [trained.save(out, force=force)]
     if plot:

@@ -1,5 +1,9 @@
 """Variable-flip-angle series from files: a 4-D NIfTI (one volume per flip angle), flip angles, TR and
-an optional B1 map, for T1 mapping."""
+an optional B1 map, for T1 mapping.
+
+``--fa`` and ``--tr`` default to the series' JSON sidecar (``FlipAngle``, one per volume;
+``RepetitionTimeExcitation`` or ``RepetitionTime``: :mod:`qmri.bids`).
+"""
 
 from __future__ import annotations
 
@@ -7,34 +11,64 @@ from pathlib import Path
 
 import numpy as np
 
+from qmri.bids import ignore_sidecar_option
 from qmri.errors import QMRIInputError
 from qmri.options import Option, float_list
-from qmri.workflows.job import FitJob, Workflow, load_mask, load_series
+from qmri.workflows.job import FitJob, Workflow, file_provenance, load_mask, load_series
 
 _INPUTS = (
-    Option("fa", "flip angles in degrees, comma separated, in volume order (e.g. 2,5,10,15)", float_list,
-           required=True),
-    Option("tr", "repetition time in s (e.g. 0.005), or one value per flip angle, comma separated", float_list,
-           required=True),
+    Option("fa", "flip angles in degrees, comma separated, in volume order (e.g. 2,5,10,15; default: FlipAngle "
+           "of X.json beside X.nii.gz)", float_list),
+    Option("tr", "repetition time in s (e.g. 0.005), or one value per flip angle, comma separated (default: "
+           "RepetitionTimeExcitation or RepetitionTime of X.json)", float_list),
     Option("b1", "3-D relative B1 map on the same grid (actual/nominal flip angle)", Path),
     Option("b1_units", "B1 map values: fraction (1 = nominal, default) or percent (100 = nominal)", str,
            "fraction", choices=("fraction", "percent")),
+    ignore_sidecar_option(),
 )
+
+
+def acquisition_from_sidecar(series: Path, inputs: dict):
+    """Flip angles (deg) and TR (s): those given (``inputs["fa"]``, ``inputs["tr"]``), else the
+    sidecar's; both must agree where both are known (:func:`qmri.bids.reconcile`).
+
+    Raises
+    ------
+    QMRIInputError
+        Neither gives them (naming what is missing), or they contradict each other.
+    """
+    from qmri.bids import companions, reconcile
+
+    side = companions(series, use=not inputs.get("ignore_sidecar")).sidecar()
+    fa = reconcile(inputs.get("fa"), side.flip_angle(), flag="--fa", where=side.where("FlipAngle"),
+                   what="flip angles (deg)")
+    tr_found, key = side.excitation_tr()
+    tr = reconcile(inputs.get("tr"), tr_found, flag="--tr", where=side.where(key), what="TR (s)")
+    keys = {"--fa": "FlipAngle", "--tr": "RepetitionTimeExcitation or RepetitionTime"}
+    missing = {flag: keys[flag] for flag, v in (("--fa", fa), ("--tr", tr)) if v is None}
+    if missing:
+        raise QMRIInputError(f"{series}: {' and '.join(missing)} needed (no {' and no '.join(missing.values())} in "
+                             "a JSON sidecar beside the series)")
+    return fa, tr
 
 
 def prepare(model_cls, series: Path, mask: Path | None, inputs: dict, model_options: dict) -> FitJob:
     """Check flip angles and TR against the series, read the B1 map, build the model.
 
+    Flip angles and TR not given come from the sidecar (:func:`acquisition_from_sidecar`).
+
     Raises
     ------
     QMRIInputError
-        Flip-angle or TR count or values wrong, missing or unreadable files, B1 map on another
-        grid, empty or apparently in percent while given as a fraction.
+        Flip angles or TR neither given nor in the sidecar, contradicting the sidecar, of the wrong
+        count or values; missing or unreadable files, B1 map on another grid, empty or apparently
+        in percent while given as a fraction.
     """
     from qmri import io
 
-    fa = np.atleast_1d(np.asarray(inputs["fa"], dtype=np.float64))
-    tr = np.atleast_1d(np.asarray(inputs["tr"], dtype=np.float64))
+    fa, tr = acquisition_from_sidecar(series, inputs)
+    fa = np.atleast_1d(np.asarray(fa, dtype=np.float64))
+    tr = np.atleast_1d(np.asarray(tr, dtype=np.float64))
     if np.any(fa <= 0):
         raise QMRIInputError("--fa: flip angles must be positive (degrees)")
     if np.any(tr <= 0):
@@ -61,8 +95,10 @@ def prepare(model_cls, series: Path, mask: Path | None, inputs: dict, model_opti
                                  "use --b1-units percent")
     model = model_cls(fa, tr, b1=b1, **model_options)
     sources = [series] + ([b1_path] if b1_path else []) + ([mask] if mask else [])
-    return FitJob(model=model, load=lambda: io.image_data(img), mask=mask_arr, image=img, sources=sources,
-                  provenance={"b1_units": inputs["b1_units"]} if b1_path else {})
+    provenance = {"b1_units": inputs["b1_units"], **file_provenance("b1_map", b1_path)} if b1_path else {}
+    return FitJob(model=model, load=lambda: io.series_data(img), mask=mask_arr, image=img, sources=sources,
+                  provenance=provenance)
 
 
-WORKFLOW = Workflow("vfa", "vfa", "4-D NIfTI, one volume per flip angle", lambda cls: _INPUTS, prepare)
+WORKFLOW = Workflow("vfa", "vfa", "4-D NIfTI, one volume per flip angle", lambda cls: _INPUTS, prepare,
+                    hint="flip angles (--fa, degrees, in volume order), TR (--tr, s) or the B1 map (--b1-units)")

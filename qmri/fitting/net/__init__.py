@@ -18,12 +18,8 @@ trained or used.
 from __future__ import annotations
 
 from qmri.fitting.net.method import DNN, NetworkMethod
-from qmri.models import ADC, DCE, DKI, IVIM, StretchedExponential, TraceDKI
 
-#: The models that offer the network estimator as method ``dnn``.
-MODELS = (IVIM, ADC, StretchedExponential, DKI, TraceDKI, DCE)
-for _cls in MODELS:
-    _cls.add_method(DNN)
+# A model offers the network estimator by listing DNN in its methods table; nothing here names a model.
 
 
 def train(model, data=None, *, mask=None, n: int = 200_000, snr=(10.0, 50.0), prior: dict | None = None,
@@ -55,7 +51,8 @@ def train(model, data=None, *, mask=None, n: int = 200_000, snr=(10.0, 50.0), pr
         Weight of the signal loss added to the supervised parameter loss (0: none).
     device : {"auto", "cpu", "cuda"}
     threads : int, optional
-        Torch CPU threads.
+        Torch CPU threads during training (default: the count of :func:`qmri.threads.set_threads`
+        / ``--threads`` when set, else torch's choice).
     progress : bool
         Progress bars with epoch and losses.
 
@@ -86,7 +83,7 @@ def train(model, data=None, *, mask=None, n: int = 200_000, snr=(10.0, 50.0), pr
             flat = Y.reshape(-1, Y.shape[-1])
             index = np.flatnonzero(np.ones(flat.shape[0], bool) if mask is None else np.asarray(mask, bool).ravel())
             C = model.covariate_maps(Y.shape[:-1])
-            trained = train_on_voxels(model, flat, index, C, n_networks=ensemble, epochs=epochs, seed=seed, device=dev,
+            trained = train_on_voxels(model, lambda sel: flat[sel], index, C, n_networks=ensemble, epochs=epochs, seed=seed, device=dev,
                                       progress=progress)
             if trained is None:
                 raise QMRIInputError("no voxel with usable signals to train on")
@@ -101,4 +98,4 @@ def train(model, data=None, *, mask=None, n: int = 200_000, snr=(10.0, 50.0), pr
                               data_consistency=data_consistency, device=dev, progress=progress, record=record)
 
 
-__all__ = ["DNN", "MODELS", "NetworkMethod", "train"]
+__all__ = ["DNN", "NetworkMethod", "train"]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from qmri.errors import QMRIInputError
-from qmri.models.methods import Method
+from qmri.models.methods import Method, Validation
 from qmri.options import Option
 
 #: Most voxels self-supervised training reads (a random subset of larger fits).
@@ -33,7 +33,6 @@ SEED = Option("seed", "seed of self-supervised training: initial weights, valida
               int, None)
 DEVICE = Option("device", "where the networks run: auto (CUDA when available), cpu or cuda", str, "auto",
                 choices=("auto", "cpu", "cuda"))
-THREADS = Option("threads", "CPU threads of torch (default: torch's choice)", int, None)
 
 _UNPREPARED = object()
 
@@ -53,24 +52,31 @@ class NetworkMethod(Method):
         super().__init__(
             "dnn", "neural network: trained on the voxels being fitted (self-supervised, IVIM-NET style) or "
             "loaded with --weights; outputs within the bounds; --ensemble N adds <param>_sd maps",
-            options=(WEIGHTS, ENSEMBLE, EPOCHS, SEED, DEVICE, THREADS),
+            options=(WEIGHTS, ENSEMBLE, EPOCHS, SEED, DEVICE),
             reference="Barbieri et al., MRM 2020;83:312; Kaandorp et al., MRM 2021;86:2250; Ottens et al., "
-                      "Med Image Anal 2022;80:102512")
+                      "Med Image Anal 2022;80:102512",
+            validation=Validation(
+                recovery=None, options={"weights": "builtin"}, reference_cases=False,
+                note="the networks shipped for the phantoms' protocols (--weights builtin); a network is not exact "
+                     "on noise-free signals, so only the accuracy at the phantom's SNR is reported"))
 
-    def prepare(self, model, data, index, covariates, *, progress: bool = False, weights=None, ensemble=None,
-                epochs=None, seed=None, device="auto", threads=None):
+    def warm_up(self, model) -> None:
+        """Nothing: a network is trained or loaded by the fit itself (never on a made-up voxel)."""
+
+    def prepare(self, model, rows, index, covariates, *, progress: bool = False, weights=None, ensemble=None,
+                epochs=None, seed=None, device="auto"):
         from qmri.fitting.net.training import resolve_device
         from qmri.fitting.net.training import threads as torch_threads
 
         opts = _training_options({"weights": weights, "ensemble": ensemble, "epochs": epochs, "seed": seed})
         dev = resolve_device(device)
-        with torch_threads(threads):
+        with torch_threads():
             if weights is not None:
                 from qmri.fitting.net.weights import load
 
                 trained = load(weights, model)
             else:
-                trained = train_on_voxels(model, data, index, covariates, n_networks=opts["ensemble"],
+                trained = train_on_voxels(model, rows, index, covariates, n_networks=opts["ensemble"],
                                           epochs=opts["epochs"], seed=opts["seed"], device=dev, progress=progress)
         prov = {"network_device": dev}
         if trained is not None:
@@ -83,14 +89,14 @@ class NetworkMethod(Method):
         from qmri.fitting.net.weights import Trained
 
         if network is _UNPREPARED:
-            network = self.prepare(model, Y, np.arange(Y.shape[0]), C, **options)[0]["network"]
+            network = self.prepare(model, lambda sel: Y[sel], np.arange(Y.shape[0]), C, **options)[0]["network"]
         if network is None:  # no voxel could be trained on: all fail
             from qmri.fitting.net.data import voxel_inputs
 
             inputs, scale, _ = voxel_inputs(model, Y, C)
             P = np.full((Y.shape[0], model.spec.n_params), np.nan)
             return Trained._result(model, P, inputs, scale, np.zeros(Y.shape[0], bool), quality=False)
-        with torch_threads(options.get("threads")):
+        with torch_threads():
             return network.estimate(model, Y, C, resolve_device(options.get("device", "auto")))
 
     def output_units(self, model, options: dict) -> dict[str, str]:
@@ -109,9 +115,10 @@ def n_networks(model, options: dict) -> int:
     return _training_options(options)["ensemble"]
 
 
-def train_on_voxels(model, data, index, covariates, *, n_networks: int = 1, epochs: int = 100, seed: int = 0,
+def train_on_voxels(model, rows, index, covariates, *, n_networks: int = 1, epochs: int = 100, seed: int = 0,
                     device: str = "cpu", progress: bool = False):
-    """Self-supervised networks trained on the voxels ``index`` of ``data`` (n_total, m).
+    """Self-supervised networks trained on the voxels ``index``, whose signals ``rows(sel)`` gives
+    (float64, (len(sel), m); see :meth:`qmri.models.methods.Method.prepare`).
 
     At most :data:`MAX_TRAINING_VOXELS` voxels (a random subset, chosen by ``seed``) with finite
     normalised signals are used. Returns a :class:`~qmri.fitting.net.weights.Trained`, or None
@@ -123,7 +130,7 @@ def train_on_voxels(model, data, index, covariates, *, n_networks: int = 1, epoc
     index = np.asarray(index)
     if index.size > MAX_TRAINING_VOXELS:
         index = np.sort(np.random.default_rng(seed).choice(index, MAX_TRAINING_VOXELS, replace=False))
-    Y = np.ascontiguousarray(data[index], dtype=np.float64)
+    Y = np.ascontiguousarray(rows(index), dtype=np.float64)
     C = None if covariates is None else np.ascontiguousarray(covariates[index], dtype=np.float64)
     inputs, _, good = voxel_inputs(model, Y, C)
     inputs = inputs.subset(np.flatnonzero(good))

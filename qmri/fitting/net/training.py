@@ -265,10 +265,13 @@ def resolve_device(device: str = "auto") -> str:
 
 
 class threads:
-    """Context manager: torch's CPU thread count set to ``n`` (None: unchanged), restored on exit."""
+    """Context manager: torch's CPU thread count set to ``n`` (None: the count of ``--threads``,
+    :func:`qmri.threads.chosen`, when one was set, else unchanged), restored on exit."""
 
-    def __init__(self, n: int | None):
-        self.n = n
+    def __init__(self, n: int | None = None):
+        from qmri.threads import chosen
+
+        self.n = chosen() if n is None else n
 
     def __enter__(self):
         self.before = torch.get_num_threads()

@@ -178,6 +178,94 @@ def preclinical(t, *, delay=0.0, hct=0.0):
 #: Population AIFs by name (for command-line choices).
 POPULATION_AIFS = {"parker": parker, "georgiou": georgiou, "preclinical": preclinical}
 
+#: Finest spacing (s) of the grid a population AIF is sampled on for the convolution: this, or a
+#: tenth of the shortest frame interval when that is shorter.
+POPULATION_STEP = 0.5
+def population_samples(name, t, *, hct=DEFAULT_HCT, delay=0.0, step=None):
+    """A population AIF sampled finely enough for the convolution, on its own grid.
+
+    The curve is evaluated every ``step`` s (default: :data:`POPULATION_STEP`, or a tenth of the
+    shortest frame interval when that is shorter) from the first to the last frame, its start
+    (``delay``) included. (:class:`qmri.models.dce.DCE` then leaves out of its convolution grid the
+    samples a straight line reproduces, so the smooth washout costs little.)
+
+    Parameters
+    ----------
+    name : {"parker", "georgiou", "preclinical"}
+    t : array_like (n,)
+        Frame times in s (increasing).
+    hct, delay : float
+        As :func:`parker` (``preclinical`` is returned unchanged, as published, whatever ``hct``).
+    step : float, optional
+        Spacing of the fine grid in s.
+
+    Returns
+    -------
+    times : ndarray (k,)
+        Sample times in s, strictly increasing, from ``t[0]`` to ``t[-1]``.
+    cp : ndarray (k,)
+        Plasma concentration in mM.
+
+    Raises
+    ------
+    QMRIInputError
+        Unknown name, or bad times.
+    """
+    if name not in POPULATION_AIFS:
+        raise QMRIInputError(f"unknown population AIF {name!r}; choose one of {', '.join(POPULATION_AIFS)}")
+    t = _time(t)
+    t0, t1 = float(t[0]), float(t[-1])
+    if step is None:
+        gaps = np.diff(t)
+        step = min(POPULATION_STEP, float(gaps.min()) / 10.0) if gaps.size else POPULATION_STEP
+    n = max(int(np.ceil((t1 - t0) / step)), 1)
+    grid = t0 + (t1 - t0) * np.arange(n + 1) / n
+    if t0 < delay < t1:  # the start of the curve is a sample (a point within 1e-6 s is moved onto it)
+        near = int(np.argmin(np.abs(grid - delay)))
+        if abs(grid[near] - delay) <= 1e-6:
+            grid[near] = float(delay)
+        else:
+            grid = np.union1d(grid, [float(delay)])
+    fn = POPULATION_AIFS[name]
+    c = fn(grid, delay=delay) if name == "preclinical" else fn(grid, hct=hct, delay=delay)
+    return grid, c
+
+
+def thin(t, c, tol):
+    """Indices of the samples to keep so that linear interpolation through them departs from every
+    sample by at most ``tol`` (greedy: each segment is made as long as the tolerance allows; the
+    first and last samples are always kept; ``tol <= 0`` keeps every sample)."""
+    return _thin(np.asarray(t, dtype=np.float64), np.asarray(c, dtype=np.float64), float(tol))
+
+
+def _thin(t, c, tol):
+    n = t.size
+    if n <= 2 or tol <= 0:
+        return np.arange(n)
+
+    def fits(i, j):
+        seg = slice(i + 1, j)
+        line = c[i] + (c[j] - c[i]) * (t[seg] - t[i]) / (t[j] - t[i])
+        return bool(np.all(np.abs(line - c[seg]) <= tol))
+
+    keep = [0]
+    i = 0
+    while i < n - 1:
+        step = 1
+        while i + 2 * step < n and fits(i, i + 2 * step):
+            step *= 2
+        lo, hi = i + step, min(i + 2 * step, n - 1)  # fits(i, lo) holds
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if fits(i, mid):
+                lo = mid
+            else:
+                hi = mid
+        j = hi if fits(i, hi) else lo
+        keep.append(j)
+        i = j
+    return np.asarray(keep)
+
 
 def shift(t, c, delay):
     """Delay a sampled curve: ``c(t - delay)`` by linear interpolation, 0 before the first sample.

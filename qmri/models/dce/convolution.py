@@ -1,7 +1,12 @@
 """Exact O(n) convolution of a piecewise-linear arterial input with exp(-k t), in Numba and torch.
 
-Convolution (exact, O(n), any frame spacing): Cp is taken as piecewise linear between its samples
-(0 before the first frame, constant after the last) and ``F(τ) = ∫ Cp(u) exp(-k(τ-u)) du`` is
+The arterial input keeps its own time grid: the convolution runs over the AIF's samples (a file's
+samples, a population AIF sampled finely, or the frames themselves for an ROI AIF) together with
+the frame times, and the tissue curve is read at the frames only (:func:`acquisition` builds that
+grid, one row per time point, with a column marking the frames).
+
+Convolution (exact, O(n), any spacing): Cp is taken as piecewise linear between its samples
+(0 before the first sample, constant after the last) and ``F(τ) = ∫ Cp(u) exp(-k(τ-u)) du`` is
 computed by the recursion ``F(t_{j+1}) = e^{-kΔ} F(t_j) + Δ (Cp_j α(kΔ) + Cp_{j+1} β(kΔ))`` with
 ``α(x) = (1 - (1+x)e^{-x})/x²`` and ``β(x) = (x - 1 + e^{-x})/x²`` (series near x = 0), which is
 exact for linear interpolation, together with its derivative in k (the exponential-integral scheme
@@ -42,22 +47,24 @@ def _weights(x):
 
 
 @njit(cache=True)
-def expconv(tm, c, sl, k, d, wF, oF, wG, oG, wC, oC, wS, oS):
+def expconv(tm, c, sl, fr, k, d, wF, oF, wG, oG, wC, oC, wS, oS):
     """Accumulate the exponential convolution of a piecewise-linear input and its by-products.
 
-    For every frame i, with ``τ = tm[i] - d`` (minutes), adds ``wF·F(τ)`` to ``oF[i]``,
-    ``wG·∂F/∂k(τ)`` to ``oG[i]``, ``wC·Cp(τ)`` to ``oC[i]`` and ``wS·dCp/dτ(τ)`` to ``oS[i]``
-    (terms with zero weight are skipped; outputs may be the same array), where
-    ``F(τ) = ∫_{tm[0]}^{τ} Cp(u) exp(-k (τ - u)) du``.
+    For every frame (row i with ``fr[i] != 0``; the o-th such row writes element o of the outputs),
+    with ``τ = tm[i] - d`` (minutes), adds ``wF·F(τ)`` to ``oF[o]``, ``wG·∂F/∂k(τ)`` to ``oG[o]``,
+    ``wC·Cp(τ)`` to ``oC[o]`` and ``wS·dCp/dτ(τ)`` to ``oS[o]`` (terms with zero weight are
+    skipped; outputs may be the same array), where ``F(τ) = ∫_{tm[0]}^{τ} Cp(u) exp(-k (τ - u)) du``.
 
     Parameters
     ----------
     tm : ndarray (n,)
-        Frame times in min, strictly increasing.
+        Times of the grid in min (AIF samples and frames), strictly increasing.
     c : ndarray (n,)
         Input samples (mM); linear between samples, 0 before tm[0], c[-1] after tm[-1].
     sl : ndarray (n,)
         Slope of each segment, ``(c[j+1] - c[j]) / (tm[j+1] - tm[j])`` (mM/min), 0 for the last.
+    fr : ndarray (n,)
+        1 where the row is a frame (an output), 0 elsewhere.
     k : float
         Rate constant (1/min).
     d : float
@@ -68,8 +75,9 @@ def expconv(tm, c, sl, k, d, wF, oF, wG, oG, wC, oC, wS, oS):
     want_g = wG != 0.0
     hc = -1.0
     E1 = a1 = b1 = da1 = db1 = 0.0
+    o = 0
     if d == 0.0:
-        # frames are the knots: plain recursion
+        # frames are knots: plain recursion
         F = 0.0
         G = 0.0
         for i in range(n):
@@ -81,14 +89,17 @@ def expconv(tm, c, sl, k, d, wF, oF, wG, oG, wC, oC, wS, oS):
                 if want_g:
                     G = E1 * G - h * E1 * F + h * h * (c[i - 1] * da1 + c[i] * db1)
                 F = E1 * F + h * (c[i - 1] * a1 + c[i] * b1)
+            if fr[i] == 0.0:
+                continue
             if wF != 0.0:
-                oF[i] += wF * F
+                oF[o] += wF * F
             if want_g:
-                oG[i] += wG * G
+                oG[o] += wG * G
             if wC != 0.0:
-                oC[i] += wC * c[i]
+                oC[o] += wC * c[i]
             if wS != 0.0:
-                oS[i] += wS * sl[i]
+                oS[o] += wS * sl[i]
+            o += 1
         return
     j = 0
     tj = t0
@@ -97,6 +108,8 @@ def expconv(tm, c, sl, k, d, wF, oF, wG, oG, wC, oC, wS, oS):
     sc = -1.0
     E2 = a2 = b2 = da2 = db2 = 0.0
     for i in range(n):
+        if fr[i] == 0.0:
+            continue
         tau = tm[i] - d
         F = 0.0
         G = 0.0
@@ -129,42 +142,75 @@ def expconv(tm, c, sl, k, d, wF, oF, wG, oG, wC, oC, wS, oS):
                 if want_g:
                     G = E2 * Gj - s * E2 * Fj + s * s * (c0 * da2 + cp * db2)
         if wF != 0.0:
-            oF[i] += wF * F
+            oF[o] += wF * F
         if want_g:
-            oG[i] += wG * G
+            oG[o] += wG * G
         if wC != 0.0:
-            oC[i] += wC * cp
+            oC[o] += wC * cp
         if wS != 0.0:
-            oS[i] += wS * slope
+            oS[o] += wS * slope
+        o += 1
 
 
-def acquisition(t, cp) -> np.ndarray:
-    """The acquisition array of the DCE signal models, shape (n, 4).
+def acquisition(t, cp, aif_times=None) -> np.ndarray:
+    """The acquisition array of the DCE signal models, shape (5, n_points): the AIF on its own grid.
 
-    Columns: frame time (s), plasma concentration Cp (mM), frame time (min), slope of Cp on each
-    segment (mM/min, 0 for the last frame).
-    """
-    t = np.asarray(t, dtype=np.float64)
-    cp = np.asarray(cp, dtype=np.float64)
-    tm = t / 60.0
-    sl = np.zeros_like(cp)
-    sl[:-1] = np.diff(cp) / np.diff(tm)
-    return np.ascontiguousarray(np.stack([t, cp, tm, sl], axis=1))
-
-
-def expconv_torch(t, c, k, d):
-    """Torch twin of :func:`expconv`: ``F(τ)`` and ``Cp(τ)`` for a batch.
+    Points (columns) are the union of the AIF's sample times and the frame times, in order (an
+    AIF sample within 1e-6 s of a frame is that frame). Rows, each contiguous so that the
+    recursion streams through them: time (s), plasma concentration Cp (mM; between AIF samples
+    linear, which is exact for the piecewise-linear AIF), time (min), slope of Cp on the segment
+    that starts at the point (mM/min, 0 for the last), and 1 where the point is a frame (the
+    model's outputs, in frame order), 0 for AIF-only points. Without ``aif_times`` the AIF is
+    given at the frames and every point is a frame.
 
     Parameters
     ----------
-    t, c : tensor (n,)
-        Frame times (s) and input samples (mM).
+    t : array_like (n_frames,)
+        Frame times in s, strictly increasing.
+    cp : array_like
+        Plasma AIF in mM: at ``aif_times`` when given, else at the frame times.
+    aif_times : array_like, optional
+        Sample times of the AIF in s, strictly increasing and covering the frames.
+    """
+    t = np.asarray(t, dtype=np.float64)
+    cp = np.asarray(cp, dtype=np.float64)
+    if aif_times is None:
+        ts, c, fr = t, cp, np.ones_like(t)
+    else:
+        ta = np.asarray(aif_times, dtype=np.float64)
+        j = np.clip(np.searchsorted(t, ta), 1, max(t.size - 1, 1))
+        near = np.minimum(np.abs(ta - t[j - 1]), np.abs(ta - t[np.minimum(j, t.size - 1)]))
+        keep = near > 1e-6
+        ts = np.concatenate([t, ta[keep]])
+        order = np.argsort(ts, kind="stable")
+        ts = ts[order]
+        c = np.concatenate([np.interp(t, ta, cp), cp[keep]])[order]
+        fr = np.concatenate([np.ones(t.size), np.zeros(int(keep.sum()))])[order]
+    tm = ts / 60.0
+    sl = np.zeros_like(c)
+    sl[:-1] = np.diff(c) / np.diff(tm)
+    return np.ascontiguousarray(np.stack([ts, c, tm, sl, fr], axis=0))
+
+
+def frame_count(acq) -> int:
+    """Number of frames (measurements) of an acquisition array of :func:`acquisition`."""
+    return int(np.count_nonzero(np.asarray(acq)[4]))
+
+
+def expconv_torch(t, c, fr, k, d):
+    """Torch twin of :func:`expconv`: ``F(τ)`` and ``Cp(τ)`` at the frames, for a batch.
+
+    Parameters
+    ----------
+    t, c, fr : tensor (n,)
+        Times of the grid (s), input samples (mM) and frame marks (1 for a frame), as the rows of
+        :func:`acquisition`.
     k, d : tensor (N,)
         Rate constants (1/min) and delays (min).
 
     Returns
     -------
-    F, cp : tensors (N, n)
+    F, cp : tensors (N, n_frames)
     """
     import torch
 
@@ -178,7 +224,7 @@ def expconv_torch(t, c, k, d):
     for j in range(n - 1):
         knots.append(E[:, j] * knots[-1] + inc[:, j])
     Fk = torch.stack(knots, dim=1)                          # (N, n)
-    tau = tm[None, :] - d[:, None]
+    tau = tm[fr != 0][None, :] - d[:, None]                 # (N, n_frames)
     before = tau < tm[0]
     jj = torch.clamp(torch.searchsorted(tm.contiguous(), tau.contiguous(), right=True) - 1, 0, n - 1)
     s = torch.where(before, torch.zeros_like(tau), tau - tm[jj])

@@ -1,8 +1,10 @@
 """Numba signal and Jacobian kernels of the DCE models (equations in :mod:`qmri.models.dce.models`).
 
-``acq`` columns (see :func:`qmri.models.dce.convolution.acquisition`): frame time (s), Cp (mM), frame
-time (min), slope of Cp per segment (mM/min). The delay parameter is in s (converted to min here).
-Public kernels follow the declaration conventions of :mod:`qmri.models.base` (``cov`` unused).
+``acq`` rows (see :func:`qmri.models.dce.convolution.acquisition`): time (s), Cp (mM), time (min),
+slope of Cp per segment (mM/min), frame mark, one column per time point of the AIF's grid and the
+frames (each row contiguous: the recursion reads them in order); ``out`` and ``J`` have one row
+per frame. The delay parameter is in s (converted to min
+here). Public kernels follow the declaration conventions of :mod:`qmri.models.base` (``cov`` unused).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ def _zero2(J):
 @njit(cache=True)
 def _tofts_signal(Kt, ve, vp, d, acq, out):
     _zero(out)
-    expconv(acq[:, 2], acq[:, 1], acq[:, 3], Kt / ve, d / 60.0, Kt, out, 0.0, out, vp, out, 0.0, out)
+    expconv(acq[2], acq[1], acq[3], acq[4], Kt / ve, d / 60.0, Kt, out, 0.0, out, vp, out, 0.0, out)
 
 
 @njit(cache=True)
@@ -39,7 +41,7 @@ def _tofts_jacobian(Kt, ve, vp, d, acq, J, has_vp, has_delay, out, want_out):
     k = Kt / ve
     both = has_vp and has_delay
     wC = 1.0 if (has_vp or has_delay) else 0.0
-    expconv(acq[:, 2], acq[:, 1], acq[:, 3], k, d / 60.0, 1.0, J[:, 0], 1.0, J[:, 1], wC, J[:, 2 if wC else 0],
+    expconv(acq[2], acq[1], acq[3], acq[4], k, d / 60.0, 1.0, J[:, 0], 1.0, J[:, 1], wC, J[:, 2 if wC else 0],
             1.0 if both else 0.0, J[:, 3 if both else 0])
     for i in range(J.shape[0]):
         F = J[i, 0]
@@ -123,14 +125,14 @@ def etm_delay_signal_jacobian(p, acq, cov, out, J):
 @njit(cache=True)
 def _patlak_signal(Kt, vp, d, acq, out):
     _zero(out)
-    expconv(acq[:, 2], acq[:, 1], acq[:, 3], 0.0, d / 60.0, Kt, out, 0.0, out, vp, out, 0.0, out)
+    expconv(acq[2], acq[1], acq[3], acq[4], 0.0, d / 60.0, Kt, out, 0.0, out, vp, out, 0.0, out)
 
 
 @njit(cache=True)
 def _patlak_jacobian(Kt, vp, d, acq, J, has_delay, out, want_out):
     """Columns: Ktrans, vp, [delay]; with ``want_out`` also the signal into ``out``."""
     _zero2(J)
-    expconv(acq[:, 2], acq[:, 1], acq[:, 3], 0.0, d / 60.0, 1.0, J[:, 0], 0.0, J[:, 0], 1.0, J[:, 1],
+    expconv(acq[2], acq[1], acq[3], acq[4], 0.0, d / 60.0, 1.0, J[:, 0], 0.0, J[:, 0], 1.0, J[:, 1],
             1.0 if has_delay else 0.0, J[:, 2 if has_delay else 0])
     for i in range(J.shape[0]):
         if want_out:
@@ -177,8 +179,8 @@ def _cum_signal(Fp, PS, vp, d, acq, out):
     u = f + PS
     _zero(out)
     dm = d / 60.0
-    expconv(acq[:, 2], acq[:, 1], acq[:, 3], u / vp, dm, f * f / u, out, 0.0, out, 0.0, out, 0.0, out)
-    expconv(acq[:, 2], acq[:, 1], acq[:, 3], 0.0, dm, f * PS / u, out, 0.0, out, 0.0, out, 0.0, out)
+    expconv(acq[2], acq[1], acq[3], acq[4], u / vp, dm, f * f / u, out, 0.0, out, 0.0, out, 0.0, out)
+    expconv(acq[2], acq[1], acq[3], acq[4], 0.0, dm, f * PS / u, out, 0.0, out, 0.0, out, 0.0, out)
 
 
 @njit(cache=True)
@@ -189,8 +191,8 @@ def _cum_jacobian(Fp, PS, vp, d, acq, J, has_delay, out, want_out):
     k = u / vp
     dm = d / 60.0
     _zero2(J)
-    expconv(acq[:, 2], acq[:, 1], acq[:, 3], k, dm, 1.0, J[:, 0], 1.0, J[:, 1], 0.0, J[:, 0], 0.0, J[:, 0])
-    expconv(acq[:, 2], acq[:, 1], acq[:, 3], 0.0, dm, 1.0, J[:, 2], 0.0, J[:, 0], 1.0 if has_delay else 0.0,
+    expconv(acq[2], acq[1], acq[3], acq[4], k, dm, 1.0, J[:, 0], 1.0, J[:, 1], 0.0, J[:, 0], 0.0, J[:, 0])
+    expconv(acq[2], acq[1], acq[3], acq[4], 0.0, dm, 1.0, J[:, 2], 0.0, J[:, 0], 1.0 if has_delay else 0.0,
             J[:, 3 if has_delay else 0], 0.0, J[:, 0])
     w1 = f * f / u
     w0 = f * PS / u
@@ -269,8 +271,8 @@ def _cxm_signal(Fp, PS, ve, vp, d, acq, out):
     S, P, Q, D, kp, km, A = _cxm_rates(f, PS, ve, vp)
     _zero(out)
     dm = d / 60.0
-    expconv(acq[:, 2], acq[:, 1], acq[:, 3], kp, dm, f * A, out, 0.0, out, 0.0, out, 0.0, out)
-    expconv(acq[:, 2], acq[:, 1], acq[:, 3], km, dm, f * (1.0 - A), out, 0.0, out, 0.0, out, 0.0, out)
+    expconv(acq[2], acq[1], acq[3], acq[4], kp, dm, f * A, out, 0.0, out, 0.0, out, 0.0, out)
+    expconv(acq[2], acq[1], acq[3], acq[4], km, dm, f * (1.0 - A), out, 0.0, out, 0.0, out, 0.0, out)
 
 
 @njit(cache=True)
@@ -280,9 +282,9 @@ def _cxm_jacobian(Fp, PS, ve, vp, d, acq, J, has_delay, out, want_out):
     S, P, Q, D, kp, km, A = _cxm_rates(f, PS, ve, vp)
     dm = d / 60.0
     _zero2(J)
-    expconv(acq[:, 2], acq[:, 1], acq[:, 3], kp, dm, 1.0, J[:, 0], 1.0, J[:, 1], 1.0 if has_delay else 0.0,
+    expconv(acq[2], acq[1], acq[3], acq[4], kp, dm, 1.0, J[:, 0], 1.0, J[:, 1], 1.0 if has_delay else 0.0,
             J[:, 4 if has_delay else 0], 0.0, J[:, 0])
-    expconv(acq[:, 2], acq[:, 1], acq[:, 3], km, dm, 1.0, J[:, 2], 1.0, J[:, 3], 0.0, J[:, 0], 0.0, J[:, 0])
+    expconv(acq[2], acq[1], acq[3], acq[4], km, dm, 1.0, J[:, 2], 1.0, J[:, 3], 0.0, J[:, 0], 0.0, J[:, 0])
     # partial derivatives of S, P, Q with respect to (f, PS, ve, vp)
     dS = (1.0 / vp, 1.0 / vp + 1.0 / ve, -PS / (ve * ve), -(f + PS) / (vp * vp))
     dP = (PS / (vp * ve), f / (vp * ve), -P / ve, -P / vp)

@@ -131,17 +131,20 @@ def coefficients_to_params(name, beta):
 
 
 def shared_columns(model_name: str, acq: np.ndarray, delays: np.ndarray) -> np.ndarray:
-    """The voxel-independent columns of the linear form (Cp, ∫Cp, ∫∫Cp as the model needs) for each
-    delay (s): shape (n_delays, n_frames, n_columns)."""
+    """The voxel-independent columns of the linear form (Cp, ∫Cp, ∫∫Cp as the model needs) at the
+    frames, for each delay (s): shape (n_delays, n_frames, n_columns). Cp and ∫Cp are exact for
+    the AIF on its own grid (``acq`` of :func:`qmri.models.dce.convolution.acquisition`); ∫∫Cp
+    is the trapezoidal integral of ∫Cp over the frames."""
     nv, cols = _LINEAR_FORM[model_name]
-    m = acq.shape[0]
+    fr = acq[4]
+    tf = acq[2, fr != 0]
+    m = tf.size
     X = np.zeros((delays.size, m, len(cols)))
-    tm = acq[:, 2]
     for di, d in enumerate(delays):
         F0 = np.zeros(m)
         cpd = np.zeros(m)
-        expconv(tm, acq[:, 1], acq[:, 3], 0.0, d / 60.0, 1.0, F0, 0.0, F0, 1.0, cpd, 0.0, F0)
-        base = [cpd, F0, _cumtrapz(tm, F0)]
+        expconv(acq[2], acq[1], acq[3], fr, 0.0, d / 60.0, 1.0, F0, 0.0, F0, 1.0, cpd, 0.0, F0)
+        base = [cpd, F0, _cumtrapz(tf, F0)]
         for a, col in enumerate(cols):
             X[di, :, a] = base[col]
     return X

@@ -1,7 +1,9 @@
 """The DCE pharmacokinetic models, declared: Tofts, extended Tofts, Patlak, 2CXM and 2CUM, with optional delay.
 
-Every model predicts the tissue concentration C(t) (mM) from the plasma concentration Cp(t) (mM) of
-the arterial input function (AIF), sampled at the same frame times t (s). Internally time runs in
+Every model predicts the tissue concentration C(t) (mM) at the frame times t (s) from the plasma
+concentration Cp(t) (mM) of the arterial input function (AIF), known on its own time grid (finer
+than the frames for a file or a population AIF; the frames for an ROI AIF): the convolution runs on
+the union of both grids and is read at the frames (:func:`qmri.models.dce.convolution.acquisition`). Internally time runs in
 minutes so that ``Ktrans``, ``PS`` and the rate constants are in 1/min; at the interface time is
 in seconds. Conventions and units follow OSIPI CAPLEX and the OSIPI DCE code collection tests:
 
@@ -47,7 +49,7 @@ import numpy as np
 
 from qmri.models.base import Parameter, SignalModel, register
 from qmri.models.dce import kernels as K
-from qmri.models.dce.convolution import acquisition
+from qmri.models.dce.convolution import acquisition, frame_count
 from qmri.models.dce.twins import patlak_torch, tofts_torch, twocum_torch, twocxm_torch
 
 #: PK models by command-line name.
@@ -63,13 +65,15 @@ def example_aif(t):
 
 
 def _example_acquisition():
-    # non-uniform frame times (s): dense at the bolus, sparse later
+    # non-uniform frame times (s): dense at the bolus, sparse later; the AIF on its own 0.7 s grid
     t = np.concatenate([np.arange(0.0, 60.0, 2.0), 60.0 + np.cumsum(np.linspace(3.0, 9.0, 30))])
-    return acquisition(t, example_aif(t))
+    ta = np.arange(0.0, t[-1] + 0.7, 0.7)
+    return acquisition(t, example_aif(ta), aif_times=ta)
 
 
-_ACQ_DOC = ("acq[:, 0]: frame times in s (strictly increasing); acq[:, 1]: plasma concentration Cp of the AIF in mM; "
-            "acq[:, 2]: frame times in min; acq[:, 3]: slope of Cp per segment in mM/min (see acquisition())")
+_ACQ_DOC = ("shape (5, n_points), one column per time point of the AIF's grid and the frames (see acquisition()): "
+            "acq[0]: time in s (strictly increasing); acq[1]: plasma concentration Cp of the AIF in mM; acq[2]: time "
+            "in min; acq[3]: slope of Cp per segment in mM/min; acq[4]: 1 for a frame (a measurement), 0 else")
 _P = {
     "Ktrans": Parameter("Ktrans", "1/min", 0.0, 5.0, 0.1, "volume transfer constant"),
     "ve": Parameter("ve", "", 1e-3, 1.0, 0.2, "extravascular extracellular volume fraction"),
@@ -130,5 +134,6 @@ for (_name, _delay), (_sig, _jac, _sj, _torch) in _KERNELS.items():
         torch_signal=_torch,
         acquisition_doc=_ACQ_DOC,
         example_acquisition=_example_acquisition,
+        measurements=frame_count,
         reference=_REFS[_name] + "; exact recursive convolution for piecewise-linear Cp",
     ))

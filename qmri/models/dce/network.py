@@ -23,7 +23,8 @@ TISSUE_PRIOR = {"Ktrans": (0.0, 1.0), "ve": (0.01, 0.7), "vp": (0.0, 0.1), "Fp":
 
 
 def aif_variants(t, cp, rng, n: int = N_AIFS) -> list[np.ndarray]:
-    """``n`` plasma AIFs (mM) at frame times ``t`` (s): ``cp`` itself first, then random variants.
+    """``n`` plasma AIFs (mM) at times ``t`` (s; the AIF's own grid): ``cp`` itself first, then random
+    variants.
 
     Each variant is ``cp``, the Parker AIF or the Georgiou AIF (a third each; Hct 0.35–0.5),
     scaled by 0.5–1.5, with its time axis dilated by 0.7–1.4 about a bolus arrival drawn between

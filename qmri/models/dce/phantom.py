@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from qmri.errors import QMRIInputError
-from qmri.models.dce.aif import parker
+from qmri.models.dce.aif import population_samples
 from qmri.models.dce.relaxation import concentration_to_signal, signal_to_concentration
 from qmri.simulate import Phantom, add_rician_noise, check_snr, checked_block, load_definition
 
@@ -16,7 +16,8 @@ def dce_phantom(*, snr: float = 20.0, seed: int = 0, block=None, times=None, vp=
     Patches of ``block`` voxels lie on an x–y grid (x: Ktrans, y: ve); the grid is repeated along
     z once per plasma volume ``vp`` (vp = 0: standard Tofts; vp > 0: extended Tofts). The tissue
     concentration follows the extended Tofts model with a Parker AIF (plasma, Hct 0.42) that
-    starts at the injection time; the SPGR signal (T10, TR, FA, r1, M0 of the definition) gets
+    starts at the injection time, on its own fine grid
+    (:func:`qmri.models.dce.aif.population_samples`); the SPGR signal (T10, TR, FA, r1, M0 of the definition) gets
     Rician noise of ``sigma = S_baseline / snr`` and the concentration is recomputed from the
     noisy signal (:func:`qmri.models.dce.relaxation.signal_to_concentration`), as an analysis would.
 
@@ -37,7 +38,8 @@ def dce_phantom(*, snr: float = 20.0, seed: int = 0, block=None, times=None, vp=
     -------
     Phantom
         ``data``: signal (X, Y, Z, n_frames) in a.u.; ``images["dce_conc"]``: the concentration
-        (mM, same shape as data); ``acquisition`` holds ``times`` (s), ``aif`` (Cp, mM), T10, TR, FA,
+        (mM, same shape as data); ``acquisition`` holds ``times`` (s), ``aif_times`` (s) and ``aif``
+        (Cp on its own grid, mM), T10, TR, FA,
         r1, baseline frames; truth maps ``Ktrans`` (1/min), ``ve``, ``vp``, ``kep`` (1/min);
         ``files``: ``times.txt`` and ``aif.csv``.
 
@@ -70,8 +72,8 @@ def dce_phantom(*, snr: float = 20.0, seed: int = 0, block=None, times=None, vp=
                 labels[sl] = len(regions)
                 truth["Ktrans"][sl], truth["ve"][sl], truth["vp"][sl], truth["kep"][sl] = K, v, p, K / v
     mask = labels > 0
-    cp = parker(t, hct=d["hct"], delay=d["injection_time"])
-    model = DCE(t, cp, "etm")
+    ta, cp = population_samples("parker", t, hct=d["hct"], delay=d["injection_time"])
+    model = DCE(t, cp, "etm", aif_times=ta)
     conc = np.zeros(shape + (t.size,))
     conc[mask] = model.concentration({k: truth[k][mask] for k in ("Ktrans", "ve", "vp")})
     acq = dict(t10=d["T10"], r1=d["r1"], tr=d["TR"], fa=d["FA"])
@@ -82,13 +84,13 @@ def dce_phantom(*, snr: float = 20.0, seed: int = 0, block=None, times=None, vp=
     measured = signal_to_concentration(data, n_baseline=d["n_baseline"], **acq)
     measured[~mask] = 0.0
     files = {"times.txt": "\n".join(f"{v:g}" for v in t) + "\n",
-             "aif.csv": "time_s,cp_mM\n" + "".join(f"{a:g},{b:.8g}\n" for a, b in zip(t, cp))}
+             "aif.csv": "time_s,cp_mM\n" + "".join(f"{a:.8g},{b:.8g}\n" for a, b in zip(ta, cp))}
     hint = (f"qmri dce {{out}}/dce.nii.gz --time {{out}}/times.txt --model etm --aif {{out}}/aif.csv "
             f"--t10 {d['T10']:g} --fa {d['FA']:g} --tr {d['TR']:g} --r1 {d['r1']:g} --baseline {d['n_baseline']} "
             "--mask {out}/mask.nii.gz --out-dir FIT")
     return Phantom(name="dce", data=data, mask=mask, truth=truth,
                    units={k: d["units"][k] for k in truth}, labels=labels, regions=regions,
-                   acquisition={"times": t.tolist(), "aif": cp.tolist(),
+                   acquisition={"times": t.tolist(), "aif_times": ta.tolist(), "aif": cp.tolist(),
                                 "T10": d["T10"], "TR": d["TR"], "FA": d["FA"], "r1": d["r1"],
                                 "n_baseline": d["n_baseline"], "hct": d["hct"],
                                 "injection_time": d["injection_time"], "snr": snr, "seed": seed,

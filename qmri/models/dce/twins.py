@@ -6,7 +6,7 @@ from qmri.models.dce.convolution import expconv_torch
 
 
 def _torch_parts(acq):
-    return acq[:, 0], acq[:, 1]
+    return acq[0], acq[1], acq[4]
 
 
 def _delay_min(params, idx):
@@ -16,9 +16,9 @@ def _delay_min(params, idx):
 
 
 def tofts_torch(params, acq, has_vp, delay_idx):
-    t, c = _torch_parts(acq)
+    t, c, fr = _torch_parts(acq)
     Kt, ve = params[:, 0], params[:, 1]
-    F, cp = expconv_torch(t, c, Kt / ve, _delay_min(params, delay_idx))
+    F, cp = expconv_torch(t, c, fr, Kt / ve, _delay_min(params, delay_idx))
     out = Kt[:, None] * F
     if has_vp:
         out = out + params[:, 2:3] * cp
@@ -28,27 +28,27 @@ def tofts_torch(params, acq, has_vp, delay_idx):
 def patlak_torch(params, acq, delay_idx):
     import torch
 
-    t, c = _torch_parts(acq)
-    F, cp = expconv_torch(t, c, torch.zeros_like(params[:, 0]), _delay_min(params, delay_idx))
+    t, c, fr = _torch_parts(acq)
+    F, cp = expconv_torch(t, c, fr, torch.zeros_like(params[:, 0]), _delay_min(params, delay_idx))
     return params[:, 0:1] * F + params[:, 1:2] * cp
 
 
 def twocum_torch(params, acq, delay_idx):
     import torch
 
-    t, c = _torch_parts(acq)
+    t, c, fr = _torch_parts(acq)
     f, PS, vp = params[:, 0] / 100.0, params[:, 1], params[:, 2]
     u = f + PS
     dm = _delay_min(params, delay_idx)
-    F, _ = expconv_torch(t, c, u / vp, dm)
-    F0, _ = expconv_torch(t, c, torch.zeros_like(f), dm)
+    F, _ = expconv_torch(t, c, fr, u / vp, dm)
+    F0, _ = expconv_torch(t, c, fr, torch.zeros_like(f), dm)
     return (f * f / u)[:, None] * F + (f * PS / u)[:, None] * F0
 
 
 def twocxm_torch(params, acq, delay_idx):
     import torch
 
-    t, c = _torch_parts(acq)
+    t, c, fr = _torch_parts(acq)
     f, PS, ve, vp = params[:, 0] / 100.0, params[:, 1], params[:, 2], params[:, 3]
     S = (f + PS) / vp + PS / ve
     P = f * PS / (vp * ve)
@@ -57,6 +57,6 @@ def twocxm_torch(params, acq, delay_idx):
     kp, km = 0.5 * (S + D), 0.5 * (S - D)
     A = (kp - Q) / D
     dm = _delay_min(params, delay_idx)
-    Fp_, _ = expconv_torch(t, c, kp, dm)
-    Fm_, _ = expconv_torch(t, c, km, dm)
+    Fp_, _ = expconv_torch(t, c, fr, kp, dm)
+    Fm_, _ = expconv_torch(t, c, fr, km, dm)
     return f[:, None] * (A[:, None] * Fp_ + (1.0 - A)[:, None] * Fm_)

@@ -21,7 +21,8 @@ def read_bvals_option(path) -> np.ndarray:
 
     return io.read_bvals(path)
 
-#: b-values at or below this (s/mm²) are treated as b=0 (their b-vectors are ignored); dipy's default.
+#: b-values at or below this (s/mm²) are treated as b=0 (their b-vectors are ignored); dipy's default
+#: (``gradient_table(b0_threshold=50)``); ``--b0-threshold`` of DKI and IVIM changes it.
 B0_THRESHOLD = 50.0
 #: b-values are grouped into shells after rounding to a multiple of this (s/mm²).
 SHELL_ROUNDING = 50.0
@@ -43,17 +44,17 @@ def check_bvals(bvals) -> np.ndarray:
     return b
 
 
-def shells(bvals) -> np.ndarray:
-    """b-values rounded to the nearest :data:`SHELL_ROUNDING` s/mm² (b <= B0_THRESHOLD → 0)."""
+def shells(bvals, b0_threshold: float = B0_THRESHOLD) -> np.ndarray:
+    """b-values rounded to the nearest :data:`SHELL_ROUNDING` s/mm² (b <= ``b0_threshold`` → 0)."""
     b = np.asarray(bvals, dtype=np.float64)
     r = np.round(b / SHELL_ROUNDING) * SHELL_ROUNDING
-    return np.where(b <= B0_THRESHOLD, 0.0, r)
+    return np.where(b <= b0_threshold, 0.0, r)
 
 
-def n_directions(bvals, bvecs) -> int:
-    """Distinct (non-collinear, antipodes identified) directions among b > B0_THRESHOLD."""
+def n_directions(bvals, bvecs, b0_threshold: float = B0_THRESHOLD) -> int:
+    """Distinct (non-collinear, antipodes identified) directions among b > ``b0_threshold`` (s/mm²)."""
     b = np.asarray(bvals, dtype=np.float64)
-    g = np.asarray(bvecs, dtype=np.float64)[b > B0_THRESHOLD]
+    g = np.asarray(bvecs, dtype=np.float64)[b > b0_threshold]
     if g.size == 0:
         return 0
     g = g / np.linalg.norm(g, axis=1, keepdims=True)
@@ -61,8 +62,32 @@ def n_directions(bvals, bvecs) -> int:
     return int(np.unique(np.round(g * sign[:, None], 3), axis=0).shape[0])
 
 
-def check_bvecs(bvals, bvecs, *, where="b-vectors") -> np.ndarray:
+def describe_shells(bvals, bvecs, b0_threshold: float = B0_THRESHOLD) -> str:
+    """The acquisition in words: ``"63 volumes: 3 b=0, 2 shells (b=1000: 30 directions, b=2000: 30)"``.
+
+    Volumes with b <= ``b0_threshold`` count as b=0; the others are grouped into shells
+    (:func:`shells`), each with its number of distinct directions (:func:`n_directions`).
+    """
+    b = np.asarray(bvals, dtype=np.float64)
+    g = np.asarray(bvecs, dtype=np.float64)
+    sh = shells(b, b0_threshold)
+    values = np.unique(sh[sh > 0])
+    counts = [f"b={v:g}: {n_directions(b[sh == v], g[sh == v], b0_threshold)}" for v in values]
+    if counts:
+        counts[0] += " directions"
+    where = f"{values.size} shell{'s' if values.size != 1 else ''} ({', '.join(counts)})"
+    return f"{b.size} volumes: {int(np.sum(sh == 0))} b=0, {where}"
+
+
+def check_bvecs(bvals, bvecs, *, where="b-vectors", b0_threshold: float = B0_THRESHOLD) -> np.ndarray:
     """Unit-normalised b-vectors; raise if a diffusion-weighted one is not of unit length (±1%).
+
+    The directions that were applied are kept for every volume, the low-b ones included (a b = 15
+    s/mm² volume is diffusion weighted along its direction, and the DKI design matrix uses it, as
+    dipy's does); :data:`B0_THRESHOLD` only decides which volumes count as b = 0 when counting
+    directions and shells. A volume at or below the threshold whose vector is not of unit length
+    (typically ``0 0 0``) has no known direction: its vector is zero, so a design matrix treats it
+    as b = 0.
 
     Parameters
     ----------
@@ -70,31 +95,48 @@ def check_bvecs(bvals, bvecs, *, where="b-vectors") -> np.ndarray:
     bvecs : array_like (n, 3)
     where : str
         Named in the error (the file, say).
+    b0_threshold : float
+        b (s/mm²) at or below which a volume counts as b = 0 (default :data:`B0_THRESHOLD`).
 
     Returns
     -------
-    ndarray (n, 3): unit vectors for b > :data:`B0_THRESHOLD`, zeros for the b=0 volumes.
+    ndarray (n, 3): unit vectors where the given vector has unit length (±1%), zeros elsewhere
+    (possible only for b <= :data:`B0_THRESHOLD`).
 
     Raises
     ------
     QMRIInputError
-        Wrong shape, or a diffusion-weighted vector whose length is not 1 ± 1%.
+        Wrong shape, or a diffusion-weighted vector (b > :data:`B0_THRESHOLD`) whose length is
+        not 1 ± 1%.
     """
     b = np.asarray(bvals, dtype=np.float64)
     g = np.asarray(bvecs, dtype=np.float64)
     if g.shape != (b.size, 3):
         raise QMRIInputError(f"{where}: expected {b.size} vectors of 3 components, got shape {g.shape}")
     norms = np.linalg.norm(g, axis=1)
-    dw = b > B0_THRESHOLD
-    bad = dw & (np.abs(norms - 1.0) > 1e-2)
+    unit = np.abs(norms - 1.0) <= 1e-2
+    bad = (b > b0_threshold) & ~unit
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise QMRIInputError(f"{where}: vector {i} (b={b[i]:g}) has length {norms[i]:.4f}, not 1; "
                              f"{int(bad.sum())} diffusion-weighted vector(s) are not unit length")
-    out = g.copy()
-    out[dw] /= norms[dw, None]
-    out[~dw] = 0.0
+    out = np.zeros_like(g)
+    out[unit] = g[unit] / norms[unit, None]
     return out
+
+
+def fsl_bvec_frame(affine) -> np.ndarray:
+    """Rotation (3, 3) from the frame of FSL b-vectors to world (scanner) coordinates.
+
+    FSL b-vectors are given along the image axes, with x negated when the voxel-to-world matrix
+    has a positive determinant (FSL's radiological voxel convention); MRtrix3 reads them the same
+    way. ``M = R F`` with ``R`` the affine's rotation (columns normalised) and ``F = diag(-1, 1, 1)``
+    for a positive determinant (identity otherwise).
+    """
+    A = np.asarray(affine, dtype=np.float64)[:3, :3]
+    R = A / np.linalg.norm(A, axis=0, keepdims=True)
+    F = np.diag([-1.0, 1.0, 1.0]) if np.linalg.det(A) > 0 else np.eye(3)
+    return R @ F
 
 
 def normalise_to_lowest_b(Y, bvals):
@@ -121,16 +163,38 @@ def normalise_to_lowest_b(Y, bvals):
     return np.ascontiguousarray(Yn), scale, good
 
 
-def powder_average(data, bvals, bvecs=None):
+def b0_threshold_option(role: str, default: float = B0_THRESHOLD):
+    """``--b0-threshold``: b (s/mm²) at or below which a volume counts as b = 0; ``role`` says what that
+    does in the model."""
+    return Option("b0_threshold", f"b (s/mm2) at or below which a volume counts as b=0: {role}", float, default)
+
+
+def check_b0_threshold(value) -> float:
+    """``value`` as a float >= 0.
+
+    Raises
+    ------
+    QMRIInputError
+        Negative or not finite.
+    """
+    value = float(value)
+    if not (np.isfinite(value) and value >= 0):
+        raise QMRIInputError(f"--b0-threshold must be a finite b-value >= 0 s/mm2, got {value:g}")
+    return value
+
+
+def powder_average(data, bvals, bvecs=None, b0_threshold: float = B0_THRESHOLD):
     """Average the volumes of each b-shell (arithmetic mean over directions, as dipy's msdki).
 
     Parameters
     ----------
     data : ndarray, shape (..., n)
     bvals : array_like, shape (n,)
-        b-values in s/mm²; shells are b rounded to :data:`SHELL_ROUNDING` (b <= 50 → 0).
+        b-values in s/mm²; shells are b rounded to :data:`SHELL_ROUNDING` (b <= ``b0_threshold`` → 0).
     bvecs : array_like, optional
         When None, each volume is kept as its own b-value (already trace-weighted images).
+    b0_threshold : float
+        See :func:`shells`.
 
     Returns
     -------
@@ -142,7 +206,7 @@ def powder_average(data, bvals, bvecs=None):
     data = np.asarray(data)
     if bvecs is None:
         return data, b
-    key = shells(b)
+    key = shells(b, b0_threshold)
     uniq = np.unique(key)
     avg = np.stack([data[..., key == u].mean(axis=-1) for u in uniq], axis=-1)
     return avg, np.array([b[key == u].mean() for u in uniq])
@@ -181,6 +245,9 @@ class DiffusionModel(Model):
     min_distinct_b = 2
     #: Whether the model reads b-vectors (full-tensor models); others fit b-values alone.
     uses_bvecs = False
+    #: Rotation from the b-vectors' frame to world coordinates (:func:`fsl_bvec_frame`), set by the
+    #: file workflow from the series' affine; None for arrays fitted in Python (b-vector frame).
+    bvec_frame = None
 
     def __init__(self, bvals, *, bounds=None, initial_guess=None, lm_options: LMOptions | None = None):
         b = check_bvals(bvals)
@@ -255,6 +322,16 @@ class DiffusionModel(Model):
     def for_phantom(cls, ph) -> "Model":
         """The model bound to a phantom's acquisition."""
         return cls.from_acquisition(ph.acquisition["bvals"], ph.acquisition.get("bvecs"))
+
+    @classmethod
+    def from_provenance(cls, provenance: dict) -> "Model":
+        """The model bound to the recorded b-values (``bvals``, s/mm², as fitted)."""
+        if "bvals" not in provenance:
+            raise QMRIInputError(f"{cls.__name__}: the sidecars record no b-values")
+        return cls(provenance["bvals"])
+
+    def axis(self):
+        return self.bvals, "b (s/mm2)"
 
     def describe(self, method: str) -> str:
         """One line for the command line: what is fitted to what."""

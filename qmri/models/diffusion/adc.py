@@ -26,6 +26,7 @@ from qmri.fitting.result import STATUS_CONVERGED, STATUS_FAILED, FitResult
 from qmri.jit import FASTMATH, njit
 from qmri.models.base import Parameter, SignalModel, register
 from qmri.models.diffusion.acquisition import DiffusionModel
+from qmri.fitting.net.method import DNN
 from qmri.models.methods import LeastSquares, Method, table
 
 
@@ -142,7 +143,7 @@ class ADC(DiffusionModel):
     description = ("Fit S = S0 exp(-b ADC) voxel by voxel: log-linear weighted least squares (wls, default) or "
                    "bounded Levenberg-Marquardt (lsq). b in s/mm2, ADC in mm2/s; use --bmin 200 for an ADC "
                    "free of perfusion.")
-    methods = table(WLS, LSQ)
+    methods = table(WLS, LSQ, DNN)
     default_method = "wls"
     spec = ADC_MODEL
     min_distinct_b = 2

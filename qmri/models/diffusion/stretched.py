@@ -20,6 +20,7 @@ from qmri.fitting.linear import solve_loglinear
 from qmri.jit import njit
 from qmri.models.base import Parameter, SignalModel, register
 from qmri.models.diffusion.acquisition import DiffusionModel
+from qmri.fitting.net.method import DNN
 from qmri.models.methods import LeastSquares, table
 
 
@@ -132,7 +133,7 @@ class StretchedExponential(DiffusionModel):
     description = ("Fit S = S0 exp(-(b DDC)^alpha) voxel by voxel (Bennett et al. 2003) by bounded "
                    "Levenberg-Marquardt. b in s/mm2, DDC in mm2/s, alpha in (0, 1].")
     methods = table(LeastSquares(description="bounded Levenberg-Marquardt fit of (S0, DDC, alpha) from a "
-                                             "mono-exponential start"))
+                                             "mono-exponential start"), DNN)
     default_method = "lsq"
     spec = STRETCHED_MODEL
     min_distinct_b = 3

@@ -184,7 +184,7 @@ def _violation_rows(argd, spread=0.03):
 
 
 def constrained_fit(X, Y, b_max, *, min_signal=MIN_SIGNAL, n_dirs=None, c=KURTOSIS_MONOTONIC_C,
-                    tol=1e-7, max_refine=6, margin=1e-6):
+                    tol=1e-7, max_refine=6, margin=1e-6, return_constraints=False):
     """The ``cwls`` fit: WLS with D(n) >= 0, 0 <= K(n) <= c/(b_max D(n)) for *every* direction.
 
     The constraints are first imposed on :data:`N_CONSTRAINT_DIRECTIONS` fixed directions
@@ -196,9 +196,17 @@ def constrained_fit(X, Y, b_max, *, min_signal=MIN_SIGNAL, n_dirs=None, c=KURTOS
     upper bound is imposed on the fixed directions only (between them it can be exceeded
     slightly; the positivity constraints are the ones that matter for plausibility).
 
+    Every voxel whose weighted system can be solved gets its constrained optimum: the
+    constraints always admit a solution (D isotropic and positive, W = 0), and the solver
+    (:func:`qmri.fitting.linear.solve_loglinear`) returns the exact optimum of any feasible set.
+
     Returns
     -------
     beta : ndarray (n, 22); ok : ndarray of bool (n,); rounds : ndarray of int32 (n,)
+    constraints : tuple (C, d, extra), only with ``return_constraints``
+        The fixed constraints ``C β >= d`` and ``extra``, a dict {voxel index: (rows (k, 22),
+        bounds (k,))} of the per-voxel ones: each voxel's ``beta`` is the WLS optimum subject to
+        both (for checking against a general solver).
     """
     C, d = constraint_matrix(b_max, n_dirs, c)
     beta, ok, rounds = solve_loglinear(X, Y, method="wls", n_iter=1, min_signal=min_signal, constraints=(C, d))
@@ -209,6 +217,7 @@ def constrained_fit(X, Y, b_max, *, min_signal=MIN_SIGNAL, n_dirs=None, c=KURTOS
     todo = np.arange(Y.shape[0])
     Cx, dx = np.zeros((0, 0, 22)), np.zeros((0, 0))
     nx = np.zeros(0, dtype=np.int64)
+    extra = {}
     for _ in range(max_refine):
         if todo.size == 0:
             break
@@ -232,4 +241,8 @@ def constrained_fit(X, Y, b_max, *, min_signal=MIN_SIGNAL, n_dirs=None, c=KURTOS
                                       constraints=(C, d), voxel_constraints=(Cx, dx, nx))
         beta[todo], ok[todo] = b1, ok1
         rounds[todo] += r1
+        if return_constraints:
+            extra.update({int(v): (Cx[i, :nx[i]], dx[i, :nx[i]]) for i, v in enumerate(todo)})
+    if return_constraints:
+        return beta, ok, rounds, (C, d, extra)
     return beta, ok, rounds

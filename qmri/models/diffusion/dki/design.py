@@ -51,7 +51,8 @@ def design_matrix(bvals, bvecs) -> np.ndarray:
     bvals : array_like, shape (n,)
         b-values in s/mm².
     bvecs : array_like, shape (n, 3)
-        Unit gradient directions (ignored where b <= ``qmri.models.diffusion.acquisition.B0_THRESHOLD``).
+        Unit gradient directions as applied (every volume, low b-values included; a zero vector
+        makes its row that of b = 0).
 
     Returns
     -------

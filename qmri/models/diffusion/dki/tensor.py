@@ -19,12 +19,14 @@ from qmri.fitting.lm import LMOptions, fit_lm
 from qmri.fitting.result import STATUS_CONVERGED, STATUS_FAILED, FitResult
 from qmri.jit import njit
 from qmri.models.base import Parameter, SignalModel, register
-from qmri.models.diffusion.acquisition import (B0_THRESHOLD, DiffusionModel, check_bvals, check_bvecs,
-                                               n_directions, shells)
+from qmri.models.diffusion.acquisition import (B0_THRESHOLD, DiffusionModel, b0_threshold_option, check_b0_threshold,
+                                               check_bvals, check_bvecs, n_directions, shells)
 from qmri.models.diffusion.dki.constrained import constrained_fit
 from qmri.models.diffusion.dki.design import (DT_NAMES, KT_NAMES, KURTOSIS_MONOTONIC_C, N_CONSTRAINT_DIRECTIONS,
                                               design_matrix, dki_signal, hemisphere)
 from qmri.models.diffusion.dki.metrics import MAP_UNITS, MAX_KURTOSIS, MIN_KURTOSIS, tensor_maps
+from qmri.models.diffusion.dki.tensors import SIGNAL_UNITS, TENSOR_UNITS, predicted_signal, tensor_outputs
+from qmri.fitting.net.method import DNN
 from qmri.models.methods import Method, table
 from qmri.options import Option
 
@@ -101,22 +103,40 @@ DKI_TENSOR_MODEL = register(SignalModel(
 # ---------------------------------------------------------------------------------------------
 # Methods: each gives the 22 coefficients; the scalar maps follow for all of them
 # ---------------------------------------------------------------------------------------------
+#: ``--tensors``: the tensor images (:mod:`qmri.models.diffusion.dki.tensors`).
+TENSORS_OPTION = Option("tensors", "also write the diffusion and kurtosis tensors (DT: 6 volumes, KT: 15, MRtrix3 "
+                        "dwi2tensor/-dkt order, world frame), eigenvalues, V1 and colour_FA", bool, False)
+#: ``--predicted``: predicted signal and residual.
+PREDICTED_OPTION = Option("predicted", "also write the predicted signal and the residual (data - predicted), one "
+                          "volume per measurement", bool, False)
+
+
 class TensorMethod(Method):
     """A full-tensor DKI method: ``solve(model, Y) -> (beta (n, 22), status (n,), n_iter (n,))``
-    gives the coefficients, from which every method computes the same scalar maps."""
+    gives the coefficients, from which every method computes the same scalar maps (and, on
+    request, the tensor images and the predicted signal: :mod:`qmri.models.diffusion.dki.tensors`)."""
 
     def __init__(self, name, description, solve, reference=""):
-        super().__init__(name, description, reference=reference)
+        super().__init__(name, description, options=(TENSORS_OPTION, PREDICTED_OPTION), reference=reference)
         self.solve = solve
 
-    def fit(self, model, Y, C):
+    def fit(self, model, Y, C, tensors: bool = False, predicted: bool = False):
         beta, status, n_iter = self.solve(model, Y)
         maps = tensor_maps(beta, X=model.X, signals=Y, min_diffusivity=model.min_diffusivity,
                            min_kurtosis=model.min_kurtosis, max_kurtosis=model.max_kurtosis)
         bad = ~np.isfinite(maps["MD"])
         status = np.where(bad, STATUS_FAILED, status).astype(np.int8)
         rmse, r2 = maps.pop("rmse"), maps.pop("r2")
-        return FitResult(params=maps, status=status, n_iter=n_iter, rmse=rmse, r2=r2)
+        vectors = {}
+        if tensors:
+            vectors.update(tensor_outputs(beta, model.bvec_frame))
+        if predicted:
+            vectors.update(predicted_signal(beta, model.X, Y))
+        return FitResult(params=maps, status=status, n_iter=n_iter, rmse=rmse, r2=r2, vectors=vectors)
+
+    def output_names(self, model, options: dict) -> list[str]:
+        return (super().output_names(model, options) + (list(TENSOR_UNITS) if options.get("tensors") else [])
+                + (list(SIGNAL_UNITS) if options.get("predicted") else []))
 
 
 def _linear_status(ok, rounds):
@@ -169,15 +189,22 @@ class DKI(DiffusionModel):
     Parameters
     ----------
     bvals : array_like, shape (n,)
-        b-values in s/mm²; b <= 50 counts as b=0.
+        b-values in s/mm², as measured: the design matrix uses every volume's b-value and
+        direction (low b-values included, as dipy); b <= 50 only counts as b=0 when directions
+        and shells are counted.
     bvecs : array_like, shape (n, 3)
-        Gradient directions, unit length (±1%) for b > 50 (normalised internally).
+        Gradient directions, unit length (±1%) for b > 50 (normalised internally); a b <= 50
+        volume without a unit vector is taken as b=0.
     min_kurtosis, max_kurtosis : float
         Clipping of the MK, AK, RK, MKT maps (default -3/7 and 10, dipy's defaults).
     min_signal : float
         Floor applied to the signal before the log (default 1e-4, dipy's).
     wls_iter : int
         Reweightings of the ``wls`` fit (default 1 = dipy's WLS: weights from the OLS prediction).
+    b0_threshold : float
+        b (s/mm²) at or below which a volume counts as b = 0 when shells and directions are counted
+        and b-vectors checked (default :data:`~qmri.models.diffusion.acquisition.B0_THRESHOLD` = 50,
+        dipy's); the design matrix uses every volume's measured b-value.
     lm_options : qmri.fitting.LMOptions, optional
         Stopping rules of the ``nls`` fit.
 
@@ -208,21 +235,25 @@ class DKI(DiffusionModel):
                    "S = S0 exp(-b D + b^2 D^2 K/6) on direction-averaged images (S0, D, K), fitted by "
                    "bounded LM. b in s/mm2, diffusivities in mm2/s, kurtosis unitless.")
     options = (Option("trace", "trace/powder DKI: average the volumes of each b-shell (b rounded to 50 s/mm2) "
-                      "when a .bvec is given, else fit each volume as one b-value", bool, False),)
-    methods = table(WLS, OLS, NLS, CWLS)
+                      "when a .bvec is given, else fit each volume as one b-value", bool, False),
+               b0_threshold_option(f"not counted as a direction or shell, b-vector not checked (default "
+                                   f"{B0_THRESHOLD:g}, as dipy)"))
+    methods = table(WLS, OLS, NLS, CWLS, DNN)
     default_method = "wls"
     spec = DKI_TENSOR_MODEL
     uses_bvecs = True
 
     def __init__(self, bvals, bvecs, *, min_kurtosis=MIN_KURTOSIS, max_kurtosis=MAX_KURTOSIS,
-                 min_signal=MIN_SIGNAL, wls_iter: int = 1, lm_options: LMOptions | None = None):
+                 min_signal=MIN_SIGNAL, wls_iter: int = 1, b0_threshold: float = B0_THRESHOLD,
+                 lm_options: LMOptions | None = None):
+        self.b0_threshold = check_b0_threshold(b0_threshold)
         b = check_bvals(bvals)
-        g = check_bvecs(b, bvecs)
-        n_shells = np.unique(shells(b)).size
+        g = check_bvecs(b, bvecs, b0_threshold=self.b0_threshold)
+        n_shells = np.unique(shells(b, self.b0_threshold)).size
         if n_shells < 3:
             raise QMRIInputError(f"full-tensor DKI needs at least 3 distinct b-values (b=0 included), got "
-                                 f"{n_shells}: {sorted(set(shells(b).tolist()))}")
-        n_dirs = n_directions(b, g)
+                                 f"{n_shells}: {sorted(set(shells(b, self.b0_threshold).tolist()))}")
+        n_dirs = n_directions(b, g, self.b0_threshold)
         if n_dirs < 15:
             raise QMRIInputError(f"full-tensor DKI needs at least 15 distinct gradient directions, got {n_dirs}")
         self.bvals, self.bvecs = b, g
@@ -242,7 +273,8 @@ class DKI(DiffusionModel):
         self.b_max = float(b.max())
 
     @classmethod
-    def from_acquisition(cls, bvals, bvecs=None, *, trace: bool = False, **options):
+    def from_acquisition(cls, bvals, bvecs=None, *, trace: bool = False, b0_threshold: float = B0_THRESHOLD,
+                         **options):
         """Full-tensor :class:`DKI` for a series with b-vectors, else (or with ``trace``) :class:`TraceDKI`
         on the direction-averaged shells.
 
@@ -252,14 +284,14 @@ class DKI(DiffusionModel):
             Full tensor asked for with fewer than 15 distinct directions (the message suggests trace DKI).
         """
         if bvecs is not None and not trace:
-            nd = n_directions(bvals, bvecs)
+            nd = n_directions(bvals, bvecs, b0_threshold)
             if nd < 15:
-                raise QMRIInputError(f"{nd} distinct directions (b > {B0_THRESHOLD:g} s/mm2); full-tensor DKI needs "
+                raise QMRIInputError(f"{nd} distinct directions (b > {b0_threshold:g} s/mm2); full-tensor DKI needs "
                                      ">= 15 (use --trace, trace=True, for trace/powder DKI)")
-            return cls(bvals, bvecs, **options)
+            return cls(bvals, bvecs, b0_threshold=b0_threshold, **options)
         from qmri.models.diffusion.dki.trace import TraceDKI
 
-        return TraceDKI(bvals, bvecs=bvecs, **options)
+        return TraceDKI(bvals, bvecs=bvecs, b0_threshold=b0_threshold, **options)
 
     # Phantom and demo ----------------------------------------------------------------------
     phantom_options = ()
@@ -288,16 +320,49 @@ class DKI(DiffusionModel):
         beta = model.coefficients(ph.data[mask], method)[0]
         return {"K<0 %": float(np.mean(np.nanmin(apparent_kurtosis(beta, hemisphere(100)), axis=1) < 0)) * 100}
 
+    @classmethod
+    def from_provenance(cls, provenance: dict) -> "DKI":
+        """The model bound to the recorded b-values and b-vectors."""
+        if "bvecs" not in provenance:
+            raise QMRIInputError("DKI: the sidecars record no b-vectors (maps written by an older qmri)")
+        return cls(provenance["bvals"], provenance["bvecs"], b0_threshold=provenance.get("b0_threshold", B0_THRESHOLD))
+
+    def curve(self, values, measured, covariates=None, method=None):
+        """The scalar maps do not determine the signal: the voxel is fitted again with ``method``
+        (deterministic: the coefficients behind the maps) and exp(X β) drawn."""
+        y = np.asarray(measured, dtype=np.float64)
+        beta = self.coefficients(y[None, :], method or self.default_method)[0][0]
+        return {"x": self.bvals, "measured": y, "fitted": np.exp(self.X @ beta), "xlabel": "b (s/mm2)",
+                "ylabel": f"signal ({self.data_unit})"}
+
     def describe(self, method: str) -> str:
-        return (f"full-tensor DKI, method {method}, {self.bvals.size} volumes, "
-                f"{n_directions(self.bvals, self.bvecs)} directions, b <= {self.b_max:g} s/mm2")
+        from qmri.models.diffusion.acquisition import describe_shells
+
+        return f"full-tensor DKI, method {method}, {describe_shells(self.bvals, self.bvecs, self.b0_threshold)}"
 
     def output_units(self):
         return dict(MAP_UNITS)
 
+    def fit(self, data, mask=None, method=None, **options):
+        maps = super().fit(data, mask, method, **options)
+        maps.units.update({k: u for k, u in {**TENSOR_UNITS, **SIGNAL_UNITS}.items() if k in maps.vectors})
+        if "DT" in maps.vectors:
+            maps.provenance["tensor_layout"] = {
+                "DT": "D11, D22, D33, D12, D13, D23 (mm2/s; MRtrix3 dwi2tensor order)",
+                "KT": "W1111, W2222, W3333, W1112, W1113, W1222, W1333, W2223, W2333, W1122, W1133, W2233, W1123, "
+                      "W1223, W1233 (dimensionless W = MD^2 W / MD^2; MRtrix3 -dkt order)",
+                "frame": "world (scanner) coordinates, as MRtrix3" if self.bvec_frame is not None
+                         else "the b-vectors' frame",
+                "eigenvalues": "L1 >= L2 >= L3 (mm2/s)",
+                "V1": "unit principal eigenvector, b-vector frame (as FSL dtifit)",
+                "colour_FA": "FA * |V1| (R, G, B), b-vector frame"}
+        return maps
+
     def provenance(self):
         prov = {
-            "bvals": self.bvals.tolist(), "units_b": "s/mm2", "n_directions": n_directions(self.bvals, self.bvecs),
+            "bvals": self.bvals.tolist(), "bvecs": self.bvecs.tolist(), "units_b": "s/mm2",
+            "b0_threshold": self.b0_threshold,
+            "n_directions": n_directions(self.bvals, self.bvecs, self.b0_threshold),
             "internal_units": "b in ms/um2, diffusivities in um2/ms (outputs in mm2/s)",
             "kurtosis_clip": [self.min_kurtosis, self.max_kurtosis], "min_signal": self.min_signal,
             "eigenvalue_floor_mm2_s": self.min_diffusivity, "wls_reweightings": self.wls_iter,

@@ -17,8 +17,10 @@ import numpy as np
 from qmri.fitting.lm import LMOptions
 from qmri.jit import njit
 from qmri.models.base import Parameter, SignalModel, register
-from qmri.models.diffusion.acquisition import (DiffusionModel, check_bvals, check_bvecs, normalise_to_lowest_b,
+from qmri.models.diffusion.acquisition import (B0_THRESHOLD, DiffusionModel, check_b0_threshold, check_bvals,
+                                               check_bvecs, normalise_to_lowest_b,
                                                powder_average)
+from qmri.fitting.net.method import DNN
 from qmri.models.methods import LeastSquares, table
 
 
@@ -96,6 +98,9 @@ class TraceDKI(DiffusionModel):
     bounds : dict, optional
         ``{name: (lower, upper)}`` overriding the defaults (S0 0.1–100 relative to the mean
         signal at the lowest b-value, D 1e-6–0.005 mm²/s, K 0–3).
+    b0_threshold : float
+        b (s/mm²) at or below which a volume belongs to the b = 0 shell of the powder average
+        (default 50, dipy's).
     lm_options : qmri.fitting.LMOptions, optional
 
     Notes
@@ -111,18 +116,20 @@ class TraceDKI(DiffusionModel):
     """
 
     methods = table(LeastSquares(description="bounded Levenberg-Marquardt fit of (S0, D, K) from a "
-                                             "log-quadratic start"))
+                                             "log-quadratic start"), DNN)
     default_method = "lsq"
     spec = DKI_TRACE_MODEL
     min_distinct_b = 3
 
-    def __init__(self, bvals, *, bvecs=None, bounds=None, lm_options: LMOptions | None = None):
+    def __init__(self, bvals, *, bvecs=None, bounds=None, b0_threshold: float = B0_THRESHOLD,
+                 lm_options: LMOptions | None = None):
         b_raw = check_bvals(bvals)
         self.raw_bvals = b_raw
         self.averaged = bvecs is not None
+        self.b0_threshold = check_b0_threshold(b0_threshold)
         if self.averaged:
-            check_bvecs(b_raw, bvecs)
-            b_fit = powder_average(np.zeros(b_raw.size), b_raw, bvecs)[1]
+            check_bvecs(b_raw, bvecs, b0_threshold=self.b0_threshold)
+            b_fit = powder_average(np.zeros(b_raw.size), b_raw, bvecs, self.b0_threshold)[1]
         else:
             b_fit = b_raw
         super().__init__(b_fit, bounds=bounds,
@@ -134,9 +141,29 @@ class TraceDKI(DiffusionModel):
         how = "direction-averaged per b-shell" if self.averaged else "one b-value per volume"
         return (f"trace DKI ({how}), {self.bvals.size} b-values: {', '.join(f'{v:g}' for v in self.bvals)} s/mm2")
 
+    def provenance(self) -> dict:
+        prov = super().provenance()
+        prov.update({"volume_bvals": self.raw_bvals.tolist(), "b0_threshold": self.b0_threshold,
+                     "bvecs": None if self._bvecs is None else np.asarray(self._bvecs).tolist()})
+        return prov
+
+    @classmethod
+    def from_provenance(cls, provenance: dict) -> "TraceDKI":
+        """The model bound to the recorded volumes' b-values (and b-vectors, when averaged)."""
+        return cls(provenance.get("volume_bvals", provenance["bvals"]), bvecs=provenance.get("bvecs"),
+                   b0_threshold=provenance.get("b0_threshold", B0_THRESHOLD))
+
+    def curve(self, values, measured, covariates=None, method=None):
+        """Measured: the direction-averaged shells (when averaged); fitted: the trace DKI signal there."""
+        y = np.asarray(measured, dtype=np.float64)
+        if self.averaged:
+            y = powder_average(y, self.raw_bvals, self._bvecs, self.b0_threshold)[0]
+        return {"x": self.bvals, "measured": y, "fitted": self.signal(values), "xlabel": "b (s/mm2)",
+                "ylabel": f"signal ({self.data_unit})"}
+
     def normalise(self, Y, C):
         if self.averaged:
-            Y = powder_average(Y, self.raw_bvals, self._bvecs)[0]
+            Y = powder_average(Y, self.raw_bvals, self._bvecs, self.b0_threshold)[0]
         return normalise_to_lowest_b(Y, self.bvals)
 
     def signal(self, params) -> np.ndarray:

@@ -1,0 +1,572 @@
+"""BIDS and dcm2niix conventions: the files beside a series, what its sidecars say, derivative names.
+
+Inputs
+------
+dcm2niix writes ``X.nii.gz`` with ``X.json`` (the acquisition, BIDS keys) and, for diffusion,
+``X.bval`` / ``X.bvec`` beside it; a BIDS dataset holds the same files, and may place metadata
+higher up in the tree (the inheritance principle: ``sub-01/dwi/sub-01_dwi.nii.gz`` also reads
+``dwi.json`` or ``sub-01_dwi.json`` at the dataset root). :func:`companions` finds them;
+:class:`Sidecar` reads the keys the workflows use (``FlipAngle`` in degrees,
+``RepetitionTimeExcitation`` / ``RepetitionTime`` in s, frame timing); :func:`reconcile` decides
+between a value given on the command line and the sidecar's: either alone is used, both must agree
+(within :data:`AGREEMENT_RTOL`) or the run stops naming both.
+
+Outputs
+-------
+:class:`BIDSNaming` names the maps of a fit as a BIDS derivative (see its docstring for the
+policy); :func:`write_dataset_description` writes the derivative dataset's description. The BIDS
+schema (``bidsschematools``) supplies the entities, their order and their value formats; it is
+imported only when BIDS names are built or checked.
+
+Sources: BIDS specification 1.11 (common principles: inheritance, BIDS URIs; qMRI maps;
+derivatives), BEP016 (diffusion derivatives, proposed: ``model-``/``param-`` entities, ``dwimap``).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from qmri.errors import QMRIInputError
+
+log = logging.getLogger(__name__)
+
+#: Extensions of an image, longest first.
+IMAGE_EXTENSIONS = (".nii.gz", ".nii")
+#: Relative tolerance within which a command-line value agrees with the sidecar's.
+AGREEMENT_RTOL = 0.01
+#: A ``RepetitionTime`` at or above this (s) in the sidecar of a DCE series is its frame interval;
+#: below it, and without ``RepetitionTimeExcitation``, it is the excitation TR of a 3-D gradient echo
+#: (as dcm2niix writes it for such series), never a frame interval.
+MIN_FRAME_INTERVAL = 0.5
+
+
+# ---------------------------------------------------------------------------------------------
+# Names
+# ---------------------------------------------------------------------------------------------
+def split_image_name(path) -> tuple[str, str]:
+    """``sub-01_dwi.nii.gz`` → ``("sub-01_dwi", ".nii.gz")`` (any other name: its suffix split off)."""
+    name = Path(path).name
+    for ext in IMAGE_EXTENSIONS:
+        if name.endswith(ext):
+            return name[: -len(ext)], ext
+    p = Path(name)
+    return p.stem, p.suffix
+
+
+def parse_name(stem: str) -> tuple[dict[str, str], str]:
+    """Entities and suffix of a BIDS file name stem: ``sub-01_ses-1_dwi`` → ``({"sub": "01", "ses": "1"},
+    "dwi")``. A stem that is not ``key-value`` pairs followed by a suffix gives ``({}, "")``."""
+    parts = stem.split("_")
+    entities = {}
+    for part in parts[:-1]:
+        key, sep, value = part.partition("-")
+        if not sep or not key or not value:
+            return {}, ""
+        entities[key] = value
+    suffix = parts[-1]
+    if "-" in suffix or not suffix:
+        return {}, ""
+    return entities, suffix
+
+
+def dataset_root(path) -> Path | None:
+    """The nearest folder above ``path`` holding a ``dataset_description.json`` (a BIDS dataset), or None."""
+    for folder in Path(path).resolve().parents:
+        if (folder / "dataset_description.json").is_file():
+            return folder
+    return None
+
+
+def dataset_type(root) -> str:
+    """``DatasetType`` of the dataset at ``root`` (``raw`` when absent or unreadable)."""
+    try:
+        return str(json.loads((Path(root) / "dataset_description.json").read_text()).get("DatasetType", "raw"))
+    except (OSError, ValueError, AttributeError):
+        return "raw"
+
+
+def _inherited(series: Path, ext: str, root: Path | None) -> list[Path]:
+    """Files with extension ``ext`` that apply to ``series``, the most specific last: the one
+    beside it (same stem) and, inside a BIDS dataset, those higher up whose entities are a subset
+    of the series' with the same suffix (the inheritance principle)."""
+    stem, _ = split_image_name(series)
+    beside = series.with_name(stem + ext)
+    if root is None:
+        return [beside] if beside.is_file() else []
+    entities, suffix = parse_name(stem)
+    if not suffix:
+        return [beside] if beside.is_file() else []
+    found = []
+    folder = series.resolve().parent
+    levels = [folder] + [p for p in folder.parents if root in p.parents or p == root]
+    for level in levels:
+        here = []
+        for cand in level.glob(f"*{suffix}{ext}"):
+            c_ent, c_suffix = parse_name(cand.name[: -len(ext)])
+            if c_suffix == suffix and all(entities.get(k) == v for k, v in c_ent.items()):
+                here.append((len(c_ent), cand))
+        found += [c for _, c in sorted(here, key=lambda t: -t[0])]
+        if level == root:
+            break
+    return list(reversed(found))
+
+
+@dataclass
+class Companions:
+    """The files that go with a series: its sidecars (least specific first), ``.bval`` and ``.bvec``.
+
+    Attributes
+    ----------
+    series : Path
+    sidecars : list of Path
+        JSON files whose keys apply to the series, least specific first (the last wins).
+    bval, bvec : Path or None
+        The b-value and b-vector files beside it (or inherited, in a BIDS dataset).
+    root : Path or None
+        The BIDS dataset the series is in.
+    """
+
+    series: Path
+    sidecars: list = field(default_factory=list)
+    bval: Path | None = None
+    bvec: Path | None = None
+    root: Path | None = None
+
+    def sidecar(self) -> "Sidecar":
+        """The merged metadata of :attr:`sidecars`."""
+        meta, sources = {}, {}
+        for path in self.sidecars:
+            try:
+                data = json.loads(Path(path).read_text())
+            except (OSError, ValueError) as exc:
+                raise QMRIInputError(f"{path}: cannot read the JSON sidecar ({exc})") from None
+            if isinstance(data, dict):
+                meta.update(data)
+                sources.update({k: Path(path) for k in data})
+        return Sidecar(meta, sources)
+
+
+def companions(series, *, use: bool = True) -> Companions:
+    """The sidecars, ``.bval`` and ``.bvec`` of the image ``series`` (nothing when ``use`` is False).
+
+    Beside-files are found without reading anything but file names; the inheritance principle is
+    applied only inside a BIDS dataset (a ``dataset_description.json`` above the series).
+    """
+    series = Path(series)
+    if not use:
+        return Companions(series)
+    root = dataset_root(series)
+    bval = _inherited(series, ".bval", root)
+    bvec = _inherited(series, ".bvec", root)
+    return Companions(series, _inherited(series, ".json", root), bval[-1] if bval else None,
+                      bvec[-1] if bvec else None, root)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sidecar keys
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Sidecar:
+    """Metadata of a series (BIDS keys) and the file each key came from."""
+
+    meta: dict = field(default_factory=dict)
+    sources: dict = field(default_factory=dict)
+
+    def where(self, key: str) -> str:
+        """``"FlipAngle in X.json"``: a key and its file, for messages."""
+        return f"{key} in {self.sources.get(key, 'the sidecar')}"
+
+    def number(self, key: str, *, positive: bool = True):
+        """The float (or list of floats) of ``key``, None when absent.
+
+        Raises
+        ------
+        QMRIInputError
+            Present but not a finite (positive) number or list of them.
+        """
+        if key not in self.meta or self.meta[key] is None:
+            return None
+        value = self.meta[key]
+        try:
+            arr = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise QMRIInputError(f"{self.where(key)}: expected a number, got {value!r}") from None
+        if arr.ndim > 1 or arr.size == 0 or not np.all(np.isfinite(arr)) or (positive and np.any(arr <= 0)):
+            raise QMRIInputError(f"{self.where(key)}: expected {'positive ' if positive else ''}finite number(s), "
+                                 f"got {value!r}")
+        return float(arr) if arr.ndim == 0 else arr
+
+    def flip_angle(self):
+        """``FlipAngle`` (degrees): a float, or one per volume; None when absent."""
+        return self.number("FlipAngle")
+
+    def excitation_tr(self, *, frame_interval_possible: bool = False):
+        """The excitation repetition time (s): ``RepetitionTimeExcitation``, else ``RepetitionTime``
+        unless that is the frame interval of a dynamic series (``frame_interval_possible`` and at
+        least :data:`MIN_FRAME_INTERVAL`). Returns ``(value, key)`` or ``(None, None)``."""
+        rte = self.number("RepetitionTimeExcitation")
+        if rte is not None:
+            return rte, "RepetitionTimeExcitation"
+        rt = self.number("RepetitionTime")
+        if rt is None or (frame_interval_possible and np.max(rt) >= MIN_FRAME_INTERVAL):
+            return None, None
+        return rt, "RepetitionTime"
+
+    def frame_times(self, n_frames: int):
+        """Frame start times (s, first frame at 0 unless the sidecar says otherwise) of a dynamic series.
+
+        From, in order: ``FrameTimesStart`` (PET-BIDS) or ``VolumeTiming`` (BIDS), lists of s;
+        ``AcquisitionTime`` as a list of clock times (``HH:MM:SS.ffffff``, one per frame; relative to
+        the first); ``RepetitionTime`` as the frame interval when it is the volume TR (with
+        ``RepetitionTimeExcitation`` beside it, or at least :data:`MIN_FRAME_INTERVAL`).
+        Returns ``(times, key)`` or ``(None, None)``.
+
+        Raises
+        ------
+        QMRIInputError
+            A list whose length is not ``n_frames``, unreadable clock times.
+        """
+        for key in ("FrameTimesStart", "VolumeTiming"):
+            t = self.number(key, positive=False)
+            if t is not None:
+                return self._check_count(np.atleast_1d(t), n_frames, key), key
+        acq = self.meta.get("AcquisitionTime")
+        if isinstance(acq, list) and len(acq) > 1:
+            t = np.array([_clock_seconds(v, self.where("AcquisitionTime")) for v in acq])
+            t = np.where(t < t[0], t + 86400.0, t) - t[0]  # past midnight
+            return self._check_count(t, n_frames, "AcquisitionTime"), "AcquisitionTime"
+        rt = self.number("RepetitionTime")
+        volume_tr = rt is not None and np.ndim(rt) == 0 and ("RepetitionTimeExcitation" in self.meta
+                                                            or rt >= MIN_FRAME_INTERVAL)
+        if volume_tr:
+            return np.arange(n_frames) * float(rt), "RepetitionTime"
+        return None, None
+
+    def _check_count(self, t, n, key):
+        if t.size != n:
+            raise QMRIInputError(f"{self.where(key)}: {t.size} frame times but the series has {n} frames")
+        return t
+
+
+def _clock_seconds(text, where) -> float:
+    m = re.fullmatch(r"\s*(\d{1,2}):(\d{2}):(\d{2}(?:\.\d*)?)\s*", str(text))
+    if not m:
+        raise QMRIInputError(f"{where}: cannot read clock time {text!r} (expected HH:MM:SS.ffffff)")
+    h, mnt, s = m.groups()
+    return int(h) * 3600.0 + int(mnt) * 60.0 + float(s)
+
+
+def _text(value) -> str:
+    arr = np.atleast_1d(np.asarray(value, dtype=np.float64))
+    return ",".join(f"{v:g}" for v in arr)
+
+
+def reconcile(given, found, *, flag: str, where: str, what: str):
+    """The value to use when the command line gives ``given`` and a sidecar ``found`` (either may be None).
+
+    Either alone is used (the sidecar's is reported through :mod:`logging`); both must agree
+    within :data:`AGREEMENT_RTOL` (element-wise for lists; a single value agrees with a list of
+    equal values), and then the command line's is used.
+
+    Parameters
+    ----------
+    flag : str
+        The command-line flag (``--fa``).
+    where : str
+        The key and its file (:meth:`Sidecar.where`).
+    what : str
+        What the value is, for the log (``flip angle (deg)``).
+
+    Raises
+    ------
+    QMRIInputError
+        ``given`` contradicts ``found`` (the message names both).
+    """
+    if found is None:
+        return given
+    if given is None:
+        log.info("%s %s from %s", what, _text(found), where)
+        return found
+    a = np.atleast_1d(np.asarray(given, dtype=np.float64))
+    b = np.atleast_1d(np.asarray(found, dtype=np.float64))
+    if a.size != b.size and 1 not in (a.size, b.size):
+        raise QMRIInputError(f"{flag} {_text(given)} contradicts {where} ({_text(found)}): {a.size} value(s) "
+                             f"against {b.size}")
+    if not np.allclose(a, b, rtol=AGREEMENT_RTOL, atol=0.0):
+        raise QMRIInputError(f"{flag} {_text(given)} contradicts {where} ({_text(found)}); give the right value "
+                             "or none (or --ignore-sidecar)")
+    return given
+
+
+def take_file(given, found, *, flag: str, what: str):
+    """A file given on the command line (``given``) or found beside the series (``found``); the
+    command line wins. A file found and used is reported through :mod:`logging` (info), one given
+    in place of another found beside the series at debug level."""
+    if given is not None:
+        if found is not None and Path(found).resolve() != Path(given).resolve():
+            log.debug("%s from %s (%s given; %s beside the series not used)", what, given, flag, found)
+        return given
+    if found is not None:
+        log.info("%s from %s (beside the series)", what, found)
+    return found
+
+
+def ignore_sidecar_option():
+    """``--ignore-sidecar``: the workflows' switch to read nothing beside the series."""
+    from qmri.options import Option
+
+    return Option("ignore_sidecar", "read nothing beside the series (X.json, X.bval, X.bvec for X.nii.gz); by "
+                  "default they supply what no flag gives", bool, False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Derivative names
+# ---------------------------------------------------------------------------------------------
+#: Entities proposed by BEP016 (diffusion derivatives) for the maps of a model fit, not yet in the
+#: schema; placed before ``desc`` (as ``..._model-<label>_param-<label>[_desc-<label>]_dwimap``).
+PROPOSED_ENTITIES = ("model", "param")
+#: Source entities that name one image of a collection (a flip angle, an echo...): a map fitted to
+#: the whole collection does not carry them.
+COLLECTION_ENTITIES = ("flip", "echo", "inv", "mt", "part")
+#: Suffix of the model maps by workflow: BEP016's ``dwimap`` for diffusion; by analogy (no BIDS
+#: proposal names DCE maps yet: provisional) ``dcemap`` for DCE and ``vfamap`` for the VFA outputs
+#: that have no ratified qMRI suffix.
+MAP_SUFFIX = {"diffusion": "dwimap", "dce": "dcemap", "vfa": "vfamap"}
+#: Datatype folder by workflow, when the series is not in a datatype folder of its own.
+DATATYPE = {"diffusion": "dwi", "dce": "perf", "vfa": "anat"}
+#: BIDS datatypes a series' folder may be.
+DATATYPES = ("anat", "dwi", "perf", "func", "fmap")
+
+
+@lru_cache(maxsize=1)
+def schema_entities() -> tuple[tuple[str, ...], dict]:
+    """The BIDS schema's entities (``bidsschematools``): their short names in the schema's order,
+    with :data:`PROPOSED_ENTITIES` inserted before ``desc``, and the value pattern of each."""
+    from bidsschematools import schema
+
+    s = schema.load_schema()
+    order, patterns = [], {}
+    for long_name in s.rules.entities:
+        ent = s.objects.entities[long_name]
+        order.append(ent.name)
+        patterns[ent.name] = s.objects.formats[ent.format].pattern
+    i = order.index("desc")
+    order[i:i] = list(PROPOSED_ENTITIES)
+    patterns.update({k: s.objects.formats["label"].pattern for k in PROPOSED_ENTITIES})
+    return tuple(order), patterns
+
+
+@lru_cache(maxsize=1)
+def ratified_map_suffixes() -> frozenset:
+    """Suffixes of the BIDS qMRI parametric maps (``T1map``, ``M0map``...) in the schema."""
+    from bidsschematools import schema
+
+    return frozenset(schema.load_schema().rules.files.raw.anat.parametric.suffixes)
+
+
+def bids_version() -> str:
+    from bidsschematools import schema
+
+    return str(schema.load_schema().bids_version)
+
+
+def to_label(text: str) -> str:
+    """``text`` as a BIDS label (letters and digits only): ``n_iter`` → ``niter``."""
+    return re.sub(r"[^0-9a-zA-Z]", "", str(text))
+
+
+def build_name(entities: dict, suffix: str, extension: str = "") -> str:
+    """A BIDS file name: ``entities`` in the schema's order, then ``_<suffix><extension>``.
+
+    Raises
+    ------
+    ValueError
+        An entity unknown to the schema (and not proposed), or a value not of its format.
+    """
+    order, patterns = schema_entities()
+    unknown = [k for k in entities if k not in patterns]
+    if unknown:
+        raise ValueError(f"unknown BIDS entity {unknown[0]!r}")
+    parts = []
+    for key in order:
+        if key in entities:
+            value = str(entities[key])
+            if not re.fullmatch(patterns[key], value):
+                raise ValueError(f"BIDS entity {key}-{value}: value does not match {patterns[key]}")
+            parts.append(f"{key}-{value}")
+    return "_".join(parts + [suffix]) + extension
+
+
+def cmixf(unit: str) -> str:
+    """A qmri unit as CMIXF (BIDS ``Units``): ``mm2/s`` → ``mm^2/s``, ``a.u.`` → ``arbitrary``, ``mM`` →
+    ``mmol/L``, no unit → ``1`` (the SI unit one)."""
+    unit = str(unit or "").strip()
+    if not unit:
+        return "1"
+    if unit in ("a.u.", "au", "arbitrary"):
+        return "arbitrary"
+    return re.sub(r"(?<=[a-zA-Z])(\d)", r"^\1", unit.replace("mM", "mmol/L"))
+
+
+def bids_uri(path, dataset: str, root) -> str:
+    """``bids:<dataset>:<path relative to root>``; a file outside ``root`` (or no root): its ``file://`` URI."""
+    path = Path(path).resolve()
+    if root is not None:
+        try:
+            return f"bids:{dataset}:{path.relative_to(Path(root).resolve()).as_posix()}"
+        except ValueError:
+            pass
+    return path.as_uri()
+
+
+class BIDSNaming:
+    """Names of a fit's outputs as a BIDS derivative dataset rooted at the output folder.
+
+    Policy
+    ------
+    * Folder: ``<out_dir>/sub-<label>[/ses-<label>]/<datatype>/``, the datatype being the series'
+      folder (``dwi``, ``anat``, ``perf``...) or :data:`DATATYPE` of the workflow.
+    * Entities: the series' own (``sub``, ``ses``, ``acq``, ``run``, ``dir``...), less those of one
+      image of a collection (:data:`COLLECTION_ENTITIES`).
+    * A parameter whose ``<name>map`` is a ratified qMRI suffix, on an ``anat`` series (VFA ``T1`` →
+      ``sub-01_T1map.nii.gz``, ``M0`` → ``..._M0map``): that suffix.
+    * Every other map: ``<entities>_model-<model>_param-<name>_<suffix>`` (BEP016), e.g.
+      ``sub-01_ses-1_model-ivim_param-D_dwimap.nii.gz``, DCE ``sub-01_model-etm_param-Ktrans_dcemap``;
+      ``<model>`` is :meth:`qmri.models.model.Model.label`, ``<name>`` the map name as a label
+      (``n_iter`` → ``niter``); suffixes :data:`MAP_SUFFIX`.
+    * Standard errors: the parameter's name with ``desc-se`` (``..._param-D_desc-se_dwimap``,
+      ``sub-01_desc-se_T1map``).
+    * Other files of the set (figures, the AIF table): ``<entities>_model-<model>_<name>``.
+    * Sidecars: ``Units`` in CMIXF (:func:`cmixf`), ``Sources`` as BIDS URIs (``bids:raw:...`` with
+      ``DatasetLinks`` in ``dataset_description.json`` when the series is in a BIDS dataset, else
+      ``file://`` URIs), ``EstimationAlgorithm``, ``EstimationReference``.
+
+    Names are built from the schema's entity order and formats (:func:`build_name`).
+
+    Parameters
+    ----------
+    series : path
+        The fitted series; its name must start with ``sub-<label>``.
+    model_label : str
+    workflow : str
+        ``diffusion``, ``dce`` or ``vfa``.
+
+    Raises
+    ------
+    QMRIInputError
+        The series' name is not a BIDS name with a subject.
+    """
+
+    def __init__(self, series, model_label: str, workflow: str):
+        self.series = Path(series)
+        stem, _ = split_image_name(series)
+        entities, _ = parse_name(stem)
+        if "sub" not in entities:
+            raise QMRIInputError(f"{series}: BIDS outputs need a BIDS-named series (sub-<label>_..._<suffix>"
+                                 ".nii.gz); rename it or leave out --bids")
+        self.entities = {k: v for k, v in entities.items() if k not in COLLECTION_ENTITIES}
+        self.model = to_label(model_label)
+        self.suffix = MAP_SUFFIX[workflow]
+        parent = self.series.resolve().parent.name
+        self.datatype = parent if parent in DATATYPES else DATATYPE[workflow]
+        self.source_root = dataset_root(series)
+        folder = Path(f"sub-{self.entities['sub']}")
+        if "ses" in self.entities:
+            folder = folder / f"ses-{self.entities['ses']}"
+        self.subfolder = folder / self.datatype
+        self._ratified = ratified_map_suffixes() if self.datatype == "anat" else frozenset()
+
+    def folder(self, out_dir) -> Path:
+        """Where the maps go: ``out_dir/sub-<label>[/ses-<label>]/<datatype>``."""
+        return Path(out_dir) / self.subfolder
+
+    def map_file(self, name: str, kind: str) -> str:
+        """File name of map ``name`` (``kind``: parameter, standard_error or quality)."""
+        param = name[:-3] if kind == "standard_error" else name
+        desc = {"desc": "se"} if kind == "standard_error" else {}
+        if f"{param}map" in self._ratified and kind != "quality":
+            return build_name({**self.entities, **desc}, f"{param}map", ".nii.gz")
+        return build_name({**self.entities, "model": self.model, "param": to_label(param), **desc}, self.suffix,
+                          ".nii.gz")
+
+    def extra_file(self, name: str) -> str:
+        stem, ext = (name.rsplit(".", 1) + [""])[:2]
+        return build_name({**self.entities, "model": self.model}, to_label(stem), "." + ext if ext else "")
+
+    def sources(self, paths) -> list[str]:
+        return [bids_uri(p, "raw", self.source_root) for p in paths]
+
+    def sidecar(self, unit: str, provenance: dict) -> dict:
+        """The BIDS keys of one map's sidecar."""
+        out = {"Units": cmixf(unit)}
+        out.update(estimation(provenance))
+        return out
+
+    def dataset_links(self, out_dir) -> dict:
+        """``DatasetLinks`` of the derivative dataset: ``raw`` → the source dataset (relative path)."""
+        if self.source_root is None:
+            return {}
+        import os
+
+        return {"raw": os.path.relpath(self.source_root, Path(out_dir).resolve())}
+
+
+def estimation(provenance: dict) -> dict:
+    """``EstimationAlgorithm`` (method and its description) and ``EstimationReference`` (method and
+    model references) of a fit, from its provenance."""
+    out = {}
+    if provenance.get("method"):
+        desc = provenance.get("method_description", "")
+        out["EstimationAlgorithm"] = f"{provenance['method']}: {desc}" if desc else str(provenance["method"])
+    refs = [r for r in (provenance.get("method_reference"), provenance.get("reference")) if r]
+    if refs:
+        out["EstimationReference"] = "; ".join(dict.fromkeys(refs))
+    return out
+
+
+def wants_bids(series, out_dir, requested: bool | None) -> bool:
+    """Whether to write BIDS derivatives: as ``requested``, or (None) when the series is in a BIDS
+    dataset and ``out_dir`` is a derivatives folder (a path through a folder called ``derivatives``,
+    or a dataset whose ``DatasetType`` is ``derivative``)."""
+    if requested is not None:
+        return bool(requested)
+    if dataset_root(series) is None:
+        return False
+    out = Path(out_dir).resolve()
+    if "derivatives" in out.parts:
+        return True
+    return (out / "dataset_description.json").is_file() and dataset_type(out) == "derivative"
+
+
+def dataset_description(links: dict | None = None) -> dict:
+    """``dataset_description.json`` of a qmri derivative dataset (BIDS derivatives)."""
+    from qmri import __version__
+
+    out = {"Name": "qmri parameter maps", "BIDSVersion": bids_version(), "DatasetType": "derivative",
+           "GeneratedBy": [{"Name": "qmri", "Version": __version__,
+                            "Description": "voxel-wise quantitative MRI model fits (IVIM, DKI, T1, DCE)"}]}
+    if links:
+        out["DatasetLinks"] = dict(links)
+    return out
+
+
+def write_dataset_description(out_dir, links: dict | None = None) -> Path | None:
+    """Write ``out_dir/dataset_description.json`` unless it exists (then it is left as it is; one
+    that is not a derivative dataset's is reported). Returns the path written, or None."""
+    from qmri import io
+
+    path = Path(out_dir) / "dataset_description.json"
+    if path.exists():
+        if dataset_type(out_dir) != "derivative":
+            log.warning("%s exists and does not say DatasetType 'derivative'; left as it is", path)
+        return None
+    io.write_json(path, dataset_description(links))
+    return path

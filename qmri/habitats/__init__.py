@@ -1,0 +1,37 @@
+"""Habitat analysis: cluster the voxels of a tumour ROI in the joint space of several parameter maps
+into sub-regions (habitats) numbered the same way in every subject.
+
+Reads only maps and I/O (:mod:`qmri.io`, :meth:`qmri.maps.ParameterMaps.load`), never the fitting code.
+
+================  ==========================================================================================
+module            holds
+================  ==========================================================================================
+``features``      maps (NIfTI or qmri output folders) read onto the ROI's grid, resampling, cohort tables
+``normalise``     none / per-subject z-score / per-subject robust / population z-score
+``spatial``       the ROI neighbour graph, the Potts Markov random field (default), SLIC supervoxels
+``clustering``    k-means and Gaussian mixtures (scikit-learn) as class log-likelihoods; cohort refinement
+``choose_k``      ``--k auto``: Calinski-Harabasz, silhouette and BIC over k = 2..8, and the rule
+``ordering``      habitat numbering by a declared feature (default the first, ascending)
+``statistics``    fractions, volumes (mL), per-habitat feature statistics, components, entropy, adjacency
+``model``         :class:`HabitatModel`: the cohort model, its labelling routine, save / load (JSON)
+``analysis``      :func:`analyse`: settings, fit, label, statistics on features already read
+``files``         :func:`habitats_from_files`: what ``qmri habitat`` does (files to files)
+``figures``       the per-subject PNG (overlay on slices, feature-space scatter)
+``phantom``       the habitat phantom (IVIM and DCE series of tumours with known sub-regions)
+================  ==========================================================================================
+
+Example
+-------
+>>> from qmri.habitats import analyse, from_arrays          # doctest: +SKIP
+>>> subject = from_arrays("s1", {"D": D, "f": f, "Ktrans": ktrans}, roi, affine)
+>>> result = analyse([subject], k=3)                        # default: zscore, kmeans, mrf
+>>> result.subjects[0].labels                               # uint8 map, 1..3 inside the ROI
+"""
+
+from qmri.habitats.analysis import OPTIONS, HabitatResult, analyse
+from qmri.habitats.features import from_arrays, load_subject
+from qmri.habitats.files import habitats_from_files
+from qmri.habitats.model import HabitatModel
+
+__all__ = ["OPTIONS", "HabitatModel", "HabitatResult", "analyse", "from_arrays", "habitats_from_files",
+           "load_subject"]
