@@ -36,7 +36,8 @@ class Validation:
         fits a noise-free phantom, every voxel fitted (default 1e-6: exact); None: not checked (the
         accuracy at the phantom's SNR is still reported).
     options : dict
-        Method options used when validating (e.g. fewer training epochs), default none.
+        Method options used when validating and in ``qmri demo`` (e.g. fewer training epochs, or
+        trained networks), default none.
     reference_cases : bool
         Whether the method is run on the reference suites' cases (OSIPI), which are fitted a few
         voxels at a time; False for a method that cannot estimate so few voxels (e.g. one that

@@ -18,11 +18,16 @@ import numpy as np
 def timed_fit(model, data, mask, method=None):
     """Fit once on a corner of ``data`` (Numba compilation / cache load), then time the real fit.
 
+    A method is run with the options it declares for validation
+    (:attr:`qmri.models.methods.Validation.options`; e.g. the network estimator with the networks
+    shipped for the phantoms, rather than training on the phantom).
+
     Returns ``(maps, voxels_per_second)`` for the voxels inside ``mask``.
     """
-    model.fit(data[:2, :2, :1], method=method)
+    options = type(model).method(method).validation.options
+    model.fit(data[:2, :2, :1], method=method, **options)
     t = time.perf_counter()
-    maps = model.fit(data, mask=mask, method=method)
+    maps = model.fit(data, mask=mask, method=method, **options)
     return maps, int(mask.sum()) / (time.perf_counter() - t)
 
 
