@@ -73,19 +73,19 @@ def series_data(img) -> np.ndarray:
         from isal import igzip
         from nibabel.volumeutils import apply_read_scaling, array_from_file
 
-        hdr = img.header
+        proxy = img.dataobj  # where the data lie in the file (the header's copy may say offset 0)
         with igzip.open(path, "rb") as f:
-            arr = array_from_file(hdr.get_data_shape(), hdr.get_data_dtype(), f, offset=int(hdr.get_data_offset()),
-                                  order="F", mmap=False)
-        slope, inter = hdr.get_slope_inter()
-        return apply_read_scaling(arr, slope, inter)
+            arr = array_from_file(proxy.shape, proxy.dtype, f, offset=int(proxy.offset), order="F", mmap=False)
+        return apply_read_scaling(arr, proxy.slope, proxy.inter)
     return np.asanyarray(img.dataobj)
 
 
 def _is_single_file_nifti(img) -> bool:
+    """A ``.nii`` image (header and data in one file), not a ``.hdr``/``.img`` pair. (``Nifti1Image``
+    is a subclass of ``Nifti1Pair``, so the type alone cannot tell them apart.)"""
     import nibabel as nib
 
-    return isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)) and not isinstance(img, nib.Nifti1Pair)
+    return isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)) and str(img.get_filename()).endswith((".nii", ".nii.gz"))
 
 
 def image_data(img) -> np.ndarray:
