@@ -339,6 +339,21 @@ def protocol_inputs(model_cls) -> tuple[Option, ...]:
 def protocol_model(model_cls, inputs: dict, model_options: dict):
     """The model for frame times and an AIF alone, without a series (``qmri train``).
 
+    Parameters
+    ----------
+    model_cls : type
+        :class:`qmri.models.dce.DCE`.
+    inputs : dict
+        ``time`` (file of frame times, s) or ``tr_frame`` (s) with ``frames``; ``aif`` (population
+        name or CSV file), ``aif_delay`` (s), ``aif_blood``, ``hct`` (as :func:`arterial_input`).
+    model_options : dict
+        The model's keywords (``model``, ``fit_delay``, ``bounds``).
+
+    Returns
+    -------
+    qmri.models.dce.DCE
+        Bound to the frame times and the AIF on its own grid.
+
     Raises
     ------
     QMRIInputError

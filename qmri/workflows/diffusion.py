@@ -53,6 +53,28 @@ def read_acquisition(bval_path: Path, bvec_path: Path | None, inputs: dict, mode
     """The b-values and unit b-vectors (or None) of the volumes kept by ``--bmin``/``--bmax``, and the
     boolean selection of those volumes.
 
+    Parameters
+    ----------
+    bval_path, bvec_path : Path
+        FSL ``.bval`` (s/mm²) and ``.bvec`` (3 rows of unit vectors) files; ``bvec_path`` may be None.
+    inputs : dict
+        The workflow's inputs (``bmin``, ``bmax`` in s/mm², optional).
+    model_options : dict
+        The model's options (``b0_threshold`` in s/mm²: volumes at or below it need no direction;
+        default :data:`qmri.models.diffusion.acquisition.B0_THRESHOLD`).
+    series : Path, optional
+        The series, named in the error when the counts differ.
+    n_volumes : int, optional
+        Volumes of the series; the b-values must number as many.
+
+    Returns
+    -------
+    bvals : ndarray, shape (m,)
+        b-values (s/mm²) of the kept volumes.
+    bvecs : ndarray, shape (m, 3), or None
+    keep : ndarray of bool, shape (n,)
+        Which of the file's volumes are kept.
+
     Raises
     ------
     QMRIInputError
