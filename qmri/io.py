@@ -64,20 +64,98 @@ def series_data(img) -> np.ndarray:
 
     Unlike :func:`image_data`, integer or float32 data are not converted to float64 as a whole:
     :meth:`qmri.models.model.Model.fit` converts one chunk of voxels at a time, so a large series
-    costs its own size in memory, not twice it. A ``.nii.gz`` file is decompressed once, straight
-    into the array's buffer, by ISA-L (``isal``, about 1.6x zlib's speed) through nibabel's own
-    reader (``nibabel.volumeutils.array_from_file``); an uncompressed file is memory-mapped.
+    costs its own size in memory, not twice it. A ``.nii.gz`` file is decompressed once by ISA-L
+    (``isal``, about 1.6x zlib's speed; :func:`read_gzip`) while other threads go on (ISA-L
+    releases the interpreter lock, so a fit's kernels load meanwhile); an uncompressed file is
+    memory-mapped.
+
+    Raises
+    ------
+    QMRIInputError
+        A ``.nii.gz`` file that is corrupt or holds less data than its header says.
     """
     path = img.get_filename()
     if path is not None and str(path).endswith(".gz") and _is_single_file_nifti(img):
-        from isal import igzip
-        from nibabel.volumeutils import apply_read_scaling, array_from_file
+        from nibabel.volumeutils import apply_read_scaling
 
         proxy = img.dataobj  # where the data lie in the file (the header's copy may say offset 0)
-        with igzip.open(path, "rb") as f:
-            arr = array_from_file(proxy.shape, proxy.dtype, f, offset=int(proxy.offset), order="F", mmap=False)
+        dtype = np.dtype(proxy.dtype)
+        count = int(np.prod(proxy.shape, dtype=np.int64))
+        raw = read_gzip(path, int(proxy.offset), count * dtype.itemsize)
+        arr = raw.view(dtype).reshape(proxy.shape, order="F")
         return apply_read_scaling(arr, proxy.slope, proxy.inter)
     return np.asanyarray(img.dataobj)
+
+
+#: Files up to this size (compressed bytes) are decompressed in one call by :func:`read_gzip`.
+GZIP_WHOLE = 1 << 30
+#: Larger files are decompressed in pieces of this many compressed bytes.
+GZIP_READ = 1 << 23
+
+
+def read_gzip(path, offset: int, nbytes: int) -> np.ndarray:
+    """Bytes ``offset`` to ``offset + nbytes`` of the decompressed content of a gzip file.
+
+    Decompressed by ISA-L (``isal``), which releases the interpreter lock while it works. A file
+    of up to :data:`GZIP_WHOLE` bytes is decompressed in one call (the fastest way: the output is
+    allocated once, from the size in the gzip trailer; memory: the compressed file plus its
+    content, for the time of the call); a larger one in pieces of at most :data:`GZIP_READ`
+    compressed bytes and as many decompressed ones (memory: the result plus a few pieces, whatever
+    the compression ratio). Concatenated gzip members are read one after the other.
+
+    Returns
+    -------
+    ndarray of uint8, shape (nbytes,)
+        Read-only when the file was decompressed in one call (a view of the decompressed bytes).
+
+    Raises
+    ------
+    QMRIInputError
+        Corrupt data, or fewer than ``offset + nbytes`` decompressed bytes.
+    """
+    from isal import igzip, isal_zlib
+
+    if os.path.getsize(path) <= GZIP_WHOLE:
+        with open(path, "rb") as f:
+            packed = f.read()
+        try:
+            content = igzip.decompress(packed)
+        except (isal_zlib.error, EOFError, OSError) as exc:
+            raise QMRIInputError(f"{path}: corrupt gzip data ({exc})") from None
+        del packed
+        if len(content) < offset + nbytes:
+            raise QMRIInputError(f"{path}: file ends after {len(content)} bytes of data, the header asks for "
+                                 f"{int(offset) + nbytes} (truncated file?)")
+        return np.frombuffer(content, np.uint8, nbytes, int(offset))
+    out = np.empty(nbytes, dtype=np.uint8)
+    pos = -int(offset)  # position in ``out`` of the next decompressed byte
+    end = nbytes
+    with open(path, "rb") as f:
+        d = isal_zlib.decompressobj(wbits=31)
+        data = f.read(GZIP_READ)
+        try:
+            while pos < end and data:
+                piece = d.decompress(data, GZIP_READ)
+                if piece:
+                    lo = max(0, -pos)
+                    if lo < len(piece):
+                        k = min(len(piece) - lo, end - pos - lo)
+                        out[pos + lo:pos + lo + k] = np.frombuffer(piece, np.uint8, k, lo)
+                    pos += len(piece)
+                if d.unconsumed_tail:
+                    data = d.unconsumed_tail
+                elif d.eof:
+                    data = d.unused_data or f.read(GZIP_READ)
+                    if data:
+                        d = isal_zlib.decompressobj(wbits=31)  # next gzip member
+                else:
+                    data = f.read(GZIP_READ)
+        except isal_zlib.error as exc:
+            raise QMRIInputError(f"{path}: corrupt gzip data ({exc})") from None
+    if pos < end:
+        raise QMRIInputError(f"{path}: file ends after {max(pos, 0) + int(offset)} bytes of data, the header "
+                             f"asks for {int(offset) + nbytes} (truncated file?)")
+    return out
 
 
 def _is_single_file_nifti(img) -> bool:
@@ -93,18 +171,42 @@ def image_data(img) -> np.ndarray:
     return np.asarray(series_data(img), dtype=np.float64)
 
 
+def _dipy_read_bvals_bvecs():
+    """dipy's FSL gradient reader, :func:`dipy.io.gradients.read_bvals_bvecs`.
+
+    ``import dipy.io`` runs the package's ``__init__``, which imports its streamline and
+    pickle readers (and through them pandas and pytest): about 0.6 s on a 2-core machine
+    for a reader that needs only NumPy. The module ``dipy/io/gradients.py`` imports only
+    the standard library and NumPy, so it is loaded here on its own, under its own name,
+    unless ``dipy.io`` is imported already.
+    """
+    import sys
+
+    done = sys.modules.get("dipy.io.gradients")
+    if done is not None:
+        return done.read_bvals_bvecs
+    import importlib.util
+
+    dipy = importlib.util.find_spec("dipy")
+    path = Path(dipy.submodule_search_locations[0]) / "io" / "gradients.py"
+    spec = importlib.util.spec_from_file_location("qmri._dipy_gradients", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sys.modules["qmri._dipy_gradients"] = module
+    return module.read_bvals_bvecs
+
+
 def read_bvals(path) -> np.ndarray:
     """Read an FSL ``.bval`` file (b-values in s/mm², one row or one column).
 
-    Uses :func:`dipy.io.read_bvals_bvecs`.
+    Uses dipy's reader, :func:`dipy.io.gradients.read_bvals_bvecs`.
 
     Raises
     ------
     QMRIInputError
         Missing file, non-numeric or non-finite content, negative b-values, empty file.
     """
-    from dipy.io import read_bvals_bvecs
-
+    read_bvals_bvecs = _dipy_read_bvals_bvecs()
     path = Path(path)
     if not path.exists():
         raise QMRIInputError(f"{path}: b-value file not found")
@@ -136,8 +238,7 @@ def read_bvecs(path, n: int | None = None) -> np.ndarray:
     QMRIInputError
         Missing file, unreadable content, wrong shape or count.
     """
-    from dipy.io import read_bvals_bvecs
-
+    read_bvals_bvecs = _dipy_read_bvals_bvecs()
     path = Path(path)
     if not path.exists():
         raise QMRIInputError(f"{path}: b-vector file not found")

@@ -27,10 +27,9 @@ MAP_UNITS = {"S0": "a.u.", "MD": "mm2/s", "AD": "mm2/s", "RD": "mm2/s", "FA": ""
 
 
 @njit(cache=True)
-def _eigh3(a, w, V):
-    """Eigen-decomposition of the symmetric 3×3 ``a`` by cyclic Jacobi; eigenvalues descending
-    in ``w``, eigenvectors as the columns of ``V``."""
-    A = a.copy()
+def _eigh3(A, w, V):
+    """Eigen-decomposition of the symmetric 3×3 ``A`` by cyclic Jacobi; eigenvalues descending
+    in ``w``, eigenvectors as the columns of ``V``. ``A`` is overwritten (no allocation per voxel)."""
     for i in range(3):
         for j in range(3):
             V[i, j] = 1.0 if i == j else 0.0
@@ -158,6 +157,47 @@ def carlson_rd(x, y, z):
     return 3.0 * s + fac * series / (A * np.sqrt(A))
 
 
+@njit(cache=True)
+def carlson_rf_rd(x, y, z):
+    """``(R_F(x, y, z), R_D(x, y, z))`` in one duplication sequence.
+
+    Both integrals are invariant under the same duplication step (Carlson 1995), so one sequence
+    of steps (three square roots each) serves both; it stops when both series converge, which
+    gives each integral the accuracy of :func:`carlson_rf` and :func:`carlson_rd` (more steps
+    than one of them needs only make its remainder smaller).
+    """
+    s = 0.0
+    fac = 1.0
+    for _ in range(100):
+        af = (x + y + z) / 3.0
+        ad = (x + y + 3.0 * z) / 5.0
+        if max(abs(1.0 - x / af), abs(1.0 - y / af), abs(1.0 - z / af), abs(1.0 - x / ad), abs(1.0 - y / ad),
+               abs(1.0 - z / ad)) < 1e-4:
+            break
+        z_old = z
+        x, y, z, lam, sz = _duplicate(x, y, z)
+        s += fac / (sz * (z_old + lam))
+        fac *= 0.25
+    A = (x + y + z) / 3.0
+    X = 1.0 - x / A
+    Y = 1.0 - y / A
+    Z = -X - Y
+    E2 = X * Y - Z * Z
+    E3 = X * Y * Z
+    rf = (1.0 - E2 / 10.0 + E3 / 14.0 + E2 * E2 / 24.0 - 3.0 * E2 * E3 / 44.0) / np.sqrt(A)
+    A = (x + y + 3.0 * z) / 5.0
+    X = (A - x) / A
+    Y = (A - y) / A
+    Z = -(X + Y) / 3.0
+    E2 = X * Y - 6.0 * Z * Z
+    E3 = (3.0 * X * Y - 8.0 * Z * Z) * Z
+    E4 = 3.0 * (X * Y - Z * Z) * Z * Z
+    E5 = X * Y * Z * Z * Z
+    series = (1.0 - 3.0 * E2 / 14.0 + E3 / 6.0 + 9.0 * E2 * E2 / 88.0 - 3.0 * E4 / 22.0
+              - 9.0 * E2 * E3 / 52.0 + 3.0 * E5 / 26.0)
+    return rf, 3.0 * s + fac * series / (A * np.sqrt(A))
+
+
 _ER = 2.5e-2  # eigenvalues closer than 2.5% are treated as equal (dipy, Tabesh 2011 limits)
 
 
@@ -175,8 +215,12 @@ def _f2(a, b, c):
             alpha = np.arctan(np.sqrt(-x)) / np.sqrt(-x)
         return (6.0 * (L1 + 2.0 * L3) ** 2 / (144.0 * L3 * L3 * (L1 - L3) ** 2)
                 * (L3 * (L1 + 2.0 * L3) + L1 * (L1 - 4.0 * L3) * alpha))
-    rf = carlson_rf(a / b, a / c, 1.0)
-    rd = carlson_rd(a / b, a / c, 1.0)
+    rf, rd = carlson_rf_rd(a / b, a / c, 1.0)
+    return _f2_general(a, b, c, rf, rd)
+
+
+@njit(cache=True)
+def _f2_general(a, b, c, rf, rd):
     sbc = np.sqrt(b * c)
     return ((a + b + c) ** 2 / (3.0 * (b - c) ** 2)
             * ((b + c) / sbc * rf + (2.0 * a - b - c) / (3.0 * sbc) * rd - 2.0))
@@ -194,11 +238,25 @@ def _f1(a, b, c):
     if ac:
         L = 0.5 * (a + c)
         return 0.5 * _f2(b, L, L)
-    rf = carlson_rf(a / b, a / c, 1.0)
-    rd = carlson_rd(a / b, a / c, 1.0)
+    rf, rd = carlson_rf_rd(a / b, a / c, 1.0)
+    return _f1_general(a, b, c, rf, rd)
+
+
+@njit(cache=True)
+def _f1_general(a, b, c, rf, rd):
     sbc = np.sqrt(b * c)
     return ((a + b + c) ** 2 / (18.0 * (a - b) * (a - c))
             * (sbc / a * rf + (3.0 * a * a - a * b - a * c - b * c) / (3.0 * a * sbc) * rd - 1.0))
+
+
+@njit(cache=True)
+def _f1_f2(a, b, c):
+    """``(F1(a, b, c), F2(a, b, c))`` of Tabesh 2011: one pair of Carlson integrals serves both
+    when no two eigenvalues coincide (the general branches of :func:`_f1` and :func:`_f2`)."""
+    if abs(a - b) < a * _ER or abs(a - c) < a * _ER or abs(b - c) < b * _ER:
+        return _f1(a, b, c), _f2(a, b, c)
+    rf, rd = carlson_rf_rd(a / b, a / c, 1.0)
+    return _f1_general(a, b, c, rf, rd), _f2_general(a, b, c, rf, rd)
 
 
 @njit(cache=True)
@@ -259,8 +317,10 @@ def tensor_maps_voxel(beta, min_diff, kmin, kmax, D, w, V, W, out):
         w1122 = _w_rot(W, V, 0, 1)
         w1133 = _w_rot(W, V, 0, 2)
         w2233 = _w_rot(W, V, 1, 2)
-        mk = (_f1(l1, l2, l3) * w1111 + _f1(l2, l1, l3) * w2222 + _f1(l3, l2, l1) * w3333
-              + _f2(l1, l2, l3) * w2233 + _f2(l2, l1, l3) * w1133 + _f2(l3, l2, l1) * w1122)
+        f1a, f2a = _f1_f2(l1, l2, l3)
+        f1b, f2b = _f1_f2(l2, l1, l3)
+        f1c, f2c = _f1_f2(l3, l2, l1)
+        mk = f1a * w1111 + f1b * w2222 + f1c * w3333 + f2a * w2233 + f2b * w1133 + f2c * w1122
         ak = w1111 * md2 / (l1 * l1)
         rk = _g1(l1, l2, l3) * w2222 + _g1(l1, l3, l2) * w3333 + _g2(l1, l2, l3) * w2233
         out[5] = _clip(mk, kmin, kmax)
