@@ -88,12 +88,15 @@ def test_mean_kurtosis_matches_dipy_analytic_formula(sim, monkeypatch):
     """
     from scipy.special import elliprd, elliprf
 
-    from qmri.models.diffusion.dki.metrics import carlson_rd, carlson_rf
+    from qmri.models.diffusion.dki.metrics import carlson_rd, carlson_rf, carlson_rf_rd
 
     rng = np.random.default_rng(3)
     for x, y in rng.uniform(0.05, 20.0, (20, 2)):
         assert carlson_rf(x, y, 1.0) == pytest.approx(elliprf(x, y, 1.0), rel=1e-13)
         assert carlson_rd(x, y, 1.0) == pytest.approx(elliprd(x, y, 1.0), rel=1e-13)
+        rf, rd = carlson_rf_rd(x, y, 1.0)  # the joint sequence the maps use
+        assert rf == pytest.approx(elliprf(x, y, 1.0), rel=1e-13)
+        assert rd == pytest.approx(elliprd(x, y, 1.0), rel=1e-13)
     model = DKI(sim["bvals"], sim["bvecs"], min_kurtosis=KMIN, max_kurtosis=KMAX)
     maps = model.fit(sim["noisy"], method="wls")
     fit = dipy_dki.DiffusionKurtosisModel(sim["gtab"], fit_method="WLS").fit(sim["noisy"])
