@@ -75,6 +75,19 @@ def series_data(img) -> np.ndarray:
         A ``.nii.gz`` file that is corrupt or holds less data than its header says.
     """
     path = img.get_filename()
+    ahead = None if path is None else _PREFETCH.pop(_prefetch_key(path), None)
+    if ahead is not None:
+        try:
+            data = ahead.result()
+        except Exception:  # noqa: BLE001 - read again below, which reports the problem
+            data = None
+        if data is not None and data.shape == img.shape:
+            return data
+    return _read_series(img)
+
+
+def _read_series(img) -> np.ndarray:
+    path = img.get_filename()
     if path is not None and str(path).endswith(".gz") and _is_single_file_nifti(img):
         from nibabel.volumeutils import apply_read_scaling
 
@@ -85,6 +98,51 @@ def series_data(img) -> np.ndarray:
         arr = raw.view(dtype).reshape(proxy.shape, order="F")
         return apply_read_scaling(arr, proxy.slope, proxy.inter)
     return np.asanyarray(img.dataobj)
+
+
+_PREFETCH: dict = {}
+
+
+def _prefetch_key(path) -> str:
+    return str(Path(path).resolve())
+
+
+def prefetch_series(path) -> None:
+    """Start reading the ``.nii.gz`` series at ``path`` in a background thread, so that
+    :func:`series_data` on an image of that file returns at once if the read is done (or waits
+    for it). Decompression releases the interpreter lock, so the caller's own work (checking
+    inputs, building the model, loading compiled kernels) goes on meanwhile. Does nothing for
+    other files. Any error is raised by :func:`series_data`, as without the read ahead. Call
+    :func:`drop_prefetch` when the series will not be read after all.
+    """
+    if not str(path).endswith(".gz") or not Path(path).is_file():
+        return
+    from concurrent.futures import Future
+
+    key = _prefetch_key(path)
+    future: Future = Future()
+    _PREFETCH[key] = future
+
+    def read():
+        try:
+            import nibabel as nib
+
+            img = nib.load(str(path))
+            if not _is_single_file_nifti(img):
+                raise ValueError("not a single-file NIfTI")
+            future.set_result(_read_series(img))
+        except BaseException as exc:  # noqa: BLE001 - series_data reads again and reports
+            _PREFETCH.pop(key, None)
+            future.set_exception(exc)
+
+    import threading
+
+    threading.Thread(target=read, daemon=True, name="qmri-read-ahead").start()
+
+
+def drop_prefetch(path) -> None:
+    """Forget a read ahead started by :func:`prefetch_series` (its memory is freed when done)."""
+    _PREFETCH.pop(_prefetch_key(path), None)
 
 
 #: Files up to this size (compressed bytes) are decompressed in one call by :func:`read_gzip`.

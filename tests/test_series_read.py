@@ -63,3 +63,26 @@ def test_gzip_pieces_members_and_ratios(tmp_path, monkeypatch, whole):
     path.write_bytes(gzip.compress(content)[:-30] + b"garbage" * 5)
     with pytest.raises(QMRIInputError, match=str(path)):
         io.read_gzip(path, 0, len(content))
+
+
+def test_read_ahead_gives_the_same_data_and_the_same_errors(tmp_path, monkeypatch):
+    data = np.arange(5 * 4 * 3 * 6, dtype=np.float32).reshape(5, 4, 3, 6)
+    path = tmp_path / "s.nii.gz"
+    nib.save(nib.Nifti1Image(data, np.eye(4)), path)
+    io.prefetch_series(path)
+    io._PREFETCH[io._prefetch_key(path)].result()  # read ahead done before the reader is replaced
+    calls = []
+    monkeypatch.setattr(io, "_read_series", lambda img: calls.append(img) or np.zeros(1))
+    got = io.series_data(nib.load(path))  # the read ahead's result: no second read
+    np.testing.assert_array_equal(got, data)
+    assert calls == [] and io._prefetch_key(path) not in io._PREFETCH
+    monkeypatch.undo()
+    # a file that breaks after its header: the read ahead fails, series_data reads again and reports it
+    raw = gzip.decompress(path.read_bytes())
+    path.write_bytes(gzip.compress(raw[:-100]))
+    io.prefetch_series(path)
+    with pytest.raises(QMRIInputError, match="truncated"):
+        io.series_data(nib.load(path))
+    io.prefetch_series(path)
+    io.drop_prefetch(path)
+    assert io._prefetch_key(path) not in io._PREFETCH

@@ -373,9 +373,16 @@ def fit_files(model_cls, series, *, out_dir, mask=None, method: str | None = Non
     OutputExistsError
         An output exists and ``force`` is False; nothing is written.
     """
-    plan = plan_fit(model_cls, series, out_dir=out_dir, mask=mask, method=method, prefix=prefix, plot=plot,
-                    bounds=bounds, model_options=model_options, method_options=method_options, bids=bids, **inputs)
-    return run_fit(plan, force=force, progress=progress, on_start=on_start, slices=slices, provenance=provenance)
+    from qmri import io
+
+    io.prefetch_series(series)  # decompressed while the inputs are checked and the kernels load
+    try:
+        plan = plan_fit(model_cls, series, out_dir=out_dir, mask=mask, method=method, prefix=prefix, plot=plot,
+                        bounds=bounds, model_options=model_options, method_options=method_options, bids=bids,
+                        **inputs)
+        return run_fit(plan, force=force, progress=progress, on_start=on_start, slices=slices, provenance=provenance)
+    finally:
+        io.drop_prefetch(series)
 
 
 def derivative_naming(series, out_dir, model, workflow: str, bids: bool | None, prefix: str = ""):

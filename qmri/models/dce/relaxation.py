@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from qmri.errors import QMRIInputError
-from qmri.jit import njit
+from qmri.jit import njit, prange
 
 #: Default longitudinal relaxivity (1/s/mM): the value used for most cases of the OSIPI
 #: signal-to-concentration test data (Edinburgh UCON, SI2Conc_data.csv) and a common choice for
@@ -138,11 +138,32 @@ def signal_to_r1(S, *, M0, tr, fa):
     if a.ndim and S.ndim >= 1 and a.ndim == S.ndim - 1:
         a = a[..., None]
     ms = M0 * np.sin(a)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        e1 = (ms - S) / (ms - S * np.cos(a))
-        ok = (S < ms) & (e1 > 0)
-        r1 = np.where(ok, -np.log(np.where(ok, e1, 1.0)) / tr, np.nan)
-    return np.where(np.isfinite(r1), r1, np.nan)
+    shape = np.broadcast_shapes(S.shape, ms.shape, np.shape(a))
+    T = shape[-1] if shape else 1
+    # (voxels, T) views (zero strides where a factor is constant along an axis); copies only where
+    # the broadcast layout cannot be flattened
+    S2, ms2, ca2 = (np.broadcast_to(x, shape).reshape(-1, T) for x in (S, ms, np.cos(a)))
+    out = np.empty(S2.shape)
+    _r1_from_signal(S2, ms2, ca2, float(tr), out)
+    return out.reshape(shape)
+
+
+@njit(parallel=True, cache=True)
+def _r1_from_signal(S, ms, ca, tr, out):
+    """``out = -ln(E1)/TR``, ``E1 = (ms - S)/(ms - S cos α)``, NaN where S >= ms, E1 <= 0 or any
+    input is not finite (the inversion of :func:`spgr_signal`); all arrays (voxels, T)."""
+    n, T = S.shape
+    for v in prange(n):
+        for j in range(T):
+            s = S[v, j]
+            m = ms[v, j]
+            e1 = (m - s) / (m - s * ca[v, j])
+            r = np.nan
+            if s < m and e1 > 0.0:
+                r = -np.log(e1) / tr
+                if not np.isfinite(r):
+                    r = np.nan
+            out[v, j] = r
 
 
 def signal_to_concentration(S, *, t10, r1=DEFAULT_R1, tr, fa, n_baseline, skip=0):
@@ -209,7 +230,9 @@ def signal_to_concentration(S, *, t10, r1=DEFAULT_R1, tr, fa, n_baseline, skip=0
     M0 = m0_from_baseline(S0, t10=t10, tr=tr, fa=fa)
     M0 = np.where(np.isfinite(M0) & (M0 > 0), M0, np.nan)
     R1 = signal_to_r1(S, M0=M0, tr=tr, fa=fa)
-    return (R1 - np.asarray(r10)[..., None]) / r1
+    R1 -= np.asarray(r10)[..., None]  # in place: no second series-sized array
+    R1 /= r1
+    return R1
 
 
 def concentration_to_signal(C, *, t10, r1=DEFAULT_R1, tr, fa, M0):
