@@ -68,7 +68,8 @@ def series_data(img) -> np.ndarray:
     costs its own size in memory, not twice it. A ``.nii.gz`` file is decompressed once by ISA-L
     (``isal``, about 1.6x zlib's speed; :func:`read_gzip`) while other threads go on (ISA-L
     releases the interpreter lock, so a fit's kernels load meanwhile); an uncompressed file is
-    memory-mapped.
+    memory-mapped. The array may be read-only (a view of the decompressed bytes): copy it to
+    change it.
 
     Raises
     ------
@@ -128,10 +129,7 @@ def prefetch_series(path) -> None:
         try:
             import nibabel as nib
 
-            img = nib.load(str(path))
-            if not _is_single_file_nifti(img):
-                raise ValueError("not a single-file NIfTI")
-            future.set_result(_read_series(img))
+            future.set_result(_read_series(nib.load(str(path))))
         except BaseException as exc:  # noqa: BLE001 - series_data reads again and reports
             _PREFETCH.pop(key, None)
             future.set_exception(exc)
@@ -156,9 +154,8 @@ def read_gzip(path, offset: int, nbytes: int) -> np.ndarray:
     """Bytes ``offset`` to ``offset + nbytes`` of the decompressed content of a gzip file.
 
     Decompressed by ISA-L (``isal``), which releases the interpreter lock while it works. A file
-    of up to :data:`GZIP_WHOLE` bytes is decompressed in one call (the fastest way: the output is
-    allocated once, from the size in the gzip trailer; memory: the compressed file plus its
-    content, for the time of the call); a larger one in pieces of at most :data:`GZIP_READ`
+    of up to :data:`GZIP_WHOLE` bytes is decompressed in one call (the fastest way measured;
+    memory: the compressed file plus its content, for the time of the call); a larger one in pieces of at most :data:`GZIP_READ`
     compressed bytes and as many decompressed ones (memory: the result plus a few pieces, whatever
     the compression ratio). Concatenated gzip members are read one after the other.
 
@@ -188,17 +185,16 @@ def read_gzip(path, offset: int, nbytes: int) -> np.ndarray:
         return np.frombuffer(content, np.uint8, nbytes, int(offset))
     out = np.empty(nbytes, dtype=np.uint8)
     pos = -int(offset)  # position in ``out`` of the next decompressed byte
-    end = nbytes
     with open(path, "rb") as f:
         d = isal_zlib.decompressobj(wbits=31)
         data = f.read(GZIP_READ)
         try:
-            while pos < end and data:
+            while pos < nbytes and data:
                 piece = d.decompress(data, GZIP_READ)
                 if piece:
                     lo = max(0, -pos)
                     if lo < len(piece):
-                        k = min(len(piece) - lo, end - pos - lo)
+                        k = min(len(piece) - lo, nbytes - pos - lo)
                         out[pos + lo:pos + lo + k] = np.frombuffer(piece, np.uint8, k, lo)
                     pos += len(piece)
                 if d.unconsumed_tail:
@@ -211,7 +207,7 @@ def read_gzip(path, offset: int, nbytes: int) -> np.ndarray:
                     data = f.read(GZIP_READ)
         except isal_zlib.error as exc:
             raise QMRIInputError(f"{path}: corrupt gzip data ({exc})") from None
-    if pos < end:
+    if pos < nbytes:
         raise QMRIInputError(f"{path}: file ends after {max(pos, 0) + int(offset)} bytes of data, the header "
                              f"asks for {int(offset) + nbytes} (truncated file?)")
     return out
@@ -241,7 +237,7 @@ def _dipy_read_bvals_bvecs():
     """
     import sys
 
-    done = sys.modules.get("dipy.io.gradients")
+    done = sys.modules.get("dipy.io.gradients") or sys.modules.get("qmri._dipy_gradients")
     if done is not None:
         return done.read_bvals_bvecs
     import importlib.util
