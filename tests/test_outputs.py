@@ -121,13 +121,12 @@ def test_summary_shows_r2_and_voxels_at_bounds(ivim_phantom, tmp_path, capsys):
     assert [ln for ln in out.splitlines() if "median Dstar" in ln and "at bound" in ln]
 
 
-def test_wrong_bvalue_units_warn_and_say_why(ivim_phantom, tmp_path, capsys):
+def test_wrong_bvalue_units_are_refused_before_the_fit(ivim_phantom, tmp_path, capsys):
     b = np.loadtxt(ivim_phantom / "ivim.bval")
     (tmp_path / "si.bval").write_text(" ".join(f"{v * 1e6:g}" for v in b))  # s/m2 instead of s/mm2
     code, out, err = _run(_ivim_args(ivim_phantom, tmp_path / "o", bval=tmp_path / "si.bval"), capsys)
-    assert code == 0
-    assert "warning: Dstar is at its lower bound" in err and "in 100% of the fitted voxels" in err
-    assert "likely cause: b-values not in s/mm2" in err
+    assert code == 2 and not (tmp_path / "o").exists()
+    assert err.count("\n") == 1 and "si.bval" in err and "s/m2" in err and "divide them by 1e6" in err
 
 
 def test_wrong_aif_timing_warns_and_says_why(dce_phantom, tmp_path, capsys):

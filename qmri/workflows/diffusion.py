@@ -78,12 +78,13 @@ def read_acquisition(bval_path: Path, bvec_path: Path | None, inputs: dict, mode
     Raises
     ------
     QMRIInputError
-        Unreadable files, b-value count not ``n_volumes``, b-vectors not unit length, no volume left.
+        Unreadable files, b-values evidently not in s/mm² (:func:`~qmri.models.diffusion.acquisition.
+        check_bval_units`), b-value count not ``n_volumes``, b-vectors not unit length, no volume left.
     """
     from qmri import io
-    from qmri.models.diffusion.acquisition import B0_THRESHOLD, check_bvecs
+    from qmri.models.diffusion.acquisition import B0_THRESHOLD, check_bval_units, check_bvecs
 
-    bvals = io.read_bvals(bval_path)
+    bvals = check_bval_units(io.read_bvals(bval_path), where=str(bval_path))
     if n_volumes is not None and bvals.size != n_volumes:
         raise QMRIInputError(f"{bval_path}: {bvals.size} b-values but {series} has {n_volumes} volumes")
     bvecs = io.read_bvecs(bvec_path, n=bvals.size) if bvec_path is not None else None

@@ -26,6 +26,12 @@ def read_bvals_option(path) -> np.ndarray:
 B0_THRESHOLD = 50.0
 #: b-values are grouped into shells after rounding to a multiple of this (s/mm²).
 SHELL_ROUNDING = 50.0
+#: Largest b-value (s/mm²) read as s/mm²: clinical and preclinical scanners reach about 1e4 s/mm², so a
+#: larger one means the file is in s/m² (b × 1e6), as some converters write it.
+MAX_PLAUSIBLE_B = 1e5
+#: A largest non-zero b-value below this (s/mm²) gives no measurable diffusion weighting (b·D < 0.03
+#: for D = 3e-3 mm²/s): the file is in ms/µm² (b / 1000).
+MIN_PLAUSIBLE_BMAX = 10.0
 
 
 def check_bvals(bvals) -> np.ndarray:
@@ -34,13 +40,48 @@ def check_bvals(bvals) -> np.ndarray:
     Raises
     ------
     QMRIInputError
-        Not 1-D, empty, non-finite or negative.
+        Not 1-D, empty, non-finite or negative; evidently not in s/mm² (:func:`check_bval_units`).
     """
     b = np.asarray(bvals, dtype=np.float64)
     if b.ndim != 1 or b.size == 0:
         raise QMRIInputError(f"b-values must be a 1-D list, got shape {b.shape}")
     if not np.all(np.isfinite(b)) or np.any(b < 0):
         raise QMRIInputError("b-values must be finite and >= 0 s/mm2")
+    return check_bval_units(b)
+
+
+def check_bval_units(bvals, where: str = "b-values") -> np.ndarray:
+    """Refuse b-values that are evidently not in s/mm² (every diffusion model and file workflow calls it).
+
+    There is no override: such b-values are not s/mm² on any scanner, and a file in other units is
+    converted by one multiplication (the message says which).
+
+    Parameters
+    ----------
+    bvals : ndarray (n,)
+        b-values, finite and >= 0.
+    where : str
+        Named in the error (the ``.bval`` file).
+
+    Returns
+    -------
+    ndarray: ``bvals`` unchanged.
+
+    Raises
+    ------
+    QMRIInputError
+        Largest b above :data:`MAX_PLAUSIBLE_B` (s/m², × 1e6) or non-zero and below
+        :data:`MIN_PLAUSIBLE_BMAX` (ms/µm², / 1000).
+    """
+    b = np.asarray(bvals, dtype=np.float64)
+    top = float(b.max()) if b.size else 0.0
+    if top > MAX_PLAUSIBLE_B:
+        raise QMRIInputError(f"{where}: largest b-value {top:g} is not plausible in s/mm2 (above {MAX_PLAUSIBLE_B:g}); "
+                             "the b-values look like s/m2: divide them by 1e6 to give s/mm2")
+    if 0 < top < MIN_PLAUSIBLE_BMAX:
+        raise QMRIInputError(f"{where}: largest b-value {top:g} s/mm2 gives no diffusion weighting (below "
+                             f"{MIN_PLAUSIBLE_BMAX:g}); the b-values look like ms/um2: multiply them by 1000 to give "
+                             "s/mm2")
     return b
 
 

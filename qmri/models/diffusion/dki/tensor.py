@@ -20,7 +20,7 @@ from qmri.fitting.result import STATUS_CONVERGED, STATUS_FAILED, FitResult
 from qmri.jit import njit
 from qmri.models.base import Parameter, SignalModel, register
 from qmri.models.diffusion.acquisition import (B0_THRESHOLD, DiffusionModel, b0_threshold_option, check_b0_threshold,
-                                               check_bvals, check_bvecs, n_directions, shells)
+                                               check_bvals, check_bvecs, n_directions, normalise_to_lowest_b, shells)
 from qmri.models.diffusion.dki.constrained import constrained_fit
 from qmri.models.diffusion.dki.design import (DT_NAMES, KT_NAMES, KURTOSIS_MONOTONIC_C, N_CONSTRAINT_DIRECTIONS,
                                               design_matrix, dki_signal, hemisphere)
@@ -143,18 +143,52 @@ def _linear_status(ok, rounds):
     return np.where(ok, STATUS_CONVERGED, STATUS_FAILED).astype(np.int8), rounds.astype(np.int32)
 
 
+def _scale_free(solve):
+    """``solve`` (a log-linear fit ``(model, Y) -> (beta, ok, rounds)``) on the signals divided by each
+    voxel's mean signal at the lowest b-value (:func:`~qmri.models.diffusion.acquisition.
+    normalise_to_lowest_b`), with log S0 shifted back: the coefficients are the same at any scale of
+    the data (the floor ``min_signal`` is relative to that signal), and a voxel whose lowest-b signal
+    is not finite and positive fails."""
+
+    def run(model, Y):
+        Yn, scale, good = normalise_to_lowest_b(Y, model.bvals)
+        Yn[~good] = 1.0
+        beta, ok, rounds = solve(model, Yn)
+        beta[:, 21] += np.log(scale)
+        ok = ok & good
+        beta[~ok] = np.nan
+        return beta, ok, rounds
+
+    return run
+
+
+@_scale_free
+def _wls(model, Y):
+    return solve_loglinear(model.X, Y, method="wls", n_iter=model.wls_iter, min_signal=model.min_signal)
+
+
+@_scale_free
+def _ols(model, Y):
+    return solve_loglinear(model.X, Y, method="ols", min_signal=model.min_signal)
+
+
+@_scale_free
+def _cwls(model, Y):
+    return constrained_fit(model.X, Y, model.b_max, min_signal=model.min_signal)
+
+
 def _solve_wls(model, Y):
-    beta, ok, rounds = solve_loglinear(model.X, Y, method="wls", n_iter=model.wls_iter, min_signal=model.min_signal)
+    beta, ok, rounds = _wls(model, Y)
     return (beta, *_linear_status(ok, rounds))
 
 
 def _solve_ols(model, Y):
-    beta, ok, rounds = solve_loglinear(model.X, Y, method="ols", min_signal=model.min_signal)
+    beta, ok, rounds = _ols(model, Y)
     return (beta, *_linear_status(ok, rounds))
 
 
 def _solve_cwls(model, Y):
-    beta, ok, rounds = constrained_fit(model.X, Y, model.b_max, min_signal=model.min_signal)
+    beta, ok, rounds = _cwls(model, Y)
     return (beta, *_linear_status(ok, rounds))
 
 
@@ -198,7 +232,9 @@ class DKI(DiffusionModel):
     min_kurtosis, max_kurtosis : float
         Clipping of the MK, AK, RK, MKT maps (default -3/7 and 10, dipy's defaults).
     min_signal : float
-        Floor applied to the signal before the log (default 1e-4, dipy's).
+        Floor applied before the log to the signal divided by the voxel's mean signal at the lowest
+        b-value (default 1e-4, dipy's value, relative here so that the fit does not depend on the
+        scale of the data).
     wls_iter : int
         Reweightings of the ``wls`` fit (default 1 = dipy's WLS: weights from the OLS prediction).
     b0_threshold : float
