@@ -87,3 +87,22 @@ def test_dki_voxel_without_signal_fails():
     Y[1] = 0.0
     maps = model.fit(Y, method="wls")
     assert maps.status[0] == 0 and maps.status[1] == 2 and np.isnan(maps["MD"][1])
+
+
+# --- per-voxel input maps with unusable voxels ------------------------------------------------------
+
+def test_b1_map_with_unusable_voxels_is_reported(tmp_path, capsys):
+    from qmri.models import VFA
+
+    fa = np.array([3.0, 8.0, 15.0])
+    sig = VFA(fa, 0.005).signal({"M0": 1000.0, "T1": 1.2}) * np.ones((3, 2, 1, 1))
+    nib.save(nib.Nifti1Image(sig.astype(np.float32), np.eye(4)), tmp_path / "vfa.nii.gz")
+    b1 = np.full((3, 2, 1), 1.0, np.float32)
+    b1[0, 0, 0], b1[1, 0, 0] = np.nan, 0.0
+    nib.save(nib.Nifti1Image(b1, np.eye(4)), tmp_path / "b1.nii.gz")
+    code, out, err = _run(["t1", tmp_path / "vfa.nii.gz", "--fa", "3,8,15", "--tr", "0.005", "--b1",
+                           tmp_path / "b1.nii.gz", "--out-dir", tmp_path / "o"], capsys)
+    assert code == 0
+    assert f"{tmp_path / 'b1.nii.gz'}: 2 of the 6 fitted voxels have no usable B1" in err
+    status = np.asarray(nib.load(tmp_path / "o" / "status.nii.gz").dataobj)
+    assert status[0, 0, 0] == 2 and status[1, 0, 0] == 2 and np.sum(status == 2) == 2

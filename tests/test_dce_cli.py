@@ -154,14 +154,41 @@ def test_zero_or_negative_t1(phantom, tmp_path, capsys, value):
     args = _signal_args(phantom, tmp_path / "o")
     args[args.index("--t10") + 1] = str(value)
     _expect_error(args, capsys, "--t10 must be a positive T1")
+
+
+def test_t1_map_with_failed_voxels_fails_those_voxels_only(phantom, tmp_path, capsys):
+    """A T1 map from ``qmri t1`` has NaN where its own fit failed: those voxels (and zero or negative
+    ones) become failed DCE voxels, counted in a warning naming the file; the others are fitted as
+    with a clean map."""
     ref = nib.load(phantom / "mask.nii.gz")
+    inside = np.argwhere(np.asarray(ref.dataobj) > 0)
     t1 = np.ones(ref.shape)
-    t1[0, 0, 0] = value
+    bad = [tuple(v) for v in inside[:3]]
+    for v, value in zip(bad, (np.nan, 0.0, -1.0)):
+        t1[v] = value
     path = tmp_path / "t1.nii.gz"
     write_map(path, t1, affine=ref.affine)
-    i = args.index("--t10")
-    args[i:i + 2] = ["--t1", str(path)]
-    _expect_error(args, capsys, "1 voxel(s) inside the mask", "T1 must be > 0")
+    clean = tmp_path / "clean.nii.gz"
+    write_map(clean, np.ones(ref.shape), affine=ref.affine)
+    runs = {}
+    for name, t1_path in (("o", path), ("c", clean)):
+        args = _signal_args(phantom, tmp_path / name)
+        i = args.index("--t10")
+        args[i:i + 2] = ["--t1", str(t1_path)]
+        args.remove("--quiet")
+        code = main(args)
+        runs[name] = capsys.readouterr()
+        assert code == 0, runs[name].err
+    n = len(inside)
+    assert f"{path}: 3 of the {n} fitted voxels have no usable T1" in runs["o"].err
+    assert f"failed {100 * 3 / n:.1f}%" in runs["o"].out and "no usable T1" not in runs["c"].err
+    status, ktrans = _map(tmp_path / "o", "status"), _map(tmp_path / "o", "Ktrans")
+    for v in bad:
+        assert status[v] == 2 and np.isnan(ktrans[v])
+    good = np.asarray(ref.dataobj) > 0
+    for v in bad:
+        good[v] = False
+    np.testing.assert_array_equal(ktrans[good], _map(tmp_path / "c", "Ktrans")[good])
 
 
 def test_aif_shorter_than_series(phantom, tmp_path, capsys):

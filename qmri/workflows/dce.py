@@ -16,7 +16,7 @@ from qmri.errors import QMRIInputError
 from qmri.models.dce.aif import DEFAULT_HCT
 from qmri.models.dce.relaxation import DEFAULT_R1
 from qmri.options import Option
-from qmri.workflows.job import FitJob, Workflow, load_mask, load_series
+from qmri.workflows.job import FitJob, Workflow, load_mask, load_series, unusable_note, unusable_voxels
 
 _INPUTS = (
     Option("time", "text file with one frame time in s per frame (white space or new lines); default: the frame "
@@ -67,11 +67,15 @@ def check_times(t, n_frames: int, where: str = "frame times") -> np.ndarray:
 def check_t10(t10, mask=None, where: str = "T1 map"):
     """The pre-contrast T1 (s): a positive scalar, or a map (NaN where not usable).
 
+    Voxels of a map whose T1 is zero, negative or not finite (e.g. where the T1 fit failed) are NaN
+    in the map returned: their concentration, and so their DCE fit, is failed
+    (:func:`qmri.workflows.job.unusable_voxels` counts them).
+
     Raises
     ------
     QMRIInputError
-        Non-positive scalar; a map with zero, negative or non-finite T1 inside the mask, or whose
-        median looks like milliseconds.
+        Non-positive scalar; a map without a positive finite T1 inside the mask, or whose median
+        looks like milliseconds.
     """
     t10 = np.asarray(t10, dtype=np.float64)
     if t10.ndim == 0:
@@ -79,13 +83,14 @@ def check_t10(t10, mask=None, where: str = "T1 map"):
             raise QMRIInputError(f"--t10 must be a positive T1 in s, got {float(t10)}")
         return float(t10)
     inside = t10[mask] if mask is not None else t10.ravel()
-    bad = ~(np.isfinite(inside) & (inside > 0))
-    if bad.any():
-        raise QMRIInputError(f"{where}: {int(bad.sum())} voxel(s){' inside the mask' if mask is not None else ''} "
-                             "have zero, negative or non-finite T1 (T1 must be > 0 s; restrict with --mask)")
-    if np.nanmedian(inside) > 20:
-        raise QMRIInputError(f"{where}: median T1 {np.nanmedian(inside):g} looks like ms; T1 must be in s")
-    return np.where(np.isfinite(t10) & (t10 > 0), t10, np.nan)
+    usable = inside[np.isfinite(inside) & (inside > 0)]
+    if usable.size == 0:
+        raise QMRIInputError(f"{where}: no voxel{' inside the mask' if mask is not None else ''} has a positive "
+                             "finite T1 (T1 must be > 0 s)")
+    if np.median(usable) > 20:
+        raise QMRIInputError(f"{where}: median T1 {np.median(usable):g} looks like ms; T1 must be in s")
+    with np.errstate(invalid="ignore"):
+        return np.where(np.isfinite(t10) & (t10 > 0), t10, np.nan)
 
 
 def check_conversion(n_frames: int, *, fa, tr, baseline, has_t10: bool) -> None:
@@ -425,6 +430,7 @@ def prepare(model_cls, series: Path, mask: Path | None, inputs: dict, model_opti
     mask_arr = load_mask(mask, img, series)
     sig = inputs["input"] == "signal"
     t10 = None
+    notes = []
     if sig:
         check_conversion(n_frames, fa=inputs.get("fa"), tr=inputs.get("tr"), baseline=inputs.get("baseline"),
                          has_t10=inputs.get("t10") is not None or inputs.get("t1") is not None)
@@ -436,6 +442,10 @@ def prepare(model_cls, series: Path, mask: Path | None, inputs: dict, model_opti
                 raise QMRIInputError(f"{inputs['t1']}: T1 map shape {t1img.shape[:3]} differs from the DCE series "
                                      f"{img.shape[:3]}")
             t10 = check_t10(io.image_data(t1img), mask_arr, where=str(inputs["t1"]))
+            n_bad = unusable_voxels(t10, mask_arr)
+            if n_bad:
+                n_fitted = int(mask_arr.sum()) if mask_arr is not None else int(np.prod(img.shape[:3]))
+                notes.append(unusable_note(inputs["t1"], "T1", n_bad, n_fitted))
     cache = {}
 
     def load():
@@ -469,7 +479,7 @@ def prepare(model_cls, series: Path, mask: Path | None, inputs: dict, model_opti
     chunk_transform = transform if sig else None
     plots = {"curves.png": lambda maps, data, path: plot_curves(model, data, maps, path, transform=chunk_transform)}
     return FitJob(model=model, load=load, transform=chunk_transform, mask=mask_arr, image=img, sources=sources,
-                  provenance=provenance, files=files, plots=plots)
+                  provenance=provenance, files=files, plots=plots, notes=notes)
 
 
 def plot_curves(model, data, maps, path, n: int = 4, transform=None):

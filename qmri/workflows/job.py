@@ -84,6 +84,9 @@ class FitJob:
         Extra text outputs: ``{file name: function(maps) -> text}`` (e.g. ``aif.csv``).
     plots : dict of str to callable
         Extra figures with ``plot``: ``{file name: function(maps, data, path)}``.
+    notes : list of str
+        Warnings known before the fit (e.g. voxels of a T1 or B1 map that cannot be used), reported
+        with the fit's own.
     """
 
     model: object
@@ -95,6 +98,7 @@ class FitJob:
     provenance: dict = field(default_factory=dict)
     files: dict = field(default_factory=dict)
     plots: dict = field(default_factory=dict)
+    notes: list = field(default_factory=list)
 
 
 @dataclass
@@ -127,6 +131,20 @@ def file_provenance(key: str, path) -> dict:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return {key: str(path), f"{key}_sha256": digest.hexdigest()}
+
+
+def unusable_voxels(values, mask=None) -> int:
+    """Voxels (inside ``mask``) of a per-voxel input map (T1, B1) that are NaN, zero or negative."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[mask] if mask is not None else v.ravel()
+    with np.errstate(invalid="ignore"):
+        return int(np.sum(~(np.isfinite(v) & (v > 0))))
+
+
+def unusable_note(path, what: str, n_bad: int, n_fitted: int) -> str:
+    """The warning for a per-voxel input map with ``n_bad`` unusable voxels among ``n_fitted``."""
+    return (f"{path}: {n_bad} of the {n_fitted} fitted voxels have no usable {what} (NaN, zero or negative, e.g. "
+            "where its own fit failed): those voxels are failed in these maps (NaN, status failed)")
 
 
 def method_options(model_cls) -> list:
@@ -314,7 +332,8 @@ def run_fit(plan: FitPlan, *, force: bool = False, progress: bool = False, on_st
         from qmri.bids import write_dataset_description
 
         written += [p for p in [write_dataset_description(plan.out_dir, naming.dataset_links(plan.out_dir))] if p]
-    return FitOutcome(maps, written, time.perf_counter() - plan.started, maps.warnings(plan.workflow.hint))
+    return FitOutcome(maps, written, time.perf_counter() - plan.started,
+                      list(job.notes) + maps.warnings(plan.workflow.hint))
 
 
 def fit_files(model_cls, series, *, out_dir, mask=None, method: str | None = None, prefix: str = "",
