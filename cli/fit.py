@@ -25,7 +25,9 @@ def add_parser(sub, model_cls):
     p = sub.add_parser(model_cls.command, help=model_cls.summary, description=model_cls.description)
     p.add_argument("series", type=Path, metavar=wf.series.upper(), help=wf.series_help)
     add_options(p, wf.inputs(model_cls), title="acquisition")
-    p.add_argument("--mask", type=Path, help="3-D mask NIfTI on the same grid (default: every voxel)")
+    p.add_argument("--mask", type=mask_argument, metavar="MASK.nii.gz|auto",
+                   help=f"3-D mask NIfTI on the same grid, or auto: {wf.mask_help} (written as mask.nii.gz with the "
+                        "maps; the method is recorded in the sidecars); default: every voxel")
     add_options(p, model_cls.options, title="model")
     g = p.add_argument_group("method")
     methods = "; ".join(f"{name}: {m.description}" for name, m in model_cls.methods.items())
@@ -37,6 +39,13 @@ def add_parser(sub, model_cls):
     add_output_arguments(p)
     p.set_defaults(func=run, model_cls=model_cls)
     return p
+
+
+def mask_argument(text):
+    """``--mask``: ``auto`` (an automatic mask) or the path of a mask NIfTI."""
+    from qmri.masking import AUTO
+
+    return AUTO if text == AUTO else Path(text)
 
 
 def add_output_arguments(p):

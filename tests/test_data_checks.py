@@ -106,3 +106,88 @@ def test_b1_map_with_unusable_voxels_is_reported(tmp_path, capsys):
     assert f"{tmp_path / 'b1.nii.gz'}: 2 of the 6 fitted voxels have no usable B1" in err
     status = np.asarray(nib.load(tmp_path / "o" / "status.nii.gz").dataobj)
     assert status[0, 0, 0] == 2 and status[1, 0, 0] == 2 and np.sum(status == 2) == 2
+
+
+# --- --mask auto and fitted voxels without signal ----------------------------------------------------
+
+def _dwi_with_background(tmp_path):
+    """A 40x40x16 ADC series: a ball of tissue (radius 12 voxels, S0 1000, ADC 1e-3) in background noise
+    (sigma 10)."""
+    rng = np.random.default_rng(0)
+    b = np.array([0, 0, 200, 500, 800, 1000.0])
+    x, y, z = np.meshgrid(np.arange(40) - 19.5, np.arange(40) - 19.5, (np.arange(16) - 7.5) * 2, indexing="ij")
+    tissue = x ** 2 + y ** 2 + z ** 2 < 12 ** 2
+    s = np.where(tissue[..., None], 1000.0 * np.exp(-b * 1e-3), 0.0)
+    noisy = np.abs(s + rng.normal(0, 10, s.shape) + 1j * rng.normal(0, 10, s.shape))
+    nib.save(nib.Nifti1Image(noisy.astype(np.float32), np.eye(4)), tmp_path / "dwi.nii.gz")
+    (tmp_path / "dwi.bval").write_text(" ".join(f"{v:g}" for v in b))
+    return tmp_path / "dwi.nii.gz", tissue
+
+
+def test_background_voxels_are_reported_naming_mask_auto(tmp_path, capsys):
+    dwi, tissue = _dwi_with_background(tmp_path)
+    code, out, err = _run(["adc", dwi, "--out-dir", tmp_path / "o"], capsys)
+    assert code == 0
+    n_bg = int((~tissue).sum())
+    assert f"{n_bg} of the {tissue.size} fitted voxels ({100 * n_bg / tissue.size:.1f}%) have no signal" in err
+    assert "--mask auto" in err
+
+
+def test_mask_auto_masks_the_b0_image_with_dipy_median_otsu_and_writes_it(tmp_path, capsys):
+    dwi, tissue = _dwi_with_background(tmp_path)
+    code, out, err = _run(["adc", dwi, "--mask", "auto", "--out-dir", tmp_path / "o"], capsys)
+    assert code == 0 and "no signal" not in err
+    mask = np.asarray(nib.load(tmp_path / "o" / "mask.nii.gz").dataobj) > 0
+    assert np.mean(mask == tissue) > 0.95
+    side = json.loads((tmp_path / "o" / "ADC.json").read_text())
+    assert side["Mask"] == "auto" and side["MaskMethod"] == "dipy.segment.mask.median_otsu"
+    assert side["MaskParameters"] == {"median_radius": 2, "numpass": 1} and side["MaskVoxels"] == int(mask.sum())
+    assert "b<=50" in side["MaskReference"] and side["MaskBackground"] is True
+    assert "mask.nii.gz" in side["ResultSet"]["Files"]
+    adc = np.asarray(nib.load(tmp_path / "o" / "ADC.nii.gz").dataobj)
+    assert np.all(np.isnan(adc[~mask])) and np.all(np.isfinite(adc[mask]))
+    # the same from Python; and the result set is one: without --force nothing is overwritten
+    from qmri.models import ADC
+    from qmri.workflows import fit_files
+
+    outcome = fit_files(ADC, dwi, out_dir=tmp_path / "py", mask="auto")
+    assert np.array_equal(outcome.maps.mask, mask) and (tmp_path / "py" / "mask.nii.gz").exists()
+    assert _run(["adc", dwi, "--mask", "auto", "--out-dir", tmp_path / "o"], capsys)[0] == 2
+
+
+def test_mask_auto_keeps_an_image_without_background(small_101D, tmp_path, capsys):
+    """small_101D is a crop of brain (b≈0 signal 179-1004, all tissue): Otsu would split white matter
+    from CSF; the automatic mask keeps every voxel and no voxel is called background."""
+    data, bval, bvec = small_101D
+    code, out, err = _run(["adc", data, "--bval", bval, "--mask", "auto", "--out-dir", tmp_path / "o"], capsys)
+    assert code == 0 and "voxels fitted 600" in out and "no signal" not in err
+    assert json.loads((tmp_path / "o" / "ADC.json").read_text())["MaskBackground"] is False
+
+
+def test_mask_auto_for_dce_uses_otsu_of_the_baseline(tmp_path, capsys):
+    assert main(["phantom", "dce", "--out-dir", str(tmp_path / "ph"), "--block", "2", "2", "1"]) == 0
+    capsys.readouterr()
+    ph = tmp_path / "ph"
+    img = nib.load(ph / "dce.nii.gz")
+    data = np.zeros((img.shape[0] + 4,) + img.shape[1:], np.float32)  # 4 rows of empty background added
+    data[4:] = np.asarray(img.dataobj)
+    nib.save(nib.Nifti1Image(data, img.affine), tmp_path / "dce.nii.gz")
+    args = ["dce", tmp_path / "dce.nii.gz", "--time", ph / "times.txt", "--aif", ph / "aif.csv", "--t10", "1",
+            "--fa", "30", "--tr", "0.005", "--baseline", "10", "--out-dir"]
+    code, out, err = _run(args + [tmp_path / "o", "--mask", "auto"], capsys)
+    assert code == 0, err
+    mask = np.asarray(nib.load(tmp_path / "o" / "mask.nii.gz").dataobj) > 0
+    assert not mask[:4].any() and mask[4:].all()
+    side = json.loads((tmp_path / "o" / "Ktrans.json").read_text())
+    assert side["MaskMethod"] == "skimage.filters.threshold_otsu" and "baseline" in side["MaskReference"]
+
+
+def test_cohort_config_takes_mask_auto(tmp_path):
+    from qmri.cohort import load_config
+    from qmri.cohort.example import EXAMPLE_CONFIG
+
+    line = 'mask = { dataset = "derivatives/masks", datatype = "dwi", suffix = "mask", label = "tumour" }'
+    text = EXAMPLE_CONFIG.replace(line, 'mask = "auto"', 1)
+    assert text != EXAMPLE_CONFIG
+    (tmp_path / "steps.toml").write_text(text)
+    assert load_config(tmp_path / "steps.toml").fits["ivim"].mask == "auto"

@@ -37,6 +37,7 @@ from qmri.cohort.dataset import Datasets, Selector, participants
 from qmri.cohort.tasks import (DONE, FAILED, GROUP, LOGS, SKIPPED, FitTask, HabitatTask, StatsTask, TaskResult,
                                read_sidecar)
 from qmri.errors import QMRIInputError
+from qmri.masking import is_auto
 
 LEVELS = ("participant", "group")
 TABLE, TABLE_SIDECAR = "cohort.csv", "cohort.json"
@@ -94,12 +95,12 @@ def fit_task(step, p, datasets: Datasets, out_dir, *, force: bool = False) -> Fi
     """
     bids_dir = datasets.bids_dir
     series = datasets.find(step.series, p)
-    mask = datasets.find(step.mask, p) if step.mask is not None else None
+    mask = step.mask if step.mask is None or is_auto(step.mask) else datasets.find(step.mask, p)
     files = {k: datasets.find(v, p) for k, v in step.options.items() if isinstance(v, Selector)}
     options = {k: str(files[k]) if k in files else v for k, v in step.options.items()}
 
     def rel(path):
-        return None if path is None else os.path.relpath(path, bids_dir)
+        return path if path is None or is_auto(path) else os.path.relpath(path, bids_dir)
 
     d = digest({"step": step.record(), "series": rel(series), "mask": rel(mask),
                 "files": {k: rel(v) for k, v in sorted(files.items())}})

@@ -7,7 +7,7 @@ prints a commented example)::
     model = "ivim"                # a qmri fitting command (ivim, adc, stretched, dki, t1, dce)
     method = "segmented"          # optional: one of the model's methods (default the model's)
     series = { suffix = "dwi", acq = "ivim" }                # BIDS entities of the series to fit
-    mask = { dataset = "derivatives/masks", suffix = "mask", label = "tumour" }   # optional
+    mask = { dataset = "derivatives/masks", suffix = "mask", label = "tumour" }   # optional; or "auto"
     bounds = { D = [0.0, 0.005] }                            # optional, units of the outputs
     [fit.<name>.options]          # the command's options, named as its Python keywords
     compute_se = true             # (qmri <model> --help: --se is compute_se, --aif-delay aif_delay)
@@ -39,6 +39,7 @@ from pathlib import Path
 
 from qmri.cohort.dataset import SPECIAL_KEYS, Selector
 from qmri.errors import QMRIInputError
+from qmri.masking import is_auto
 
 FIT_KEYS = ("model", "method", "series", "mask", "bounds", "options")
 ROI_KEYS = ("mask", "statistics")
@@ -55,7 +56,8 @@ class FitStep:
     command : str
         The qmri fitting command (``qmri.models.MODULES``).
     series : Selector
-    mask : Selector or None
+    mask : Selector, "auto" or None
+        The fit mask: a file per participant, or an automatic mask (``--mask auto``).
     method : str or None
     options : dict
         The command's options by Python keyword; a value may be a :class:`Selector` (a file per
@@ -67,7 +69,7 @@ class FitStep:
     name: str
     command: str
     series: Selector
-    mask: Selector | None = None
+    mask: Selector | str | None = None
     method: str | None = None
     options: dict = field(default_factory=dict)
     bounds: dict | None = None
@@ -80,7 +82,7 @@ class FitStep:
     def record(self) -> dict:
         """JSON-ready description (part of the configuration hash)."""
         return {"name": self.name, "model": self.command, "method": self.method,
-                "series": self.series.as_dict(), "mask": None if self.mask is None else self.mask.as_dict(),
+                "series": self.series.as_dict(), "mask": self.mask if self.mask is None or is_auto(self.mask) else self.mask.as_dict(),
                 "bounds": self.bounds, "options": {k: v.as_dict() if isinstance(v, Selector) else v
                                                    for k, v in sorted(self.options.items())}}
 
@@ -221,7 +223,9 @@ def _fit_step(path: Path, name: str, table: dict) -> FitStep:
         raise QMRIInputError(f"{where}: series missing (the BIDS entities of the series to fit, e.g. "
                              "series = { suffix = \"dwi\" })")
     series = selector(table["series"], f"{where} series")
-    mask = selector(table["mask"], f"{where} mask") if "mask" in table else None
+    mask = table.get("mask")
+    if mask is not None and not is_auto(mask):
+        mask = selector(mask, f"{where} mask")
     from qmri.models import command as model_command
 
     cls = model_command(command)

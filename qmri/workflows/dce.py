@@ -478,8 +478,17 @@ def prepare(model_cls, series: Path, mask: Path | None, inputs: dict, model_opti
     files = {"aif.csv": lambda maps: "time_s,cp_mM\n" + "".join(f"{a:.8g},{b:.8g}\n" for a, b in zip(ta, cp))}
     chunk_transform = transform if sig else None
     plots = {"curves.png": lambda maps, data, path: plot_curves(model, data, maps, path, transform=chunk_transform)}
+    n_base = inputs.get("baseline") if sig else None
+
+    def reference(data):
+        """The mean pre-contrast image of a signal series, the mean concentration otherwise."""
+        frames = slice(0, n_base) if n_base else slice(None)
+        with np.errstate(invalid="ignore", over="ignore"):
+            image = np.asarray(data[..., frames], dtype=np.float64).mean(axis=-1)
+        return image, (f"mean baseline image (first {n_base} frames)" if n_base else "mean concentration image")
+
     return FitJob(model=model, load=load, transform=chunk_transform, mask=mask_arr, image=img, sources=sources,
-                  provenance=provenance, files=files, plots=plots, notes=notes)
+                  provenance=provenance, files=files, plots=plots, notes=notes, reference=reference)
 
 
 def plot_curves(model, data, maps, path, n: int = 4, transform=None):
@@ -549,5 +558,7 @@ def measured(values, provenance: dict, index) -> np.ndarray:
 WORKFLOW = Workflow("dce", "dce", "4-D DCE series (signal, or concentration in mM with --input concentration)",
                     lambda cls: _INPUTS, prepare, measured=measured, protocol_inputs=protocol_inputs,
                     protocol_model=protocol_model,
+                    mask_reference="the mean baseline image (--baseline frames; the mean concentration image for "
+                                   "--input concentration)",
                     hint="AIF timing: a population AIF starts at --aif-delay (the injection time, s), or fit the "
                          "arterial delay with --fit-delay; check the frame times (--time, --tr-frame, in s)")

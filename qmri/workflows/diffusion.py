@@ -130,7 +130,7 @@ def prepare(model_cls, series: Path, mask: Path | None, inputs: dict, model_opti
     """
     from qmri import io
     from qmri.bids import companions, take_file
-    from qmri.models.diffusion.acquisition import fsl_bvec_frame
+    from qmri.models.diffusion.acquisition import B0_THRESHOLD, fsl_bvec_frame
 
     img = load_series(series, "DWI series")
     beside = companions(series, use=not inputs.get("ignore_sidecar"))
@@ -159,7 +159,27 @@ def prepare(model_cls, series: Path, mask: Path | None, inputs: dict, model_opti
         return data if keep.all() else data[..., keep]
 
     sources = [series, bval_path] + ([bvec_path] if bvec_path else []) + ([mask] if mask else [])
-    return FitJob(model=model, load=load, mask=mask_arr, image=img, sources=sources, provenance=provenance)
+    return FitJob(model=model, load=load, mask=mask_arr, image=img, sources=sources, provenance=provenance,
+                  reference=lambda data: low_b_image(data, b, model_options.get("b0_threshold", B0_THRESHOLD)))
+
+
+def low_b_image(data, bvals, b0_threshold: float = 50.0) -> tuple[np.ndarray, str]:
+    """The mean image of the volumes with b <= ``b0_threshold`` (s/mm²), or of those at the lowest b
+    when there is none, and its description (the reference of ``--mask auto``, :mod:`qmri.masking`).
+
+    Parameters
+    ----------
+    data : ndarray (x, y, z, n)
+    bvals : ndarray (n,), s/mm²
+    """
+    low = bvals <= b0_threshold
+    what = f"mean b<={b0_threshold:g} s/mm2 image"
+    if not low.any():
+        low = bvals == bvals.min()
+        what = f"mean b={bvals.min():g} s/mm2 image (the lowest b)"
+    with np.errstate(invalid="ignore", over="ignore"):
+        image = np.asarray(data[..., np.flatnonzero(low)], dtype=np.float64).mean(axis=-1)
+    return image, what
 
 
 def measured(values, provenance: dict, index) -> np.ndarray:
@@ -170,6 +190,7 @@ def measured(values, provenance: dict, index) -> np.ndarray:
 
 
 WORKFLOW = Workflow("diffusion", "dwi", "4-D diffusion-weighted NIfTI series", inputs, prepare, measured=measured,
-                    protocol_inputs=protocol_inputs, protocol_model=protocol_model,
+                    protocol_inputs=protocol_inputs, protocol_model=protocol_model, mask_method="median_otsu",
+                    mask_reference="the mean b=0 image (b <= --b0-threshold, default 50 s/mm2; else the lowest b)",
                     hint="b-values not in s/mm2 (e.g. 0-1 in ms/um2 or 0-1e9 in s/m2) or not in volume order; "
                          "check the --bval file")

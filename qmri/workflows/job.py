@@ -19,6 +19,9 @@ import numpy as np
 
 from qmri.options import Option, resolve
 
+#: The automatic mask's file in the result set (``--mask auto``).
+AUTO_MASK_FILE = "mask.nii.gz"
+
 
 @dataclass(frozen=True)
 class Workflow:
@@ -48,6 +51,15 @@ class Workflow:
         ``measured(values, provenance, index)`` → one voxel's data as the fit saw it, from the
         series' values at that voxel (``(n_volumes,)``) and the fit's provenance (``qmri
         plot-fit``); default the values as they are.
+    mask_method : str
+        How ``--mask auto`` masks the job's reference image (:func:`qmri.masking.auto_mask`:
+        ``median_otsu`` or ``otsu``).
+    mask_reference : str
+        That reference image in words (``--help``).
+    advice : callable, optional
+        ``advice(job, maps, data) -> list of str``: the likely causes, from what the data and the fit
+        show, of the warnings of :meth:`qmri.maps.ParameterMaps.warnings`, each naming the option that
+        helps; when it gives none, ``hint`` is named.
     """
 
     name: str
@@ -59,6 +71,16 @@ class Workflow:
     protocol_model: Callable | None = None
     hint: str = ""
     measured: Callable | None = None
+    mask_method: str = "otsu"
+    mask_reference: str = "the mean image"
+    advice: Callable | None = None
+
+    @property
+    def mask_help(self) -> str:
+        """What ``--mask auto`` does, in words (``--help``)."""
+        from qmri.masking import describe
+
+        return f"{describe(self.mask_method)} of {self.mask_reference}"
 
 
 @dataclass
@@ -87,6 +109,10 @@ class FitJob:
     notes : list of str
         Warnings known before the fit (e.g. voxels of a T1 or B1 map that cannot be used), reported
         with the fit's own.
+    reference : callable or None
+        ``reference(data)`` → ``(image (x, y, z), what)``: the 3-D image that ``--mask auto`` masks
+        and in which voxels without signal are found (:mod:`qmri.masking`), with a description in
+        words; None: neither.
     """
 
     model: object
@@ -99,6 +125,7 @@ class FitJob:
     files: dict = field(default_factory=dict)
     plots: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
+    reference: Callable | None = None
 
 
 @dataclass
@@ -197,9 +224,10 @@ def planned_maps(job: FitJob, method: str, method_options: dict, out_dir, naming
 
 
 def planned_outputs(job: FitJob, method: str, method_options: dict, out_dir, prefix: str, plot: bool,
-                    naming=None) -> list[Path]:
-    """Every file :func:`fit_files` writes for ``job`` (NIfTI and sidecar per map, extra files, PNGs),
-    named by ``naming`` (default :class:`qmri.maps.PrefixNaming` with ``prefix``)."""
+                    naming=None, auto_mask: bool = False) -> list[Path]:
+    """Every file :func:`fit_files` writes for ``job`` (NIfTI and sidecar per map, extra files, PNGs,
+    ``mask.nii.gz`` with ``auto_mask``), named by ``naming`` (default :class:`qmri.maps.PrefixNaming`
+    with ``prefix``)."""
     from qmri import io
     from qmri.maps import PrefixNaming
 
@@ -207,7 +235,7 @@ def planned_outputs(job: FitJob, method: str, method_options: dict, out_dir, pre
     paths = []
     for _, nii in planned_maps(job, method, method_options, out_dir, naming).values():
         paths += [nii, io.sidecar_path(nii)]
-    extra = list(job.files) + (["maps.png", *job.plots] if plot else [])
+    extra = list(job.files) + (["maps.png", *job.plots] if plot else []) + ([AUTO_MASK_FILE] if auto_mask else [])
     paths += [naming.folder(out_dir) / naming.extra_file(name) for name in extra]
     return paths
 
@@ -228,7 +256,7 @@ class FitPlan:
         BIDS derivative names, or None for qmri's own (with ``prefix``).
     prefix : str
     plot : bool
-    mask : Path or None
+    mask : Path, "auto" or None
     maps : dict
         ``{map name: (kind, NIfTI path)}`` (:func:`planned_maps`).
     outputs : list of Path
@@ -263,6 +291,7 @@ def plan_fit(model_cls, series, *, out_dir, mask=None, method: str | None = None
         Any bad input (one line naming the file and the problem).
     """
     from qmri.maps import PrefixNaming
+    from qmri.masking import is_auto
     from qmri.workflows import workflow
 
     t0 = time.perf_counter()
@@ -271,14 +300,19 @@ def plan_fit(model_cls, series, *, out_dir, mask=None, method: str | None = None
     model_opts = dict(resolve(model_cls.options, model_options or {}, model_cls.__name__))
     if bounds:
         model_opts["bounds"] = bounds
-    job = wf.prepare(model_cls, Path(series), None if mask is None else Path(mask), inputs, model_opts)
+    auto = is_auto(mask)
+    mask = None if mask is None else mask if auto else Path(mask)
+    job = wf.prepare(model_cls, Path(series), None if auto else mask, inputs, model_opts)
+    if auto and job.reference is None:
+        from qmri.errors import QMRIInputError
+
+        raise QMRIInputError(f"--mask auto: no automatic mask for qmri {model_cls.command}; give --mask MASK.nii.gz")
     method_options = dict(method_options or {})
     m = job.model.method(method)
     naming = derivative_naming(series, out_dir, job.model, wf.name, bids, prefix)
     maps = planned_maps(job, m.name, method_options, out_dir, naming or PrefixNaming(prefix))
-    outputs = planned_outputs(job, m.name, method_options, out_dir, prefix, plot, naming)
-    return FitPlan(job, m, method_options, wf, Path(out_dir), naming, prefix, plot,
-                   None if mask is None else Path(mask), maps, outputs, t0)
+    outputs = planned_outputs(job, m.name, method_options, out_dir, prefix, plot, naming, auto_mask=auto)
+    return FitPlan(job, m, method_options, wf, Path(out_dir), naming, prefix, plot, mask, maps, outputs, t0)
 
 
 def run_fit(plan: FitPlan, *, force: bool = False, progress: bool = False, on_start=None, slices=None,
@@ -301,6 +335,7 @@ def run_fit(plan: FitPlan, *, force: bool = False, progress: bool = False, on_st
         An output exists and ``force`` is False; nothing is written.
     """
     from qmri import io
+    from qmri.masking import auto_mask, is_auto
     from qmri.resultset import refuse_existing
 
     job, m, method_options = plan.job, plan.method, plan.method_options
@@ -312,14 +347,24 @@ def run_fit(plan: FitPlan, *, force: bool = False, progress: bool = False, on_st
     warm.start()
     data = job.load()
     warm.join()
+    auto = is_auto(plan.mask)
+    reference = job.reference(data) if job.reference is not None else None
+    mask_provenance = {}
+    if auto:
+        job.mask, mask_provenance = auto_mask(reference[0], plan.workflow.mask_method, reference[1])
     maps = job.model.fit(data, mask=job.mask, method=m.name, progress=progress, transform=job.transform,
                          **method_options)
     maps.affine, maps.header = job.image.affine, job.image.header
     maps.provenance.update(job.provenance)
-    if plan.mask is not None:
+    if auto:
+        maps.provenance.update(mask_provenance)
+    elif plan.mask is not None:
         maps.provenance.update(file_provenance("mask", plan.mask))
     maps.provenance.update(provenance or {})
     extra = {name: (lambda path, text=text: io.write_text(path, text(maps))) for name, text in job.files.items()}
+    if auto:
+        extra[AUTO_MASK_FILE] = lambda path: io.write_map(path, job.mask, affine=job.image.affine,
+                                                          header=job.image.header, dtype=np.uint8)
     if plan.plot:
         from qmri.plot import montage
 
@@ -332,8 +377,26 @@ def run_fit(plan: FitPlan, *, force: bool = False, progress: bool = False, on_st
         from qmri.bids import write_dataset_description
 
         written += [p for p in [write_dataset_description(plan.out_dir, naming.dataset_links(plan.out_dir))] if p]
-    return FitOutcome(maps, written, time.perf_counter() - plan.started,
-                      list(job.notes) + maps.warnings(plan.workflow.hint))
+    return FitOutcome(maps, written, time.perf_counter() - plan.started, fit_warnings(plan, maps, data, reference))
+
+
+def fit_warnings(plan: FitPlan, maps, data, reference) -> list[str]:
+    """The warnings of a fit: those known before it (:attr:`FitJob.notes`), fitted voxels without
+    signal (:func:`qmri.masking.no_signal_warning`), then the signs that the fit is evidently wrong
+    (:meth:`qmri.maps.ParameterMaps.warnings`) with their likely cause from what the data show (the
+    workflow's ``advice``, else its ``hint``)."""
+    from qmri.masking import no_signal_warning
+
+    job, wf = plan.job, plan.workflow
+    out = list(job.notes)
+    fitted = maps.mask
+    if reference is not None:
+        line = no_signal_warning(reference[0], fitted, reference[1], mask_given=plan.mask is not None)
+        if line:
+            out.append(line)
+    causes = wf.advice(job, maps, data) if wf.advice is not None else []
+    found = maps.warnings("; ".join(causes) if causes else wf.hint)
+    return out + found
 
 
 def fit_files(model_cls, series, *, out_dir, mask=None, method: str | None = None, prefix: str = "",
@@ -350,8 +413,11 @@ def fit_files(model_cls, series, *, out_dir, mask=None, method: str | None = Non
         The 4-D NIfTI series.
     out_dir : path
         Output folder (created if needed).
-    mask : path, optional
-        3-D mask on the series' grid.
+    mask : path or "auto", optional
+        3-D mask on the series' grid; ``"auto"``: an automatic mask of the workflow's reference
+        image (:mod:`qmri.masking`: dipy's ``median_otsu`` for diffusion, scikit-image's Otsu
+        threshold for DCE and VFA), written as ``mask.nii.gz`` in the result set and recorded in the
+        sidecars (method, parameters, reference image).
     method : str, optional
         One of ``model_cls.methods`` (default the model's).
     prefix : str

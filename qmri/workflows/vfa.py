@@ -103,8 +103,15 @@ def prepare(model_cls, series: Path, mask: Path | None, inputs: dict, model_opti
     sources = [series] + ([b1_path] if b1_path else []) + ([mask] if mask else [])
     provenance = {"b1_units": inputs["b1_units"], **file_provenance("b1_map", b1_path)} if b1_path else {}
     return FitJob(model=model, load=lambda: io.series_data(img), mask=mask_arr, image=img, sources=sources,
-                  provenance=provenance, notes=notes)
+                  provenance=provenance, notes=notes, reference=mean_image)
+
+
+def mean_image(data) -> tuple[np.ndarray, str]:
+    """The mean over the flip angles (the reference of ``--mask auto``, :mod:`qmri.masking`)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        return np.asarray(data, dtype=np.float64).mean(axis=-1), "mean image over the flip angles"
 
 
 WORKFLOW = Workflow("vfa", "vfa", "4-D NIfTI, one volume per flip angle", lambda cls: _INPUTS, prepare,
+                    mask_reference="the mean image over the flip angles",
                     hint="flip angles (--fa, degrees, in volume order), TR (--tr, s) or the B1 map (--b1-units)")
