@@ -213,10 +213,10 @@ class ParameterMaps(Mapping):
                 if frac > MAX_AT_BOUND:
                     bound = e["bounds"][0 if side == "lower" else 1] if e.get("bounds") else None
                     value = f" ({bound:g} {e['unit']})".replace(" )", ")") if bound is not None else ""
-                    out.append(f"{name} is at its {side} bound{value} in {100 * frac:.0f}% of the fitted voxels: "
+                    out.append(f"{name} is at its {side} bound{value} in {100 * frac:.1f}% of the fitted voxels: "
                                "there the value is the bound, not an estimate")
         if r["failed_fraction"] > MAX_FAILED:
-            out.append(f"the fit failed in {100 * r['failed_fraction']:.0f}% of the fitted voxels")
+            out.append(f"the fit failed in {100 * r['failed_fraction']:.1f}% of the fitted voxels")
         if out and hint:
             out.append(f"likely cause: {hint}")
         return out

@@ -129,7 +129,7 @@ def to_concentration(data, *, input: str = "signal", t10=None, fa=None, tr=None,
         return signal_to_concentration(data, t10=t10, r1=r1, tr=tr, fa=fa, n_baseline=baseline)
 
 
-def arterial_input(aif, t, *, hct=DEFAULT_HCT, aif_delay=0.0, aif_blood=False, concentration=None):
+def arterial_input(aif, t, *, hct=DEFAULT_HCT, aif_delay=0.0, aif_blood=False, concentration=None, where=None):
     """Plasma AIF (mM) on its own time grid, for frames at ``t`` (s).
 
     The AIF keeps its resolution: a file or a measured curve its samples, a population AIF a fine
@@ -155,6 +155,8 @@ def arterial_input(aif, t, *, hct=DEFAULT_HCT, aif_delay=0.0, aif_blood=False, c
     concentration : callable, optional
         ``concentration(mask)`` → the concentration (mM) of the voxels in ``mask``, shape (n, T)
         (needed for an arterial mask).
+    where : str, optional
+        The source of an arterial mask, named in errors (e.g. ``roi:artery.nii.gz``).
 
     Returns
     -------
@@ -167,7 +169,8 @@ def arterial_input(aif, t, *, hct=DEFAULT_HCT, aif_delay=0.0, aif_blood=False, c
     ------
     QMRIInputError
         Unknown name, a file or curve not covering the series or not strictly increasing, an
-        empty mask.
+        empty mask, an AIF without signal over the frames (:func:`qmri.models.dce.aif.check_signal`:
+        zero, negative, or arriving after the last frame).
     """
     from qmri.models.dce import aif as A
 
@@ -176,9 +179,16 @@ def arterial_input(aif, t, *, hct=DEFAULT_HCT, aif_delay=0.0, aif_blood=False, c
             raise QMRIInputError("AIF mask is empty")
         arterial = np.asarray(concentration(aif), dtype=np.float64)
         roi = A.roi_aif(arterial, np.ones(arterial.shape[0], dtype=bool))
-        return np.asarray(t, dtype=np.float64), A.blood_to_plasma(roi, hct)
+        ta, ca = np.asarray(t, dtype=np.float64), A.blood_to_plasma(roi, hct)
+        A.check_signal(ta, ca, t, where=f"{where or 'AIF mask'} (mean concentration in the mask)")
+        return ta, ca
     if isinstance(aif, str) and aif in A.POPULATION_AIFS:
-        return A.population_samples(aif, t, hct=hct, delay=aif_delay)
+        if aif_delay >= t[-1]:
+            raise QMRIInputError(f"--aif {aif} --aif-delay {aif_delay:g}: the AIF starts after the last frame "
+                                 f"({t[-1]:g} s): no signal over the series")
+        ta, ca = A.population_samples(aif, t, hct=hct, delay=aif_delay)
+        A.check_signal(ta, ca, t, where=f"--aif {aif} --aif-delay {aif_delay:g}")
+        return ta, ca
     if isinstance(aif, tuple):
         ta, ca = (np.asarray(v, dtype=np.float64) for v in aif)
         where = "AIF curve"
@@ -199,6 +209,7 @@ def arterial_input(aif, t, *, hct=DEFAULT_HCT, aif_delay=0.0, aif_blood=False, c
                              "(the AIF is shorter than the series)")
     if ta[0] > t[0] + tol:
         raise QMRIInputError(f"{where} starts at {ta[0]:g} s, after the first frame ({t[0]:g} s)")
+    A.check_signal(ta, ca, t, where=where)
     return ta, ca
 
 
@@ -468,7 +479,7 @@ def prepare(model_cls, series: Path, mask: Path | None, inputs: dict, model_opti
     spec = inputs["aif"]
     aif = io.load_mask(Path(spec[4:]), img, reference_path=series) if spec.startswith("roi:") else spec
     ta, cp = arterial_input(aif, t, hct=inputs["hct"], aif_delay=inputs["aif_delay"], aif_blood=inputs["aif_blood"],
-                            concentration=concentration)
+                            concentration=concentration, where=f"--aif {spec}")
     model = model_cls(t, cp, aif_times=ta, **model_options)
     provenance = input_provenance(inputs["input"], spec, hct=inputs["hct"], aif_delay=inputs["aif_delay"],
                                   aif_blood=inputs["aif_blood"], r1=inputs["r1"], fa=inputs.get("fa"),
@@ -555,10 +566,90 @@ def measured(values, provenance: dict, index) -> np.ndarray:
                             r1=provenance["relaxivity_per_s_per_mmol"], baseline=provenance["baseline_frames"])[0]
 
 
+#: Fitted voxels sampled (evenly) to judge enhancement and bolus timing in :func:`advice`.
+ADVICE_VOXELS = 20_000
+#: A voxel "barely enhances" when its mean concentration after the baseline exceeds the baseline's
+#: mean by less than this many times the baseline's standard deviation (its noise).
+MIN_ENHANCEMENT_SD = 2.0
+#: Share of the fitted voxels that barely enhance above which they are named as a likely cause.
+MAX_NON_ENHANCING = 0.3
+
+
+def _arrival(curves, t, fraction: float = 0.2) -> float:
+    """Time (s) at which the median of ``curves`` (n, T) first reaches ``fraction`` of its peak."""
+    c = np.nanmedian(curves, axis=0)
+    c = c - c[0]
+    peak = np.nanmax(c) if c.size else np.nan
+    if not np.isfinite(peak) or peak <= 0:
+        return float("nan")
+    return float(t[int(np.argmax(c >= fraction * peak))])
+
+
+def advice(plan, maps, data) -> tuple[list[str], list[str]]:
+    """What the data say about a DCE fit (:attr:`qmri.workflows.job.Workflow.advice`): ``ve``
+    undetermined where Ktrans is 0 (a note); as causes of the fit's warnings, voxels that barely
+    enhance (``--mask``), and AIF timing only when the data show it: the fitted delay at its bound,
+    or the bolus arriving in the fitted curves at another time than in the data (``--aif-delay``,
+    ``--fit-delay``). Judged on up to :data:`ADVICE_VOXELS` fitted voxels."""
+    from qmri.maps import MAX_AT_BOUND, MIN_MEDIAN_R2
+
+    job, model = plan.job, plan.job.model
+    notes, causes = [], []
+    converged = maps.mask & (maps.status == 0)
+    if "ve" in maps.params and "Ktrans" in maps.params:
+        n_ve = int(np.sum(converged & np.isnan(maps["ve"]) & np.isfinite(maps["Ktrans"])))
+        if n_ve:
+            notes.append(f"ve (and kep) not determined in {n_ve} of the {int(maps.mask.sum())} fitted voxels: Ktrans "
+                         "is 0 there (no transfer into the tissue seen), so the curve does not depend on ve; those "
+                         "voxels have ve = NaN")
+    report = maps.report()
+    delay = report["parameters"].get("delay", {})
+    if max(delay.get("at_lower_bound", 0.0), delay.get("at_upper_bound", 0.0)) > MAX_AT_BOUND:
+        causes.append("AIF timing: the fitted delay (--fit-delay) is at its bound (the bolus is more than 10 s "
+                      "off): set the injection time with --aif-delay (population AIF, s) or check the frame times "
+                      "(--time, --tr-frame)")
+    flat = np.flatnonzero(converged.ravel())
+    if flat.size == 0 or report["median_r2"] >= MIN_MEDIAN_R2 and not causes:
+        return notes, causes
+    pick = flat[np.unique(np.linspace(0, flat.size - 1, min(flat.size, ADVICE_VOXELS)).round().astype(int))]
+    curves = np.asarray(np.asarray(data)[np.unravel_index(pick, maps.mask.shape)], dtype=np.float64)
+    t = model.t
+    n_base = plan.job.provenance.get("baseline_frames")
+    if not n_base:  # concentration input: the frames before the AIF reaches a tenth of its peak
+        cp = np.interp(t, model.aif_times, model.aif)
+        n_base = int(np.argmax(cp >= 0.1 * np.max(cp)))
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        if job.transform is not None:
+            curves = job.transform(curves, pick)
+        if n_base >= 3:
+            base = curves[:, :n_base]
+            enhancement = curves[:, n_base:].mean(axis=1) - base.mean(axis=1)
+            weak = ~(enhancement >= MIN_ENHANCEMENT_SD * base.std(axis=1, ddof=1))
+        else:
+            weak = np.zeros(len(pick), dtype=bool)
+    share = float(np.mean(weak))
+    if share > MAX_NON_ENHANCING:
+        causes.append(f"{100 * share:.1f}% of the fitted voxels barely enhance (mean concentration after the "
+                      f"{n_base} baseline frames less than {MIN_ENHANCEMENT_SD:g} standard deviations of the baseline "
+                      "above it): no model describes their noise; restrict --mask to the enhancing tissue")
+    if not model.fit_delay and (~weak).sum() >= 10:
+        strong = ~weak
+        params = {k: maps[k].ravel()[pick[strong]] for k in model.spec.names}
+        fitted = model.concentration(params)
+        t_data, t_fit = _arrival(curves[strong], t), _arrival(fitted, t)
+        step = float(np.median(np.diff(t)))
+        if np.isfinite(t_data) and np.isfinite(t_fit) and abs(t_data - t_fit) > max(2 * step, 3.0):
+            causes.append(f"AIF timing: the bolus reaches the enhancing voxels at {t_data:g} s but the fitted curves "
+                          f"at {t_fit:g} s: set the injection time with --aif-delay (population AIF, s) or fit the "
+                          "arterial delay with --fit-delay")
+    return notes, causes
+
+
 WORKFLOW = Workflow("dce", "dce", "4-D DCE series (signal, or concentration in mM with --input concentration)",
                     lambda cls: _INPUTS, prepare, measured=measured, protocol_inputs=protocol_inputs,
                     protocol_model=protocol_model,
                     mask_reference="the mean baseline image (--baseline frames; the mean concentration image for "
                                    "--input concentration)",
-                    hint="AIF timing: a population AIF starts at --aif-delay (the injection time, s), or fit the "
-                         "arterial delay with --fit-delay; check the frame times (--time, --tr-frame, in s)")
+                    advice=advice,
+                    hint="check the frame times (--time, --tr-frame, in s), the AIF (--aif, --aif-delay) and, for "
+                         "signal input, --t1/--t10, --fa, --tr and --baseline")

@@ -12,6 +12,7 @@ import numpy as np
 
 from qmri.bids import ignore_sidecar_option
 from qmri.errors import QMRIInputError
+from qmri.maps import MAX_AT_BOUND, MIN_MEDIAN_R2
 from qmri.options import Option
 from qmri.workflows.job import FitJob, Workflow, file_provenance, load_mask, load_series
 
@@ -159,8 +160,50 @@ def prepare(model_cls, series: Path, mask: Path | None, inputs: dict, model_opti
         return data if keep.all() else data[..., keep]
 
     sources = [series, bval_path] + ([bvec_path] if bvec_path else []) + ([mask] if mask else [])
+    notes = [line for line in [b_range_note(model, bval_path)] if line]
     return FitJob(model=model, load=load, mask=mask_arr, image=img, sources=sources, provenance=provenance,
-                  reference=lambda data: low_b_image(data, b, model_options.get("b0_threshold", B0_THRESHOLD)))
+                  reference=lambda data: low_b_image(data, b, model_options.get("b0_threshold", B0_THRESHOLD)),
+                  notes=notes)
+
+
+def b_range_note(model, bval_path=None) -> str | None:
+    """The warning when the b-values reach beyond the model's range (its ``valid_b_max``), naming
+    ``--bmax``; None when they do not (or the model has no such limit)."""
+    top, limit = float(np.max(model.bvals)), getattr(model, "valid_b_max", None)
+    if limit is None or top <= limit:
+        return None
+    where = f"{bval_path}: " if bval_path is not None else ""
+    n_over = int(np.sum(model.bvals > limit))
+    return (f"{where}b up to {top:g} s/mm2 ({n_over} of {model.bvals.size} volumes above {limit:g}) is beyond the "
+            f"range of the {type(model).__name__} model: {model.valid_b_reason}; fit with --bmax {limit:g}")
+
+
+def advice(plan, maps, data) -> tuple[list[str], list[str]]:
+    """What the acquisition says about a diffusion fit's warnings: b-values beyond the model's range
+    (``--bmax``), too few low b-values for IVIM's f and D* (``--bmin`` with ``qmri adc``), b-values
+    below 200 s/mm² that carry perfusion in an ADC (``--bmin``). Returns ``(notes, causes)``
+    (:attr:`qmri.workflows.job.Workflow.advice`)."""
+    model = plan.job.model
+    b = np.asarray(model.bvals, dtype=np.float64)
+    report = maps.report()
+    flagged = {name for name, e in report["parameters"].items()
+               if max(e.get("at_lower_bound", 0.0), e.get("at_upper_bound", 0.0)) > MAX_AT_BOUND}
+    causes = []
+    limit = getattr(model, "valid_b_max", None)
+    if limit is not None and b.max() > limit:
+        causes.append(f"b-values beyond the {type(model).__name__} model's range (up to {b.max():g} s/mm2): fit with "
+                      f"--bmax {limit:g}")
+    threshold = getattr(model, "threshold", None)
+    if getattr(model, "min_low_b", None) is not None and threshold is not None and flagged & {"f", "Dstar"}:
+        low = np.unique(b[b < threshold])
+        if low.size < model.min_low_b:
+            values = ", ".join(f"{v:g}" for v in low) or "none"
+            causes.append(f"{low.size} distinct b-value(s) below {threshold:g} s/mm2 ({values}): f and D* are told "
+                          f"apart only by the signal there, which needs at least {model.min_low_b}; for D alone fit "
+                          f"qmri adc --bmin {threshold:g}")
+    if type(model).__name__ == "ADC" and report["median_r2"] < MIN_MEDIAN_R2 and np.sum(b < 200) >= 2 and b.min() < 200:
+        causes.append("b-values below 200 s/mm2 carry perfusion (the ADC is then not mono-exponential): --bmin 200")
+    return [], causes
 
 
 def low_b_image(data, bvals, b0_threshold: float = 50.0) -> tuple[np.ndarray, str]:
@@ -192,5 +235,4 @@ def measured(values, provenance: dict, index) -> np.ndarray:
 WORKFLOW = Workflow("diffusion", "dwi", "4-D diffusion-weighted NIfTI series", inputs, prepare, measured=measured,
                     protocol_inputs=protocol_inputs, protocol_model=protocol_model, mask_method="median_otsu",
                     mask_reference="the mean b=0 image (b <= --b0-threshold, default 50 s/mm2; else the lowest b)",
-                    hint="b-values not in s/mm2 (e.g. 0-1 in ms/um2 or 0-1e9 in s/m2) or not in volume order; "
-                         "check the --bval file")
+                    advice=advice, hint="b-values not in volume order: check the --bval file against the series")

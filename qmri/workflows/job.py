@@ -57,9 +57,11 @@ class Workflow:
     mask_reference : str
         That reference image in words (``--help``).
     advice : callable, optional
-        ``advice(job, maps, data) -> list of str``: the likely causes, from what the data and the fit
-        show, of the warnings of :meth:`qmri.maps.ParameterMaps.warnings`, each naming the option that
-        helps; when it gives none, ``hint`` is named.
+        ``advice(plan, maps, data) -> (notes, causes)``, from what the data and the fit show:
+        ``notes``, warnings of their own (e.g. parameters the data do not determine), and ``causes``,
+        the likely causes of the warnings of :meth:`qmri.maps.ParameterMaps.warnings`, each naming
+        the option that helps; when neither it nor :func:`fit_warnings` finds a cause, ``hint`` is
+        named.
     """
 
     name: str
@@ -263,6 +265,8 @@ class FitPlan:
         Every file the fit writes (:func:`planned_outputs`).
     started : float
         ``time.perf_counter()`` when planning began.
+    bounds : dict or None
+        The bounds given (``--bounds``), ``{name: (lower, upper)}``.
     """
 
     job: FitJob
@@ -277,6 +281,7 @@ class FitPlan:
     maps: dict
     outputs: list
     started: float
+    bounds: dict | None = None
 
 
 def plan_fit(model_cls, series, *, out_dir, mask=None, method: str | None = None, prefix: str = "",
@@ -312,7 +317,8 @@ def plan_fit(model_cls, series, *, out_dir, mask=None, method: str | None = None
     naming = derivative_naming(series, out_dir, job.model, wf.name, bids, prefix)
     maps = planned_maps(job, m.name, method_options, out_dir, naming or PrefixNaming(prefix))
     outputs = planned_outputs(job, m.name, method_options, out_dir, prefix, plot, naming, auto_mask=auto)
-    return FitPlan(job, m, method_options, wf, Path(out_dir), naming, prefix, plot, mask, maps, outputs, t0)
+    return FitPlan(job, m, method_options, wf, Path(out_dir), naming, prefix, plot, mask, maps, outputs, t0,
+                   bounds=dict(bounds) if bounds else None)
 
 
 def run_fit(plan: FitPlan, *, force: bool = False, progress: bool = False, on_start=None, slices=None,
@@ -382,21 +388,55 @@ def run_fit(plan: FitPlan, *, force: bool = False, progress: bool = False, on_st
 
 def fit_warnings(plan: FitPlan, maps, data, reference) -> list[str]:
     """The warnings of a fit: those known before it (:attr:`FitJob.notes`), fitted voxels without
-    signal (:func:`qmri.masking.no_signal_warning`), then the signs that the fit is evidently wrong
-    (:meth:`qmri.maps.ParameterMaps.warnings`) with their likely cause from what the data show (the
-    workflow's ``advice``, else its ``hint``)."""
+    signal (:func:`qmri.masking.no_signal_warning`), the workflow's notes, then the signs that the
+    fit is evidently wrong (:meth:`qmri.maps.ParameterMaps.warnings`) with their likely causes from
+    what the data show (:func:`common_causes` and the workflow's ``advice``; else its ``hint``)."""
     from qmri.masking import no_signal_warning
 
     job, wf = plan.job, plan.workflow
     out = list(job.notes)
-    fitted = maps.mask
     if reference is not None:
-        line = no_signal_warning(reference[0], fitted, reference[1], mask_given=plan.mask is not None)
+        line = no_signal_warning(reference[0], maps.mask, reference[1], mask_given=plan.mask is not None)
         if line:
             out.append(line)
-    causes = wf.advice(job, maps, data) if wf.advice is not None else []
-    found = maps.warnings("; ".join(causes) if causes else wf.hint)
-    return out + found
+    notes, causes = wf.advice(plan, maps, data) if wf.advice is not None else ([], [])
+    out += notes
+    if not maps.warnings():
+        return out
+    empty, common = common_causes(plan, maps, data)
+    causes = common if empty else common + causes
+    return out + maps.warnings("; ".join(causes) if causes else wf.hint)
+
+
+def common_causes(plan: FitPlan, maps, data) -> tuple[bool, list[str]]:
+    """Causes of a fit's warnings that any workflow's data can show: fitted voxels whose series is
+    all NaN or zero (then the only cause: ``empty`` is True), and parameters at bounds narrowed with
+    ``--bounds`` (naming the default bounds)."""
+    from qmri.maps import MAX_AT_BOUND, MAX_FAILED
+
+    causes = []
+    fitted = maps.mask
+    n = int(fitted.sum())
+    if n:
+        with np.errstate(invalid="ignore"):
+            voxels = np.asarray(data)[fitted]
+            blank = np.all(~np.isfinite(voxels) | (voxels == 0), axis=-1)
+        frac = float(blank.mean())
+        if frac > MAX_FAILED:
+            what = "no signal (NaN or zero in every volume)"
+            return True, [f"the series holds {what} in {100 * frac:.1f}% of the fitted voxels: check the series "
+                          "file" + (" and the mask" if plan.mask is not None else "")]
+    given = plan.bounds or {}
+    model = plan.job.model
+    defaults = dict(zip(model.spec.names, zip(model.spec.lower, model.spec.upper))) if hasattr(model, "spec") else {}
+    for name, e in maps.report()["parameters"].items():
+        if name in given and max(e.get("at_lower_bound", 0.0), e.get("at_upper_bound", 0.0)) > MAX_AT_BOUND:
+            lo, hi = given[name]
+            d = defaults.get(name)
+            default = f" (default {d[0]:g}:{d[1]:g})" if d is not None else ""
+            causes.append(f"{name} bounds narrowed with --bounds to {lo:g}:{hi:g}{default}: the data lie beyond them; "
+                          "widen them")
+    return False, causes
 
 
 def fit_files(model_cls, series, *, out_dir, mask=None, method: str | None = None, prefix: str = "",

@@ -231,6 +231,42 @@ def population_samples(name, t, *, hct=DEFAULT_HCT, delay=0.0, step=None):
     return grid, c
 
 
+#: Smallest AIF peak (mM) over the frames that counts as signal: measured and population AIFs peak
+#: at 1-10 mM of plasma (Parker et al., MRM 2006;56:993: 6 mM), so below 1e-3 mM there is no bolus.
+MIN_AIF_PEAK = 1e-3
+
+
+def check_signal(times, cp, t, where: str = "AIF") -> None:
+    """Refuse an AIF without signal over the series: its peak between the first and the last frame
+    below :data:`MIN_AIF_PEAK` (zero or negative, or a bolus that arrives after the last frame).
+
+    Parameters
+    ----------
+    times : ndarray (k,)
+        Sample times of the AIF (s).
+    cp : ndarray (k,)
+        Plasma concentration (mM).
+    t : ndarray (n,)
+        Frame times (s).
+    where : str
+        The AIF's source, named in the error.
+
+    Raises
+    ------
+    QMRIInputError
+        No signal over the frames.
+    """
+    times, cp, t = (np.asarray(v, dtype=np.float64) for v in (times, cp, t))
+    over = (times >= t[0]) & (times <= t[-1])
+    seen = cp[over] if over.any() else np.interp(t, times, cp)
+    peak = float(np.max(seen)) if seen.size else float("nan")
+    if not peak >= MIN_AIF_PEAK:
+        late = cp.size and np.max(cp) >= MIN_AIF_PEAK and times[np.argmax(cp >= MIN_AIF_PEAK)] > t[-1]
+        why = f"the bolus arrives after the last frame ({t[-1]:g} s)" if late else "zero or negative"
+        raise QMRIInputError(f"{where}: no signal over the series (peak {peak:.3g} mM between {t[0]:g} and "
+                             f"{t[-1]:g} s: {why}); the fit cannot determine any parameter")
+
+
 def thin(t, c, tol):
     """Indices of the samples to keep so that linear interpolation through them departs from every
     sample by at most ``tol`` (greedy: each segment is made as long as the tolerance allows; the

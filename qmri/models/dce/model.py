@@ -19,7 +19,7 @@ from qmri.errors import QMRIInputError
 from qmri.fitting.lm import LMOptions
 from qmri.fitting.result import STATUS_CONVERGED, STATUS_FAILED, FitResult
 from qmri.models.base import resolve_bounds, resolve_initial
-from qmri.models.dce.aif import thin
+from qmri.models.dce.aif import check_signal, thin
 from qmri.models.dce.convolution import acquisition
 from qmri.models.dce.linear import coefficients_to_params, linear_coefficients, shared_columns
 from qmri.models.dce.models import DCE_MODELS, MODEL_NAMES
@@ -163,6 +163,7 @@ class DCE(Model):
             if ta[0] > t[0] + tol or ta[-1] < t[-1] - tol:
                 raise QMRIInputError(f"the AIF covers {ta[0]:g}-{ta[-1]:g} s but the frames run from {t[0]:g} "
                                      f"to {t[-1]:g} s")
+        check_signal(ta, cp, t)
         self.model = model
         self.fit_delay = bool(fit_delay)
         self.spec = DCE_MODELS[(model, self.fit_delay)]
@@ -223,6 +224,23 @@ class DCE(Model):
     @classmethod
     def parameter_names(cls) -> list[str]:
         return ["Ktrans", "ve", "vp", "Fp", "PS", "delay"]
+
+    #: Ktrans within this fraction of its bounded range above its lower bound counts as zero (no
+    #: leakage seen): there ``ve`` is not determined by the data.
+    KTRANS_ZERO_RTOL = 1e-6
+
+    def complete(self, res, scale, good) -> None:
+        """As :meth:`Model.complete <qmri.models.model.Model.complete>`, and for Tofts and extended
+        Tofts ``ve`` (hence ``kep``) NaN where Ktrans is at its lower bound (0 by default): with no
+        transfer into the extravascular space the curve does not depend on ve, which is then not
+        an estimate but the optimiser's start (Tofts et al., JMRI 1999;10:223: ve is defined
+        through Ktrans/kep). The voxel's status stays converged (Ktrans = 0 is its estimate)."""
+        if self.model in ("tofts", "etm") and "ve" in res.params and "Ktrans" in res.params:
+            j = self.spec.names.index("Ktrans")
+            lo, hi = float(self.lower[j]), float(self.upper[j])
+            zero = res.params["Ktrans"] <= lo + self.KTRANS_ZERO_RTOL * (hi - lo)
+            res.params["ve"] = np.where(zero, np.nan, res.params["ve"])
+        super().complete(res, scale, good)
 
     def derived(self):
         """``kep = Ktrans / ve`` (1/min) for Tofts and extended Tofts."""

@@ -289,6 +289,10 @@ class DiffusionModel(Model):
     #: Rotation from the b-vectors' frame to world coordinates (:func:`fsl_bvec_frame`), set by the
     #: file workflow from the series' affine; None for arrays fitted in Python (b-vector frame).
     bvec_frame = None
+    #: Largest b (s/mm²) up to which the model describes tissue signal (None: no such limit), and why
+    #: (with its source): the file workflow warns above it and names ``--bmax`` with this value.
+    valid_b_max: float | None = None
+    valid_b_reason: str = ""
 
     def __init__(self, bvals, *, bounds=None, initial_guess=None, lm_options: LMOptions | None = None):
         b = check_bvals(bvals)

@@ -147,6 +147,9 @@ class ADC(DiffusionModel):
     default_method = "wls"
     spec = ADC_MODEL
     min_distinct_b = 2
+    valid_b_max = 1500.0
+    valid_b_reason = ("above about 1000-1500 s/mm2 tissue signal is no longer mono-exponential (diffusion kurtosis; "
+                      "Jensen et al., MRM 2005;53:1432)")
     demo_parameters = ("ADC",)
     demo_phantom = {"snr": 30.0, "block": (16, 16, 4)}
 

@@ -468,6 +468,11 @@ class IVIM(DiffusionModel):
     default_method = "lsq"
     spec = IVIM_MODEL
     min_distinct_b = 1  # the methods' own checks (check_method) say what they need
+    valid_b_max = 1500.0
+    valid_b_reason = ("the tissue compartment is mono-exponential only up to about 1000-1500 s/mm2 (diffusion "
+                      "kurtosis above; Jensen et al., MRM 2005;53:1432)")
+    #: Fewest distinct b-values below ``threshold`` from which f and D* can be told apart.
+    min_low_b = 3
 
     def __init__(self, bvals, *, bounds=None, initial_guess=None, threshold=DEFAULT_THRESHOLD, preset=None,
                  b0_threshold: float = 0.0, lm_options: LMOptions | None = None):

@@ -278,6 +278,9 @@ class DKI(DiffusionModel):
     default_method = "wls"
     spec = DKI_TENSOR_MODEL
     uses_bvecs = True
+    valid_b_max = 3000.0
+    valid_b_reason = ("the kurtosis expansion holds up to about 2000-3000 s/mm2 in tissue (Jensen & Helpern, NMR "
+                      "Biomed 2010;23:698)")
 
     def __init__(self, bvals, bvecs, *, min_kurtosis=MIN_KURTOSIS, max_kurtosis=MAX_KURTOSIS,
                  min_signal=MIN_SIGNAL, wls_iter: int = 1, b0_threshold: float = B0_THRESHOLD,

@@ -120,6 +120,9 @@ class TraceDKI(DiffusionModel):
     default_method = "lsq"
     spec = DKI_TRACE_MODEL
     min_distinct_b = 3
+    valid_b_max = 3000.0
+    valid_b_reason = ("the kurtosis expansion holds up to about 2000-3000 s/mm2 in tissue (Jensen & Helpern, NMR "
+                      "Biomed 2010;23:698)")
 
     def __init__(self, bvals, *, bvecs=None, bounds=None, b0_threshold: float = B0_THRESHOLD,
                  lm_options: LMOptions | None = None):
