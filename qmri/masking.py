@@ -154,5 +154,5 @@ def no_signal_warning(reference, fitted, what: str, mask_given: bool) -> str | N
     if k <= MAX_NO_SIGNAL * n:
         return None
     fix = "check the mask, or use --mask auto" if mask_given else "give --mask MASK.nii.gz, or --mask auto"
-    return (f"{k} of the {n} fitted voxels ({100 * k / n:.1f}%) have no signal (zero, NaN or background in the "
-            f"{what}): their values are noise; {fix}")
+    return (f"{k} of the {n} fitted voxels ({100 * k / n:.1f}%) have no signal (zero, not finite or background "
+            f"in the {what}): their values are noise; {fix}")

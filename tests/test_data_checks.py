@@ -191,3 +191,128 @@ def test_cohort_config_takes_mask_auto(tmp_path):
     assert text != EXAMPLE_CONFIG
     (tmp_path / "steps.toml").write_text(text)
     assert load_config(tmp_path / "steps.toml").fits["ivim"].mask == "auto"
+
+
+# --- warnings that name what the data show ------------------------------------------------------------
+
+def _fit(command, small_101D, tmp_path, capsys, *extra):
+    data, bval, bvec = small_101D
+    args = [command, data, "--bval", bval, *(["--bvec", bvec] if command == "dki" else []), *extra,
+            "--out-dir", tmp_path / command]
+    code, out, err = _run(args, capsys)
+    assert code == 0, err
+    return out, err
+
+
+def test_small_101D_warnings_name_the_b_range_and_bmax_not_units(small_101D, tmp_path, capsys):
+    """b 15-4065 s/mm2 in the right units: the cause is the b range (and for IVIM the single b below 200),
+    each named with the option that helps."""
+    for command, limit in (("adc", 1500), ("ivim", 1500), ("dki", 3000)):
+        out, err = _fit(command, small_101D, tmp_path, capsys)
+        assert "not in s/mm2" not in err
+        assert f"b up to 4065 s/mm2" in err and f"beyond the range of the" in err and f"--bmax {limit}" in err
+    out, err = _fit("ivim", small_101D, tmp_path / "again", capsys)
+    assert "1 distinct b-value(s) below 200 s/mm2 (15)" in err and "qmri adc --bmin 200" in err
+    # the warning's share is the summary's, rounded alike
+    share = next(ln for ln in out.splitlines() if "median Dstar" in ln).split("at bound ")[1]
+    assert f"in {share} of the fitted voxels" in err
+    # within the model's range: no b-range warning
+    out, err = _fit("dki", small_101D, tmp_path / "bmax", capsys, "--bmax", "3000")
+    assert "beyond the range" not in err
+
+
+@pytest.mark.parametrize("fill", [np.nan, 0.0])
+def test_series_without_signal_says_so(tmp_path, capsys, fill):
+    b = np.array([0, 50, 200, 500, 1000.0])
+    nib.save(nib.Nifti1Image(np.full((3, 3, 1, 5), fill, np.float32), np.eye(4)), tmp_path / "dwi.nii.gz")
+    (tmp_path / "dwi.bval").write_text(" ".join(f"{v:g}" for v in b))
+    code, out, err = _run(["ivim", tmp_path / "dwi.nii.gz", "--out-dir", tmp_path / "o"], capsys)
+    assert code == 0 and "failed 100.0%" in out
+    assert "likely cause: the series holds NaN, infinite or no values" in err and "s/mm2 (e" not in err
+    assert "volume order" not in err
+
+
+def test_narrowed_bounds_are_named_as_the_cause(tmp_path, capsys):
+    assert main(["phantom", "adc", "--out-dir", str(tmp_path / "ph"), "--block", "2", "2", "1"]) == 0
+    capsys.readouterr()
+    ph = tmp_path / "ph"
+    code, out, err = _run(["adc", ph / "adc.nii.gz", "--bval", ph / "adc.bval", "--mask", ph / "mask.nii.gz",
+                           "--method", "lsq", "--bounds", "ADC=0.0001:0.0002", "--out-dir", tmp_path / "o"], capsys)
+    assert code == 0 and "ADC is at its upper bound" in err
+    assert "likely cause: ADC bounds narrowed with --bounds to 0.0001:0.0002 (default 0:0.005)" in err
+
+
+def _dce_args(ph, series, out, *extra):
+    return ["dce", series, "--time", ph / "times.txt", "--t10", "1", "--fa", "30", "--tr", "0.005", "--baseline", "10",
+            "--out-dir", out, *extra]
+
+
+@pytest.fixture(scope="module")
+def dce_phantom(tmp_path_factory):
+    d = tmp_path_factory.mktemp("dce")
+    assert main(["phantom", "dce", "--out-dir", str(d), "--block", "2", "2", "1"]) == 0
+    return d
+
+
+def test_dce_non_enhancing_voxels_are_the_cause_not_aif_timing(dce_phantom, tmp_path, capsys):
+    """Two thirds of the fitted voxels do not enhance (baseline signal and the series' noise), as in a
+    breast slice masked loosely: the warning names them and --mask, not the AIF."""
+    ph = dce_phantom
+    capsys.readouterr()
+    img = nib.load(ph / "dce.nii.gz")
+    d = np.asarray(img.dataobj, dtype=np.float64)
+    rng = np.random.default_rng(1)
+    flat = d[..., :10].mean(-1, keepdims=True) + rng.normal(0, d[..., :10].std(-1).mean(), d.shape)
+    nib.save(nib.Nifti1Image(np.concatenate([d, flat, flat]).astype(np.float32), img.affine), tmp_path / "s.nii.gz")
+    code, out, err = _run(_dce_args(ph, tmp_path / "s.nii.gz", tmp_path / "o", "--aif", ph / "aif.csv"), capsys)
+    assert code == 0 and "warning: median R2" in err
+    assert "of the fitted voxels barely enhance" in err and "restrict --mask" in err and "AIF timing" not in err
+    # Ktrans = 0 leaves ve undetermined: NaN there (status converged), counted in a warning
+    ktrans, ve = (np.asarray(nib.load(tmp_path / "o" / f"{k}.nii.gz").dataobj) for k in ("Ktrans", "ve"))
+    status = np.asarray(nib.load(tmp_path / "o" / "status.nii.gz").dataobj)
+    zero = (ktrans <= 1e-6 * 5.0) & (status == 0)  # Ktrans within 1e-6 of its range (0-5 /min) above 0
+    assert zero.sum() > 0 and np.all(np.isnan(ve[zero])) and np.all(np.isfinite(ve[(ktrans > 0.01) & (status == 0)]))
+    assert f"ve (and kep) not determined in {int(zero.sum())} of the" in err
+
+
+def test_dce_aif_timing_is_named_when_the_bolus_arrival_differs(dce_phantom, tmp_path, capsys):
+    ph = dce_phantom
+    capsys.readouterr()
+    code, out, err = _run(_dce_args(ph, ph / "dce.nii.gz", tmp_path / "o", "--mask", ph / "mask.nii.gz", "--aif",
+                                    "parker", "--aif-delay", "40"), capsys)
+    assert code == 0 and "likely cause: AIF timing: the bolus reaches the enhancing voxels at" in err
+    assert "--aif-delay" in err and "--fit-delay" in err and "barely enhance" not in err
+    code, out, err = _run(_dce_args(ph, ph / "dce.nii.gz", tmp_path / "o2", "--mask", ph / "mask.nii.gz", "--aif",
+                                    ph / "aif.csv"), capsys)
+    assert code == 0 and "warning" not in err
+
+
+@pytest.mark.parametrize("aif, message", [
+    ("time_s,cp_mM\n0,0\n150,0\n400,0\n", "no signal over the series (peak 0 mM"),
+    ("time_s,cp_mM\n0,0\n150,-1\n400,-0.5\n", "zero or negative"),
+    ("time_s,cp_mM\n0,0\n299,0\n310,5\n400,1\n", "the bolus arrives after the last frame"),
+])
+def test_aif_without_signal_over_the_series_is_refused(dce_phantom, tmp_path, capsys, aif, message):
+    ph = dce_phantom
+    capsys.readouterr()
+    (tmp_path / "aif.csv").write_text(aif)
+    code, out, err = _run(_dce_args(ph, ph / "dce.nii.gz", tmp_path / "o", "--aif", tmp_path / "aif.csv"), capsys)
+    assert code == 2 and err.count("\n") == 1 and f"AIF file {tmp_path / 'aif.csv'}" in err and message in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_population_aif_starting_after_the_last_frame_is_refused(dce_phantom, tmp_path, capsys):
+    ph = dce_phantom
+    capsys.readouterr()
+    code, out, err = _run(_dce_args(ph, ph / "dce.nii.gz", tmp_path / "o", "--aif", "parker", "--aif-delay", "400"),
+                          capsys)
+    assert code == 2 and "--aif parker --aif-delay 400: the AIF starts after the last frame" in err
+
+
+def test_dce_model_refuses_an_aif_without_signal():
+    from qmri.models.dce import DCE
+
+    t = np.arange(0, 300, 2.0)
+    for cp in (np.zeros_like(t), -np.ones_like(t)):
+        with pytest.raises(QMRIInputError, match="no signal over the series"):
+            DCE(t, cp, "tofts")

@@ -420,12 +420,11 @@ def common_causes(plan: FitPlan, maps, data) -> tuple[bool, list[str]]:
     if n:
         with np.errstate(invalid="ignore"):
             voxels = np.asarray(data)[fitted]
-            blank = np.all(~np.isfinite(voxels) | (voxels == 0), axis=-1)
+            blank = np.any(~np.isfinite(voxels), axis=-1) | np.all(voxels == 0, axis=-1)
         frac = float(blank.mean())
         if frac > MAX_FAILED:
-            what = "no signal (NaN or zero in every volume)"
-            return True, [f"the series holds {what} in {100 * frac:.1f}% of the fitted voxels: check the series "
-                          "file" + (" and the mask" if plan.mask is not None else "")]
+            return True, [f"the series holds NaN, infinite or no values (zero in every volume) in {100 * frac:.1f}% "
+                          "of the fitted voxels: check the series file" + (" and the mask" if plan.mask else "")]
     given = plan.bounds or {}
     model = plan.job.model
     defaults = dict(zip(model.spec.names, zip(model.spec.lower, model.spec.upper))) if hasattr(model, "spec") else {}
