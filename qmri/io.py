@@ -459,7 +459,8 @@ def write_map(path, data, *, affine=None, header=None, intent: str = "", dtype=n
     """
     import nibabel as nib
 
-    arr = np.asarray(data, dtype=dtype)
+    with np.errstate(over="ignore"):  # values beyond float32 become inf (reported: ParameterMaps.out_of_range)
+        arr = np.asarray(data, dtype=dtype)
     if affine is None:
         affine = np.eye(4) if header is None else header.get_best_affine()
     hdr = header.copy() if header is not None else None

@@ -194,6 +194,22 @@ class ParameterMaps(Mapping):
             lines.append(line.rstrip())
         return "\n".join(lines)
 
+    def out_of_range(self) -> list[str]:
+        """One sentence per float32 map with finite values beyond the float32 range (|v| > 3.4e38),
+        which :meth:`save` writes as ±inf (e.g. S0 of a series on a scale near float64's limit)."""
+        limit = float(np.finfo(np.float32).max)
+        out = []
+        for name, v in self._all().items():
+            if self._kind(name) == "quality" and name in ("status", "n_iter"):
+                continue
+            v = np.asarray(v, dtype=np.float64)
+            with np.errstate(invalid="ignore"):
+                n = int(np.sum(np.isfinite(v) & (np.abs(v) > limit)))
+            if n:
+                out.append(f"{name}: {n} voxel(s) beyond the float32 range of the NIfTI map (|value| > {limit:.3g}) "
+                           "are written as inf; rescale the series")
+        return out
+
     def warnings(self, hint: str = "") -> list[str]:
         """Signs that the fit is evidently wrong, one sentence each (empty when none).
 

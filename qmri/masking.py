@@ -49,9 +49,17 @@ def is_auto(mask) -> bool:
     return isinstance(mask, str) and mask == AUTO
 
 
-def _finite(image) -> np.ndarray:
+def _scaled(image) -> tuple[np.ndarray, float]:
+    """``image`` with non-finite values as 0, divided by its second-largest positive value and
+    clipped at 1 (Otsu's threshold does not depend on the scale; one extreme voxel must not overflow
+    its histogram's moments), and that divisor."""
     image = np.asarray(image, dtype=np.float64)
-    return np.where(np.isfinite(image), image, 0.0)
+    image = np.where(np.isfinite(image), image, 0.0)
+    positive = image[image > 0]
+    if positive.size == 0:
+        return image, 1.0
+    top = float(np.partition(positive, -2)[-2] if positive.size > 1 else positive[0])
+    return np.clip(image / top, None, 1.0), top
 
 
 def background_threshold(reference) -> float | None:
@@ -60,15 +68,18 @@ def background_threshold(reference) -> float | None:
     image without background (all tissue, e.g. a cropped field of view) is not split."""
     ref = np.asarray(reference, dtype=np.float64)
     usable = ref[np.isfinite(ref) & (ref > 0)]
-    if usable.size < 2 or np.ptp(usable) == 0:
+    if usable.size < 2:
+        return None
+    scaled, _ = _scaled(usable)
+    if np.ptp(scaled) == 0:
         return None
     from skimage.filters import threshold_otsu
 
-    t = float(threshold_otsu(usable))
-    low, high = usable[usable <= t], usable[usable > t]
-    if low.size == 0 or high.size == 0 or low.mean() >= BACKGROUND_RATIO * high.mean():
+    t = float(threshold_otsu(scaled))
+    low, high = scaled <= t, scaled > t
+    if not low.any() or not high.any() or scaled[low].mean() >= BACKGROUND_RATIO * scaled[high].mean():
         return None
-    return t
+    return float(usable[low].max())
 
 
 def auto_mask(reference, method: str, what: str) -> tuple[np.ndarray, dict]:
@@ -99,7 +110,7 @@ def auto_mask(reference, method: str, what: str) -> tuple[np.ndarray, dict]:
     QMRIInputError
         No voxel left (e.g. an image of zeros).
     """
-    image = _finite(reference)
+    image, top = _scaled(reference)
     background = background_threshold(image) is not None
     if method == "median_otsu":
         name, params = "dipy.segment.mask.median_otsu", dict(MEDIAN_OTSU)
@@ -112,8 +123,9 @@ def auto_mask(reference, method: str, what: str) -> tuple[np.ndarray, dict]:
         if background:
             from skimage.filters import threshold_otsu
 
-            params["threshold"] = float(threshold_otsu(image.ravel()))
-            mask = image > params["threshold"]
+            t = float(threshold_otsu(image.ravel()))
+            mask = image > t
+            params["threshold"] = t * top  # in the reference image's unit
     else:
         raise ValueError(f"unknown automatic mask method {method!r}")
     if not background:

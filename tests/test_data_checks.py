@@ -316,3 +316,25 @@ def test_dce_model_refuses_an_aif_without_signal():
     for cp in (np.zeros_like(t), -np.ones_like(t)):
         with pytest.raises(QMRIInputError, match="no signal over the series"):
             DCE(t, cp, "tofts")
+
+
+@pytest.mark.parametrize("command", ["adc", "ivim"])
+def test_no_raw_numpy_warnings_on_odd_values(tmp_path, capsys, command):
+    """inf, negative and near-overflow voxels: no NumPy RuntimeWarning reaches the user; maps beyond
+    float32 are reported as such."""
+    import warnings
+
+    b = np.array([0, 20, 50, 200, 500, 800, 1000.0])
+    rng = np.random.default_rng(0)
+    clean = 1000.0 * np.exp(-b * 1e-3) * (1 + 0.01 * rng.normal(size=(4, 4, 2, b.size)))
+    odd = clean.copy()
+    odd[0, 0, 0, 3], odd[1, 1, 0], odd[2, 2, 0, 0] = np.inf, -5.0, 1e308
+    for name, data in (("odd", odd), ("big", clean * 1e297)):
+        nib.save(nib.Nifti1Image(data, np.eye(4)), tmp_path / f"{name}.nii.gz")
+        (tmp_path / f"{name}.bval").write_text(" ".join(f"{v:g}" for v in b))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            code, out, err = _run([command, tmp_path / f"{name}.nii.gz", "--out-dir", tmp_path / name], capsys)
+        assert code == 0, err
+        assert not [w for w in caught if issubclass(w.category, RuntimeWarning)], [str(w.message) for w in caught]
+    assert "S0: 32 voxel(s) beyond the float32 range" in err

@@ -400,7 +400,7 @@ def fit_warnings(plan: FitPlan, maps, data, reference) -> list[str]:
         if line:
             out.append(line)
     notes, causes = wf.advice(plan, maps, data) if wf.advice is not None else ([], [])
-    out += notes
+    out += notes + maps.out_of_range()
     if not maps.warnings():
         return out
     empty, common = common_causes(plan, maps, data)

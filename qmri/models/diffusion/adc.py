@@ -94,9 +94,9 @@ def _fit_wls(model, Y, C):
     P, ok = _log_linear(model, Yn)
     status = np.where(ok, STATUS_CONVERGED, STATUS_FAILED).astype(np.int8)
     fitted = ADC_MODEL.evaluate(np.where(ok[:, None], P, 0.0), model.acq)
-    ssr = np.sum((fitted - Yn) ** 2, axis=1)
-    sst = np.sum((Yn - Yn.mean(axis=1, keepdims=True)) ** 2, axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # non-finite voxels: failed below
+        ssr = np.sum((fitted - Yn) ** 2, axis=1)
+        sst = np.sum((Yn - Yn.mean(axis=1, keepdims=True)) ** 2, axis=1)
         res = FitResult.closed_form(ADC_MODEL.names, P, status, np.sqrt(ssr / Yn.shape[1]),
                                     np.where(sst > 0, 1.0 - ssr / sst, np.nan))
     model.complete(res, scale, good & ok)
