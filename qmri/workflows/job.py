@@ -395,6 +395,7 @@ def fit_warnings(plan: FitPlan, maps, data, reference) -> list[str]:
 
     job, wf = plan.job, plan.workflow
     out = list(job.notes)
+    line = None
     if reference is not None:
         line = no_signal_warning(reference[0], maps.mask, reference[1], mask_given=plan.mask is not None)
         if line:
@@ -404,6 +405,9 @@ def fit_warnings(plan: FitPlan, maps, data, reference) -> list[str]:
     if not maps.warnings():
         return out
     empty, common = common_causes(plan, maps, data)
+    if line and not empty:
+        fix = "check the mask, or use --mask auto" if plan.mask is not None else "give --mask, or --mask auto"
+        common.insert(0, f"the fitted voxels without signal (above): {fix}")
     causes = common if empty else common + causes
     return out + maps.warnings("; ".join(causes) if causes else wf.hint)
 
