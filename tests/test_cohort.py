@@ -154,8 +154,8 @@ def test_a_broken_subject_is_reported_and_the_others_finish(dataset, client, tmp
     shutil.copytree(dataset / "bids", bids, ignore=shutil.ignore_patterns("qmri"))
     bval = bids / "sub-02" / "dwi" / "sub-02_acq-ivim_dwi.bval"
     bval.write_text(" ".join(bval.read_text().split()[:-2]) + "\n")  # two b-values short of the series
-    odd = bids / "sub-03" / "dwi" / "sub-03_acq-ivim_dwi.bval"  # b in s/m2: fitted, evidently wrong, warned of
-    odd.write_text(" ".join(str(1000 * float(b)) for b in odd.read_text().split()) + "\n")
+    odd = bids / "sub-03" / "dwi" / "sub-03_acq-ivim_dwi.bval"  # b x 10: fitted, evidently wrong, warned of
+    odd.write_text(" ".join(str(10 * float(b)) for b in odd.read_text().split()) + "\n")
     out = tmp_path / "out"
     args = ["cohort", str(bids), str(out), "participant", "--config", str(dataset / "steps.toml"), "--scheduler",
             client.scheduler.address, "--quiet"]
