@@ -16,7 +16,7 @@ from qmri.errors import QMRIInputError
 from qmri.models.dce.aif import DEFAULT_HCT
 from qmri.models.dce.relaxation import DEFAULT_R1
 from qmri.options import Option
-from qmri.workflows.job import FitJob, Workflow, load_mask, load_series, unusable_note, unusable_voxels
+from qmri.workflows.job import FitJob, Workflow, load_mask, load_series, unusable_note
 
 _INPUTS = (
     Option("time", "text file with one frame time in s per frame (white space or new lines); default: the frame "
@@ -69,7 +69,7 @@ def check_t10(t10, mask=None, where: str = "T1 map"):
 
     Voxels of a map whose T1 is zero, negative or not finite (e.g. where the T1 fit failed) are NaN
     in the map returned: their concentration, and so their DCE fit, is failed
-    (:func:`qmri.workflows.job.unusable_voxels` counts them).
+    (:func:`qmri.workflows.job.unusable_note` reports them).
 
     Raises
     ------
@@ -453,10 +453,7 @@ def prepare(model_cls, series: Path, mask: Path | None, inputs: dict, model_opti
                 raise QMRIInputError(f"{inputs['t1']}: T1 map shape {t1img.shape[:3]} differs from the DCE series "
                                      f"{img.shape[:3]}")
             t10 = check_t10(io.image_data(t1img), mask_arr, where=str(inputs["t1"]))
-            n_bad = unusable_voxels(t10, mask_arr)
-            if n_bad:
-                n_fitted = int(mask_arr.sum()) if mask_arr is not None else int(np.prod(img.shape[:3]))
-                notes.append(unusable_note(inputs["t1"], "T1", n_bad, n_fitted))
+            notes.append(unusable_note(inputs["t1"], "T1", t10))
     cache = {}
 
     def load():

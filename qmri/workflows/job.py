@@ -108,9 +108,10 @@ class FitJob:
         Extra text outputs: ``{file name: function(maps) -> text}`` (e.g. ``aif.csv``).
     plots : dict of str to callable
         Extra figures with ``plot``: ``{file name: function(maps, data, path)}``.
-    notes : list of str
-        Warnings known before the fit (e.g. voxels of a T1 or B1 map that cannot be used), reported
-        with the fit's own.
+    notes : list of str or callable
+        Warnings known before the fit, reported with the fit's own; a callable ``note(maps)`` gives
+        its warning (or None) once the fitted voxels are known (e.g. voxels of a T1 or B1 map that
+        cannot be used: :func:`unusable_note`).
     reference : callable or None
         ``reference(data)`` → ``(image (x, y, z), what)``: the 3-D image that ``--mask auto`` masks
         and in which voxels without signal are found (:mod:`qmri.masking`), with a description in
@@ -162,18 +163,21 @@ def file_provenance(key: str, path) -> dict:
     return {key: str(path), f"{key}_sha256": digest.hexdigest()}
 
 
-def unusable_voxels(values, mask=None) -> int:
-    """Voxels (inside ``mask``) of a per-voxel input map (T1, B1) that are NaN, zero or negative."""
-    v = np.asarray(values, dtype=np.float64)
-    v = v[mask] if mask is not None else v.ravel()
-    with np.errstate(invalid="ignore"):
-        return int(np.sum(~(np.isfinite(v) & (v > 0))))
+def unusable_note(path, what: str, values):
+    """A note (:attr:`FitJob.notes`) for a per-voxel input map (T1, B1): ``note(maps)`` gives the
+    warning when fitted voxels of the map are NaN, zero or negative (those voxels are failed), else
+    None."""
+    values = np.asarray(values, dtype=np.float64)
 
+    def note(maps):
+        with np.errstate(invalid="ignore"):
+            bad = int(np.sum(~(np.isfinite(values) & (values > 0)) & maps.mask))
+        if not bad:
+            return None
+        return (f"{path}: {bad} of the {int(maps.mask.sum())} fitted voxels have no usable {what} (NaN, zero or "
+                "negative, e.g. where its own fit failed): those voxels are failed in these maps (NaN, status failed)")
 
-def unusable_note(path, what: str, n_bad: int, n_fitted: int) -> str:
-    """The warning for a per-voxel input map with ``n_bad`` unusable voxels among ``n_fitted``."""
-    return (f"{path}: {n_bad} of the {n_fitted} fitted voxels have no usable {what} (NaN, zero or negative, e.g. "
-            "where its own fit failed): those voxels are failed in these maps (NaN, status failed)")
+    return note
 
 
 def method_options(model_cls) -> list:
@@ -394,7 +398,7 @@ def fit_warnings(plan: FitPlan, maps, data, reference) -> list[str]:
     from qmri.masking import no_signal_warning
 
     job, wf = plan.job, plan.workflow
-    out = list(job.notes)
+    out = [line for line in (n(maps) if callable(n) else n for n in job.notes) if line]
     line = None
     if reference is not None:
         line = no_signal_warning(reference[0], maps.mask, reference[1], mask_given=plan.mask is not None)

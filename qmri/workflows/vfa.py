@@ -14,8 +14,7 @@ import numpy as np
 from qmri.bids import ignore_sidecar_option
 from qmri.errors import QMRIInputError
 from qmri.options import Option, float_list
-from qmri.workflows.job import (FitJob, Workflow, file_provenance, load_mask, load_series, unusable_note,
-                                 unusable_voxels)
+from qmri.workflows.job import FitJob, Workflow, file_provenance, load_mask, load_series, unusable_note
 
 _INPUTS = (
     Option("fa", "flip angles in degrees, comma separated, in volume order (e.g. 2,5,10,15; default: FlipAngle "
@@ -95,10 +94,7 @@ def prepare(model_cls, series: Path, mask: Path | None, inputs: dict, model_opti
         if inputs["b1_units"] == "fraction" and np.median(inside) > 10:
             raise QMRIInputError(f"{b1_path}: median B1 {np.median(inside):g} looks like percent; "
                                  "use --b1-units percent")
-        n_bad = unusable_voxels(b1, mask_arr)
-        if n_bad:
-            n_fitted = int(mask_arr.sum()) if mask_arr is not None else int(np.prod(img.shape[:3]))
-            notes.append(unusable_note(b1_path, "B1", n_bad, n_fitted))
+        notes.append(unusable_note(b1_path, "B1", b1))
     model = model_cls(fa, tr, b1=b1, **model_options)
     sources = [series] + ([b1_path] if b1_path else []) + ([mask] if mask else [])
     provenance = {"b1_units": inputs["b1_units"], **file_provenance("b1_map", b1_path)} if b1_path else {}
