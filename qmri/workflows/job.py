@@ -423,13 +423,14 @@ def common_causes(plan: FitPlan, maps, data) -> tuple[bool, list[str]]:
     from qmri.maps import MAX_AT_BOUND, MAX_FAILED
 
     causes = []
-    fitted = maps.mask
-    n = int(fitted.sum())
-    if n:
-        with np.errstate(invalid="ignore"):
-            voxels = np.asarray(data)[fitted]
-            blank = np.any(~np.isfinite(voxels), axis=-1) | np.all(voxels == 0, axis=-1)
-        frac = float(blank.mean())
+    index = np.flatnonzero(maps.mask.ravel())
+    if index.size:
+        blank = 0
+        for start in range(0, index.size, 100_000):  # chunks of voxels: memory stays bounded
+            voxels = np.asarray(data[np.unravel_index(index[start:start + 100_000], maps.mask.shape)])
+            with np.errstate(invalid="ignore"):
+                blank += int(np.sum(np.any(~np.isfinite(voxels), axis=-1) | np.all(voxels == 0, axis=-1)))
+        frac = blank / index.size
         if frac > MAX_FAILED:
             return True, [f"the series holds NaN, infinite or no values (zero in every volume) in {100 * frac:.1f}% "
                           "of the fitted voxels: check the series file" + (" and the mask" if plan.mask else "")]
