@@ -395,7 +395,6 @@ def acquisition_from_sidecar(series: Path, inputs: dict, n_frames: int) -> np.nd
     QMRIInputError
         No frame timing anywhere, a bad ``--tr-frame``, a value contradicting the sidecar.
     """
-    from qmri import io
     from qmri.bids import companions, reconcile
 
     side = companions(series, use=not inputs.get("ignore_sidecar")).sidecar()
