@@ -235,10 +235,6 @@ def _fit_step(path: Path, name: str, table: dict) -> FitStep:
     inputs, model_opts, method_opts = split_options(cls, options, f"{path}: [fit.{name}.options]")
     inputs_declared = workflow(cls.workflow).inputs(cls) + tuple(cls.options)
     declared = {o.name: o for o in inputs_declared}
-    for o in inputs_declared:
-        if o.required and not any(g.name in options for g in inputs_declared if g is o or (o.group and g.group == o.group)):
-            raise QMRIInputError(f"{path}: [fit.{name}.options]: {o.name} missing (qmri {command} requires "
-                                 f"{o.cli_flag}: {o.help})")
     chosen = cls.methods[method or cls.default_method]
     unused = [k for k in method_opts if k not in {o.name for o in chosen.options}]
     if unused:
@@ -252,6 +248,9 @@ def _fit_step(path: Path, name: str, table: dict) -> FitStep:
             continue
         # the value checked as the command line checks it; file paths relative to this file's folder
         checked[key] = declared[key].relative_to(declared[key].convert(value, opt_where), path.parent)
+    for o in inputs_declared:
+        if o.required and not any(g.name in options for g in inputs_declared if g is o or (o.group and g.group == o.group)):
+            raise QMRIInputError(f"{path}: [fit.{name}.options]: {o.name} missing (qmri {command} requires {o.cli_flag})")
     bounds = None
     if "bounds" in table:
         bounds = {}
