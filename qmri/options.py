@@ -75,7 +75,7 @@ class Option:
         """Convert a command-line string or a Python value (e.g. from a TOML file) and check the type
         and the choices.
 
-        By ``type``: ``bool`` takes True/False or the text true/false, yes/no, on/off, 1/0; ``int`` an
+        By ``type``: ``bool`` takes True/False, 1/0 or the text true/false, yes/no, on/off, 1/0; ``int`` an
         integer or its text (not 2.5, not True); ``float`` a finite number or its text (not True,
         not a list); ``str`` text; ``Path`` a path or text; any other function is called with the
         value, text or not.
@@ -118,14 +118,14 @@ class Option:
 
 
 def switch(value) -> bool:
-    """A yes/no value: a bool, or the text true/false, yes/no, on/off, 1/0 (any case).
+    """A yes/no value: a bool, the integer 1 or 0, or the text true/false, yes/no, on/off, 1/0 (any case).
 
     Raises
     ------
     QMRIInputError
         Anything else (``bool("false")`` would be True: never used).
     """
-    if isinstance(value, (bool, np.bool_)):
+    if isinstance(value, (bool, np.bool_)) or (isinstance(value, numbers.Integral) and value in (0, 1)):
         return bool(value)
     if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
         return value.strip().lower() in _TRUE
