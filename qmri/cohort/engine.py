@@ -132,7 +132,7 @@ def connect(*, scheduler: str | None = None, workers: int | None = None, threads
         if scheme == "tls" and not (security.tls_ca_file and security.tls_client_cert):
             raise QMRIInputError(f"--scheduler {scheduler}: no TLS credentials; set distributed.comm.tls.ca-file, "
                                  "distributed.comm.tls.client.cert and distributed.comm.tls.client.key in the Dask "
-                                 "configuration (see the README, 'qmri cohort on a cluster')")
+                                 "configuration (README: Cohorts, Engine)")
         try:
             remote = Client(scheduler, timeout="20s", security=security)
         except (OSError, TimeoutError, ValueError, TypeError, RuntimeError) as exc:
