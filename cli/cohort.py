@@ -12,7 +12,7 @@ from qmri.errors import QMRIInputError
 
 #: Row of the README's command table.
 USAGE = ("qmri cohort BIDS_DIR OUT_DIR participant\\|group --config steps.toml [--participant-label L ...] "
-         "[--workers N \\| --scheduler tcp://HOST:PORT]")
+         "[--workers N \\| --scheduler tls://HOST:PORT]")
 SUMMARY = ("cohorts (BIDS App on Dask): fit every subject/session, then habitats and one table per cohort; "
            "resumable")
 
@@ -25,7 +25,8 @@ def add_parser(sub):
         "OUT_DIR/group/cohort.csv, one row per participant (join it to participants.tsv on participant_id). "
         "Tasks whose outputs exist with the same configuration are skipped; a failing task is reported and the "
         "others go on (exit 1, with a table of the failures); logs in OUT_DIR/logs. Default engine: a local Dask "
-        "cluster of worker processes on 127.0.0.1, the cores shared among them. Start with --example-config."))
+        "cluster of worker processes on 127.0.0.1, the cores shared among them, speaking TLS with credentials made "
+        "for the run (no other account can connect). Start with --example-config."))
     p.add_argument("bids_dir", nargs="?", type=Path, metavar="BIDS_DIR", help="the raw BIDS dataset")
     p.add_argument("out_dir", nargs="?", type=Path, metavar="OUT_DIR",
                    help="the derivative dataset to write (e.g. BIDS_DIR/derivatives/qmri)")
@@ -39,14 +40,16 @@ def add_parser(sub):
     e.add_argument("--workers", type=int, metavar="N",
                    help="worker processes of the local Dask cluster (default: one per 2 cores, at most one per "
                         "task); the cores are shared among them")
-    e.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+    e.add_argument("--scheduler", metavar="tls://HOST:PORT",
                    help="send the tasks to this existing Dask scheduler instead (its workers must see the files "
-                        "at the same paths)")
+                        "at the same paths); tls:// with the credentials of the Dask configuration "
+                        "(distributed.comm.tls.ca-file, .client.cert, .client.key), or tcp:// (unauthenticated)")
     o = p.add_argument_group("output")
     o.add_argument("--force", action="store_true", help="redo tasks whose outputs exist")
     o.add_argument("--quiet", action="store_true", help="no progress bar and no summary (failures still reported)")
     logs.add_arguments(o)
-    p.set_defaults(func=run)
+    # --threads sizes each task on its worker (checked there against the worker's cores), not this process
+    p.set_defaults(func=run, threads_per_task=True)
     return p
 
 

@@ -34,8 +34,10 @@ def add_parser(sub, model_cls):
     g.add_argument("--method", metavar="|".join(model_cls.methods), help=methods.replace("%", "%%"))
     add_options(g, method_options(model_cls))
     names = ", ".join(model_cls.parameter_names())
-    g.add_argument("--bounds", help=f"override bounds, NAME=LOWER:UPPER separated by commas, units as the outputs "
-                                    f"(parameters: {names})")
+    unbounded = [n for n, m in model_cls.methods.items() if not m.bounded]
+    g.add_argument("--bounds", help=f"override bounds, NAME=LOWER:UPPER separated by commas, finite, units as the "
+                                    f"outputs; LOWER = UPPER fixes NAME (parameters: {names})"
+                                    + (f"; refused by --method {'|'.join(unbounded)} (no bounds there)" if unbounded else ""))
     add_output_arguments(p)
     p.set_defaults(func=run, model_cls=model_cls)
     return p

@@ -75,8 +75,8 @@ def _add_threads(parser) -> None:
     children = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     if not children:
         parser.add_argument("--threads", type=int, metavar="N",
-                            help="threads for the compute libraries (Numba, BLAS, torch) and for writing files "
-                                 "(default: every core)")
+                            help="threads for the compute libraries (Numba, BLAS, torch) and for writing files, "
+                                 "at most the cores this process may use (default: every core)")
         return
     for action in children:
         for child in action.choices.values():
@@ -92,7 +92,7 @@ def main(argv=None) -> int:
     parser = build_parser(command_named(argv))
     args = parser.parse_args(argv)
     try:
-        if getattr(args, "threads", None) is not None:
+        if getattr(args, "threads", None) is not None and not getattr(args, "threads_per_task", False):
             from qmri.threads import set_threads
 
             set_threads(args.threads)

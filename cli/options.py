@@ -12,7 +12,13 @@ import sys
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse with one-line errors: ``qmri: error: <message> (see 'qmri ... --help')``, exit code 2."""
+    """argparse with one-line errors: ``qmri: error: <message> (see 'qmri ... --help')``, exit code 2, and
+    no abbreviated flags (``--se`` is ``--se``, never a prefix of ``--seed``); subcommand parsers are
+    of this class too."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         print(f"qmri: error: {message} (see '{self.prog} --help')", file=sys.stderr)

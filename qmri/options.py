@@ -8,8 +8,13 @@ its help, type, default and choices, and :func:`resolve` checks the values given
 
 from __future__ import annotations
 
+import numbers
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
+
+import numpy as np
 
 from qmri.errors import QMRIInputError
 
@@ -25,8 +30,9 @@ class Option:
     help : str
         One line, with units.
     type : callable
-        Converts a command-line string to the value: ``float``, ``int``, ``str``, ``bool`` (a flag
-        without value), ``Path`` or any function raising ``QMRIInputError`` / ``ValueError``.
+        Converts a command-line string or a Python value to the value: ``float``, ``int``, ``str``,
+        ``bool`` (a flag without value), ``Path`` (checked as :meth:`convert` says) or any function
+        of the string or value raising ``QMRIInputError`` / ``ValueError``.
     default : Any
         Value when not given (also shown in ``--help``).
     choices : tuple
@@ -39,6 +45,10 @@ class Option:
         Options sharing a non-empty group are mutually exclusive on the command line.
     metavar : str
         Placeholder in ``--help``.
+    paths : callable, optional
+        For a value that may name files although its type is not ``Path`` (``--aif parker|FILE.csv|
+        roi:MASK``): ``paths(value, folder) -> value`` with those files made absolute against
+        ``folder`` (:meth:`relative_to`).
     """
 
     name: str
@@ -50,6 +60,7 @@ class Option:
     required: bool = False
     group: str = ""
     metavar: str = ""
+    paths: Callable | None = None
 
     @property
     def cli_flag(self) -> str:
@@ -60,28 +71,137 @@ class Option:
         """A flag without value (``type`` is ``bool``)."""
         return self.type is bool
 
-    def convert(self, value):
-        """Convert a command-line string (or a Python value) and check the choices.
+    def convert(self, value, where: str | None = None):
+        """Convert a command-line string or a Python value (e.g. from a TOML file) and check the type
+        and the choices.
+
+        By ``type``: ``bool`` takes True/False, 1/0 or the text true/false, yes/no, on/off, 1/0; ``int`` an
+        integer or its text (not 2.5, not True); ``float`` a finite number or its text (not True,
+        not a list); ``str`` text; ``Path`` a path or text; any other function is called with the
+        value, text or not.
+
+        Parameters
+        ----------
+        value
+        where : str, optional
+            Names the option in the error (default its flag, e.g. ``--threshold``).
 
         Raises
         ------
         QMRIInputError
-            The value cannot be converted or is not one of the choices.
+            The value is not of the declared type, cannot be converted or is not one of the choices.
         """
         if value is None:
             return None
-        if self.is_switch:
-            value = bool(value)
-        elif isinstance(value, str) and self.type not in (str,):
-            try:
-                value = self.type(value)
-            except QMRIInputError as exc:
-                raise QMRIInputError(f"{self.cli_flag}: {exc}") from None
-            except (TypeError, ValueError) as exc:
-                raise QMRIInputError(f"{self.cli_flag}: cannot use {value!r} ({exc})") from None
+        where = where or self.cli_flag
+        convert = _CONVERTERS.get(self.type, self.type)
+        try:
+            value = convert(value)
+        except QMRIInputError as exc:
+            raise QMRIInputError(f"{where}: {exc}") from None
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise QMRIInputError(f"{where}: cannot use {value!r} ({exc})") from None
         if self.choices and value not in self.choices:
-            raise QMRIInputError(f"{self.cli_flag}: {value!r} is not one of {', '.join(map(str, self.choices))}")
+            raise QMRIInputError(f"{where}: {value!r} is not one of {', '.join(map(str, self.choices))}")
         return value
+
+    def relative_to(self, value, folder):
+        """``value`` with the file paths it names made absolute against ``folder`` (a cohort
+        configuration's folder): ``Path`` options, and options that declare ``paths``; others as they are."""
+        if value is None:
+            return None
+        if self.type is Path:
+            return str((Path(folder) / Path(value).expanduser()).resolve())
+        if self.paths is not None:
+            return self.paths(value, Path(folder))
+        return value
+
+
+def switch(value) -> bool:
+    """A yes/no value: a bool, the integer 1 or 0, or the text true/false, yes/no, on/off, 1/0 (any case).
+
+    Raises
+    ------
+    QMRIInputError
+        Anything else (``bool("false")`` would be True: never used).
+    """
+    if isinstance(value, (bool, np.bool_)) or (isinstance(value, numbers.Integral) and value in (0, 1)):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+        return value.strip().lower() in _TRUE
+    raise QMRIInputError(f"expected true or false, got {value!r}")
+
+
+def integer(value) -> int:
+    """An integer, or its text (``"3"``); not a bool, not a fraction.
+
+    Raises
+    ------
+    QMRIInputError
+        Anything else.
+    """
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            raise QMRIInputError(f"expected an integer, got {value!r}") from None
+    if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
+        return int(value)
+    raise QMRIInputError(f"expected an integer, got {value!r}")
+
+
+def number(value) -> float:
+    """A finite number, or its text (``"0.5"``); not a bool, not a list.
+
+    Raises
+    ------
+    QMRIInputError
+        Anything else, or a value that is not finite (nan, inf, 1e400).
+    """
+    if isinstance(value, str):
+        try:
+            out = float(value.strip())
+        except ValueError:
+            raise QMRIInputError(f"expected a number, got {value!r}") from None
+    elif isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
+        out = float(value)
+    else:
+        raise QMRIInputError(f"expected a number, got {value!r}")
+    if not np.isfinite(out):
+        raise QMRIInputError(f"expected a finite number, got {value!r}")
+    return out
+
+
+def text(value) -> str:
+    """Text as it is (a path as its text).
+
+    Raises
+    ------
+    QMRIInputError
+        Not text (a number, a bool, a list...).
+    """
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if not isinstance(value, str):
+        raise QMRIInputError(f"expected text, got {value!r}")
+    return value
+
+
+def path(value) -> Path:
+    """A path, or its text.
+
+    Raises
+    ------
+    QMRIInputError
+        Neither.
+    """
+    if isinstance(value, (str, os.PathLike)):
+        return Path(value)
+    raise QMRIInputError(f"expected a file path, got {value!r}")
+
+
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+_CONVERTERS = {bool: switch, int: integer, float: number, str: text, Path: path}
 
 
 def resolve(options: tuple[Option, ...], given: dict, owner: str, others: tuple[Option, ...] = ()) -> dict:

@@ -215,7 +215,7 @@ BAD_CONFIGS = [
     ("[fit.a]\nmodel = 'ivim'\nseries = {suffix = 'dwi'}\n[roi]\nmask = {suffix = 'mask'}\n[habitat]\n"
      "maps = ['b.D']\n", "'b.D' names no fit step"),
     ("[fit.a]\nmodel = 'ivim'\nseries = {suffix = 'dwi'}\n[roi]\nmask = {suffix = 'mask'}\n[habitat]\n"
-     "maps = ['a.D']\nk = 'many'\n", "[habitat]: --k"),
+     "maps = ['a.D']\nk = 'many'\n", "[habitat] k: expected an integer, got 'many'"),
     ("[fit.a]\nmodel = 'ivim'\nseries = {suffix = 'dwi'}\n[roi]\nmask = {suffix = 'mask'}\nstatistics = ['avg']\n",
      "[roi] statistics"),
     ("[roi]\nmask = {suffix = 'mask'}\n", "no fit step"),

@@ -25,7 +25,9 @@ A selector (``series``, ``mask``, or an option given as a table, e.g. ``t1 = {su
 is BIDS entities (short names: ``acq``, ``run``, ``desc``, ``label``...), ``suffix``, ``datatype``
 and ``extension`` (default: images), plus ``dataset``: a derivatives folder, relative to the BIDS
 dataset or absolute (default: the raw dataset). Subject and session come from the participant.
-Option values that are file paths are relative to the configuration file's folder.
+Option values are checked as the command line checks them (:class:`qmri.options.Option`), before
+anything runs; those that are file paths (``bval = "x.bval"``, ``aif = "aif.csv"``, ``aif = "roi:artery.nii.gz"``,
+``weights = "nets.pt"``) are relative to the configuration file's folder.
 
 Every error is one line naming the file, the table and the key.
 """
@@ -211,13 +213,14 @@ def selector(value, where: str) -> Selector:
 
 def _fit_step(path: Path, name: str, table: dict) -> FitStep:
     from qmri.models import MODULES
+    from qmri.models.base import bound_pair
     from qmri.workflows import workflow
     from qmri.workflows.job import split_options
 
     where = f"{path}: [fit.{name}]"
     _known(table, FIT_KEYS, where)
     command = table.get("model")
-    if command not in MODULES:
+    if not isinstance(command, str) or command not in MODULES:
         raise QMRIInputError(f"{where}: model must be one of {', '.join(MODULES)}, got {command!r}")
     if "series" not in table:
         raise QMRIInputError(f"{where}: series missing (the BIDS entities of the series to fit, e.g. "
@@ -230,11 +233,12 @@ def _fit_step(path: Path, name: str, table: dict) -> FitStep:
 
     cls = model_command(command)
     method = table.get("method")
-    if method is not None and method not in cls.methods:
+    if method is not None and (not isinstance(method, str) or method not in cls.methods):
         raise QMRIInputError(f"{where}: method must be one of {', '.join(cls.methods)}, got {method!r}")
     options = dict(_table(table.get("options", {}), f"{where}.options"))
     inputs, model_opts, method_opts = split_options(cls, options, f"{path}: [fit.{name}.options]")
-    declared = {o.name: o for o in workflow(cls.workflow).inputs(cls) + tuple(cls.options)}
+    inputs_declared = workflow(cls.workflow).inputs(cls) + tuple(cls.options)
+    declared = {o.name: o for o in inputs_declared}
     chosen = cls.methods[method or cls.default_method]
     unused = [k for k in method_opts if k not in {o.name for o in chosen.options}]
     if unused:
@@ -246,13 +250,11 @@ def _fit_step(path: Path, name: str, table: dict) -> FitStep:
         if isinstance(value, dict):
             checked[key] = selector(value, opt_where)
             continue
-        try:
-            value = declared[key].convert(value)
-        except QMRIInputError as exc:
-            raise QMRIInputError(f"{opt_where}: {exc}") from None
-        if declared[key].type is Path and value is not None:
-            value = str((path.parent / Path(value).expanduser()).resolve())
-        checked[key] = value
+        # the value checked as the command line checks it; file paths relative to this file's folder
+        checked[key] = declared[key].relative_to(declared[key].convert(value, opt_where), path.parent)
+    for o in inputs_declared:
+        if o.required and not any(g.name in options for g in inputs_declared if g is o or (o.group and g.group == o.group)):
+            raise QMRIInputError(f"{path}: [fit.{name}.options]: {o.name} missing (qmri {command} requires {o.cli_flag})")
     bounds = None
     if "bounds" in table:
         bounds = {}
@@ -260,10 +262,14 @@ def _fit_step(path: Path, name: str, table: dict) -> FitStep:
             if k not in cls.parameter_names():
                 raise QMRIInputError(f"{where} bounds: {k!r} is not a parameter of {command} "
                                      f"({', '.join(cls.parameter_names())})")
-            numbers = isinstance(v, list) and len(v) == 2 and all(isinstance(x, (int, float)) for x in v)
-            if not (numbers and v[0] < v[1]):
-                raise QMRIInputError(f"{where} bounds: {k} must be [lower, upper] with lower < upper, got {v!r}")
-            bounds[k] = (float(v[0]), float(v[1]))
+            try:
+                bounds[k] = bound_pair(k, v)
+            except QMRIInputError as exc:
+                raise QMRIInputError(f"{where} bounds: {exc}") from None
+        try:
+            cls.check_bounds_apply(chosen, list(bounds))
+        except QMRIInputError as exc:
+            raise QMRIInputError(f"{where} bounds: {exc}") from None
     return FitStep(name, command, series, mask, method, checked, bounds)
 
 
@@ -316,6 +322,9 @@ def _habitat(path: Path, table: dict, fits: dict) -> HabitatStep:
         if not model.is_file():
             raise QMRIInputError(f"{where} model: {model} not found")
     else:
+        by_name = {o.name: o for o in OPTIONS}
+        for key, value in settings.items():  # each value as the command line checks it, named by its key
+            by_name[key].convert(value, f"{where} {key}")
         try:
             resolve_settings(settings)
         except QMRIInputError as exc:

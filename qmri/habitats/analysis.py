@@ -24,14 +24,14 @@ from qmri.habitats.model import HabitatModel, spatial_context
 from qmri.habitats.normalise import NORMALISATIONS, normalise, population_statistics
 from qmri.habitats.ordering import habitat_order
 from qmri.habitats.statistics import habitat_statistics
-from qmri.options import Option, resolve
+from qmri.options import Option, integer, resolve
 
 
 def k_value(text):
     """``--k``: ``auto`` or an integer >= 2."""
     if isinstance(text, str) and text.strip().lower() == "auto":
         return "auto"
-    k = int(text)
+    k = integer(text)
     if k < 2:
         raise QMRIInputError(f"k must be at least 2 (or auto), got {k}")
     return k

@@ -261,24 +261,60 @@ def register(model: SignalModel) -> SignalModel:
     return model
 
 
-def resolve_bounds(model: SignalModel, bounds: dict | None) -> tuple[np.ndarray, np.ndarray]:
-    """Default bounds of ``model`` with some replaced by ``bounds`` ({name: (lower, upper)}).
+def bound_pair(name: str, pair) -> tuple[float, float]:
+    """One parameter's bounds, checked: the one check of ``bounds=`` (Python), ``--bounds`` (command
+    line, :func:`qmri.models.model.parse_bounds`) and ``bounds`` of a cohort configuration.
+
+    Parameters
+    ----------
+    name : str
+        The parameter (named in the error).
+    pair : sequence of two numbers
+        ``(lower, upper)`` in the units of the outputs. Both finite, ``lower < upper``; or
+        ``lower == upper``, which fixes the parameter at that value (the least-squares and network
+        estimators then keep it there).
+
+    Returns
+    -------
+    (float, float)
 
     Raises
     ------
     QMRIInputError
-        Unknown parameter name, or lower > upper.
+        Not two numbers (text and booleans are not numbers), a bound that is not finite (``1e400``
+        overflows to ``inf``), or ``lower > upper``.
+    """
+    import numbers
+
+    values = list(pair) if isinstance(pair, (list, tuple, np.ndarray)) else []
+    numeric = len(values) == 2 and all(isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
+                                       for v in values)
+    a, b = (float(values[0]), float(values[1])) if numeric else (np.nan, np.nan)
+    if not (numeric and np.isfinite(a) and np.isfinite(b) and a <= b):
+        got = f"[{a:g}, {b:g}]" if numeric else repr(pair)
+        why = " (inf: a number too large for float64)" if numeric and np.isinf([a, b]).any() else ""
+        raise QMRIInputError(f"{name} must be [lower, upper]: two finite numbers with lower <= upper (lower = upper "
+                             f"fixes {name}), got {got}{why}")
+    return a, b
+
+
+def resolve_bounds(model: SignalModel, bounds: dict | None) -> tuple[np.ndarray, np.ndarray]:
+    """Default bounds of ``model`` with some replaced by ``bounds`` ({name: (lower, upper)}, each
+    checked by :func:`bound_pair`).
+
+    Raises
+    ------
+    QMRIInputError
+        Unknown parameter name, or bounds that :func:`bound_pair` refuses.
     """
     lo, hi = model.lower.copy(), model.upper.copy()
     for name, pair in (bounds or {}).items():
         if name not in model.names:
             raise QMRIInputError(f"unknown parameter {name!r} in bounds; {model.name} has {', '.join(model.names)}")
         try:
-            a, b = (float(v) for v in pair)
-        except (TypeError, ValueError):
-            raise QMRIInputError(f"bounds for {name} must be two numbers (lower, upper), got {pair!r}") from None
-        if not a <= b:
-            raise QMRIInputError(f"bounds for {name} must satisfy lower <= upper, got ({a}, {b})")
+            a, b = bound_pair(name, pair)
+        except QMRIInputError as exc:
+            raise QMRIInputError(f"bounds: {exc}") from None
         j = model.names.index(name)
         lo[j], hi[j] = a, b
     return lo, hi

@@ -70,16 +70,23 @@ class Method:
         Source of the method (paper or standard).
     validation : Validation, optional
         How ``qmri validate`` checks the method (default :class:`Validation`'s defaults).
+    bounded : bool
+        Whether the estimates keep within the model's bounds (``model.lower``, ``model.upper``), so
+        that bounds given by the user (``bounds=``, ``--bounds``) change them and the fraction of
+        voxels at a bound means something (default True). A method that ignores them (a closed-form
+        linear estimate) says False: bounds given with it are refused
+        (:meth:`qmri.models.model.Model.check_bounds_apply`), as any option a method does not use.
     """
 
     def __init__(self, name: str, description: str, fit: Callable | None = None, options: tuple = (),
-                 reference: str = "", validation: Validation | None = None):
+                 reference: str = "", validation: Validation | None = None, bounded: bool = True):
         self.name = name
         self.description = description
         self._fit = fit
         self.options = tuple(options)
         self.reference = reference
         self.validation = validation or Validation()
+        self.bounded = bool(bounded)
 
     def fit(self, model, Y: np.ndarray, C, **options):
         """Estimates for a block of voxels (see the class docstring)."""

@@ -129,8 +129,36 @@ class Model:
         return m.output_names(self, self._method_options(m, options)) + list(QUALITY_UNITS)
 
     def _method_options(self, m, options: dict) -> dict:
+        """The method's options resolved; bounds set on this model are checked to be used by it too."""
         others = tuple(o for other in self.methods.values() for o in other.options)
-        return resolve(m.options, options, f"method {m.name!r} of {type(self).__name__}", others)
+        resolved = resolve(m.options, options, f"method {m.name!r} of {type(self).__name__}", others)
+        self.check_bounds_apply(m, self.bounds_set())
+        return resolved
+
+    def bounds_set(self) -> list[str]:
+        """Parameters whose bounds differ from the declaration's defaults (set with ``bounds=``)."""
+        spec = getattr(self, "spec", None)
+        lower, upper = getattr(self, "lower", None), getattr(self, "upper", None)
+        if spec is None or lower is None or upper is None:
+            return []
+        return [n for n, a, b, a0, b0 in zip(spec.names, lower, upper, spec.lower, spec.upper) if a != a0 or b != b0]
+
+    @classmethod
+    def check_bounds_apply(cls, method, names) -> None:
+        """Refuse bounds set for ``names`` when ``method`` (a name, None for the default, or a
+        :class:`~qmri.models.methods.Method`) does not apply bounds (``Method.bounded``): like an
+        option the method does not use, they would be recorded and reported but change nothing.
+
+        Raises
+        ------
+        QMRIInputError
+            ``names`` not empty and the method unbounded (the message names the methods that apply them).
+        """
+        m = method if hasattr(method, "bounded") else cls.method(method)
+        if names and not m.bounded:
+            users = ", ".join(n for n, x in cls.methods.items() if x.bounded) or "none"
+            raise QMRIInputError(f"method {m.name!r} of {cls.__name__} does not apply bounds (--bounds "
+                                 f"{', '.join(names)}); methods that do: {users}")
 
     def provenance(self) -> dict:
         """Model-specific facts written into sidecars (bounds, acquisition, references)."""
@@ -408,7 +436,10 @@ class Model:
             prov["method_options"] = opts
         prov.update(prepared)
         prov.update(self.provenance())
-        at_bound = self.at_bound(result)
+        if not m.bounded:  # the model's bounds played no part in these estimates
+            prov.pop("bounds", None)
+            prov.pop("bounds_note", None)
+        at_bound = self.at_bound(result) if m.bounded else {}
         if at_bound:
             prov["at_bound"] = at_bound
         units = {**m.output_units(self, opts), "rmse": self.data_unit}
@@ -417,7 +448,8 @@ class Model:
     def at_bound(self, result: FitResult) -> dict[str, list[float]]:
         """Fraction of the fitted voxels (failed ones excluded) at the lower and at the upper bound,
         ``{name: [lower, upper]}``, for each declared parameter with a finite bound except the
-        amplitude (whose bounds are relative to each voxel's signal). A value counts as at a bound
+        amplitude (whose bounds are relative to each voxel's signal) and fixed parameters (lower =
+        upper). A value counts as at a bound
         within 1e-4 of the bounded range (or of the bound's magnitude when one side is open)."""
         spec = getattr(self, "spec", None)
         lower, upper = getattr(self, "lower", None), getattr(self, "upper", None)
@@ -426,7 +458,8 @@ class Model:
         out = {}
         for j, name in enumerate(spec.names):
             lo, hi = float(lower[j]), float(upper[j])
-            if name == self.amplitude or name not in result.params or not (np.isfinite(lo) or np.isfinite(hi)):
+            if (name == self.amplitude or name not in result.params or not (np.isfinite(lo) or np.isfinite(hi))
+                    or lo == hi):  # a fixed parameter is not estimated
                 continue
             v = result.params[name]
             v = v[np.isfinite(v)]
@@ -468,13 +501,16 @@ def model_class(name: str) -> type[Model]:
 
 
 def parse_bounds(text: str | None) -> dict:
-    """``"f=0:0.5,Dstar=0.005:0.1"`` → ``{"f": (0.0, 0.5), "Dstar": (0.005, 0.1)}``.
+    """``"f=0:0.5,Dstar=0.005:0.1"`` → ``{"f": (0.0, 0.5), "Dstar": (0.005, 0.1)}``, each pair checked by
+    :func:`qmri.models.base.bound_pair` (finite, lower <= upper; equal fixes the parameter).
 
     Raises
     ------
     QMRIInputError
-        An item that is not ``NAME=LOWER:UPPER`` with two numbers.
+        An item that is not ``NAME=LOWER:UPPER`` with two numbers, or bounds that ``bound_pair`` refuses.
     """
+    from qmri.models.base import bound_pair
+
     out = {}
     for item in (text or "").split(","):
         if not item.strip():
@@ -489,5 +525,8 @@ def parse_bounds(text: str | None) -> dict:
             raise QMRIInputError(f"--bounds: {value!r} is not a number") from None
         if len(nums) != 2:
             raise QMRIInputError(f"--bounds: {name.strip()} needs LOWER:UPPER, got {value!r}")
-        out[name.strip()] = nums
+        try:
+            out[name.strip()] = bound_pair(name.strip(), nums)
+        except QMRIInputError as exc:
+            raise QMRIInputError(f"--bounds {item.strip()}: {exc}") from None
     return out

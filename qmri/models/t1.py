@@ -179,7 +179,8 @@ def _fit_linear(model, Y, C):
 
 NONLINEAR = LeastSquares("nonlinear", "bounded Levenberg-Marquardt fit of (M0, T1) from the DESPOT1 start "
                          "(default)", reference=REFERENCE)
-LINEAR = Method("linear", "DESPOT1 line fit (one TR for all flip angles)", _fit_linear, reference="DESPOT1: " + REFERENCE)
+LINEAR = Method("linear", "DESPOT1 line fit (one TR for all flip angles; unbounded: --bounds need the nonlinear "
+                "method)", _fit_linear, reference="DESPOT1: " + REFERENCE, bounded=False)
 
 
 class VFA(Model):

@@ -18,6 +18,17 @@ from qmri.models.dce.relaxation import DEFAULT_R1
 from qmri.options import Option
 from qmri.workflows.job import FitJob, Workflow, load_mask, load_series, unusable_note
 
+def _aif_paths(value: str, folder: Path) -> str:
+    """``--aif`` with the file it names made absolute against ``folder`` (:meth:`qmri.options.Option.relative_to`):
+    ``FILE.csv`` and ``roi:MASK``; a population AIF's name as it is."""
+    from qmri.models.dce.aif import POPULATION_AIFS
+
+    if value in POPULATION_AIFS:
+        return value
+    prefix, file = ("roi:", value[4:]) if value.startswith("roi:") else ("", value)
+    return prefix + str((folder / Path(file).expanduser()).resolve())
+
+
 _INPUTS = (
     Option("time", "text file with one frame time in s per frame (white space or new lines); default: the frame "
            "timing of X.json beside X.nii.gz (FrameTimesStart, VolumeTiming, AcquisitionTime list or a "
@@ -25,7 +36,7 @@ _INPUTS = (
     Option("tr_frame", "uniform frame interval in s (first frame at 0 s)", float, group="time", metavar="SECONDS"),
     Option("aif", "parker | georgiou | preclinical (population curves, starting at --aif-delay), FILE.csv (two "
            "columns: time s, concentration mM) or roi:ARTERY_MASK.nii.gz (mean concentration in the mask, whole "
-           "blood)", str, required=True),
+           "blood)", str, required=True, paths=_aif_paths),
     Option("aif_delay", "time (s) at which a population AIF starts, i.e. the injection time (default 0)", float, 0.0),
     Option("aif_blood", "the AIF file holds whole-blood concentration: convert to plasma with --hct", bool, False),
     Option("hct", f"haematocrit for blood -> plasma (population AIFs, roi:, --aif-blood); default {DEFAULT_HCT}",

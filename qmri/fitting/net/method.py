@@ -13,6 +13,8 @@ Importing this module does not import torch.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from qmri.errors import QMRIInputError
@@ -24,7 +26,8 @@ MAX_TRAINING_VOXELS = 1_000_000
 
 WEIGHTS = Option("weights", "trained networks: a weights file of 'qmri train', or 'builtin' for those shipped with "
                  "qmri for the phantoms' protocols; refused if trained for another protocol or bounds (default: "
-                 "train on the voxels being fitted, self-supervised)", str, None, metavar="FILE|builtin")
+                 "train on the voxels being fitted, self-supervised)", str, None, metavar="FILE|builtin",
+                 paths=lambda value, folder: value if value == "builtin" else str((folder / Path(value).expanduser()).resolve()))
 ENSEMBLE = Option("ensemble", "networks trained from successive seeds (self-supervised training; default 1); with "
                   "more than 1 the estimate is their mean and <param>_sd maps give their spread", int, None)
 EPOCHS = Option("epochs", "most epochs of self-supervised training (early stopping on 10% of the voxels; default "

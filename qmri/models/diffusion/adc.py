@@ -103,8 +103,8 @@ def _fit_wls(model, Y, C):
     return res
 
 
-WLS = Method("wls", "log-linear least squares weighted by the squared predicted signal (default)", _fit_wls,
-             reference="Veraart et al., NeuroImage 2013;81:335")
+WLS = Method("wls", "log-linear least squares weighted by the squared predicted signal (default; unbounded: "
+             "--bounds need --method lsq)", _fit_wls, reference="Veraart et al., NeuroImage 2013;81:335", bounded=False)
 LSQ = LeastSquares(description="bounded Levenberg-Marquardt fit of (S0, ADC) to the signal from the wls start")
 
 

@@ -117,7 +117,8 @@ class TensorMethod(Method):
     request, the tensor images and the predicted signal: :mod:`qmri.models.diffusion.dki.tensors`)."""
 
     def __init__(self, name, description, solve, reference=""):
-        super().__init__(name, description, options=(TENSORS_OPTION, PREDICTED_OPTION), reference=reference)
+        super().__init__(name, description, options=(TENSORS_OPTION, PREDICTED_OPTION), reference=reference,
+                         bounded=False)  # the 22 coefficients are unbounded (cwls: constraints of its own)
         self.solve = solve
 
     def fit(self, model, Y, C, tensors: bool = False, predicted: bool = False):
@@ -317,20 +318,44 @@ class DKI(DiffusionModel):
         """Full-tensor :class:`DKI` for a series with b-vectors, else (or with ``trace``) :class:`TraceDKI`
         on the direction-averaged shells.
 
+        ``bounds`` apply to trace DKI only (its parameters S0, D, K): the full-tensor maps are derived
+        from the 22 tensor coefficients, which no method bounds (``wls``, ``ols`` are linear, ``nls``
+        keeps S0 >= 0 alone, ``cwls`` applies its own constraints on D(n) and K(n)).
+
         Raises
         ------
         QMRIInputError
-            Full tensor asked for with fewer than 15 distinct directions (the message suggests trace DKI).
+            Full tensor asked for with fewer than 15 distinct directions (the message suggests trace DKI),
+            or with ``bounds``.
         """
         if bvecs is not None and not trace:
             nd = n_directions(bvals, bvecs, b0_threshold)
             if nd < 15:
                 raise QMRIInputError(f"{nd} distinct directions (b > {b0_threshold:g} s/mm2); full-tensor DKI needs "
                                      ">= 15 (use --trace, trace=True, for trace/powder DKI)")
+            if options.get("bounds"):
+                raise QMRIInputError("full-tensor DKI takes no bounds (--bounds): its maps derive from the 22 tensor "
+                                     "coefficients, which no method bounds (cwls constrains D(n) >= 0 and "
+                                     "0 <= K(n) <= 3/(b_max D(n))); bounds apply to trace DKI (--trace): "
+                                     f"{', '.join(cls.parameter_names())}")
+            options.pop("bounds", None)
             return cls(bvals, bvecs, b0_threshold=b0_threshold, **options)
         from qmri.models.diffusion.dki.trace import TraceDKI
 
         return TraceDKI(bvals, bvecs=bvecs, b0_threshold=b0_threshold, **options)
+
+    @classmethod
+    def parameter_names(cls) -> list[str]:
+        """Names accepted by ``bounds``: those of trace DKI (the full tensor takes none, :meth:`from_acquisition`)."""
+        from qmri.models.diffusion.dki.trace import DKI_TRACE_MODEL
+
+        return DKI_TRACE_MODEL.names
+
+    @classmethod
+    def check_bounds_apply(cls, method, names) -> None:
+        """Bounds of the ``dki`` command are those of trace DKI, whose methods all apply them; whether a
+        series gets trace DKI is known once its b-vectors are read (:meth:`from_acquisition` refuses
+        bounds for the full tensor)."""
 
     # Phantom and demo ----------------------------------------------------------------------
     phantom_options = ()
