@@ -18,6 +18,7 @@ SUITES = {
     "osipi-concentration": "osipi_concentration",
     "osipi-aif": "osipi_aif",
     "phantoms": "phantoms",
+    "real": "real",
 }
 
 PASSED, FAILED, EXPECTED, UNEXPECTED_PASS = "passed", "failed", "expected failure", "passed, expected to fail"
