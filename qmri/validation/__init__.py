@@ -9,8 +9,8 @@ The suites (:data:`SUITES`), each a module of this package declaring ``SUITE``, 
 ``osipi-t1``                OSIPI VFA T1 mapping (:mod:`~qmri.validation.osipi_t1`)
 ``osipi-concentration``     OSIPI signal to concentration (:mod:`~qmri.validation.osipi_concentration`)
 ``osipi-aif``               OSIPI population AIFs (:mod:`~qmri.validation.osipi_aif`)
-``phantoms``                every model's phantom, every method (:mod:`~qmri.validation.phantoms`)
 ``real``                    real acquisitions through the commands (:mod:`~qmri.validation.real`)
+``phantoms``                every model's phantom, every method (:mod:`~qmri.validation.phantoms`)
 ==========================  ===================================================================
 
 The OSIPI files and the real acquisitions ship with the package (``data/osipi``,

@@ -123,7 +123,8 @@ def judge_ranges(values: dict, data: str) -> Outcome:
         scale, shown = (1e3, "1e-3 mm²/s") if unit == "mm²/s" else (1.0, unit)  # readable in the report
         metrics[f"median {name}" + (f" ({shown})" if shown else "")] = float(value) * scale
         if not low <= value <= high:
-            bad.append(f"{name} median {value:.4g} {unit} outside {low:g}–{high:g} ({source})".replace("  ", " "))
+            bad.append(f"{name} median {value * scale:.4g} outside {low * scale:g}–{high * scale:g}"
+                       + (f" {shown}" if shown else "") + f" ({source})")
     return Outcome(not bad, "; ".join(bad), metrics=metrics)
 
 
@@ -207,7 +208,8 @@ def dipy_dki_medians(mask) -> dict:
     fit = dki.DiffusionKurtosisModel(gradient_table(b[keep], bvecs=g[keep]), fit_method="WLS").fit(data, mask=mask)
     model = DKI(b[keep], g[keep])
     kmin, kmax = model.min_kurtosis, model.max_kurtosis
-    maps = {"MD": fit.md, "FA": fit.fa, "MK": fit.mk(kmin, kmax), "MKT": fit.mkt(kmin, kmax)}
+    maps = {"MD": fit.md, "FA": fit.fa, "MK": fit.mk(min_kurtosis=kmin, max_kurtosis=kmax),
+            "MKT": fit.mkt(min_kurtosis=kmin, max_kurtosis=kmax)}
     return {k: float(np.median(v[mask])) for k, v in maps.items()}
 
 

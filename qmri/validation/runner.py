@@ -17,8 +17,8 @@ SUITES = {
     "osipi-t1": "osipi_t1",
     "osipi-concentration": "osipi_concentration",
     "osipi-aif": "osipi_aif",
-    "phantoms": "phantoms",
     "real": "real",
+    "phantoms": "phantoms",
 }
 
 PASSED, FAILED, EXPECTED, UNEXPECTED_PASS = "passed", "failed", "expected failure", "passed, expected to fail"
