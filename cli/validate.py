@@ -1,5 +1,5 @@
-"""``qmri validate``: run the reference suites (OSIPI cases, real acquisitions, phantoms of every model and method) on this
-installation and write a report, one library call (:func:`qmri.validation.validate`)."""
+"""``qmri validate``: run the reference suites (OSIPI cases, real acquisitions, phantoms of every model and
+method) on this installation and write a report, one library call (:func:`qmri.validation.validate`)."""
 
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ def add_parser(sub):
     p = sub.add_parser("validate", help=SUMMARY, description=(
         "Run the reference suites on this installation: the OSIPI IVIM and DCE cases (shipped with qmri; OSIPI "
         "rules and tolerances), real scanner data through the commands (physiological ranges, agreement with "
-        "dipy, isotope GFR and OSIPI references) and the phantom of every model fitted by every method (exact without noise, "
-        "accuracy at the phantom's SNR). Writes validation.md and one PNG per suite; exits 1 if a case fails "
-        "(expected failures, listed with their reason, do not count)."))
+        "dipy, isotope GFR and OSIPI references) and the phantom of every model fitted by every method (exact "
+        "without noise, accuracy at the phantom's SNR). Writes validation.md and one PNG per suite; exits 1 if a "
+        "case fails (expected failures, listed with their reason, do not count)."))
     p.add_argument("--out-dir", type=Path, default=Path("qmri_validation"),
                    help="report folder (default qmri_validation)")
     p.add_argument("--suite", nargs="+", choices=list(SUITES), metavar="NAME",
