@@ -19,7 +19,7 @@ def example(request, tmp_path_factory):
     return root
 
 
-def test_every_file_name_is_bids_or_a_proposal_listed_in_bidsignore(example):
+def test_every_file_name_is_bids_or_a_dce_file_listed_in_bidsignore(example):
     from bidsschematools import validator
 
     result = validator.validate_bids(str(example))
@@ -27,7 +27,7 @@ def test_every_file_name_is_bids_or_a_proposal_listed_in_bidsignore(example):
     checked = {p.rsplit("/", 1)[-1] for p in result["path_listing"]}
     skipped = sorted(p.name for p in example.rglob("*") if p.is_file() and "derivatives" not in p.parts
                      and not p.name.startswith(".") and p.name not in checked)
-    # the only files the validator is told to skip are the DCE series and their sidecars (BEP009 names)
+    # the only files the validator is told to skip are the DCE series and their sidecars (unspecified in BIDS)
     assert skipped and all(p.endswith(("_dce.nii.gz", "_dce.json")) for p in skipped), skipped
     assert (example / ".bidsignore").read_text().split() == list(IGNORED)
 

@@ -16,11 +16,14 @@ The official BIDS validator accepts it without error:
 
 * the ``.bvec`` holds the x axis for every b > 0 volume (and 0 0 0 for b = 0): the phantom's tissue
   is isotropic, so its signal is the same along any direction and one direction is the truth;
-* DCE is not part of BIDS 1.11 (its ``perf`` datatype holds ASL only). The series follows the
-  naming of the perfusion extension proposal (BEP009, DSC and DCE): ``perf/..._dce`` with its JSON
-  sidecar, and ``.bidsignore`` lists ``*_dce.*`` so that the validator skips these files (the
-  validator's own advice for data types that a BEP covers and the specification does not yet).
-  A later BIDS release that ratifies DCE would need, at most, a new name here.
+* DCE is not part of BIDS 1.11, and no BIDS extension proposal covers it yet (ASL, BEP005, is
+  the only perfusion method ratified, in the ``perf`` datatype; bids-specification issue #1549 asks
+  for a DSC/DCE suffix). The series follows the specification's rule for such data ("Unspecified
+  data", common principles): a BIDS-style name whose suffix reflects the data, ``_dce``, in the
+  perfusion datatype ``perf``, with its JSON sidecar; ``.bidsignore`` lists ``*_dce.*`` so that
+  the validator skips these files (its mechanism for non-standard files, and what the BIDS
+  maintainers advise in that issue). A later BIDS release that names DCE would need, at most, a new
+  name here.
 """
 
 from __future__ import annotations
@@ -81,8 +84,8 @@ PHANTOM_OPTIONS = (
 )
 
 
-#: Files the BIDS validator is told to skip (``.bidsignore``): the DCE series, named as the
-#: perfusion extension proposal (BEP009) names them, which BIDS 1.11 does not include yet.
+#: Files the BIDS validator is told to skip (``.bidsignore``): the DCE series, which BIDS 1.11
+#: does not specify (named by its "Unspecified data" rule: BIDS-style, suffix ``dce``).
 BIDSIGNORE = ".bidsignore"
 IGNORED = ("*_dce.nii.gz", "*_dce.json")
 
@@ -93,8 +96,9 @@ with three known sub-regions ({regions}), an IVIM diffusion series (dwi/) and a 
 grid twice as coarse in-plane). derivatives/masks holds the tumour ROI (diffusion grid) and the DCE fit
 mask; derivatives/truth the true sub-regions.
 
-DCE is not part of BIDS 1.11: the series are named as the perfusion extension proposal (BEP009, DSC and
-DCE) names them, perf/sub-<label>_dce.nii.gz with its JSON sidecar, and .bidsignore lists them.
+DCE is not part of BIDS 1.11 and no extension proposal covers it yet: the series follow the
+specification's rule for unspecified data (BIDS-style name, suffix dce, in the perfusion datatype),
+perf/sub-<label>_dce.nii.gz with its JSON sidecar, and .bidsignore lists them.
 The diffusion phantom is isotropic: its .bvec gives the x axis for every diffusion-weighted volume.
 """
 
