@@ -64,7 +64,7 @@ R1_GADOTERATE_3T = 3.5
 #: SK-GFR by MR against the isotope SK-GFR, over the shipped kidneys: Pearson r at least 0.5 (the
 #: two-sided 5 % critical value for 24 pairs is 0.40) and a mean difference within ±10 mL/min. MR
 #: renography agrees with isotope or iohexol GFR only to limits of agreement of ±30–40 mL/min
-#: (Eikefjord et al., Acta Radiol 2017;58:748-757, doi:10.1177/0284185116666417: total GFR against
+#: (Eikefjord et al., Acta Radiol 2017, doi:10.1177/0284185116666417: total GFR against
 #: iohexol, limits of agreement [-42, 45] mL/min/1.73 m²), so a
 #: per-kidney tolerance would not test anything; the mean over 24 kidneys (standard error ≈ 2 mL/min
 #: at an SD of 10 mL/min) detects a systematic error (units, relaxivity, haematocrit, AIF) while
@@ -88,10 +88,12 @@ RANGES = {
                                     "Radiology 1988;168:497-505)"),
     ("brain", "DDC"): (0.5e-3, 1.1e-3, "mm²/s", "brain DDC 0.6–0.9e-3 (Bennett et al., MRM 2003;50:727-734)"),
     ("brain", "alpha"): (0.6, 1.0, "", "brain alpha 0.7–0.95 (Bennett et al. 2003)"),
-    ("kidney", "Ktrans"): (0.01, 0.6, "1/min", "single-kidney GFR per kidney volume: ~50 mL/min in ~150 mL "
-                                               "(0.33 /min) healthy, less in renal disease (Basak et al. 2019)"),
-    ("kidney", "vp"): (0.02, 0.6, "", "renal plasma volume fraction 0.1–0.4 (Sourbron et al., Invest Radiol "
-                                      "2008;43:40-48)"),
+    ("kidney", "Ktrans"): (0.01, 0.6, "1/min", "filtration per kidney volume: healthy single-kidney GFR 52 ± 14 "
+                                               "mL/min/1.73 m² (Eikefjord et al. 2017) in a kidney of ~150 mL gives "
+                                               "~0.35 /min; lower in renal disease (these are patients)"),
+    ("kidney", "vp"): (0.02, 0.6, "", "renal plasma volume: 0.15 mL/mL is the starting value of dcmri's kidney "
+                                      "model, 0.3 its bound; the Patlak vp, fitted without outflow, also takes up "
+                                      "early tubular signal, hence the wider upper limit"),
     ("brain VFA", "WM T1"): (0.6, 1.4, "s", "white matter T1 0.8–1.1 s at 3 T, 0.6–0.8 s at 1.5 T (Stikov et al., "
                                             "MRM 2015;73:514-522)"),
 }
