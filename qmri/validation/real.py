@@ -401,7 +401,8 @@ def cases() -> list[Case]:
         names = list(kidney_scans())
     except MissingRealData as exc:
         return out + [Case(SUITE, kidney, "missing-kruk", lambda exc=exc: Outcome(False, str(exc)))]
-    out += [Case(SUITE, kidney, f"kidney-{name}", lambda name=name: kidney_case(name)) for name in names]
-    out.append(Case(SUITE, kidney, "kidney-gfr-agreement", gfr_agreement_case))
+    # one report row per scan (its values), then the agreement over all of them
+    out += [Case(SUITE, f"kidney {name}", f"kidney-{name}", lambda name=name: kidney_case(name)) for name in names]
+    out.append(Case(SUITE, f"{kidney}: SK-GFR vs isotope", "kidney-gfr-agreement", gfr_agreement_case))
     out.append(Case(SUITE, "brain VFA (OSIPI patient voxels)", "brain-vfa-t1", t1_case))
     return out
