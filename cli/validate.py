@@ -1,5 +1,5 @@
-"""``qmri validate``: run the reference suites (OSIPI cases, phantoms of every model and method) on this
-installation and write a report, one library call (:func:`qmri.validation.validate`)."""
+"""``qmri validate``: run the reference suites (OSIPI cases, real acquisitions, phantoms of every model and
+method) on this installation and write a report, one library call (:func:`qmri.validation.validate`)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 #: Row of the README's command table.
 USAGE = "qmri validate [--out-dir qmri_validation] [--suite NAME ...] [--force]"
-SUMMARY = ("check this installation against the OSIPI reference cases and every model's phantom: Markdown + PNG "
-           "report, exit 1 on a failure")
+SUMMARY = ("check this installation against the OSIPI reference cases, real acquisitions and every model's phantom: "
+           "Markdown + PNG report, exit 1 on a failure")
 
 
 def add_parser(sub):
@@ -17,9 +17,10 @@ def add_parser(sub):
 
     p = sub.add_parser("validate", help=SUMMARY, description=(
         "Run the reference suites on this installation: the OSIPI IVIM and DCE cases (shipped with qmri; OSIPI "
-        "rules and tolerances) and the phantom of every model fitted by every method (exact without noise, "
-        "accuracy at the phantom's SNR). Writes validation.md and one PNG per suite; exits 1 if a case fails "
-        "(expected failures, listed with their reason, do not count)."))
+        "rules and tolerances), real scanner data through the commands (physiological ranges, agreement with "
+        "dipy, isotope GFR and OSIPI references) and the phantom of every model fitted by every method (exact "
+        "without noise, accuracy at the phantom's SNR). Writes validation.md and one PNG per suite; exits 1 if a "
+        "case fails (expected failures, listed with their reason, do not count)."))
     p.add_argument("--out-dir", type=Path, default=Path("qmri_validation"),
                    help="report folder (default qmri_validation)")
     p.add_argument("--suite", nargs="+", choices=list(SUITES), metavar="NAME",

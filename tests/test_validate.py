@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -170,3 +171,10 @@ def test_installed_package_validates_itself_outside_the_repository(tmp_path):
     shipped = {p.relative_to(osipi.OSIPI) for p in osipi.OSIPI.rglob("*") if p.is_file()}
     installed = target / "qmri" / "validation" / "data" / "osipi"
     assert len(shipped) == 29 and {p.relative_to(installed) for p in installed.rglob("*") if p.is_file()} == shipped
+    # and the real acquisitions (qmri validate --suite real)
+    from qmri.validation import real
+
+    shipped = {p.relative_to(real.DATA) for p in real.DATA.rglob("*") if p.is_file()}
+    installed = target / "qmri" / "validation" / "data" / "real"
+    assert Path("kruk/curves.csv") in shipped and {p.relative_to(installed) for p in installed.rglob("*")
+                                                     if p.is_file()} == shipped

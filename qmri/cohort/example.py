@@ -3,14 +3,27 @@ runs ``qmri cohort`` on it (``qmri phantom cohort``, ``qmri cohort --example-con
 
 Each participant is one subject of the habitat phantom (:mod:`qmri.habitats.phantom`: a tumour with
 three known sub-regions, an IVIM series on the tumour's grid and a DCE series on a grid twice as coarse
-in-plane). Layout (BIDS 1.11; DCE has no BIDS suffix yet, so ``perf/..._dce`` is this example's choice)::
+in-plane). Layout (BIDS 1.11)::
 
-    dataset_description.json, participants.tsv (participant_id, tumour_shape)
-    sub-01/[ses-1/]dwi/sub-01_acq-ivim_dwi.nii.gz + .bval
+    dataset_description.json, README, participants.tsv + .json (participant_id, tumour_shape), .bidsignore
+    sub-01/[ses-1/]dwi/sub-01_acq-ivim_dwi.nii.gz + .bval + .bvec
     sub-01/[ses-1/]perf/sub-01_dce.nii.gz + .json (FlipAngle, RepetitionTimeExcitation, RepetitionTime)
     derivatives/masks/sub-01/[ses-1/]dwi/sub-01_label-tumour_mask.nii.gz          (the ROI, IVIM grid)
     derivatives/masks/sub-01/[ses-1/]perf/sub-01_label-tumour_desc-dilated_mask.nii.gz  (DCE fit mask)
     derivatives/truth/sub-01/[ses-1/]dwi/sub-01_desc-subregions_dseg.nii.gz       (true sub-regions)
+
+The official BIDS validator accepts it without error:
+
+* the ``.bvec`` holds the x axis for every b > 0 volume (and 0 0 0 for b = 0): the phantom's tissue
+  is isotropic, so its signal is the same along any direction and one direction is the truth;
+* DCE is not part of BIDS 1.11, and no BIDS extension proposal covers it yet (ASL, BEP005, is
+  the only perfusion method ratified, in the ``perf`` datatype; bids-specification issue #1549 asks
+  for a DSC/DCE suffix). The series follows the specification's rule for such data ("Unspecified
+  data", common principles): a BIDS-style name whose suffix reflects the data, ``_dce``, in the
+  perfusion datatype ``perf``, with its JSON sidecar; ``.bidsignore`` lists ``*_dce.*`` so that
+  the validator skips these files (its mechanism for non-standard files, and what the BIDS
+  maintainers advise in that issue). A later BIDS release that names DCE would need, at most, a new
+  name here.
 """
 
 from __future__ import annotations
@@ -71,6 +84,34 @@ PHANTOM_OPTIONS = (
 )
 
 
+#: Files the BIDS validator is told to skip (``.bidsignore``): the DCE series, which BIDS 1.11
+#: does not specify (named by its "Unspecified data" rule: BIDS-style, suffix ``dce``).
+BIDSIGNORE = ".bidsignore"
+IGNORED = ("*_dce.nii.gz", "*_dce.json")
+
+README = """qmri cohort example (habitat phantom)
+
+Simulated data written by `qmri phantom cohort`: each subject is a tumour of the qmri habitat phantom
+with three known sub-regions ({regions}), an IVIM diffusion series (dwi/) and a DCE series (perf/, on a
+grid twice as coarse in-plane). derivatives/masks holds the tumour ROI (diffusion grid) and the DCE fit
+mask; derivatives/truth the true sub-regions.
+
+DCE is not part of BIDS 1.11 and no extension proposal covers it yet: the series follow the
+specification's rule for unspecified data (BIDS-style name, suffix dce, in the perfusion datatype),
+perf/sub-<label>_dce.nii.gz with its JSON sidecar, and .bidsignore lists them.
+The diffusion phantom is isotropic: its .bvec gives the x axis for every diffusion-weighted volume.
+"""
+
+
+def isotropic_bvecs(bvals) -> np.ndarray:
+    """b-vectors (n, 3) for a series simulated with isotropic diffusion: ``(0, 0, 0)`` at b = 0, the x
+    axis elsewhere (the signal is the same along any direction, so one direction is the truth)."""
+    b = np.asarray(bvals, dtype=np.float64)
+    g = np.zeros((b.size, 3))
+    g[b > 0, 0] = 1.0
+    return g
+
+
 def participants_of(subjects: int, sessions: int) -> list[tuple[str, str | None]]:
     """``[(subject label, session label or None)]`` of the example dataset."""
     return [(f"{i + 1:02d}", None if not sessions else str(j + 1)) for i in range(subjects)
@@ -83,6 +124,7 @@ def _files(sub: str, ses: str | None) -> dict[str, Path]:
     stem = f"sub-{sub}" + (f"_ses-{ses}" if ses else "")
     masks, truth = Path("derivatives/masks") / base, Path("derivatives/truth") / base
     return {"dwi": base / "dwi" / f"{stem}_acq-ivim_dwi.nii.gz", "bval": base / "dwi" / f"{stem}_acq-ivim_dwi.bval",
+            "bvec": base / "dwi" / f"{stem}_acq-ivim_dwi.bvec",
             "dce": base / "perf" / f"{stem}_dce.nii.gz", "dce_json": base / "perf" / f"{stem}_dce.json",
             "roi": masks / "dwi" / f"{stem}_label-tumour_mask.nii.gz",
             "dce_mask": masks / "perf" / f"{stem}_label-tumour_desc-dilated_mask.nii.gz",
@@ -107,14 +149,14 @@ def write_example_dataset(bids_dir, *, subjects: int = 4, sessions: int = 0, vox
     from qmri.errors import QMRIInputError
     from qmri.habitats.phantom import definition, habitat_subject
     from qmri.resultset import refuse_existing, write_sets
-    from qmri.simulate import bval_text
+    from qmri.simulate import bval_text, bvec_text
 
     if subjects < 1 or sessions < 0:
         raise QMRIInputError(f"subjects must be >= 1 and sessions >= 0, got {subjects} and {sessions}")
     root = Path(bids_dir)
     people = participants_of(subjects, sessions)
-    tops = ["dataset_description.json", "participants.tsv", "derivatives/masks/dataset_description.json",
-            "derivatives/truth/dataset_description.json"]
+    tops = ["dataset_description.json", "README", "participants.tsv", "participants.json", BIDSIGNORE,
+            "derivatives/masks/dataset_description.json", "derivatives/truth/dataset_description.json"]
     refuse_existing([root / t for t in tops] + [root / f for p in people for f in _files(*p).values()], force)
     d = definition()
     c = d["dce"]
@@ -126,6 +168,7 @@ def write_example_dataset(bids_dir, *, subjects: int = 4, sessions: int = 0, vox
         writers = {
             f["dwi"]: lambda p, s=s: io.write_map(p, s.dwi, affine=s.dwi_affine),
             f["bval"]: lambda p, s=s: io.write_text(p, bval_text(s.bvals)),
+            f["bvec"]: lambda p, s=s: io.write_text(p, bvec_text(isotropic_bvecs(s.bvals))),
             f["dce"]: lambda p, s=s: io.write_map(p, s.dce, affine=s.dce_affine),
             f["dce_json"]: lambda p: io.write_json(p, {"FlipAngle": c["FA"], "RepetitionTimeExcitation": c["TR"],
                                                        "RepetitionTime": c["frame_interval"]}),
@@ -144,6 +187,10 @@ def write_example_dataset(bids_dir, *, subjects: int = 4, sessions: int = 0, vox
                                                                       "DatasetType": "raw", **desc}),
         root / "participants.tsv": lambda p: io.write_text(p, "participant_id\ttumour_shape\n" + "".join(
             f"sub-{sub}\t{shape}\n" for sub, shape in shapes.items())),
+        root / "participants.json": lambda p: io.write_json(p, {"tumour_shape": {
+            "Description": "shape of the phantom tumour (qmri.habitats.phantom)"}}),
+        root / "README": lambda p: io.write_text(p, README.format(regions=regions)),
+        root / BIDSIGNORE: lambda p: io.write_text(p, "".join(f"{g}\n" for g in IGNORED)),
         root / "derivatives/masks/dataset_description.json": lambda p: io.write_json(
             p, {"Name": "tumour masks", "DatasetType": "derivative", **desc}),
         root / "derivatives/truth/dataset_description.json": lambda p: io.write_json(

@@ -9,10 +9,12 @@ The suites (:data:`SUITES`), each a module of this package declaring ``SUITE``, 
 ``osipi-t1``                OSIPI VFA T1 mapping (:mod:`~qmri.validation.osipi_t1`)
 ``osipi-concentration``     OSIPI signal to concentration (:mod:`~qmri.validation.osipi_concentration`)
 ``osipi-aif``               OSIPI population AIFs (:mod:`~qmri.validation.osipi_aif`)
+``real``                    real acquisitions through the commands (:mod:`~qmri.validation.real`)
 ``phantoms``                every model's phantom, every method (:mod:`~qmri.validation.phantoms`)
 ==========================  ===================================================================
 
-The OSIPI files ship with the package (``data/osipi``, :mod:`qmri.validation.osipi`), so an
+The OSIPI files and the real acquisitions ship with the package (``data/osipi``,
+:mod:`qmri.validation.osipi`; ``data/real``, :mod:`qmri.validation.real`), so an
 installed qmri validates itself without network or source checkout. The test suite runs the same
 cases (one test per case), so the tests and ``qmri validate`` share one implementation of each
 rule and tolerance.
