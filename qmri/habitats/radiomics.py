@@ -38,6 +38,8 @@ from __future__ import annotations
 
 import numpy as np
 
+#: Version of the feature definitions below (a saved outcome model records it; change it with them).
+FEATURES_VERSION = 1
 #: Grey levels of the GLCM quantisation.
 GLCM_LEVELS = 16
 #: First-order statistics per map and habitat (name, unit is the map's: True).
