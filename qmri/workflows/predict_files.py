@@ -236,7 +236,7 @@ def _write_training(out_dir, res, metrics, out, hab, s, plot, save, force) -> li
     writers[o / "selection.csv"] = lambda p: io.write_text(p, rows_to_csv(sel))
     ft = res.final_table
     rows = [{"id": sid, **{c: float(v) for c, v in zip(ft.names, row)}} for sid, row in zip(ft.ids, ft.X)]
-    writers[o / "features.csv"] = lambda p: io.write_text(p, rows_to_csv(rows))
+    writers[o / "features.csv"] = lambda p: io.write_text(p, rows_to_csv(rows, digits=12))
     writers[o / "features.json"] = lambda p: io.write_json(p, {
         "Description": "habitat features of every subject under the final model's habitat model"
         if res.habitat_model is not None else "the feature columns the final model reads",
