@@ -213,6 +213,10 @@ def icc(data, level: float = 0.95) -> dict:
     sse = sst - ssr - ssc
     msr, msc = ssr / (n - 1), ssc / (k - 1)
     mse = sse / ((n - 1) * (k - 1))
+    if mse <= 1e-12 * msr:  # sums of squares cancelling to rounding: repeats equal
+        mse = 0.0
+    if msc <= 1e-12 * msr:
+        msc = 0.0
     if not (msr + (k - 1) * mse) > 0:
         return out
     alpha = 1 - level
@@ -234,6 +238,8 @@ def icc(data, level: float = 0.95) -> dict:
         lo = n * (msr - fs * mse) / (fs * (k * msc + (k * n - k - n) * mse) + n * msr)
         hi = n * (fi * msr - mse) / (k * msc + (k * n - k - n) * mse + n * fi * msr)
         ci2 = [float(lo), float(hi)]
+    elif mse == 0 and msc == 0:  # every repeat equal: perfect agreement
+        ci2 = [1.0, 1.0]
     else:
         ci2 = [nan, nan]
     out.update(icc2_1=float(icc2), icc2_1_ci=ci2, icc3_1=float(icc3), icc3_1_ci=[float(c) for c in ci3])

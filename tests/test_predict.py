@@ -337,3 +337,135 @@ def test_site_harmonisation_needs_neuroharmonize(trained, tmp_path):
     r = qmri_cli("predict", "--cohort", folder / "cohort.csv", "--outcome", f"{tmp_path / 'o.csv'}:lnm",
                  "--site", "site", "--out-dir", tmp_path / "out")
     assert r.returncode == 2 and "neuroHarmonize" in r.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# Stability between repeat scans
+# ---------------------------------------------------------------------------------------------
+def _noisy(subs, seed, sd):
+    out = []
+    for s in subs:
+        rng = np.random.default_rng([seed, int(s.id[4:])])
+        truth = {k: v * (1 + sd * rng.normal(size=v.shape)) for k, v in s.truth.items()}
+        out.append(type(s)(**{**s.__dict__, "truth": truth}))
+    return out
+
+
+def test_stability_icc_and_dice(phantom, tmp_path):
+    """Two noisy 'scans' of the same tumours: habitat fractions agree (high ICC, Dice), and the
+    stability table feeds qmri predict --min-icc."""
+    subs, _, out = phantom
+    a = write_cohort(tmp_path / "a", _noisy(subs[:30], 1, 0.05), out["outcome"][:30])
+    b = write_cohort(tmp_path / "b", _noisy(subs[:30], 2, 0.05))
+    r = qmri_cli("habitat", "--cohort", a, "--stability", b, "--out-dir", tmp_path / "h", "--k", "3",
+                 "--spatial", "none")
+    assert r.returncode == 0, r.stderr
+    assert "subjects scanned twice" in r.stdout
+    head, *rows = (tmp_path / "h/stability.csv").read_text().splitlines()
+    cols = head.split(",")
+    table = {row.split(",")[0]: dict(zip(cols, row.split(","))) for row in rows}
+    for h in (1, 2, 3):
+        assert float(table[f"fraction_h{h}"]["icc2_1_ci_low"]) > 0.5
+        assert float(table[f"fraction_h{h}"]["icc2_1"]) <= float(table[f"fraction_h{h}"]["icc2_1_ci_high"])
+    dice = [float(line.split(",")[-1]) for line in (tmp_path / "h/dice.csv").read_text().splitlines()[1:]]
+    assert len(dice) == 90 and np.mean(dice) > 0.8
+    # the same maps twice: ICC 1 and Dice 1
+    r = qmri_cli("habitat", "--cohort", a, "--stability", a, "--out-dir", tmp_path / "same", "--k", "3",
+                 "--spatial", "none")
+    assert r.returncode == 0, r.stderr
+    same = (tmp_path / "same/dice.csv").read_text().splitlines()[1:]
+    assert all(float(line.split(",")[-1]) == 1.0 for line in same)
+    # predict keeps only the stable features
+    p = qmri_cli("predict", "--cohort", a, "--outcome", f"{tmp_path / 'a/outcome.csv'}:lnm", "--out-dir",
+                 tmp_path / "p", "--repeats", "1", "--folds", "3", "--spatial", "none", "--stability",
+                 tmp_path / "h/stability.csv", "--min-icc", "0.5", "--no-plot")
+    assert p.returncode == 0, p.stderr
+    stable = {f for f, row in table.items() if float(row["icc2_1_ci_low"]) >= 0.5}
+    used = (tmp_path / "p/features.csv").read_text().splitlines()[0].split(",")[1:]
+    assert set(used) == stable and len(stable) < len(table)
+    m = json.loads((tmp_path / "p/metrics.json").read_text())
+    assert m["Stability"]["features_kept"] == len(stable)
+
+
+def test_phantom_cohort_outcome_and_repeat(tmp_path):
+    r = qmri_cli("phantom", "cohort", "--out-dir", tmp_path / "b", "--subjects", "10", "--voxels", "200",
+                 "--outcome", "--repeat")
+    assert r.returncode == 0, r.stderr
+    assert "best achievable AUC" in r.stdout
+    lines = (tmp_path / "b/participants.tsv").read_text().splitlines()
+    assert lines[0].split("\t") == ["participant_id", "tumour_shape", "outcome"] and len(lines) == 11
+    truth = json.loads((tmp_path / "b/derivatives/truth/outcome.json").read_text())
+    y = [int(line.split("\t")[2]) for line in lines[1:]]
+    assert [truth["subjects"][f"sub-{i + 1:02d}"]["outcome"] for i in range(10)] == y
+    assert 0.5 < truth["best_auc_expected"] < 1
+    # the repeat scan: the same tumour (ROI, true sub-regions), another series
+    a = tmp_path / "b/derivatives/truth/sub-03"
+    t1 = np.asarray(io.load_nifti(a / "ses-1/dwi/sub-03_ses-1_desc-subregions_dseg.nii.gz", ndim=(3,)).dataobj)
+    t2 = np.asarray(io.load_nifti(a / "ses-2/dwi/sub-03_ses-2_desc-subregions_dseg.nii.gz", ndim=(3,)).dataobj)
+    np.testing.assert_array_equal(t1, t2)
+    s1 = np.asarray(io.load_nifti(tmp_path / "b/sub-03/ses-1/dwi/sub-03_ses-1_acq-ivim_dwi.nii.gz").dataobj)
+    s2 = np.asarray(io.load_nifti(tmp_path / "b/sub-03/ses-2/dwi/sub-03_ses-2_acq-ivim_dwi.nii.gz").dataobj)
+    assert s1.shape == s2.shape and not np.array_equal(s1, s2)
+    assert np.corrcoef(s1.ravel(), s2.ravel())[0, 1] > 0.9
+
+
+def test_repeat_subject_keeps_the_truth_and_changes_the_noise():
+    a = habitat_subject(2, voxels=300, seed=4)
+    b = habitat_subject(2, voxels=300, seed=4, repeat=1)
+    c = habitat_subject(2, voxels=300, seed=4, series=False)
+    for k in a.truth:
+        np.testing.assert_array_equal(a.truth[k], b.truth[k])
+        np.testing.assert_array_equal(a.truth[k], c.truth[k])
+    assert not np.array_equal(a.dwi, b.dwi)
+    shift = b.dce_affine[:3, 3] - a.dce_affine[:3, 3]
+    assert np.all(np.abs(shift[:2]) <= 1.0) and shift[2] == 0 and np.any(shift != 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# qmri cohort [predict]
+# ---------------------------------------------------------------------------------------------
+def test_cohort_predict_step(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    import logging
+
+    from qmri.cohort import run_cohort
+    from qmri.cohort.example import EXAMPLE_CONFIG, write_example_dataset
+
+    write_example_dataset(tmp_path / "bids", subjects=12, voxels=200, outcome=True)
+    cfg = tmp_path / "steps.toml"
+    cfg.write_text(EXAMPLE_CONFIG + '\n[predict]\noutcome = "outcome"\nfolds = 2\nrepeats = 1\ninner_folds = 2\n')
+    out = tmp_path / "bids/derivatives/qmri"
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False, protocol="tcp://",
+                                  host="127.0.0.1", dashboard_address="127.0.0.1:0",
+                                  silence_logs=logging.ERROR) as cluster, distributed.Client(cluster) as c:
+        assert not run_cohort(tmp_path / "bids", out, "participant", cfg, client=c).failures
+        res = run_cohort(tmp_path / "bids", out, "group", cfg, client=c)
+    from qmri.threads import available, set_threads
+
+    set_threads(available())
+    assert not res.failures, res.failure_table()
+    step = [r for r in res.results if r.step == "predict"]
+    assert len(step) == 1 and step[0].message.startswith("AUC ")
+    m = json.loads((out / "group/predict/metrics.json").read_text())
+    assert m["Metrics"]["n"] == 12 and len(m["Metrics"]["fold_aucs"]) == 2
+    assert (out / "group/predict/model.json").is_file()
+
+
+@pytest.mark.parametrize("extra,message", [
+    ('[predict]\nclassifier = "lasso"\n', "[predict] outcome"),
+    ('[predict]\noutcome = "x"\nfolds = "many"\n', "--folds"),
+    ('[predict]\noutcome = "x"\nmin_icc = 0.5\n', "unknown key 'min_icc'"),
+])
+def test_cohort_predict_configuration_errors(tmp_path, extra, message):
+    from qmri.cohort import load_config
+    from qmri.cohort.example import EXAMPLE_CONFIG
+    from qmri.errors import QMRIInputError
+
+    path = tmp_path / "steps.toml"
+    path.write_text(EXAMPLE_CONFIG + "\n" + extra)
+    with pytest.raises(QMRIInputError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        load_config(path)
+    no_habitat = EXAMPLE_CONFIG[:EXAMPLE_CONFIG.index("[habitat]")] + '[predict]\noutcome = "x"\n'
+    path.write_text(no_habitat)
+    with pytest.raises(QMRIInputError, match="needs \\[habitat\\]"):
+        load_config(path)

@@ -58,6 +58,9 @@ statistics = ["mean", "sd", "median", "q1", "q3", "nan_fraction"]
 [habitat]                     # population habitat model over every participant (group level)
 maps = ["ivim.D", "ivim.f", "dce.Ktrans"]         # <fit step>.<map>
 k = 3                         # or "auto"; any setting of qmri habitat (method, spatial, beta, seed...)
+
+# [predict]                   # with qmri phantom cohort --outcome: an outcome model from the habitats
+# outcome = "outcome"         # a binary column of participants.tsv; any setting of qmri predict
 '''
 
 #: ``qmri phantom cohort`` (:data:`qmri.cli.phantom.OTHER_PHANTOMS`).
