@@ -148,7 +148,7 @@ def _logistic_fit(x: np.ndarray, y: np.ndarray, offset: np.ndarray, n_iter: int 
     """Unpenalised logistic regression by Newton's method: coefficients of the columns of ``x``."""
     beta = np.zeros(x.shape[1])
     for _ in range(n_iter):
-        eta = x @ beta + offset
+        eta = np.clip(x @ beta + offset, -500, 500)  # separated data: beta grows, exp must not overflow
         mu = 1 / (1 + np.exp(-eta))
         w = np.maximum(mu * (1 - mu), 1e-12)
         grad = x.T @ (y - mu)

@@ -406,7 +406,8 @@ class ComBat:
         return self
 
     def _cols(self, data):
-        # constant columns break ComBat's variance estimate: a tiny jitter-free offset keeps them
+        # a constant column (zero variance) breaks ComBat's standardisation: it is replaced by a ramp
+        # for the fit and left as it was by transform
         return np.where(self.sd_[None, :] > 0, data, 0.0) + (self.sd_[None, :] == 0) * np.arange(len(data))[:, None]
 
     def transform(self, X):
