@@ -482,3 +482,15 @@ def test_cohort_predict_configuration_errors(tmp_path, extra, message):
     path.write_text(no_habitat)
     with pytest.raises(QMRIInputError, match="needs \\[habitat\\]"):
         load_config(path)
+
+
+def test_shap_values_where_shap_is_installed(phantom):
+    pytest.importorskip("shap")
+    from qmri.workflows.predict import cross_validate, importances
+
+    _, feats, out = phantom
+    res = cross_validate(_source(feats[:40]), out["outcome"][:40], folds=2, repeats=1, inner_folds=2)
+    rows = {r["feature"]: r for r in importances(res, n_repeats=3)}
+    used = [c for c, r in rows.items() if r["used_by_final_model"]]
+    assert used and all(rows[c]["mean_abs_shap"] > 0 for c in used)
+    assert all(r["mean_abs_shap"] == 0 for c, r in rows.items() if c not in used)

@@ -657,7 +657,7 @@ def importances(res: PredictResult, *, seed: int = 0, n_repeats: int = 10) -> li
     used = set(kept_columns(res.final, res.final_table.names))
     rng = np.random.default_rng(seed)
     base = auc(y, res.final.predict_proba(X)[:, 1])
-    shap_values = _shap(res.final, X)
+    shap_values = _shap(res.final, X, [j for j, c in enumerate(res.final_table.names) if c in used])
     rows = []
     for j, name in enumerate(res.final_table.names):
         drops = np.zeros(n_repeats)
@@ -676,16 +676,30 @@ def importances(res: PredictResult, *, seed: int = 0, n_repeats: int = 10) -> li
     return sorted(rows, key=lambda r: (-r["permutation_auc_drop"], -r["selected_folds"]))
 
 
-def _shap(model, X):
+def _shap(model, X, columns):
+    """Mean |SHAP| value per column (SHAP's model-agnostic explainer on the probability, the subjects
+    as background), or None without the ``shap`` package. Only ``columns`` (those the model uses)
+    are explained: the others are held at their medians, which changes nothing since the fitted
+    pipeline ignores them; their value is 0."""
     try:
         import shap
     except ImportError:
         return None
+    out = np.zeros(X.shape[1])
+    if not columns:
+        return out
+    base = np.nanmedian(X, axis=0)
+
+    def f(z):
+        full = np.tile(base, (len(z), 1))
+        full[:, columns] = z
+        return model.predict_proba(full)[:, 1]
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            explainer = shap.Explainer(lambda a: model.predict_proba(a)[:, 1], X)
-            values = explainer(X).values
-        return np.abs(values).mean(axis=0)
+            values = shap.Explainer(f, X[:, columns])(X[:, columns]).values
+        out[columns] = np.abs(values).mean(axis=0)
+        return out
     except Exception:  # noqa: BLE001 - SHAP is an extra; its failure must not lose the run
         return None

@@ -185,8 +185,8 @@ def predict_from_files(*, out_dir, cohort=None, table=None, outcome=None, model=
         what = (f"{len(keep_idx)} subjects with maps {', '.join(subjects[0].names)}, habitats refitted per fold "
                 f"(k = {hab['k']})" if cohort is not None else f"{len(keep_idx)} subjects, {len(src.table.names)} "
                                                                    "feature columns")
-        on_start(f"{what}; outcome {out.source}: {int(y.sum())} {out.labels[1]} / {int((1 - y).sum())} "
-                 f"{out.labels[0]}; {s['classifier']}, {s['folds']} folds x {s['repeats']} repeats")
+        on_start(f"{what}; outcome {out.source}: {int(y.sum())} positive ({out.labels[1]}), {int((1 - y).sum())} "
+                 f"negative ({out.labels[0]}); {s['classifier']}, {s['folds']} folds x {s['repeats']} repeats")
     cv_settings = {k: s[k] for k in ("classifier", "folds", "repeats", "inner_folds", "select", "seed")}
     res = P.cross_validate(src, y, keep=keep_cols, sites=sites, progress=progress, **cv_settings)
     metrics = _train_metrics(res, out, cohort, table, hab, s, keep_cols, stability, site, notes)
