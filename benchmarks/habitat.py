@@ -20,8 +20,22 @@ factory default (``two_step_habitat``: 50 k-means supervoxels, cohort k-means, k
 subjects (per-subject winsorize 5 % then min-max, as in its habitat_fit_modes / preprocessing docs)
 with elbow k. HABIT is skipped with the reason when it cannot be imported.
 
+Part C (prediction, ``--predict``): ``--predict-subjects`` phantom tumours (default 100 x 1,000
+voxels) fitted by qmri, with a binary outcome drawn through a logistic link on the true fraction of
+the high-Ktrans habitat (:func:`qmri.habitats.phantom.draw_outcome`; the best achievable AUC is
+printed). qmri: :func:`qmri.workflows.predict.cross_validate` with the habitat model refitted in every
+training fold (defaults of ``qmri predict``: k = 3, lasso, 5 folds, ``--predict-repeats`` repeats), on
+the outcome and on the outcome shuffled, and the cluster-first order (HABIT's) for reference. HABIT
+(``--habit-python``: an interpreter where ``habitat-analysis`` is installed, e.g. its own virtual
+environment, run as a subprocess on the same arrays): ``two_step_habitat`` with k = 3 fitted on all
+subjects, its volume-fraction, MSI and ITH features (``habit.kernels.habitat_metrics``), then
+``habit.recipes.cross_validate`` (z-score, L1 logistic regression, C tuned by 3-fold inner CV, 5
+folds), the mean fold AUC over the same number of repeats, on the outcome and shuffled.
+
 Run:  python benchmarks/habitat.py [--subjects 50] [--voxels 20000] [--habit-subjects 4]
       [--habit-voxels 6000] [--work DIR] [--skip-cohort] [--skip-habit]
+      [--predict [--predict-subjects 100] [--predict-voxels 1000] [--predict-repeats 10]
+       [--habit-python PATH]]
 """
 
 from __future__ import annotations
@@ -266,7 +280,133 @@ def part_b(args, work: Path):
     return rows
 
 
+class _Fractions:
+    """A fitted phantom subject's true sub-region fractions (what :func:`draw_outcome` reads)."""
+
+    def __init__(self, s, names):
+        lab = s.labels[s.roi]
+        self.fractions = {n: float(np.mean(lab == i + 1)) for i, n in enumerate(names)}
+
+
+def part_c(args, work: Path):
+    import json
+
+    from qmri.habitats.phantom import definition, draw_outcome
+    from qmri.workflows.predict import HabitatSource, cross_validate, habitat_settings
+
+    n, R = args.predict_subjects, args.predict_repeats
+    print(f"\n== C. prediction: {n} subjects x ~{args.predict_voxels} ROI voxels, fitted D, f, Ktrans; outcome "
+          "logistic in the true high-Ktrans habitat fraction")
+    subs, t_sim, t_fit = simulate_and_fit(n, args.predict_voxels, args.seed, work)
+    print(f"simulated in {t_sim:.1f} s, fitted in {t_fit:.1f} s (qmri lsq; nan: reused)")
+    feats = load_features(subs, work)
+    names = [r["name"] for r in definition()["regions"]]
+    out = draw_outcome([_Fractions(s, names) for s in subs], seed=args.seed)
+    y = out["outcome"]
+    shuffled = np.random.default_rng(1).permutation(y)
+    print(f"outcome: {int(y.sum())}/{n} positive; best achievable AUC {out['best_auc_expected']:.3f} (expected), "
+          f"{out['best_auc_realised']:.3f} (true risk on this draw)")
+    src = HabitatSource(feats, habitat_settings({}))
+    print(f"{'method':52s} {'AUC (95% CI)':>22s} {'fold AUC':>14s} {'shuffled':>9s} {'s/cohort':>9s}")
+    for label, order in (("qmri predict (nested: habitats refitted per fold)", "nested"),
+                         ("qmri, cluster-first order (habitats on all subjects)", "cluster-first")):
+        t = time.perf_counter()
+        r = cross_validate(src, y, repeats=R, order=order, final=False)
+        dt = time.perf_counter() - t
+        m = r.metrics()
+        sh = cross_validate(src, shuffled, repeats=R, order=order, final=False).metrics()
+        print(f"{label:52s} {m['auc']:.3f} ({m['auc_ci95'][0]:.3f}-{m['auc_ci95'][1]:.3f}) "
+              f"{np.nanmean(m['fold_aucs']):7.3f}+-{np.nanstd(m['fold_aucs']):.3f} {sh['auc']:9.3f} {dt:9.1f}")
+    if args.skip_habit:
+        return
+    npz = work / "habit_input.npz"
+    arrays = {}
+    for i, x in enumerate(feats):
+        arrays.update({f"usable_{i}": x.usable, f"values_{i}": x.values, f"voxel_{i}": x.voxel_mm})
+    np.savez(npz, ids=np.array([x.id for x in feats]), y=y, shuffled=shuffled, names=np.array(feats[0].names),
+             **arrays)
+    t = time.perf_counter()
+    proc = subprocess.run([args.habit_python, __file__, "--habit-worker", str(npz), str(R)], capture_output=True,
+                          text=True)
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+        print(f"HABIT not run ({args.habit_python}): {tail}")
+        return
+    h = json.loads(proc.stdout.strip().splitlines()[-1])
+    dt = time.perf_counter() - t
+    print(f"{'HABIT (two_step k=3 on all subjects; habitat_metrics; cross_validate)':52s} {'':>22s} "
+          f"{h['true']['fold_auc_mean']:7.3f}+-{h['true']['fold_auc_sd']:.3f} "
+          f"{h['shuffled']['fold_auc_mean']:9.3f} {dt:9.1f}")
+    print(f"HABIT: {h['features']} features; habitats {h['habitat_seconds']:.1f} s, features "
+          f"{h['feature_seconds']:.1f} s, CV {h['true']['cv_seconds']:.1f} s (+ interpreter start and imports)")
+
+
+def habit_worker(npz: str, repeats: int) -> dict:
+    """Run in HABIT's interpreter (imports only NumPy, pandas and habit): see part C."""
+    import os
+
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    warnings.simplefilter("ignore")
+    import pandas as pd
+    import habit.recipes as recipes
+    from habit.contracts.geometry import Geometry
+    from habit.contracts.image import ArrayImageRef
+    from habit.contracts.outcome import BinaryOutcome
+    from habit.contracts.subject import Cohort, Subject
+    from habit.contracts.table import FeatureTable
+    from habit.kernels import habitat_metrics as hm
+    from habit.spec import MLSpec, Spec
+
+    d = np.load(npz)
+    ids, names, k = [str(v) for v in d["ids"]], [str(v) for v in d["names"]], 3
+    subjects = []
+    for i, sid in enumerate(ids):
+        usable, values, vox = d[f"usable_{i}"], d[f"values_{i}"], d[f"voxel_{i}"]
+        g = Geometry.from_array(usable.T.shape, spacing=tuple(float(v) for v in vox[::-1]))
+        imgs = {}
+        for j, name in enumerate(names):
+            vol = np.zeros(usable.shape, np.float32)
+            vol[usable] = values[:, j]
+            imgs[name] = ArrayImageRef(array=np.ascontiguousarray(vol.T), geometry=g)
+        mask = ArrayImageRef(array=np.ascontiguousarray(usable.T).astype(np.uint8), geometry=g)
+        subjects.append(Subject(subject_id=sid, images=imgs, masks={"tumor": mask}))
+    t0 = time.perf_counter()
+    res = recipes.two_step_habitat(modalities=names, n_habitats=k, random_seed=0).fit_predict(Cohort(subjects))
+    t_hab = time.perf_counter() - t0
+    rows = []
+    for sid, m in zip(ids, res.habitat_maps):
+        lab = np.asarray(m.label_array).astype(int)
+        row = {"subject": sid}
+        row.update({f"fraction_h{h}": f for h, f in hm.habitat_volume_fractions(lab, range(1, k + 1)).items()})
+        row.update({f"msi_{a}": v for a, v in hm.msi_features_from_matrix(hm.spatial_interaction_matrix(lab, k)).items()})
+        row["ith"] = hm.ith_score(lab)
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    feats = tuple(c for c in frame.columns if c != "subject")
+    t_feat = time.perf_counter() - t0 - t_hab
+    spec = MLSpec(name="lasso", steps=(Spec("zscore"),),
+                  classifier=Spec("LogisticRegression", {"max_iter": 1000, "penalty": "l1", "solver": "liblinear"}),
+                  metrics=(Spec("auc"),))
+    out = {"k": k, "n": len(ids), "features": len(feats), "habitat_seconds": t_hab, "feature_seconds": t_feat}
+    for name in ("y", "shuffled"):
+        table = FeatureTable(frame=frame.assign(label=d[name]), id_columns=("subject",), feature_columns=feats,
+                             outcome=BinaryOutcome(column="label", positive_label=1))
+        t1 = time.perf_counter()
+        aucs = [[float(m["auc"]) for m in recipes.cross_validate(
+            table, spec, n_splits=5, seed=r, inner_cv=3,
+            param_grid={"model__component__C": [0.03, 0.1, 0.3, 1.0, 10.0]}).fold_metrics] for r in range(repeats)]
+        out["true" if name == "y" else name] = {"fold_auc_mean": float(np.mean(aucs)), "fold_auc_sd": float(np.std(aucs)),
+                                                "cv_seconds": time.perf_counter() - t1}
+    return out
+
+
 def main(argv=None):
+    import json
+
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--habit-worker"]:
+        print(json.dumps(habit_worker(argv[1], int(argv[2]))))
+        return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--subjects", type=int, default=50)
     ap.add_argument("--voxels", type=int, default=20_000)
@@ -275,13 +415,22 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", type=Path, help="folder for phantoms and maps (default: a temporary folder)")
     ap.add_argument("--skip-cohort", action="store_true", help="skip part A")
-    ap.add_argument("--skip-habit", action="store_true", help="part B without HABIT")
+    ap.add_argument("--skip-habit", action="store_true", help="parts B and C without HABIT")
+    ap.add_argument("--predict", action="store_true", help="part C: prediction (qmri predict vs HABIT)")
+    ap.add_argument("--predict-only", action="store_true", help="only part C")
+    ap.add_argument("--predict-subjects", type=int, default=100)
+    ap.add_argument("--predict-voxels", type=int, default=1000)
+    ap.add_argument("--predict-repeats", type=int, default=10)
+    ap.add_argument("--habit-python", default=sys.executable, help="interpreter with habitat-analysis installed")
     args = ap.parse_args(argv)
     work = args.work or Path(tempfile.mkdtemp(prefix="qmri_habitat_bench_"))
     try:
-        if not args.skip_cohort:
-            part_a(args, work / "cohort")
-        part_b(args, work / "side_by_side")
+        if not args.predict_only:
+            if not args.skip_cohort:
+                part_a(args, work / "cohort")
+            part_b(args, work / "side_by_side")
+        if args.predict or args.predict_only:
+            part_c(args, work / "predict")
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -36,6 +36,9 @@ def add_parser(sub):
     m.add_argument("--model", type=Path, metavar="JSON", help="label with a saved cohort model (its features, units "
                    "and settings; no clustering option may be given)")
     m.add_argument("--save-model", type=Path, metavar="JSON", help="write the fitted cohort model")
+    m.add_argument("--stability", type=Path, metavar="CSV", help="cohort table of repeat scans of the --cohort "
+                   "subjects: label them with the same model, write stability.csv (ICC(2,1) and ICC(3,1) with 95%% "
+                   "CI of every habitat feature) and dice.csv (habitat Dice between the scans)")
     o = p.add_argument_group("output")
     o.add_argument("--out-dir", required=True, type=Path, help="output folder (one sub-folder per subject id with "
                                                                 "--cohort)")
@@ -62,7 +65,12 @@ def run(args) -> int:
 
     outcome = habitats_from_files(out_dir=args.out_dir, maps=args.maps, mask=args.mask, cohort=args.cohort,
                                   model=args.model, save_model=args.save_model, resample=args.resample,
-                                  force=args.force, plot=args.plot, on_start=announce, **settings)
+                                  force=args.force, plot=args.plot, on_start=announce, stability=args.stability,
+                                  **settings)
+    st = outcome.stability
+    if st is not None and not args.quiet:
+        print(f"stability: {st['subjects']} subjects scanned twice; {st['stable_0.5']} of {st['features']} "
+              f"habitat features with ICC(2,1) lower 95% limit >= 0.5; mean habitat Dice {st['dice_mean']:.3f}")
     if not args.quiet:
         print(summary(outcome))
         print(f"wrote {len(outcome.written)} files to {args.out_dir}  (total {outcome.seconds:.2f} s)")

@@ -22,7 +22,7 @@ from qmri.errors import QMRIInputError
 
 #: Commands other than the fitting commands, after them in ``--help``: modules of this package with
 #: ``add_parser(subparsers)`` and a one-line ``SUMMARY``; the command is the module name with ``-``.
-COMMANDS = ["train", "habitat", "stats", "plot_fit", "cohort", "phantom", "demo", "validate"]
+COMMANDS = ["train", "habitat", "predict", "stats", "plot_fit", "cohort", "phantom", "demo", "validate"]
 DESCRIPTION = "Quantitative functional MRI: voxel-wise IVIM, ADC, DKI, T1 and DCE fitting of NIfTI series."
 
 

@@ -40,7 +40,8 @@ def commands_table() -> str:
     rows.append(f"| `qmri phantom {phantoms} --out-dir OUT [--snr S]` | phantoms (digital reference objects) with "
                 "ground truth | |")
     for module in map(importlib.import_module, OTHER_PHANTOMS):
-        flags = " ".join(f"[{o.cli_flag} {o.name.upper()}]" for o in module.PHANTOM_OPTIONS)
+        flags = " ".join(f"[{o.cli_flag}]" if o.is_switch else f"[{o.cli_flag} {o.name.upper()}]"
+                         for o in module.PHANTOM_OPTIONS)
         rows.append(f"| `qmri phantom {module.PHANTOM_NAME} --out-dir OUT {flags}` | {module.PHANTOM_HELP} | |")
     from qmri.workflows.train import trainable
 

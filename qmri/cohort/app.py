@@ -12,7 +12,9 @@ Group level
     row per participant (``participant_id``, ``session_id``, ROI size, ``<step>_<map>_<statistic>``,
     ``habitat_*`` columns: fractions, volumes and per-habitat means), ready to join a clinical table
     (``participants.tsv``) on ``participant_id``; ``cohort.json`` beside it gives the columns' units,
-    the configuration hashes and the participants that failed.
+    the configuration hashes and the participants that failed. With ``[predict]``, one more task
+    (:class:`~qmri.cohort.tasks.PredictTask`) cross-validates an outcome model of a column of
+    ``participants.tsv`` from the habitats (``qmri predict``), into ``OUT_DIR/group/predict/``.
 
 Resume: a participant task whose outputs exist with the same configuration hash is skipped; outputs
 of another configuration are refused unless ``force``. The group level is skipped when its table
@@ -34,8 +36,8 @@ from pathlib import Path
 
 from qmri.cohort.config import digest, load_config
 from qmri.cohort.dataset import Datasets, Selector, participants
-from qmri.cohort.tasks import (DONE, FAILED, GROUP, LOGS, SKIPPED, FitTask, HabitatTask, StatsTask, TaskResult,
-                               read_sidecar)
+from qmri.cohort.tasks import (DONE, FAILED, GROUP, LOGS, SKIPPED, FitTask, HabitatTask, PredictTask, StatsTask,
+                               TaskResult, read_sidecar)
 from qmri.errors import QMRIInputError
 from qmri.masking import is_auto
 
@@ -256,7 +258,8 @@ def _group(cfg, people, datasets, out_dir, force, engine_args, progress, on_star
         tasks.append(StatsTask(p.id, "stats", out_dir, force, subject=p.subject, session=p.session, roi=roi,
                                steps=steps, statistics=cfg.roi.statistics, features=features))
     config_hash = digest({"fits": [s.record() for s in cfg.fits.values()], "roi": cfg.roi.record(),
-                          "habitat": cfg.habitat.record() if cfg.habitat else None})
+                          "habitat": cfg.habitat.record() if cfg.habitat else None,
+                          **({"predict": cfg.predict.record()} if cfg.predict else {})})
     inputs_hash = digest(inputs)
     group = out_dir / GROUP
     table, side = group / TABLE, group / TABLE_SIDECAR
@@ -266,11 +269,13 @@ def _group(cfg, people, datasets, out_dir, force, engine_args, progress, on_star
             why = f"{table} exists, made with another configuration; use --force to redo it"
             return CohortOutcome("group", failed + [TaskResult("group", "table", FAILED, 0.0, why)])
         if record.get("InputsSha256") == inputs_hash and not record.get("Failed") and not failed:
-            steps = [(t.participant, "stats") for t in tasks] + ([("group", "habitat")] if cfg.habitat else [])
+            steps = [(t.participant, "stats") for t in tasks] + ([("group", "habitat")] if cfg.habitat else []) \
+                + ([("group", "predict")] if cfg.predict else [])
             return CohortOutcome("group", [TaskResult(pid, st, SKIPPED, 0.0, "the cohort table is up to date")
                                            for pid, st in steps], table=table)
     _prepare_out_dir(datasets.bids_dir, out_dir)
-    with _Engine(engine_args, len(tasks) + (cfg.habitat is not None), on_start, "group") as engine:
+    n_group = (cfg.habitat is not None) + (cfg.predict is not None)
+    with _Engine(engine_args, len(tasks) + n_group, on_start, "group") as engine:
         results = engine.run(tasks, progress)
         stats = {r.participant: r.value for r in results if r.status == DONE}
         habitat_rows, habitat_units = {}, {}
@@ -283,6 +288,11 @@ def _group(cfg, people, datasets, out_dir, force, engine_args, progress, on_star
             results += ran
             if ran[0].status == DONE:
                 habitat_rows, habitat_units = ran[0].value["rows"], ran[0].value["units"]
+                if cfg.predict is not None:
+                    pr = PredictTask("group", "predict", out_dir, force, participants=datasets.bids_dir /
+                                     "participants.tsv", outcome=cfg.predict.outcome, positive=cfg.predict.positive,
+                                     habitat=dict(cfg.habitat.settings), settings=dict(cfg.predict.settings))
+                    results += engine.run([pr], False)
     outcome = engine.describe(CohortOutcome("group", failed + results))
     if not stats:
         return outcome

@@ -21,6 +21,10 @@ prints a commented example)::
     k = 3                         # and any other setting of qmri habitat (method, spatial, beta...)
     # model = "model.json"        # or: label with a saved cohort model instead of fitting one
 
+    [predict]                     # an outcome model from the habitats (group level); optional, needs [habitat]
+    outcome = "outcome"           # a binary column of the dataset's participants.tsv
+    classifier = "lasso"          # and any other setting of qmri predict (folds, repeats, select, seed...)
+
 A selector (``series``, ``mask``, or an option given as a table, e.g. ``t1 = {suffix = "T1map"}``)
 is BIDS entities (short names: ``acq``, ``run``, ``desc``, ``label``...), ``suffix``, ``datatype``
 and ``extension`` (default: images), plus ``dataset``: a derivatives folder, relative to the BIDS
@@ -46,6 +50,7 @@ from qmri.masking import is_auto
 FIT_KEYS = ("model", "method", "series", "mask", "bounds", "options")
 ROI_KEYS = ("mask", "statistics")
 HABITAT_KEYS = ("maps", "model")
+PREDICT_KEYS = ("outcome", "positive")
 
 
 @dataclass(frozen=True)
@@ -113,6 +118,19 @@ class HabitatStep:
                 "model": None if self.model is None else str(self.model)}
 
 
+@dataclass(frozen=True)
+class PredictStep:
+    """``[predict]``: the outcome column of ``participants.tsv``, its positive label, the settings of
+    :data:`qmri.workflows.predict.OPTIONS`."""
+
+    outcome: str
+    positive: str | None = None
+    settings: dict = field(default_factory=dict)
+
+    def record(self) -> dict:
+        return {"outcome": self.outcome, "positive": self.positive, "settings": self.settings}
+
+
 @dataclass
 class CohortConfig:
     """A checked configuration (:func:`load_config`)."""
@@ -121,6 +139,7 @@ class CohortConfig:
     fits: dict
     roi: RoiSpec | None = None
     habitat: HabitatStep | None = None
+    predict: PredictStep | None = None
 
 
 def digest(record) -> str:
@@ -149,7 +168,7 @@ def load_config(path) -> CohortConfig:
         raise QMRIInputError(f"{path}: cannot read ({exc})") from None
     except tomllib.TOMLDecodeError as exc:
         raise QMRIInputError(f"{path}: not valid TOML ({exc})") from None
-    _known(data, ("fit", "roi", "habitat"), f"{path}: top level")
+    _known(data, ("fit", "roi", "habitat", "predict"), f"{path}: top level")
     fits_table = _table(data.get("fit", {}), f"{path}: [fit]")
     if not fits_table:
         raise QMRIInputError(f"{path}: no fit step; add a table [fit.<name>] (see qmri cohort --example-config)")
@@ -162,7 +181,8 @@ def load_config(path) -> CohortConfig:
     habitat = _habitat(path, _table(data["habitat"], f"{path}: [habitat]"), fits) if "habitat" in data else None
     if habitat is not None and roi is None:
         raise QMRIInputError(f"{path}: [habitat] needs [roi] (the masks the habitats are drawn in)")
-    return CohortConfig(path, fits, roi, habitat)
+    predict = _predict(path, _table(data["predict"], f"{path}: [predict]"), habitat) if "predict" in data else None
+    return CohortConfig(path, fits, roi, habitat, predict)
 
 
 def _table(value, where: str) -> dict:
@@ -330,3 +350,29 @@ def _habitat(path: Path, table: dict, fits: dict) -> HabitatStep:
         except QMRIInputError as exc:
             raise QMRIInputError(f"{where}: {exc}") from None
     return HabitatStep(features, settings, model)
+
+
+def _predict(path: Path, table: dict, habitat: HabitatStep | None) -> PredictStep:
+    from qmri.options import resolve
+    from qmri.workflows.predict import OPTIONS, habitat_settings
+
+    where = f"{path}: [predict]"
+    names = tuple(o.name for o in OPTIONS if o.name != "min_icc")
+    _known(table, PREDICT_KEYS + names, where)
+    if habitat is None:
+        raise QMRIInputError(f"{where}: needs [habitat] (its maps and settings; the habitat model is refitted in "
+                             "every training fold)")
+    if habitat.model is not None:
+        raise QMRIInputError(f"{where}: the habitat model is refitted in every training fold; give [habitat] "
+                             "settings instead of a saved model")
+    if not isinstance(table.get("outcome"), str) or not table["outcome"]:
+        raise QMRIInputError(f"{where} outcome: the name of a binary column of participants.tsv, e.g. "
+                             "outcome = \"lnm\"")
+    settings = {k: v for k, v in table.items() if k not in PREDICT_KEYS}
+    try:
+        resolve(OPTIONS, settings, "[predict]")
+        habitat_settings(habitat.settings)
+    except QMRIInputError as exc:
+        raise QMRIInputError(f"{where}: {exc}") from None
+    positive = table.get("positive")
+    return PredictStep(table["outcome"], None if positive is None else str(positive), settings)

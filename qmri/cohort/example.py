@@ -71,6 +71,9 @@ statistics = ["mean", "sd", "median", "q1", "q3", "nan_fraction"]
 [habitat]                     # population habitat model over every participant (group level)
 maps = ["ivim.D", "ivim.f", "dce.Ktrans"]         # <fit step>.<map>
 k = 3                         # or "auto"; any setting of qmri habitat (method, spatial, beta, seed...)
+
+# [predict]                   # with qmri phantom cohort --outcome: an outcome model from the habitats
+# outcome = "outcome"         # a binary column of participants.tsv; any setting of qmri predict
 '''
 
 #: ``qmri phantom cohort`` (:data:`qmri.cli.phantom.OTHER_PHANTOMS`).
@@ -81,12 +84,19 @@ PHANTOM_OPTIONS = (
     Option("subjects", "number of subjects, default 4", int, 4),
     Option("sessions", "sessions per subject (0: no session level), default 0", int, 0),
     Option("voxels", "tumour size in diffusion voxels (default 1000)", int, 1000),
+    Option("outcome", "add a binary outcome column to participants.tsv, drawn through a logistic link on the true "
+                      "fraction of the high-Ktrans habitat (best achievable AUC in derivatives/truth/outcome.json; "
+                      "use 60-200 subjects)", bool, False),
+    Option("repeat", "scan every subject twice (ses-1, ses-2: same tumour, new noise, DCE grid shifted by up to half "
+                     "a voxel) for qmri habitat --stability", bool, False),
 )
 
 
 #: Files the BIDS validator is told to skip (``.bidsignore``): the DCE series, which BIDS 1.11
 #: does not specify (named by its "Unspecified data" rule: BIDS-style, suffix ``dce``).
 BIDSIGNORE = ".bidsignore"
+#: participants.json entry of the tumour_shape column
+TUMOUR_SHAPE = {"tumour_shape": {"Description": "shape of the phantom tumour (qmri.habitats.phantom)"}}
 IGNORED = ("*_dce.nii.gz", "*_dce.json")
 
 README = """qmri cohort example (habitat phantom)
@@ -132,8 +142,14 @@ def _files(sub: str, ses: str | None) -> dict[str, Path]:
 
 
 def write_example_dataset(bids_dir, *, subjects: int = 4, sessions: int = 0, voxels: int = 1000, seed: int = 0,
-                          force: bool = False) -> list:
+                          force: bool = False, outcome: bool = False, repeat: bool = False) -> list:
     """Write the example BIDS dataset (see the module docstring); return the phantom subjects.
+
+    ``outcome`` adds an ``outcome`` column (0/1) to ``participants.tsv`` (described in
+    ``participants.json``), drawn by :func:`qmri.habitats.phantom.draw_outcome`, and writes its truth
+    (the link, each subject's risk, the best achievable AUC) to ``derivatives/truth/outcome.json``.
+    ``repeat`` writes two sessions per subject, the second a repeat scan of the first
+    (:func:`qmri.habitats.phantom.habitat_subject` with ``repeat=1``).
 
     Each folder's files are written as one :class:`qmri.resultset.ResultSet`.
 
@@ -153,16 +169,22 @@ def write_example_dataset(bids_dir, *, subjects: int = 4, sessions: int = 0, vox
 
     if subjects < 1 or sessions < 0:
         raise QMRIInputError(f"subjects must be >= 1 and sessions >= 0, got {subjects} and {sessions}")
+    if repeat and sessions:
+        raise QMRIInputError("--repeat writes two sessions per subject (the scan and its repeat); drop --sessions")
+    if outcome and subjects < 10:
+        raise QMRIInputError(f"--outcome needs at least 10 subjects (60-200 for a useful cohort), got {subjects}")
     root = Path(bids_dir)
-    people = participants_of(subjects, sessions)
+    people = participants_of(subjects, 2 if repeat else sessions)
     tops = ["dataset_description.json", "README", "participants.tsv", "participants.json", BIDSIGNORE,
             "derivatives/masks/dataset_description.json", "derivatives/truth/dataset_description.json"]
+    tops += ["derivatives/truth/outcome.json"] if outcome else []
     refuse_existing([root / t for t in tops] + [root / f for p in people for f in _files(*p).values()], force)
     d = definition()
     c = d["dce"]
     made, shapes = [], {}
     for i, (sub, ses) in enumerate(people):
-        s = habitat_subject(i, voxels=voxels, seed=seed, d=d)
+        index, again = (int(sub) - 1, int(ses) - 1) if repeat else (i, 0)
+        s = habitat_subject(index, voxels=voxels, seed=seed, d=d, repeat=again)
         shapes.setdefault(sub, s.shape_name)
         f = {k: root / v for k, v in _files(sub, ses).items()}
         writers = {
@@ -187,8 +209,7 @@ def write_example_dataset(bids_dir, *, subjects: int = 4, sessions: int = 0, vox
                                                                       "DatasetType": "raw", **desc}),
         root / "participants.tsv": lambda p: io.write_text(p, "participant_id\ttumour_shape\n" + "".join(
             f"sub-{sub}\t{shape}\n" for sub, shape in shapes.items())),
-        root / "participants.json": lambda p: io.write_json(p, {"tumour_shape": {
-            "Description": "shape of the phantom tumour (qmri.habitats.phantom)"}}),
+        root / "participants.json": lambda p: io.write_json(p, TUMOUR_SHAPE),
         root / "README": lambda p: io.write_text(p, README.format(regions=regions)),
         root / BIDSIGNORE: lambda p: io.write_text(p, "".join(f"{g}\n" for g in IGNORED)),
         root / "derivatives/masks/dataset_description.json": lambda p: io.write_json(
@@ -196,17 +217,45 @@ def write_example_dataset(bids_dir, *, subjects: int = 4, sessions: int = 0, vox
         root / "derivatives/truth/dataset_description.json": lambda p: io.write_json(
             p, {"Name": f"true sub-regions ({regions})", "DatasetType": "derivative", **desc}),
     }
+    if outcome:
+        from qmri.habitats.phantom import draw_outcome
+
+        firsts = [s for s, (_, ses) in zip(made, people) if ses in (None, "1")]
+        o = draw_outcome(firsts, seed=seed, d=d)
+        y = dict(zip(shapes, o["outcome"]))
+        tables[root / "participants.tsv"] = lambda p: io.write_text(
+            p, "participant_id\ttumour_shape\toutcome\n" + "".join(f"sub-{sub}\t{shape}\t{y[sub]}\n"
+                                                                     for sub, shape in shapes.items()))
+        tables[root / "participants.json"] = lambda p: io.write_json(p, {**TUMOUR_SHAPE, "outcome": {
+            "Description": "simulated binary outcome: " + o["link"],
+            "Levels": {"0": "negative", "1": "positive"}}})
+        tables[root / "derivatives/truth/outcome.json"] = lambda p: io.write_json(p, {
+            **{k: v for k, v in o.items() if k not in ("outcome", "risk", "feature")},
+            "subjects": {f"sub-{sub}": {"outcome": int(y[sub]), "risk": float(r), "feature": float(x)}
+                         for sub, r, x in zip(shapes, o["risk"], o["feature"])}})
     write_sets(tables, force=force)
     return made
 
 
 def write_phantom(out_dir, *, seed: int = 0, force: bool = False, subjects: int = 4, sessions: int = 0,
-                  voxels: int = 1000) -> str:
+                  voxels: int = 1000, outcome: bool = False, repeat: bool = False) -> str:
     """``qmri phantom cohort``: write the example dataset; return what was written and how to run it."""
-    made = write_example_dataset(out_dir, subjects=subjects, sessions=sessions, voxels=voxels, seed=seed, force=force)
+    made = write_example_dataset(out_dir, subjects=subjects, sessions=sessions, voxels=voxels, seed=seed, force=force,
+                                 outcome=outcome, repeat=repeat)
     out = Path(out_dir)
-    return (f"cohort example: {len(made)} participant(s) written to {out} (IVIM dwi, DCE perf, tumour masks in "
+    text = (f"cohort example: {len(made)} participant(s) written to {out} (IVIM dwi, DCE perf, tumour masks in "
             f"{out / 'derivatives/masks'}, true sub-regions in {out / 'derivatives/truth'})\nrun it:\n"
             f"  qmri cohort --example-config > steps.toml\n"
             f"  qmri cohort {out} {out / 'derivatives/qmri'} participant --config steps.toml\n"
             f"  qmri cohort {out} {out / 'derivatives/qmri'} group --config steps.toml")
+    if outcome:
+        import json
+
+        truth = json.loads((out / "derivatives/truth/outcome.json").read_text())
+        text += (f"\noutcome: participants.tsv column outcome ({truth['prevalence']:.0%} positive), logistic in the "
+                 f"true fraction of the {truth['region']}; best achievable AUC {truth['best_auc_expected']:.3f} "
+                 f"(expected), {truth['best_auc_realised']:.3f} (true risk on this draw): "
+                 f"{out / 'derivatives/truth/outcome.json'}\n"
+                 f"  qmri predict --cohort {out / 'derivatives/qmri/group/habitat_cohort.csv'} --outcome "
+                 f"{out / 'participants.tsv'}:outcome --out-dir {out / 'derivatives/qmri/group/predict'}")
+    return text

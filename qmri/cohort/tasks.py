@@ -384,3 +384,32 @@ class HabitatTask(Task):
                 for r in outcome.result.subjects}
         units = dict(zip(outcome.result.model.names, outcome.result.model.units))
         return DONE, f"k = {outcome.result.model.k}", {"rows": rows, "units": units}
+
+
+@dataclass(frozen=True)
+class PredictTask(Task):
+    """The outcome model (``[predict]``): :func:`qmri.workflows.predict_files.predict_from_files` on the
+    habitat cohort table the habitat task wrote, the outcome a column of ``participants``
+    (``participants.tsv``); outputs in ``OUT_DIR/group/predict/``."""
+
+    participants: Path | None = None
+    outcome: str = ""
+    positive: str | None = None
+    habitat: dict = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)
+
+    def run(self, log):
+        from qmri.workflows.predict_files import predict_from_files
+
+        group = Path(self.out_dir) / GROUP
+        out = predict_from_files(cohort=group / "habitat_cohort.csv", outcome=f"{self.participants}:{self.outcome}",
+                                 positive=self.positive, out_dir=group / "predict", force=True,
+                                 habitat=dict(self.habitat), on_start=lambda line: log.info("%s", line),
+                                 progress=lambda line: log.info("%s", line), **self.settings)
+        m = out.metrics["Metrics"]
+        for note in out.notes:
+            log.info("note: %s", note)
+        lo, hi = m["auc_ci95"]
+        line = f"AUC {m['auc']:.3f} (95% CI {lo:.3f}-{hi:.3f}), n {m['n']}"
+        log.info("%s; %d files in %s", line, len(out.written), group / "predict")
+        return DONE, line, {"metrics": m}

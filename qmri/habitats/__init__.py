@@ -17,7 +17,9 @@ module            holds
 ``analysis``      :func:`analyse`: settings, fit, label, statistics on features already read
 ``files``         :func:`habitats_from_files`: what ``qmri habitat`` does (files to files)
 ``figures``       the per-subject PNG (overlay on slices, feature-space scatter)
-``phantom``       the habitat phantom (IVIM and DCE series of tumours with known sub-regions)
+``radiomics``     a subject's habitat features for outcome models (MSI, components, ITH, first-order, GLCM)
+``stability``     ``--stability``: feature ICCs and habitat Dice between repeat scans
+``phantom``       the habitat phantom (tumours with known sub-regions; repeat scans; an outcome)
 ================  ==========================================================================================
 
 Example

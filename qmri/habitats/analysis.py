@@ -137,7 +137,7 @@ def fit_model(subjects, settings: dict) -> tuple[HabitatModel, list, list]:
     return model, zs, contexts
 
 
-def analyse(subjects, *, model: HabitatModel | None = None, **settings) -> HabitatResult:
+def analyse(subjects, *, model: HabitatModel | None = None, statistics: bool = True, **settings) -> HabitatResult:
     """Habitats of every subject: fit a cohort model (or use ``model``), label, compute statistics.
 
     Parameters
@@ -147,6 +147,9 @@ def analyse(subjects, *, model: HabitatModel | None = None, **settings) -> Habit
         :func:`qmri.habitats.features.from_arrays`).
     model : HabitatModel, optional
         A saved cohort model to apply (then no setting may be given: the model fixes them).
+    statistics : bool
+        Compute each subject's habitat statistics (default; False leaves ``stats`` empty, for callers
+        that only need the labels).
     **settings
         :data:`OPTIONS` (``k``, ``method``, ``normalise``, ``spatial``, ``beta``...).
 
@@ -168,10 +171,10 @@ def analyse(subjects, *, model: HabitatModel | None = None, **settings) -> Habit
     # the linear algebra here is on tiny matrices (F features): one BLAS/OpenMP thread is as fast and
     # does not collapse when the cores are shared (measured: 4x slower with 2 threads under load)
     with threadpool_limits(limits=1):
-        return _analyse(subjects, model, settings)
+        return _analyse(subjects, model, settings, statistics)
 
 
-def _analyse(subjects, model, settings) -> HabitatResult:
+def _analyse(subjects, model, settings, statistics=True) -> HabitatResult:
     if model is not None:
         if settings:
             raise QMRIInputError(f"a saved model fixes the settings; drop {', '.join('--' + k.replace('_', '-') for k in settings)}")
@@ -186,6 +189,7 @@ def _analyse(subjects, model, settings) -> HabitatResult:
     out = HabitatResult(model, fitted=fitted)
     for x, z, c in zip(subjects, zs, contexts):
         labels = model.label(x, z=z, context=c)
-        stats = habitat_statistics(labels, x.values, x.usable, x.names, x.units, model.k, x.voxel_ml)
+        stats = habitat_statistics(labels, x.values, x.usable, x.names, x.units, model.k, x.voxel_ml) \
+            if statistics else {}
         out.subjects.append(SubjectResult(x, labels, stats))
     return out

@@ -38,6 +38,7 @@ class HabitatOutcome:
     written: list = field(default_factory=list)
     seconds: float = 0.0
     cohort: bool = False
+    stability: dict | None = None
 
 
 def subject_inputs(*, maps=None, mask=None, cohort=None) -> tuple[list, bool]:
@@ -85,7 +86,7 @@ def planned_outputs(out_dir, ids, *, cohort: bool, plot: bool, k_table: bool, sa
 
 def habitats_from_files(*, out_dir, maps=None, mask=None, cohort=None, model=None, save_model=None,
                         resample: bool = True, force: bool = False, plot: bool = False, on_start=None,
-                        **settings) -> HabitatOutcome:
+                        stability=None, **settings) -> HabitatOutcome:
     """Habitat analysis of maps on disk: what ``qmri habitat`` does.
 
     Parameters
@@ -109,6 +110,9 @@ def habitats_from_files(*, out_dir, maps=None, mask=None, cohort=None, model=Non
         Overwrite existing outputs.
     plot : bool
         Also write ``habitats.png`` per subject.
+    stability : path, optional
+        Cohort table of repeat scans of the cohort's subjects: labelled with the same model, then
+        ``stability.csv`` and ``dice.csv`` (:mod:`qmri.habitats.stability`).
     on_start : callable, optional
         Called with a one-line description once the inputs are read, before clustering.
     **settings
@@ -140,8 +144,17 @@ def habitats_from_files(*, out_dir, maps=None, mask=None, cohort=None, model=Non
         k_auto = False
     else:
         k_auto = resolve_settings(settings)["k"] == "auto"
+    extra = []
+    if stability is not None:
+        from qmri.habitats.stability import DICE_TABLE, STABILITY_TABLE
+
+        if not is_cohort:
+            raise QMRIInputError("--stability compares two cohorts: give --cohort TEST.csv --stability RETEST.csv")
+        if not Path(stability).is_file():
+            raise QMRIInputError(f"{stability}: cohort table not found")
+        extra = [Path(out_dir) / STABILITY_TABLE, Path(out_dir) / DICE_TABLE]
     refuse_existing(planned_outputs(out_dir, [r[0] for r in rows], cohort=is_cohort, plot=plot, k_table=k_auto,
-                                    save_model=save_model), force)
+                                    save_model=save_model) + extra, force)
     subjects = [load_subject(sid, m, srcs, resample=resample) for sid, m, srcs in rows]
     if on_start is not None:
         n = sum(x.values.shape[0] for x in subjects)
@@ -152,7 +165,13 @@ def habitats_from_files(*, out_dir, maps=None, mask=None, cohort=None, model=Non
                             model_path=model or save_model)
     if save_model is not None:
         written.append(result.model.save(save_model, force=force))
-    return HabitatOutcome(result, written, time.perf_counter() - t0, is_cohort)
+    st = None
+    if stability is not None:
+        from qmri.habitats.stability import stability_from_files
+
+        paths, st = stability_from_files(result, stability, out_dir, resample=resample, force=force)
+        written += paths
+    return HabitatOutcome(result, written, time.perf_counter() - t0, is_cohort, st)
 
 
 def subject_record(r, model, model_path=None) -> dict:

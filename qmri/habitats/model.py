@@ -165,6 +165,18 @@ class HabitatModel:
             d = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
             raise QMRIInputError(f"{path}: cannot read habitat model ({exc})") from None
+        return cls.from_dict(d, str(path))
+
+    @classmethod
+    def from_dict(cls, d, where: str = "habitat model") -> "HabitatModel":
+        """The model of a :meth:`to_dict` record (as read from JSON).
+
+        Raises
+        ------
+        QMRIInputError
+            Not a qmri habitat model, another format version, incomplete or inconsistent.
+        """
+        path = where
         if not isinstance(d, dict) or d.get("QmriHabitatModel") != MODEL_FORMAT:
             raise QMRIInputError(f"{path}: not a qmri habitat model (format {MODEL_FORMAT})")
         try:
@@ -172,7 +184,7 @@ class HabitatModel:
             model = cls(names=list(d["Features"]), units=list(d["Units"]), settings=dict(d["Settings"]),
                         mixture=mixture, population=d.get("PopulationStatistics"),
                         k_selection=d.get("KSelection"), training=d.get("Training") or {})
-        except (KeyError, TypeError) as exc:
+        except (KeyError, TypeError, ValueError) as exc:
             raise QMRIInputError(f"{path}: habitat model is incomplete ({exc})") from None
         except QMRIInputError as exc:
             raise QMRIInputError(f"{path}: {exc}") from None

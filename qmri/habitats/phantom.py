@@ -206,8 +206,14 @@ def smooth_normal(shape, sigma_vox, rng) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # Series
 # ---------------------------------------------------------------------------------------------
-def habitat_subject(index: int, *, voxels: int | None = None, seed: int = 0, d: dict | None = None) -> HabitatSubject:
+def habitat_subject(index: int, *, voxels: int | None = None, seed: int = 0, d: dict | None = None,
+                    repeat: int = 0, series: bool = True) -> HabitatSubject:
     """Simulate subject number ``index`` (0-based) of the phantom (deterministic in ``seed``, ``index``).
+
+    ``repeat`` > 0 simulates a repeat scan of the same subject: the same tumour and parameters, new
+    noise (seeded by ``repeat``) and the DCE grid shifted by up to half a diffusion voxel in each
+    in-plane direction (a small misregistration between the series). ``series=False`` skips the
+    IVIM and DCE series (``dwi`` and ``dce`` are then empty; the truth is the same).
 
     Raises
     ------
@@ -247,6 +253,19 @@ def habitat_subject(index: int, *, voxels: int | None = None, seed: int = 0, d: 
     params["f"] = np.clip(params["f"], 0.0, 0.95)
     params["ve"] = np.clip(params["ve"], 0.02, 0.95)
 
+    truth = {k: np.where(inside, v, np.nan) for k, v in params.items()}
+    fractions = {names[r]: float(np.mean(labels[inside] == r + 1)) for r in range(len(names))}
+    shift = np.zeros(3)
+    if repeat:
+        rng = np.random.default_rng([int(seed), int(index), int(repeat)])
+        shift = np.append(rng.uniform(-0.5, 0.5, 2) * vox[:2], 0.0)
+    if not series:
+        empty = np.zeros(shape + (0,))
+        return HabitatSubject(id=f"sub-{index + 1:02d}", shape_name=kind, roi=inside, labels=labels, truth=truth,
+                              dwi=empty, dwi_affine=np.eye(4), bvals=np.zeros(0), dce=empty, dce_affine=np.eye(4),
+                              dce_mask=np.zeros(shape, bool), times=np.zeros(0), aif=np.zeros(0),
+                              dce_acquisition={}, scale=scale, fractions=fractions)
+
     # diffusion series on the ROI's grid
     w = d["dwi"]
     bvals = np.asarray(w["bvals"], dtype=np.float64)
@@ -270,14 +289,11 @@ def habitat_subject(index: int, *, voxels: int | None = None, seed: int = 0, d: 
     s_base = float(spgr_signal(c["M0"], c["T10"], c["FA"], c["TR"]))
     dce = add_rician_noise(sig, s_base / c["snr"], rng)
     dce_affine = np.diag([m * vox[0], m * vox[1], vox[2], 1.0])
-    dce_affine[:3, 3] = origin + np.array([(m - 1) * vox[0] / 2, (m - 1) * vox[1] / 2, 0.0])
+    dce_affine[:3, 3] = origin + np.array([(m - 1) * vox[0] / 2, (m - 1) * vox[1] / 2, 0.0]) + shift
     covered = inside.reshape(X // m, m, Y // m, m, Z).any(axis=(1, 3))
     from scipy import ndimage
 
     dce_mask = ndimage.binary_dilation(covered, np.ones((3, 3, 3), bool))
-
-    truth = {k: np.where(inside, v, np.nan) for k, v in params.items()}
-    fractions = {names[r]: float(np.mean(labels[inside] == r + 1)) for r in range(len(names))}
     return HabitatSubject(id=f"sub-{index + 1:02d}", shape_name=kind, roi=inside, labels=labels, truth=truth,
                           dwi=dwi, dwi_affine=dwi_affine, bvals=bvals, dce=dce, dce_affine=dce_affine,
                           dce_mask=dce_mask, times=t, aif=cp,
@@ -424,3 +440,55 @@ def write_phantom(out_dir, *, seed: int = 0, force: bool = False, subjects: int 
         lines += ["  " + c for c in fit_commands(out_dir, s)]
     lines.append(f"  qmri habitat --cohort {Path(out_dir) / 'cohort.csv'} --out-dir {Path(out_dir) / 'habitats'}")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Outcome
+# ---------------------------------------------------------------------------------------------
+def expected_auc(risk) -> float:
+    """The AUC that the true risk itself reaches on average over outcomes drawn from it: for subjects
+    with true probabilities p_i, ``Σ_{i≠j} p_i (1 - p_j) [p_i > p_j] / Σ_{i≠j} p_i (1 - p_j)`` (ties
+    count one half). No score can do better on average (the true risk orders subjects best)."""
+    p = np.asarray(risk, dtype=np.float64)
+    w = p[:, None] * (1 - p[None, :])
+    np.fill_diagonal(w, 0.0)
+    order = (p[:, None] > p[None, :]) + 0.5 * (p[:, None] == p[None, :])
+    np.fill_diagonal(order, 0.0)
+    return float((w * order).sum() / w.sum())
+
+
+def draw_outcome(subjects, *, seed: int = 0, d: dict | None = None) -> dict:
+    """A binary outcome for phantom subjects through a logistic link on a known habitat feature:
+    ``logit P(y = 1) = intercept + slope_per_sd * (x - mean x) / sd x``, x the true fraction of the
+    ROI in the definition's ``outcome.region`` (``phantoms/habitat.json``).
+
+    Returns
+    -------
+    dict
+        ``outcome`` (0/1 per subject), ``risk`` (true probability), ``feature`` (x), and the
+        description: ``region``, ``intercept``, ``slope_per_sd``, ``best_auc_expected``
+        (:func:`expected_auc`) and ``best_auc_realised`` (the AUC of the true risk on the outcome drawn).
+
+    Raises
+    ------
+    QMRIInputError
+        Fewer than 10 subjects.
+    """
+    from qmri.outcomestats import auc
+
+    d = definition() if d is None else d
+    o = d["outcome"]
+    if len(subjects) < 10:
+        raise QMRIInputError(f"an outcome needs at least 10 subjects, got {len(subjects)}")
+    x = np.array([s.fractions[o["region"]] for s in subjects])
+    z = (x - x.mean()) / x.std()
+    risk = 1 / (1 + np.exp(-(o["intercept"] + o["slope_per_sd"] * z)))
+    rng = np.random.default_rng([int(seed), 7919])
+    y = (rng.uniform(size=x.size) < risk).astype(int)
+    region = [r["name"] for r in d["regions"]].index(o["region"]) + 1
+    return {"outcome": y, "risk": risk, "feature": x,
+            "region": o["region"], "region_label": region, "link": o["description"],
+            "intercept": o["intercept"], "slope_per_sd": o["slope_per_sd"],
+            "feature_mean": float(x.mean()), "feature_sd": float(x.std()),
+            "best_auc_expected": expected_auc(risk), "best_auc_realised": auc(y, risk),
+            "prevalence": float(y.mean())}
