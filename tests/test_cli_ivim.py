@@ -11,7 +11,7 @@ import pytest
 
 from qmri.cli.main import main
 
-from conftest import run_qmri
+from conftest import REPO, run_qmri
 
 OUTPUTS = ["S0", "f", "D", "Dstar", "rmse", "r2", "status", "n_iter"]
 
@@ -182,9 +182,16 @@ def test_console_script_is_installed(tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_runs(tmp_path, capsys):
-    code, stdout, err = _run(["demo", "--out-dir", tmp_path / "demo"], capsys)
-    assert code == 0, err
-    assert "NRMSE" in stdout and "lsq" in stdout and "segmented" in stdout
-    assert (tmp_path / "demo" / "ivim" / "lsq" / "maps.png").exists()
-    assert "HABITAT" in stdout and (tmp_path / "demo" / "habitat" / "habitats" / "sub-01" / "habitats.png").exists()
+def test_readme_first_command_runs_as_written(tmp_path):
+    """``qmri demo --out-dir demo_out --force``, exactly as the README's first command writes it: the
+    console script, a relative output folder, in a fresh working folder."""
+    readme = (REPO / "README.md").read_text()
+    assert "qmri demo --out-dir demo_out --force" in readme
+    r = run_qmri("demo", "--out-dir", "demo_out", "--force", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    assert "NRMSE" in r.stdout and "lsq" in r.stdout and "segmented" in r.stdout
+    out = tmp_path / "demo_out"
+    assert (out / "ivim" / "lsq" / "maps.png").exists()
+    assert "HABITAT" in r.stdout and (out / "habitat" / "habitats" / "sub-01" / "habitats.png").exists()
+    assert (out / "habitat" / "cohort.csv").read_text().splitlines()[1].split(",")[1] == "phantom/sub-01/roi.nii.gz"
