@@ -100,6 +100,16 @@ def main(argv=None) -> int:
     except QMRIInputError as exc:
         print(f"qmri: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        # the file system, not the program, is at fault (disk full, read-only file system, a path
+        # through a file, no permission) outside the result sets' own checks: one line, exit 2
+        from qmri.resultset import WRITE_ERRNOS
+
+        if exc.errno not in WRITE_ERRNOS:
+            raise
+        where = f"{exc.filename}: " if exc.filename is not None else ""
+        print(f"qmri: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("qmri: interrupted", file=sys.stderr)
         return 130

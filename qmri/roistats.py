@@ -123,12 +123,20 @@ def read_label_names(path) -> dict[int, str]:
     Raises
     ------
     QMRIInputError
-        Missing file, no ``index``/``name`` columns, an index that is not an integer, a repeated index.
+        Missing or unreadable file (not UTF-8 text), no ``index``/``name`` columns, an index that is not
+        an integer, a repeated index.
     """
     path = Path(path)
     if not path.is_file():
         raise QMRIInputError(f"{path}: label names file not found")
-    lines = [ln.rstrip("\n\r") for ln in path.read_text().splitlines() if ln.strip()]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise QMRIInputError(f"{path}: label names file is not UTF-8 text (byte {exc.start}); expected a "
+                             "tab-separated table index<TAB>name") from None
+    except OSError as exc:
+        raise QMRIInputError(f"{path}: cannot read the label names ({exc.strerror or exc})") from None
+    lines = [ln.rstrip("\n\r") for ln in text.splitlines() if ln.strip()]
     if not lines:
         raise QMRIInputError(f"{path}: no label names")
     head = [c.strip().lower() for c in lines[0].split("\t")]
