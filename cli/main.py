@@ -70,6 +70,16 @@ def build_parser(only: str | None = None) -> Parser:
     return parser
 
 
+def leaf_parser(parser, args):
+    """The parser of the (sub)command that ``args`` ran (``qmri phantom ivim``: that one's)."""
+    while True:
+        actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        chosen = getattr(args, actions[0].dest, None) if actions else None
+        if chosen is None or chosen not in actions[0].choices:
+            return parser
+        parser = actions[0].choices[chosen]
+
+
 def _add_threads(parser) -> None:
     """``--threads N`` on every command that runs (the leaves of the command tree)."""
     children = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
@@ -90,7 +100,9 @@ def main(argv=None) -> int:
         print(f"qmri {__version__}")
         return 0
     parser = build_parser(command_named(argv))
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # said by the command that was given, so its --help is the one named
+        leaf_parser(parser, args).error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         if getattr(args, "threads", None) is not None:
             from qmri.threads import set_threads

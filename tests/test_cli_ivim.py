@@ -181,6 +181,18 @@ def test_console_script_is_installed(tmp_path):
     assert mod.returncode == 0 and mod.stdout.startswith("qmri ")
 
 
+@pytest.mark.parametrize("argv, helped", [(["ivim", "x.nii.gz", "--out-dir", "o", "--bvals", "a"], "qmri ivim"),
+                                          (["phantom", "ivim", "--out-dir", "o", "--nope"], "qmri phantom ivim"),
+                                          (["stats", "m.nii.gz", "--labels", "l", "--out", "t.csv", "-x"],
+                                           "qmri stats")])
+def test_unknown_option_points_to_the_help_of_its_command(argv, helped, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1
+    assert err.startswith("qmri: error: unrecognized arguments: ") and err.endswith(f"(see '{helped} --help')\n"), err
+
+
 @pytest.mark.slow
 def test_readme_first_command_runs_as_written(tmp_path):
     """``qmri demo --out-dir demo_out --force``, exactly as the README's first command writes it: the
