@@ -2,6 +2,7 @@
 k selection, cohort models, resampling, statistics and every bad-input case (exit 2, nothing written)."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -167,8 +168,11 @@ def test_demo_cohort_table_written_from_a_relative_folder_is_read_back(cohort, t
                                                     for s in subs])
     masks = [m.resolve() for _, m, _ in read_cohort(table)[1]]
     assert all(m.is_file() and m.is_relative_to(out.resolve()) for m in masks)
-    code, _, err = _run(["habitat", "--cohort", table, "--out-dir", out / "habitats", "--k", "3", "--quiet"], capsys)
+    code, stdout, err = _run(["habitat", "--cohort", table, "--out-dir", out / "habitats", "--k", "3"], capsys)
     assert code == 0, err
+    # the summary's class means carry the maps' units (f is a fraction: none)
+    means = next(line for line in stdout.splitlines() if line.startswith("mean features per habitat"))
+    assert re.search(r"h1: D [0-9.e-]+ mm2/s, f [0-9.e-]+, Ktrans [0-9.e-]+ 1/min; h2: ", means), means
     monkeypatch.chdir(out.parent)  # read from elsewhere: the same files
     assert [m.resolve() for _, m, _ in read_cohort("habitat/cohort.csv")[1]] == masks
 
