@@ -309,6 +309,9 @@ class DKI(DiffusionModel):
 
         return dki_phantom(snr=30.0 if snr is None else snr, seed=seed, block=block)
 
+    demo_columns = {"K<0 %": "voxels (%) whose fitted tensors give a negative apparent kurtosis along one of 100 "
+                             "directions (not physical; cwls constrains it away; '-': the method gives no tensors)"}
+
     @classmethod
     def demo_extra(cls, model, ph, maps, method, mask):
         """Percentage of voxels with a negative apparent kurtosis along one of 100 directions (tensor
