@@ -70,6 +70,16 @@ def build_parser(only: str | None = None) -> Parser:
     return parser
 
 
+def leaf_parser(parser, args):
+    """The parser of the (sub)command that ``args`` ran (``qmri phantom ivim``: that one's)."""
+    while True:
+        actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        chosen = getattr(args, actions[0].dest, None) if actions else None
+        if chosen is None or chosen not in actions[0].choices:
+            return parser
+        parser = actions[0].choices[chosen]
+
+
 def _add_threads(parser) -> None:
     """``--threads N`` on every command that runs (the leaves of the command tree)."""
     children = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
@@ -90,7 +100,9 @@ def main(argv=None) -> int:
         print(f"qmri {__version__}")
         return 0
     parser = build_parser(command_named(argv))
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # said by the command that was given, so its --help is the one named
+        leaf_parser(parser, args).error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         if getattr(args, "threads", None) is not None and not getattr(args, "threads_per_task", False):
             from qmri.threads import set_threads
@@ -99,6 +111,16 @@ def main(argv=None) -> int:
         return int(args.func(args) or 0)
     except QMRIInputError as exc:
         print(f"qmri: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        # the file system, not the program, is at fault (disk full, read-only file system, a path
+        # through a file, no permission) outside the result sets' own checks: one line, exit 2
+        from qmri.resultset import WRITE_ERRNOS
+
+        if exc.errno not in WRITE_ERRNOS:
+            raise
+        where = f"{exc.filename}: " if exc.filename is not None else ""
+        print(f"qmri: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("qmri: interrupted", file=sys.stderr)

@@ -12,3 +12,8 @@ class QMRIInputError(ValueError):
 
 class OutputExistsError(QMRIInputError):
     """An output file exists already and overwriting was not requested (``force=False``)."""
+
+
+class OutputFolderError(QMRIInputError):
+    """Outputs cannot be written where asked: a folder that is not one or is not writable, a full
+    disk, a read-only file system (one line naming the folder and the cause)."""

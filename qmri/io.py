@@ -412,7 +412,8 @@ def atomic_path(path):
 
     The temporary file is created as ``open()`` creates files (mode 0666 less the umask), so the
     result is as readable as any other file the user writes. On any exception the temporary file
-    is removed and ``path`` is untouched.
+    is removed and ``path`` is untouched; an ``OSError`` of the write that names no file (a full
+    disk, say) is raised again naming ``path``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -427,9 +428,12 @@ def atomic_path(path):
     try:
         yield tmp
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.errno is not None and exc.filename is None:
+            # a failed write (disk full...) names no file: name the one being written
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
 
 

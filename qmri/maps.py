@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import re
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -416,9 +417,16 @@ class ParameterMaps(Mapping):
 class PrefixNaming:
     """qmri's own names: ``<out_dir>/<prefix><map>.nii.gz`` with ``<prefix><map>.json``, extra files
     ``<prefix><name>``; sidecar ``Units`` as qmri writes units (``mm2/s``), ``Sources`` the paths
-    given. (The other policy, BIDS derivative names: :class:`qmri.bids.BIDSNaming`.)"""
+    given. (The other policy, BIDS derivative names: :class:`qmri.bids.BIDSNaming`.)
+
+    Raises :class:`QMRIInputError` for a prefix with a path separator (``../x_``): the files of a
+    set stay in its folder."""
 
     def __init__(self, prefix: str = ""):
+        prefix = str(prefix)
+        if any(sep and sep in prefix for sep in (os.sep, os.altsep, "\0")):
+            raise QMRIInputError(f"--prefix {prefix!r}: a prefix is the start of a file name and cannot hold a path "
+                                 "separator; give the folder with --out-dir")
         self.prefix = prefix
 
     def folder(self, out_dir) -> Path:

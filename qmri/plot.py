@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 
@@ -219,8 +221,8 @@ def plot_fit(series, maps_dir, voxel, out, *, prefix: str = "", force: bool = Fa
     Raises
     ------
     QMRIInputError
-        Maps that cannot be read or rebuilt, a series not on the maps' grid, a voxel outside the
-        grid or not fitted.
+        Maps that cannot be read or rebuilt, a series not on the maps' grid or with another number
+        of volumes than the fit saw, a voxel outside the grid or not fitted.
     """
     from qmri import io
     from qmri.errors import QMRIInputError
@@ -244,19 +246,22 @@ def plot_fit(series, maps_dir, voxel, out, *, prefix: str = "", force: bool = Fa
         raise QMRIInputError(f"--voxel {','.join(map(str, ijk))} is outside the grid {shape}")
     if not maps.mask[ijk] or maps.status[ijk] < 0:
         raise QMRIInputError(f"--voxel {','.join(map(str, ijk))} was not fitted (outside the mask)")
-    values = np.asarray(img.dataobj[ijk[0], ijk[1], ijk[2], :], dtype=np.float64)
+    values = np.asarray(io.series_data(img)[ijk[0], ijk[1], ijk[2], :], dtype=np.float64)  # the checked reader
     wf = workflow(cls.workflow)
     y = wf.measured(values, prov, ijk) if wf.measured is not None else values
+    if y.shape != (model.n_measurements,):
+        raise QMRIInputError(f"{series}: {img.shape[3]} volumes, but the maps in {maps_dir} were fitted to "
+                             f"{model.n_measurements} measurements; give the series that was fitted")
     params = {k: float(v[ijk]) for k, v in maps.params.items()}
     cov = model.covariate_maps(shape)
     cov = None if cov is None else cov[np.ravel_multi_index(ijk, shape)]
     curve = model.curve(params, y, cov, prov.get("method"))
-    _draw_curve(curve, params, maps, ijk, out)
+    _draw_curve(curve, params, maps, ijk, out, series)
     curve["values"] = params
     return curve
 
 
-def _draw_curve(curve, params, maps, ijk, out):
+def _draw_curve(curve, params, maps, ijk, out, series):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -266,13 +271,16 @@ def _draw_curve(curve, params, maps, ijk, out):
 
     x, order = np.asarray(curve["x"], float), np.argsort(curve["x"], kind="stable")
     fig, ax = plt.subplots(figsize=(6.0, 4.2))
-    ax.plot(x, curve["measured"], "o", ms=4, label="measured")
-    ax.plot(x[order], np.asarray(curve["fitted"])[order], "-", lw=1.5, label="fitted")
+    if "points" in curve:  # the single measurements behind averaged ones (e.g. DKI: each direction)
+        ax.plot(*curve["points"], ".", ms=3, color="0.7", label=curve.get("points_label", "measured, each"))
+    ax.plot(x, curve["measured"], "o", ms=4, label=curve.get("measured_label", "measured"))
+    ax.plot(x[order], np.asarray(curve["fitted"])[order], "-", lw=1.5, label=curve.get("fitted_label", "fitted"))
     ax.set_xlabel(curve["xlabel"])
     ax.set_ylabel(curve["ylabel"])
     prov = maps.provenance
     shown = ", ".join(f"{k} {v:.4g}" for k, v in list(params.items())[:6])
-    ax.set_title(f"{prov.get('model')} {prov.get('method')}, voxel {ijk}\n{shown}", fontsize=9)
+    ax.set_title(f"{prov.get('model')} {prov.get('method')}: {Path(series).name}, voxel {ijk}\n{shown}",
+                 fontsize=9)
     r2 = maps.quality["r2"][ijk]
     ax.legend(title=f"R2 {r2:.3f}, status {maps.status[ijk]}", fontsize=8, title_fontsize=8)
     fig.tight_layout()

@@ -1,7 +1,8 @@
 """Statistics of maps inside labelled regions: the table oncology studies report.
 
-One row per map and label (long format): ``map, label, name, count, volume_ml, mean, sd, median,
-q1, q3, p10, p90, nan_fraction``. ``count`` is the number of voxels carrying the label and
+One row per map and label (long format): ``map, unit, label, name, count, volume_ml, mean, sd,
+median, q1, q3, p10, p90, nan_fraction``; ``unit`` is the map's (from its sidecar), the unit of its
+statistics ``mean`` to ``p90``. ``count`` is the number of voxels carrying the label and
 ``volume_ml`` their volume; the statistics are over the label's voxels whose value is finite, and
 ``nan_fraction`` is the fraction of the label's voxels whose value is not (NaN outside a fit's mask,
 failed fits). ``sd`` is the sample standard deviation (``ddof=1``), quantiles are linear
@@ -19,12 +20,29 @@ from pathlib import Path
 
 import numpy as np
 
+from qmri import __version__
 from qmri.errors import QMRIInputError
 
 #: Statistics of one region, in the order of the table's columns.
 STATISTICS = ("mean", "sd", "median", "q1", "q3", "p10", "p90", "nan_fraction")
 #: Columns of the long table.
-COLUMNS = ("map", "label", "name", "count", "volume_ml") + STATISTICS
+COLUMNS = ("map", "unit", "label", "name", "count", "volume_ml") + STATISTICS
+#: What the columns other than the statistics hold, and their units, for the table's JSON sidecar.
+_COLUMN_MEANING = {
+    "map": ("parameter map", None),
+    "unit": ("unit of the map's values (empty: dimensionless or unknown); the unit of mean to p90", None),
+    "label": ("label value in the label image", None),
+    "name": ("label name (from --names)", None),
+    "count": ("voxels carrying the label", "voxels"),
+    "volume_ml": ("volume of those voxels", "mL"),
+}
+_STATISTIC_MEANING = {
+    "mean": "mean of the finite values", "sd": "sample standard deviation (ddof=1) of the finite values",
+    "median": "median of the finite values", "q1": "25th percentile (linear interpolation)",
+    "q3": "75th percentile (linear interpolation)", "p10": "10th percentile (linear interpolation)",
+    "p90": "90th percentile (linear interpolation)",
+    "nan_fraction": "fraction of the label's voxels without a finite value (outside the fit's mask, failed fits)",
+}
 _QUANTILES = {"median": 50.0, "q1": 25.0, "q3": 75.0, "p10": 10.0, "p90": 90.0}
 
 
@@ -75,24 +93,29 @@ def label_statistics(values, labels, ids=None) -> dict[int, dict]:
     return out
 
 
-def long_table(maps: dict, labels, *, names: dict | None = None, voxel_ml: float = float("nan")) -> list[dict]:
-    """Rows of the long table (:data:`COLUMNS`) for maps ``{name: array}`` on the grid of ``labels``.
+def long_table(maps: dict, labels, *, names: dict | None = None, voxel_ml: float = float("nan"),
+               units: dict | None = None) -> list[dict]:
+    """Rows of the long table (:data:`COLUMNS`) for maps ``{name: array}`` on the grid of ``labels``;
+    ``units`` ``{name: unit}`` (empty where absent).
 
     Labels reported: those present (non-zero) and those named in ``names`` (count 0 when absent).
     """
     names = names or {}
+    units = units or {}
     present = {int(i) for i in np.unique(np.asarray(labels)) if i != 0}
     ids = sorted(present | set(names))
     rows = []
     for map_name, values in maps.items():
         for label, s in label_statistics(values, labels, ids).items():
-            rows.append({"map": map_name, "label": label, "name": names.get(label, ""), "count": s["count"],
+            rows.append({"map": map_name, "unit": units.get(map_name, ""), "label": label,
+                         "name": names.get(label, ""), "count": s["count"],
                          "volume_ml": s["count"] * voxel_ml, **{k: s[k] for k in STATISTICS}})
     return rows
 
 
 def wide_table(rows: list[dict]) -> list[dict]:
-    """The long rows pivoted: one row per label, ``<map>_<statistic>`` columns."""
+    """The long rows pivoted: one row per label, ``<map>_<statistic>`` columns (their units in the
+    table's sidecar, :func:`table_sidecar`)."""
     out = {}
     for r in rows:
         row = out.setdefault(r["label"], {"label": r["label"], "name": r["name"], "count": r["count"],
@@ -123,12 +146,20 @@ def read_label_names(path) -> dict[int, str]:
     Raises
     ------
     QMRIInputError
-        Missing file, no ``index``/``name`` columns, an index that is not an integer, a repeated index.
+        Missing or unreadable file (not UTF-8 text), no ``index``/``name`` columns, an index that is not
+        an integer, a repeated index.
     """
     path = Path(path)
     if not path.is_file():
         raise QMRIInputError(f"{path}: label names file not found")
-    lines = [ln.rstrip("\n\r") for ln in path.read_text().splitlines() if ln.strip()]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise QMRIInputError(f"{path}: label names file is not UTF-8 text (byte {exc.start}); expected a "
+                             "tab-separated table index<TAB>name") from None
+    except OSError as exc:
+        raise QMRIInputError(f"{path}: cannot read the label names ({exc.strerror or exc})") from None
+    lines = [ln.rstrip("\n\r") for ln in text.splitlines() if ln.strip()]
     if not lines:
         raise QMRIInputError(f"{path}: no label names")
     head = [c.strip().lower() for c in lines[0].split("\t")]
@@ -150,6 +181,28 @@ def read_label_names(path) -> dict[int, str]:
             raise QMRIInputError(f"{path}: index {idx} appears twice")
         out[idx] = cells[n_col].strip()
     return out
+
+
+def table_sidecar(rows: list[dict], *, wide: bool, labels=None, sources=()) -> dict:
+    """The JSON sidecar of a ``qmri stats`` table: what each column holds and its unit (``Columns``:
+    ``{column: {"Description", "Units"}}``, as BIDS describes the columns of tabular files), the
+    label image, the maps read and each map's unit (``MapUnits``)."""
+    units = {r["map"]: r["unit"] for r in rows}
+    columns = {col: {"Description": text, **({"Units": unit} if unit else {})}
+               for col, (text, unit) in _COLUMN_MEANING.items() if not (wide and col in ("map", "unit"))}
+    for name in (units if wide else [None]):
+        for stat, text in _STATISTIC_MEANING.items():
+            unit = "1" if stat == "nan_fraction" else units[name] if wide else None
+            if wide:
+                col, entry = f"{name}_{stat}", f"{text} of {name}"
+            else:
+                col, entry = stat, text if unit else f"{text}, in the row's unit (column unit)"
+            columns[col] = {"Description": entry, **({"Units": unit} if unit else {})}
+    return {"QmriVersion": __version__,
+            "Description": "qmri stats: statistics of parameter maps inside labelled regions, "
+                           + ("one row per label" if wide else "one row per map and label"),
+            "Labels": None if labels is None else str(labels), "Sources": [str(x) for x in sources],
+            "MapUnits": units, "Columns": columns}
 
 
 @dataclass
@@ -176,7 +229,8 @@ def stats_from_files(maps, labels, *, names=None, out=None, wide: bool = False, 
     names : path, optional
         Label names (:func:`read_label_names`).
     out : path, optional
-        CSV to write (atomically; None: only returned).
+        CSV to write, with its JSON sidecar (:func:`table_sidecar`, ``roi.csv`` → ``roi.json``), as one
+        result set (None: only returned).
     wide : bool
         One row per label (:func:`wide_table`).
     force : bool
@@ -194,11 +248,14 @@ def stats_from_files(maps, labels, *, names=None, out=None, wide: bool = False, 
     """
     from qmri import io
     from qmri.habitats.features import parse_map_argument, read_source, same_grid
-    from qmri.resultset import refuse_existing
+    from qmri.resultset import refuse_existing, write_sets
 
     t0 = time.perf_counter()
     if out is not None:
-        refuse_existing([out], force)
+        out = Path(out)
+        if sidecar_of(out) == out:
+            raise QMRIInputError(f"{out}: the table's JSON sidecar would have its name; name the table .csv")
+        refuse_existing([out, sidecar_of(out)], force)
     img = io.load_nifti(labels, ndim=(3, 4), what="label image")
     if len(img.shape) == 4 and img.shape[3] != 1:
         raise QMRIInputError(f"{labels}: label image must be 3-D, got shape {img.shape}")
@@ -214,19 +271,26 @@ def stats_from_files(maps, labels, *, names=None, out=None, wide: bool = False, 
     seen = [s.name for s in sources]
     if len(set(seen)) != len(seen):
         raise QMRIInputError(f"maps named twice ({', '.join(seen)}); name them NAME=FILE")
-    values, cache = {}, {}
+    values, units, cache = {}, {}, {}
     for src in sources:
-        data, affine, _, _ = read_source(src, cache)
+        data, affine, units[src.name], _ = read_source(src, cache)
         if not same_grid(data.shape, affine, lab.shape, img.affine):
             raise QMRIInputError(f"{src.describe()}: map {src.name} is not on the grid of {labels} "
                                  f"(shape {data.shape} vs {lab.shape} or a different affine); resample it first")
         values[src.name] = data
-    rows = long_table(values, lab, names=label_names, voxel_ml=voxel_ml)
+    rows = long_table(values, lab, names=label_names, voxel_ml=voxel_ml, units=units)
     if not rows:
         raise QMRIInputError(f"{labels}: no labelled voxel (every value is 0)")
     text = rows_to_csv(wide_table(rows) if wide else rows, digits)
     written = []
     if out is not None:
-        io.write_text(out, text)
-        written.append(Path(out))
+        meta = table_sidecar(rows, wide=wide, labels=labels, sources=[s.describe() for s in sources])
+        written = write_sets({out: lambda p: io.write_text(p, text),
+                              sidecar_of(out): lambda p: io.write_json(p, meta)}, force=force)
     return StatsOutcome(rows, text, written, time.perf_counter() - t0)
+
+
+def sidecar_of(table) -> Path:
+    """The JSON sidecar beside a table: ``roi.csv`` → ``roi.json``."""
+    table = Path(table)
+    return table.with_name(table.stem + ".json") if table.suffix else table.with_name(table.name + ".json")

@@ -11,7 +11,7 @@ import pytest
 
 from qmri.cli.main import main
 
-from conftest import run_qmri
+from conftest import REPO, run_qmri
 
 OUTPUTS = ["S0", "f", "D", "Dstar", "rmse", "r2", "status", "n_iter"]
 
@@ -181,10 +181,50 @@ def test_console_script_is_installed(tmp_path):
     assert mod.returncode == 0 and mod.stdout.startswith("qmri ")
 
 
+@pytest.mark.parametrize("argv, helped", [(["ivim", "x.nii.gz", "--out-dir", "o", "--bvals", "a"], "qmri ivim"),
+                                          (["phantom", "ivim", "--out-dir", "o", "--nope"], "qmri phantom ivim"),
+                                          (["stats", "m.nii.gz", "--labels", "l", "--out", "t.csv", "-x"],
+                                           "qmri stats")])
+def test_unknown_option_points_to_the_help_of_its_command(argv, helped, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1
+    assert err.startswith("qmri: error: unrecognized arguments: ") and err.endswith(f"(see '{helped} --help')\n"), err
+
+
+def test_demo_table_says_what_its_numbers_are_relative_to_and_where_a_bias_comes_from():
+    from qmri.models import DKI
+    from qmri.workflows.demo import _notes
+
+    ph = DKI.phantom(block=(2, 2, 1))
+    region = 3  # an error put into one region only: the note names it
+    md = np.where(ph.labels == region, ph.truth["MD"] * 3, ph.truth["MD"])
+
+    class Maps(dict):
+        params = property(lambda self: list(self))
+
+    notes = _notes(DKI, ph, [("wls", Maps(MD=md, FA=ph.truth["FA"]), ph.mask)], 30)
+    text = "\n".join(notes)
+    assert "mean |true value|" in text and f"all {len(ph.regions)} regions pooled, at SNR 30" in text
+    assert "K<0 %: voxels (%) whose fitted tensors give a negative apparent kurtosis" in text
+    line = next(n for n in notes if n.startswith("bias MD"))
+    assert f"100% from '{ph.regions[region - 1]['name']}'" in line and "(wls)" in line
+    assert not any(n.startswith("bias FA") for n in notes)  # no bias: nothing to explain
+
+
 @pytest.mark.slow
-def test_demo_runs(tmp_path, capsys):
-    code, stdout, err = _run(["demo", "--out-dir", tmp_path / "demo"], capsys)
-    assert code == 0, err
-    assert "NRMSE" in stdout and "lsq" in stdout and "segmented" in stdout
-    assert (tmp_path / "demo" / "ivim" / "lsq" / "maps.png").exists()
-    assert "HABITAT" in stdout and (tmp_path / "demo" / "habitat" / "habitats" / "sub-01" / "habitats.png").exists()
+def test_readme_first_command_runs_as_written(tmp_path):
+    """``qmri demo --out-dir demo_out --force``, exactly as the README's first command writes it: the
+    console script, a relative output folder, in a fresh working folder."""
+    readme = (REPO / "README.md").read_text()
+    assert "qmri demo --out-dir demo_out --force" in readme
+    r = run_qmri("demo", "--out-dir", "demo_out", "--force", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    assert "NRMSE" in r.stdout and "lsq" in r.stdout and "segmented" in r.stdout
+    assert "NRMSE = RMS error / mean |true value|" in r.stdout and "K<0 %: voxels (%)" in r.stdout
+    out = tmp_path / "demo_out"
+    assert (out / "ivim" / "lsq" / "maps.png").exists()
+    assert "HABITAT" in r.stdout and (out / "habitat" / "habitats" / "sub-01" / "habitats.png").exists()
+    assert (out / "habitat" / "cohort.csv").read_text().splitlines()[1].split(",")[1] == "phantom/sub-01/roi.nii.gz"

@@ -99,3 +99,46 @@ def test_plot_fit_dce_concentration(tmp_path):
     resid = curve["measured"] - curve["fitted"]
     r2 = 1 - np.sum(resid ** 2) / np.sum((curve["measured"] - curve["measured"].mean()) ** 2)
     assert r2 == pytest.approx(maps["r2"][ijk], rel=1e-4)
+
+
+def _saved_titles(monkeypatch):
+    """Titles of every figure saved from now on (suptitle and axes titles)."""
+    from matplotlib.figure import Figure
+
+    titles, save = [], Figure.savefig
+
+    def savefig(fig, *a, **k):
+        titles.append((fig._suptitle.get_text() if fig._suptitle else "", [ax.get_title() for ax in fig.axes]))
+        return save(fig, *a, **k)
+
+    monkeypatch.setattr(Figure, "savefig", savefig)
+    return titles
+
+
+def test_figures_name_the_model_method_and_input(ivim_fit, tmp_path, monkeypatch):
+    d = ivim_fit
+    titles = _saved_titles(monkeypatch)
+    assert main(["ivim", str(d / "ph" / "ivim.nii.gz"), "--method", "segmented", "--plot", "--out-dir",
+                 str(tmp_path / "fit"), "--quiet"]) == 0
+    assert titles[-1][0] == "IVIM segmented: ivim.nii.gz"
+    assert main(["plot-fit", str(d / "ph" / "ivim.nii.gz"), "--maps", str(d / "fit"), "--voxel", "1,1,0",
+                 "--out", str(tmp_path / "v.png"), "--quiet"]) == 0
+    assert titles[-1][1][0].startswith("IVIM lsq: ivim.nii.gz, voxel (1, 1, 0)")
+
+
+def test_plot_fit_of_another_or_a_truncated_series_is_a_one_line_error(ivim_fit, tmp_path, capsys):
+    d = ivim_fit
+    img = nib.load(d / "ph" / "ivim.nii.gz")
+    short = tmp_path / "short.nii.gz"
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[..., :-3], img.affine, img.header), short)
+    truncated = tmp_path / "truncated.nii.gz"
+    raw = (d / "ph" / "ivim.nii.gz").read_bytes()
+    truncated.write_bytes(raw[: len(raw) // 2])
+    n = img.shape[3]
+    for series, says in ((short, f"{n - 3} volumes, but the maps in {d / 'fit'} were fitted to {n} measurements"),
+                         (truncated, "corrupt gzip data")):
+        code = main(["plot-fit", str(series), "--maps", str(d / "fit"), "--voxel", "1,1,0",
+                     "--out", str(tmp_path / "x.png")])
+        err = capsys.readouterr().err
+        assert code == 2 and err.startswith(f"qmri: error: {series}: ") and says in err, err
+        assert err.count("\n") == 1 and not (tmp_path / "x.png").exists()

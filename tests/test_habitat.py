@@ -2,8 +2,10 @@
 k selection, cohort models, resampling, statistics and every bad-input case (exit 2, nothing written)."""
 
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -145,6 +147,34 @@ def test_cohort_outputs(cohort, cohort_run):
         vol = sum(h["volume_ml"] for h in side["Habitats"])
         assert vol == pytest.approx(int(s.roi.sum()) * 2 * 2 * 3 / 1000)  # 2 x 2 x 3 mm voxels
         assert side["Features"][2]["resampled"].startswith("linear from grid")
+
+
+def test_demo_cohort_table_written_from_a_relative_folder_is_read_back(cohort, tmp_path, monkeypatch, capsys):
+    """The demo's habitat step from a relative output folder (as ``qmri demo --out-dir demo_out``
+    runs it): the table's paths resolve from the table's folder, wherever it is read from."""
+    import shutil
+
+    from qmri.habitats.features import read_cohort
+    from qmri.workflows.habitat_demo import write_cohort_table
+
+    d, subs = cohort
+    monkeypatch.chdir(tmp_path)
+    out = Path("demo_out") / "habitat"  # relative, as the README's command gives it
+    out.mkdir(parents=True)
+    for part in ("phantom", "fit"):
+        shutil.copytree(d / part, out / part)
+    table = write_cohort_table(out / "cohort.csv", [(s.id, out / "phantom" / s.id / "roi.nii.gz",
+                                                     out / "fit" / s.id / "ivim", out / "fit" / s.id / "dce")
+                                                    for s in subs])
+    masks = [m.resolve() for _, m, _ in read_cohort(table)[1]]
+    assert all(m.is_file() and m.is_relative_to(out.resolve()) for m in masks)
+    code, stdout, err = _run(["habitat", "--cohort", table, "--out-dir", out / "habitats", "--k", "3"], capsys)
+    assert code == 0, err
+    # the summary's class means carry the maps' units (f is a fraction: none)
+    means = next(line for line in stdout.splitlines() if line.startswith("mean features per habitat"))
+    assert re.search(r"h1: D [0-9.e-]+ mm2/s, f [0-9.e-]+, Ktrans [0-9.e-]+ 1/min; h2: ", means), means
+    monkeypatch.chdir(out.parent)  # read from elsewhere: the same files
+    assert [m.resolve() for _, m, _ in read_cohort("habitat/cohort.csv")[1]] == masks
 
 
 def _apply_model(d, s, second, model, out):

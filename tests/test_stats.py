@@ -37,7 +37,7 @@ def test_numbers_equal_numpy(fitted, tmp_path, capsys):
     assert main(["stats", f"{d / 'fit'}:D,f", f"S=%s" % (d / "fit" / "S0.nii.gz"), "--labels",
                  str(tmp_path / "lab.nii.gz"), "--names", str(tmp_path / "names.tsv"), "--out", str(out)]) == 0
     rows = _rows(out.read_text())
-    assert list(rows[0]) == ["map", "label", "name", "count", "volume_ml", "mean", "sd", "median", "q1", "q3",
+    assert list(rows[0]) == ["map", "unit", "label", "name", "count", "volume_ml", "mean", "sd", "median", "q1", "q3",
                              "p10", "p90", "nan_fraction"]
     voxel_ml = float(np.prod(lab_img.header.get_zooms()[:3])) / 1000
     checked = 0
@@ -60,6 +60,45 @@ def test_numbers_equal_numpy(fitted, tmp_path, capsys):
     assert checked == 3 * (len(np.unique(labels)))
     assert {r["name"] for r in rows if r["label"] == "3"} == {"rim, outer"}
     assert any(float(r["nan_fraction"]) > 0 for r in rows if r["label"] == "3")
+
+
+def test_table_gives_units_and_a_sidecar_describes_its_columns(fitted, tmp_path):
+    import json
+
+    d = fitted
+    side_units = {n: json.loads((d / "fit" / f"{n}.json").read_text())["Units"] for n in ("D", "Dstar")}
+    assert side_units["D"] == "mm2/s"
+    out = tmp_path / "roi.csv"
+    assert main(["stats", f"{d / 'fit'}:D,Dstar", "--labels", str(d / "ph" / "labels.nii.gz"), "--out", str(out),
+                 "--quiet"]) == 0
+    assert {r["map"]: r["unit"] for r in _rows(out.read_text())} == side_units
+    meta = json.loads((tmp_path / "roi.json").read_text())
+    assert meta["MapUnits"] == side_units
+    assert set(meta["Columns"]) == set(_rows(out.read_text())[0])
+    assert meta["Columns"]["volume_ml"]["Units"] == "mL" and meta["Columns"]["nan_fraction"]["Units"] == "1"
+    wide = tmp_path / "wide.csv"
+    assert main(["stats", f"{d / 'fit'}:D,Dstar", "--labels", str(d / "ph" / "labels.nii.gz"), "--out", str(wide),
+                 "--wide", "--quiet"]) == 0
+    meta = json.loads((tmp_path / "wide.json").read_text())
+    assert set(meta["Columns"]) == set(_rows(wide.read_text())[0])
+    assert meta["Columns"]["D_median"]["Units"] == "mm2/s" and meta["Columns"]["Dstar_p90"]["Units"] == "mm2/s"
+
+
+def test_binary_names_file_and_a_folder_as_out_are_one_line_errors(fitted, tmp_path, capsys):
+    d = fitted
+    names = tmp_path / "names.tsv"
+    names.write_bytes(bytes(range(128, 256)) * 4)
+    base = ["stats", str(d / "fit" / "D.nii.gz"), "--labels", str(d / "ph" / "labels.nii.gz")]
+    assert main(base + ["--names", str(names), "--out", str(tmp_path / "t.csv")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"qmri: error: {names}: ") and "UTF-8" in err and err.count("\n") == 1
+    folder = tmp_path / "existing"
+    (folder / "inside").mkdir(parents=True)
+    assert main(base + ["--out", str(folder), "--force"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"qmri: error: {folder}: is a folder") and err.count("\n") == 1
+    assert [p.name for p in folder.iterdir()] == ["inside"]
+    assert not (tmp_path / "t.csv").exists()
 
 
 def test_wide_table_and_stdout(fitted, capsys):

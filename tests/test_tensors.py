@@ -128,5 +128,15 @@ def test_plot_fit_of_dki_matches_the_predicted_signal(fitted, tmp_path):
     d, _ = fitted
     ijk = tuple(np.argwhere(_load(d / "mask.nii.gz") > 0)[-1])
     curve = plot_fit(d / "dwi.nii.gz", d / "fit", ijk, tmp_path / "v.png")
-    np.testing.assert_allclose(curve["fitted"], _load(d / "fit" / "predicted.nii.gz")[ijk], rtol=1e-5)
-    np.testing.assert_allclose(curve["measured"], _load(d / "dwi.nii.gz")[ijk], rtol=1e-6)
+    # one point per shell, averaged over its directions (the measured and the predicted signal alike);
+    # every volume is kept as a point
+    from qmri.models.diffusion.acquisition import powder_average
+
+    bvals, bvecs = np.loadtxt(d / "dwi.bval"), np.loadtxt(d / "dwi.bvec").T
+    predicted, shells = powder_average(_load(d / "fit" / "predicted.nii.gz")[ijk], bvals, bvecs)
+    measured, _ = powder_average(_load(d / "dwi.nii.gz")[ijk], bvals, bvecs)
+    assert len(shells) < len(bvals) and np.all(np.diff(curve["x"]) > 0)
+    np.testing.assert_allclose(curve["x"], shells)
+    np.testing.assert_allclose(curve["fitted"], predicted, rtol=1e-5)
+    np.testing.assert_allclose(curve["measured"], measured, rtol=1e-6)
+    np.testing.assert_allclose(curve["points"][1], _load(d / "dwi.nii.gz")[ijk], rtol=1e-6)

@@ -41,6 +41,10 @@ def test_validate_writes_the_report_and_exits_0(tmp_path, capsys):
     n_aif = len(osipi_aif.cases())
     assert f"| [OSIPI population AIFs](#osipi-aif) | {n_aif} | {n_aif - 7} | 7 | 0 |" in text
     assert "- `georgiou-original_AIF`: functional form" in text and "(+1.59 %)" in text
+    # what it prints per suite: the expected failures too, each with its reason
+    assert f"osipi-aif: {n_aif} cases, {n_aif - 7} passed, 7 expected failures, 0 failed (" in stdout
+    assert "\n  expected failure georgiou-original_AIF: functional form" in stdout
+    assert sum(line.startswith("  expected failure ") for line in stdout.splitlines()) == 7
     # every model with a phantom, every method, with its accuracy row
     for cls in COMMANDS.values():
         if cls.has_phantom():

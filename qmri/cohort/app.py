@@ -154,6 +154,8 @@ def run_cohort(bids_dir, out_dir, level: str, config, *, participant_labels=None
     QMRIInputError
         Bad configuration, dataset, level or engine settings (nothing runs).
     """
+    from qmri.resultset import check_writable
+
     t0 = time.perf_counter()
     if level not in LEVELS:
         raise QMRIInputError(f"analysis level must be participant or group, got {level!r}")
@@ -162,6 +164,7 @@ def run_cohort(bids_dir, out_dir, level: str, config, *, participant_labels=None
     if out_dir.resolve() == bids_dir.resolve():
         raise QMRIInputError(f"{out_dir}: the output folder must not be the BIDS dataset itself (e.g. use "
                              f"{bids_dir / 'derivatives' / 'qmri'})")
+    check_writable(out_dir)  # before any task runs
     people = participants(bids_dir, participant_labels)
     datasets = Datasets(bids_dir)
     if level == "participant":

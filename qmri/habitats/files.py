@@ -239,8 +239,9 @@ def write_outputs(result, out_dir, *, cohort: bool, plot: bool, force: bool = Fa
 
 
 def summary(outcome: HabitatOutcome) -> str:
-    """A few lines: the model (method, k and how, normalisation, spatial model), then one row per
-    subject (voxels, dropped, fraction of each habitat, entropy)."""
+    """A few lines: the model (method, k and how, normalisation, spatial model), one row per subject
+    (voxels, dropped, fraction of each habitat, entropy), then each habitat's mean features with
+    their units (none shown for a dimensionless feature)."""
     m = outcome.result.model
     s = m.settings
     how = "fixed"
@@ -261,9 +262,10 @@ def summary(outcome: HabitatOutcome) -> str:
     lines.append("  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(head, widths))))
     for c in cells:
         lines.append("  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(c, widths))))
-    means = " ".join(f"h{h + 1}: " + ", ".join(f"{n} {v:.3g}" for n, v in zip(m.names, _class_means(outcome, h)))
-                     for h in range(m.k))
-    lines.append(f"mean features per habitat (physical units, all subjects) {means}")
+    means = "; ".join(f"h{h + 1}: " + ", ".join(f"{n} {v:.3g}{f' {u}' if u else ''}"
+                                               for n, u, v in zip(m.names, m.units, _class_means(outcome, h)))
+                      for h in range(m.k))
+    lines.append(f"mean features per habitat (all subjects): {means}")
     return "\n".join(lines)
 
 

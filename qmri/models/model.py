@@ -219,6 +219,8 @@ class Model:
     demo_parameters: tuple[str, ...] = ()
     #: Keywords of :meth:`phantom` for ``qmri demo`` (e.g. a larger block).
     demo_phantom: dict = {}
+    #: What each column of :meth:`demo_extra` means, printed under the demo's table.
+    demo_columns: dict = {}
 
     @classmethod
     def has_phantom(cls) -> bool:

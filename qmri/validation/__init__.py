@@ -81,7 +81,8 @@ def validate(out_dir, suites=None, *, force: bool = False,
     force : bool
         Overwrite an earlier report.
     echo : callable, optional
-        Called with one line per suite when it finishes (progress).
+        Called with each line of a suite's :meth:`~qmri.validation.runner.SuiteRun.lines` when it
+        finishes (counts, expected failures: progress).
 
     Returns
     -------
@@ -107,7 +108,8 @@ def validate(out_dir, suites=None, *, force: bool = False,
             run = run_suite(name)
             runs.append(run)
             if echo is not None:
-                echo(f"{name}: {len(run.results)} cases, {len(run.failures)} failed ({run.seconds:.1f} s)")
+                for line in run.lines():
+                    echo(line)
             report.figure(run, rs.path(f"{name}.png"))
         seconds = time.perf_counter() - t0
         rs.path(report.REPORT).write_text(report.markdown(runs, seconds))

@@ -83,6 +83,21 @@ class SuiteRun:
     def failures(self) -> list[Result]:
         return [r for r in self.results if r.status == FAILED]
 
+    def lines(self) -> list[str]:
+        """What the suite's run says, for progress: the counts, then each expected failure (and each
+        case expected to fail that passed) with its id and reason."""
+        n = {st: self.count(st) for st in (PASSED, EXPECTED, UNEXPECTED_PASS, FAILED)}
+        plural = "" if n[EXPECTED] == 1 else "s"
+        out = [f"{self.name}: {len(self.results)} cases, {n[PASSED] + n[UNEXPECTED_PASS]} passed, {n[EXPECTED]} "
+               f"expected failure{plural}, {n[FAILED]} failed ({self.seconds:.1f} s)"]
+        for r in self.results:
+            if r.status == EXPECTED:
+                out.append(f"  expected failure {r.case.id}: {r.case.expected_failure}")
+            elif r.status == UNEXPECTED_PASS:
+                out.append(f"  expected to fail but passed {r.case.id} (its note is out of date): "
+                           f"{r.case.expected_failure}")
+        return out
+
     def groups(self) -> list[str]:
         """The report rows (case groups), in order of first appearance."""
         return list(dict.fromkeys(r.case.group for r in self.results))

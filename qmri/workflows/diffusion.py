@@ -226,10 +226,18 @@ def low_b_image(data, bvals, b0_threshold: float = 50.0) -> tuple[np.ndarray, st
 
 
 def measured(values, provenance: dict, index) -> np.ndarray:
-    """The voxel's volumes the fit used (``volumes`` of the provenance, when ``--bmin``/``--bmax`` chose some)."""
+    """The voxel's volumes the fit used (``volumes`` of the provenance, when ``--bmin``/``--bmax`` chose some).
+
+    Raises :class:`QMRIInputError` if the series lacks one of them (not the series that was fitted)."""
     values = np.asarray(values, dtype=np.float64)
     volumes = provenance.get("volumes")
-    return values if volumes is None else values[np.asarray(volumes, dtype=int)]
+    if volumes is None:
+        return values
+    volumes = np.asarray(volumes, dtype=int)
+    if volumes.size and volumes.max() >= values.size:
+        raise QMRIInputError(f"the fit used volume {volumes.max()} of its series, this series has {values.size} "
+                             "volumes; give the series that was fitted")
+    return values[volumes]
 
 
 WORKFLOW = Workflow("diffusion", "dwi", "4-D diffusion-weighted NIfTI series", inputs, prepare, measured=measured,

@@ -27,6 +27,22 @@ def fit_subject(s, out_dir, *, force: bool = False) -> tuple[Path, Path]:
     return out / "ivim", out / "dce"
 
 
+def write_cohort_table(path, rows) -> Path:
+    """Write the ``qmri habitat --cohort`` table ``id,mask,D,f,Ktrans`` of ``rows`` ``(id, mask, ivim
+    folder, dce folder)`` at ``path``, with the paths relative to the table's folder (the rule
+    :func:`qmri.habitats.features.read_cohort` reads them by), so the table holds wherever it is read
+    from and whatever the current folder was when it was written."""
+    from qmri import io
+
+    path = Path(path)
+    lines = ["id,mask,D,f,Ktrans"]
+    for sid, mask, ivim, dce in rows:
+        cells = [Path(p).relative_to(path.parent).as_posix() for p in (mask, ivim, ivim, dce)]
+        lines.append(",".join([sid, *cells]))
+    io.write_text(path, "\n".join(lines) + "\n")
+    return path
+
+
 def adjusted_rand(truth, labels, where) -> float:
     """Adjusted Rand index of two label maps over the voxels ``where``."""
     from sklearn.metrics import adjusted_rand_score
@@ -34,28 +50,29 @@ def adjusted_rand(truth, labels, where) -> float:
     return float(adjusted_rand_score(np.asarray(truth)[where], np.asarray(labels)[where]))
 
 
-def demo_habitats(out_dir, *, subjects: int = 4, force: bool = False) -> str:
+def demo_habitats(out_dir, *, subjects: int = 4, voxels: int | None = None, force: bool = False) -> str:
     """Phantom → fitted maps → habitats; return the table (one row per subject).
 
     Writes ``phantom/`` (the series and truth), ``fit/<id>/{ivim,dce}`` (the maps), ``cohort.csv``
-    and ``habitats/`` (the habitat outputs with PNGs) under ``out_dir``.
+    (paths relative to its own folder, so the folder can be moved) and ``habitats/`` (the habitat
+    outputs with PNGs) under ``out_dir``. ``voxels``: tumour size in diffusion voxels (default the
+    phantom's, :func:`qmri.habitats.phantom.habitat_phantom`).
 
     Raises
     ------
     OutputExistsError
         Outputs exist and ``force`` is False.
     """
-    from qmri import io
     from qmri.habitats.files import habitats_from_files
     from qmri.habitats.phantom import definition, write_habitat_phantom
 
     out = Path(out_dir)
-    subs = write_habitat_phantom(out / "phantom", subjects=subjects, force=force)
-    lines = ["id,mask,D,f,Ktrans"]
+    subs = write_habitat_phantom(out / "phantom", subjects=subjects, voxels=voxels, force=force)
+    rows = []
     for s in subs:
         ivim, dce = fit_subject(s, out / "fit" / s.id, force=force)
-        lines.append(f"{s.id},{out / 'phantom' / s.id / 'roi.nii.gz'},{ivim},{ivim},{dce}")
-    io.write_text(out / "cohort.csv", "\n".join(lines) + "\n")
+        rows.append((s.id, out / "phantom" / s.id / "roi.nii.gz", ivim, dce))
+    write_cohort_table(out / "cohort.csv", rows)
     outcome = habitats_from_files(cohort=out / "cohort.csv", out_dir=out / "habitats", plot=True, force=force)
     names = [r["name"] for r in definition()["regions"]]
     rows = []

@@ -378,7 +378,8 @@ def run_fit(plan: FitPlan, *, force: bool = False, progress: bool = False, on_st
     if plan.plot:
         from qmri.plot import montage
 
-        extra["maps.png"] = lambda path: montage(maps, path, slices=slices)
+        title = f"{type(job.model).__name__} {m.name}: {Path(job.sources[0]).name}" if job.sources else None
+        extra["maps.png"] = lambda path: montage(maps, path, slices=slices, title=title)
         extra.update({name: (lambda path, draw=draw: draw(maps, data, path)) for name, draw in job.plots.items()})
     naming = plan.naming
     written = maps.save(plan.out_dir, prefix=plan.prefix, force=force, sources=job.sources, extra=extra,

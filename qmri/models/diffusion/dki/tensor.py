@@ -20,7 +20,8 @@ from qmri.fitting.result import STATUS_CONVERGED, STATUS_FAILED, FitResult
 from qmri.jit import njit
 from qmri.models.base import Parameter, SignalModel, register
 from qmri.models.diffusion.acquisition import (B0_THRESHOLD, DiffusionModel, b0_threshold_option, check_b0_threshold,
-                                               check_bvals, check_bvecs, n_directions, normalise_to_lowest_b, shells)
+                                               check_bvals, check_bvecs, n_directions, normalise_to_lowest_b,
+                                               powder_average, shells)
 from qmri.models.diffusion.dki.constrained import constrained_fit
 from qmri.models.diffusion.dki.design import (DT_NAMES, KT_NAMES, KURTOSIS_MONOTONIC_C, N_CONSTRAINT_DIRECTIONS,
                                               design_matrix, dki_signal, hemisphere)
@@ -373,6 +374,9 @@ class DKI(DiffusionModel):
 
         return dki_phantom(snr=30.0 if snr is None else snr, seed=seed, block=block)
 
+    demo_columns = {"K<0 %": "voxels (%) whose fitted tensors give a negative apparent kurtosis along one of 100 "
+                             "directions (not physical; cwls constrains it away; '-': the method gives no tensors)"}
+
     @classmethod
     def demo_extra(cls, model, ph, maps, method, mask):
         """Percentage of voxels with a negative apparent kurtosis along one of 100 directions (tensor
@@ -392,12 +396,22 @@ class DKI(DiffusionModel):
         return cls(provenance["bvals"], provenance["bvecs"], b0_threshold=provenance.get("b0_threshold", B0_THRESHOLD))
 
     def curve(self, values, measured, covariates=None, method=None):
-        """The scalar maps do not determine the signal: the voxel is fitted again with ``method``
-        (deterministic: the coefficients behind the maps) and exp(X β) drawn."""
+        """One point per b-shell: the measured signal averaged over the shell's directions and the
+        model's prediction averaged over the same directions (a signal that depends on direction
+        drawn against b alone would zig-zag); the single volumes are kept as ``points``.
+
+        The scalar maps do not determine the signal: the voxel is fitted again with ``method``
+        (deterministic: the coefficients behind the maps) and exp(X β) is averaged per shell
+        (:func:`~qmri.models.diffusion.acquisition.powder_average`, as for the measured signal).
+        """
         y = np.asarray(measured, dtype=np.float64)
         beta = self.coefficients(y[None, :], method or self.default_method)[0][0]
-        return {"x": self.bvals, "measured": y, "fitted": np.exp(self.X @ beta), "xlabel": "b (s/mm2)",
-                "ylabel": f"signal ({self.data_unit})"}
+        fitted = np.exp(self.X @ beta)
+        avg, b = powder_average(np.stack([y, fitted]), self.bvals, self.bvecs, self.b0_threshold)
+        return {"x": b, "measured": avg[0], "fitted": avg[1], "xlabel": "b (s/mm2)",
+                "ylabel": f"signal ({self.data_unit})", "points": (self.bvals, y),
+                "measured_label": "measured, mean over each shell's directions",
+                "fitted_label": "fitted, mean over the same directions", "points_label": "measured, each volume"}
 
     def describe(self, method: str) -> str:
         from qmri.models.diffusion.acquisition import describe_shells
