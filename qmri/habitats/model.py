@@ -11,7 +11,6 @@ Applying a model to maps whose feature names or units differ is refused.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -161,10 +160,9 @@ class HabitatModel:
         path = Path(path)
         if not path.is_file():
             raise QMRIInputError(f"{path}: habitat model file not found")
-        try:
-            d = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise QMRIInputError(f"{path}: cannot read habitat model ({exc})") from None
+        from qmri import io
+
+        d = io.read_json(path, "habitat model")
         if not isinstance(d, dict) or d.get("QmriHabitatModel") != MODEL_FORMAT:
             raise QMRIInputError(f"{path}: not a qmri habitat model (format {MODEL_FORMAT})")
         try:

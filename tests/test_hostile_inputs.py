@@ -1,0 +1,203 @@
+"""Malformed and hostile input files end in one line naming the file and exit code 2, never a traceback:
+truncated or lying NIfTI headers (every image a command reads), deeply nested JSON and TOML, tampered
+network weights, habitat models with bad values."""
+
+import gzip
+import struct
+import warnings
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from qmri import io
+from qmri.cli.main import main
+from qmri.errors import QMRIInputError
+
+B = np.array([0.0, 10, 50, 100, 400, 800])
+
+
+def _run(argv, capsys):
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def _one_line_error(code, err, *names):
+    assert code == 2, err
+    assert err.startswith("qmri: error:") and "Traceback" not in err, err
+    line = [ln for ln in err.splitlines() if ln.startswith("qmri: error:")]
+    assert len(line) == 1, err
+    for name in names:
+        assert str(name) in line[0], err
+    return line[0]
+
+
+def _save(path, data, *, lie=None):
+    """Save ``data`` as NIfTI at ``path``; ``lie``: a shape written into the header instead (data unchanged)."""
+    img = nib.Nifti1Image(data, np.eye(4))
+    raw = img.to_bytes()
+    if lie is not None:
+        img.header.set_data_shape(lie)
+        raw = img.header.binaryblock + raw[348:]
+    path.write_bytes(gzip.compress(raw) if str(path).endswith(".gz") else raw)
+
+
+def _truncate(path, nbytes=10):
+    """Drop the last ``nbytes`` bytes of the image data (of the decompressed content for ``.gz``)."""
+    if str(path).endswith(".gz"):
+        path.write_bytes(gzip.compress(gzip.decompress(path.read_bytes())[:-nbytes]))
+    else:
+        path.write_bytes(path.read_bytes()[:-nbytes])
+
+
+@pytest.fixture
+def dwi(tmp_path):
+    rng = np.random.default_rng(0)
+    data = (1000 * np.exp(-B * 1e-3) * np.ones((3, 3, 2, 1)) * rng.uniform(0.9, 1.1, (3, 3, 2, 1))).astype(np.float32)
+    _save(tmp_path / "s.nii", data)
+    (tmp_path / "s.bval").write_text(" ".join(f"{b:g}" for b in B) + "\n")
+    return tmp_path
+
+
+# ---------------------------------------------------------------------------------------------
+# Images: every read checked against the header's claim before anything is allocated
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("ext", [".nii", ".nii.gz"])
+def test_truncated_series_is_one_line(dwi, capsys, ext):
+    series = dwi / f"t{ext}"
+    _save(series, np.asanyarray(nib.load(dwi / "s.nii").dataobj))
+    _truncate(series)
+    code, _, err = _run(["adc", series, "--bval", dwi / "s.bval", "--out-dir", dwi / "o"], capsys)
+    line = _one_line_error(code, err, series)
+    assert "truncated" in line
+    assert not (dwi / "o").exists()
+
+
+@pytest.mark.parametrize("ext", [".nii", ".nii.gz"])
+def test_header_claiming_32767_cubed_voxels_is_refused_before_allocating(dwi, capsys, monkeypatch, ext):
+    series = dwi / f"lie{ext}"
+    _save(series, np.asanyarray(nib.load(dwi / "s.nii").dataobj), lie=(32767, 32767, 32767, 6))
+    allocated = []
+    real_empty = np.empty
+    monkeypatch.setattr(np, "empty", lambda shape, *a, **k: allocated.append(shape) or real_empty(shape, *a, **k))
+    code, _, err = _run(["adc", series, "--bval", dwi / "s.bval", "--out-dir", dwi / "o"], capsys)
+    line = _one_line_error(code, err, series)
+    assert "header asks for" in line and "32767" in line
+    assert not any(np.prod(s, dtype=float) > 1e9 for s in allocated)
+
+
+def test_large_gzip_path_refuses_a_lying_header_without_allocating_its_claim(tmp_path, monkeypatch):
+    """Files above GZIP_WHOLE are decompressed into an array of the header's size: that size is first
+    checked against what a gzip file of this size can hold."""
+    path = tmp_path / "x.gz"
+    path.write_bytes(gzip.compress(b"\0" * 1000))
+    monkeypatch.setattr(io, "GZIP_WHOLE", 0)
+    with pytest.raises(QMRIInputError, match="more than a compressed file of"):
+        io.read_gzip(path, 352, 32767 ** 3 * 24)
+
+
+def test_image_without_voxels_is_refused(dwi, capsys):
+    series = dwi / "zero.nii"
+    raw = bytearray(nib.Nifti1Image(np.zeros((2, 2, 2, 6), np.float32), np.eye(4)).to_bytes())
+    struct.pack_into("<8h", raw, 40, 4, 2, 0, 2, 6, 1, 1, 1)  # dim[2] = 0
+    series.write_bytes(bytes(raw))
+    code, _, err = _run(["adc", series, "--bval", dwi / "s.bval", "--out-dir", dwi / "o"], capsys)
+    assert "no voxels" in _one_line_error(code, err, series)
+
+
+@pytest.mark.parametrize("ext", [".nii", ".nii.gz"])
+def test_truncated_mask_is_one_line(dwi, capsys, ext):
+    mask = dwi / f"m{ext}"
+    _save(mask, np.ones((3, 3, 2), np.uint8))
+    _truncate(mask, 5)
+    code, _, err = _run(["adc", dwi / "s.nii", "--bval", dwi / "s.bval", "--mask", mask, "--out-dir", dwi / "o"],
+                        capsys)
+    _one_line_error(code, err, mask)
+    assert not (dwi / "o").exists()
+
+
+@pytest.mark.parametrize("ext", [".nii", ".nii.gz"])
+def test_truncated_b1_map_is_one_line(tmp_path, capsys, ext):
+    from qmri.models import VFA
+
+    fa = [2.0, 5.0, 10.0, 15.0]
+    data = VFA(fa, 0.005).signal(dict(M0=2000.0, T1=np.full((3, 2, 2), 1.0)))
+    _save(tmp_path / "vfa.nii.gz", data.astype(np.float32))
+    b1 = tmp_path / f"b1{ext}"
+    _save(b1, np.ones((3, 2, 2), np.float32))
+    _truncate(b1)
+    code, _, err = _run(["t1", tmp_path / "vfa.nii.gz", "--fa", "2,5,10,15", "--tr", "0.005", "--b1", b1,
+                         "--out-dir", tmp_path / "o"], capsys)
+    _one_line_error(code, err, b1)
+
+
+@pytest.mark.parametrize("ext", [".nii", ".nii.gz"])
+def test_truncated_aif_roi_mask_is_one_line(tmp_path, capsys, ext):
+    t = np.arange(20) * 2.0
+    conc = np.zeros((2, 2, 1, t.size), np.float32)
+    conc[..., 5:] = 1.0
+    _save(tmp_path / "c.nii.gz", conc)
+    art = tmp_path / f"art{ext}"
+    _save(art, np.ones((2, 2, 1), np.uint8))
+    _truncate(art, 2)
+    code, _, err = _run(["dce", tmp_path / "c.nii.gz", "--tr-frame", "2", "--aif", f"roi:{art}",
+                         "--input", "concentration", "--out-dir", tmp_path / "o"], capsys)
+    _one_line_error(code, err, art)
+
+
+@pytest.mark.parametrize("ext", [".nii", ".nii.gz"])
+def test_truncated_label_image_is_one_line(tmp_path, capsys, ext):
+    io.write_map(tmp_path / "D.nii.gz", np.ones((3, 3, 2)))
+    labels = tmp_path / f"lab{ext}"
+    _save(labels, np.ones((3, 3, 2), np.int16))
+    _truncate(labels)
+    code, _, err = _run(["stats", tmp_path / "D.nii.gz", "--labels", labels, "--out", tmp_path / "t.csv"], capsys)
+    _one_line_error(code, err, labels)
+    assert not (tmp_path / "t.csv").exists()
+
+
+def test_map_beyond_float32_range_is_written_without_overflow(tmp_path):
+    """A series on a scale of 1e40 (an int16 series with scl_slope 1e38) gives an S0 map beyond float32:
+    it is written as float64, with no NumPy overflow warning and no infinite value."""
+    values = np.array([1e40, 2.0, np.nan, -3e300]).reshape(1, 2, 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        io.write_map(tmp_path / "S0.nii.gz", values)
+        io.write_map(tmp_path / "D.nii.gz", np.array([1e-3, np.inf]).reshape(1, 1, 2))
+    np.testing.assert_array_equal(np.asanyarray(nib.load(tmp_path / "S0.nii.gz").dataobj), values)
+    assert nib.load(tmp_path / "D.nii.gz").get_data_dtype() == np.float32
+
+
+# ---------------------------------------------------------------------------------------------
+# Nested JSON and TOML
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("depth", [200, 100_000])
+def test_deeply_nested_sidecar_is_one_line(tmp_path, capsys, depth):
+    from qmri.models import VFA
+
+    data = VFA([2.0, 5.0, 10.0, 15.0], 0.005).signal(dict(M0=2000.0, T1=np.full((3, 2, 2), 1.0)))
+    _save(tmp_path / "vfa.nii.gz", data.astype(np.float32))
+    side = tmp_path / "vfa.json"
+    side.write_text('{"FlipAngle": ' + "[" * depth + "]" * depth + "}")
+    code, _, err = _run(["t1", tmp_path / "vfa.nii.gz", "--out-dir", tmp_path / "o"], capsys)
+    assert "nested deeper than" in _one_line_error(code, err, side)
+
+
+def test_deeply_nested_cohort_config_is_one_line(tmp_path, capsys):
+    config = tmp_path / "c.toml"
+    config.write_text('[fit.a]\nmodel = "adc"\nseries = "x"\nbounds = ' + "[" * 100_000 + "]" * 100_000 + "\n")
+    code, _, err = _run(["cohort", "--config", config, tmp_path, tmp_path / "out", "participant"], capsys)
+    assert "nested deeper than" in _one_line_error(code, err, config)
+
+
+def test_read_json_names_the_file_for_every_kind_of_bad_content(tmp_path):
+    cases = {"deep.json": "[" * 100_000 + "]" * 100_000, "binary.json": b"\xff\xfe\x00",
+             "bad.json": "{'a': 1}", "mid.json": "[" * 65 + "]" * 65}
+    for name, content in cases.items():
+        path = tmp_path / name
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+        with pytest.raises(QMRIInputError, match=name):
+            io.read_json(path)
+    (tmp_path / "ok.json").write_text("[" * 64 + "]" * 64)
+    io.read_json(tmp_path / "ok.json")
