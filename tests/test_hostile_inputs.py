@@ -201,3 +201,98 @@ def test_read_json_names_the_file_for_every_kind_of_bad_content(tmp_path):
             io.read_json(path)
     (tmp_path / "ok.json").write_text("[" * 64 + "]" * 64)
     io.read_json(tmp_path / "ok.json")
+
+
+# ---------------------------------------------------------------------------------------------
+# Weights files that load with weights_only=True but do not follow the format
+# ---------------------------------------------------------------------------------------------
+def _adc_weights():
+    import torch
+
+    from qmri.fitting.net.weights import builtin_paths
+
+    path = next(p for p in builtin_paths() if p.name == "adc.pt")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _tamper(name):
+    import torch
+
+    d = _adc_weights()
+    net = d["networks"][0]
+    edits = {
+        "no networks": lambda: d.pop("networks"),
+        "no contract": lambda: d.pop("contract"),
+        "no bounds": lambda: d["contract"].pop("bounds"),
+        "bounds of one parameter missing": lambda: d["contract"]["bounds"].pop("ADC"),
+        "no kind": lambda: d["architecture"].pop("kind"),
+        "unknown kind": lambda: d["architecture"].update(kind="os.system"),
+        "no lower": lambda: net.pop("lower"),
+        "empty network list": lambda: d.update(networks=[]),
+        "transposed weight": lambda: net.update({"body.first.weight": net["body.first.weight"].T.contiguous()}),
+        "huge architecture": lambda: d["architecture"].update(width=10 ** 9),
+        "width as text": lambda: d["architecture"].update(width="16"),
+        "NaN weight": lambda: net["body.first.weight"].fill_(float("nan")),
+        "zero input scale": lambda: net["in_scale"].zero_(),
+        "extra tensor": lambda: net.update(evil=torch.zeros(1)),
+        "histories not a list": lambda: d.update(histories="x"),
+        "parameters not a list": lambda: d["contract"].update(parameters=3),
+        "deep architecture": lambda: d["architecture"].update(depth=10 ** 7),
+    }
+    edits[name]()
+    return d
+
+
+TAMPERED = ["no networks", "no contract", "no bounds", "bounds of one parameter missing", "no kind", "unknown kind",
+            "no lower", "empty network list", "transposed weight", "huge architecture", "width as text", "NaN weight",
+            "zero input scale", "extra tensor", "histories not a list", "parameters not a list", "deep architecture"]
+
+
+@pytest.mark.parametrize("name", TAMPERED)
+def test_tampered_weights_file_is_refused_naming_the_field(tmp_path, name):
+    import torch
+
+    from qmri.fitting.net.weights import Trained
+
+    path = tmp_path / "w.pt"
+    torch.save(_tamper(name), path)
+    with pytest.raises(QMRIInputError) as info:
+        Trained.load(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}:") and "\n" not in message, message
+
+
+def test_tampered_weights_file_from_the_command_line(dwi, capsys):
+    import torch
+
+    path = dwi / "w.pt"
+    torch.save(_tamper("transposed weight"), path)
+    code, _, err = _run(["adc", dwi / "s.nii", "--bval", dwi / "s.bval", "--method", "dnn", "--weights", path,
+                         "--out-dir", dwi / "o"], capsys)
+    assert "body.first.weight" in _one_line_error(code, err, path)
+    assert not (dwi / "o").exists()
+
+
+def test_non_finite_network_outputs_are_failed_voxels(monkeypatch):
+    """Networks whose outputs are NaN or inf (for some voxels) give failed voxels with NaN, never
+    'converged' NaN estimates."""
+    from qmri.fitting.net import training
+    from qmri.fitting.net.weights import builtin
+    from qmri.models import ADC
+
+    model = ADC([0.0, 50, 100, 200, 400, 600, 800, 1000])
+    trained = builtin(model)
+    real = training.predict
+
+    def broken(networks, inputs, device="cpu", **kw):
+        out = real(networks, inputs, device, **kw)
+        out[:, 0, :] = np.nan
+        out[1:, 1, 1] = np.inf
+        return out
+
+    monkeypatch.setattr(training, "predict", broken)
+    b = np.asarray(model.protocol()["b-values (s/mm2)"])
+    Y = 1000 * np.exp(-np.outer([1e-3, 2e-3, 1.5e-3], b))
+    res = trained.estimate(model, Y, None)
+    assert list(res.status[:2]) == [2, 2] and res.status[2] == 0
+    assert np.all(np.isnan(res.params["ADC"][:2])) and np.isfinite(res.params["ADC"][2])
