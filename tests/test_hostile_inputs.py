@@ -296,3 +296,93 @@ def test_non_finite_network_outputs_are_failed_voxels(monkeypatch):
     res = trained.estimate(model, Y, None)
     assert list(res.status[:2]) == [2, 2] and res.status[2] == 0
     assert np.all(np.isnan(res.params["ADC"][:2])) and np.isfinite(res.params["ADC"][2])
+
+
+# ---------------------------------------------------------------------------------------------
+# Habitat models: loaded through the checks of the qmri habitat flags
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def habitat_model(tmp_path_factory):
+    """A gmm habitat model (spatial none) saved by qmri habitat, and the maps it was fitted on."""
+    import json
+
+    d = tmp_path_factory.mktemp("habitat")
+    rng = np.random.default_rng(0)
+    roi = np.zeros((8, 8, 3))
+    roi[1:7, 1:7] = 1
+    paths = {}
+    for name, data in (("D", rng.random((8, 8, 3))), ("f", rng.random((8, 8, 3))), ("roi", roi)):
+        paths[name] = d / f"{name}.nii.gz"
+        io.write_map(paths[name], data)
+    argv = ["habitat", "--maps", paths["D"], paths["f"], "--mask", paths["roi"], "--k", "2", "--method", "gmm",
+            "--spatial", "none", "--normalise", "population", "--out-dir", d / "fit", "--save-model",
+            d / "model.json", "--quiet"]
+    assert main([str(a) for a in argv]) == 0
+    return paths, json.loads((d / "model.json").read_text())
+
+
+BAD_MODELS = {
+    "beta text": (lambda m: m["Settings"].update(beta="abc"), "--beta"),
+    "beta NaN": (lambda m: m["Settings"].update(beta=float("nan")), "--beta"),
+    "beta true": (lambda m: m["Settings"].update(beta=True), "--beta"),
+    "beta list": (lambda m: m["Settings"].update(beta=[1]), "--beta"),
+    "unknown spatial": (lambda m: m["Settings"].update(spatial="crf"), "--spatial"),
+    "unknown order_by": (lambda m: m["Settings"].update(order_by="Ktrans"), "--order-by"),
+    "supervoxel size 0": (lambda m: m["Settings"].update(supervoxel_size=0), "--supervoxel-size"),
+    "missing setting": (lambda m: m["Settings"].pop("normalise"), "'normalise' missing"),
+    "unknown setting": (lambda m: m["Settings"].update(evil=1), "'evil'"),
+    "k differs": (lambda m: m["Settings"].update(k=3), "Classes hold 2"),
+    "NaN class mean": (lambda m: m["Classes"]["means"][0].__setitem__(0, float("nan")), "means must be finite"),
+    "not positive definite": (lambda m: m["Classes"]["covariances"].__setitem__(0, [[1.0, 2.0], [2.0, 1.0]]),
+                              "not positive definite"),
+    "asymmetric covariance": (lambda m: m["Classes"]["covariances"].__setitem__(0, [[1.0, 0.5], [0.0, 1.0]]),
+                              "not a symmetric"),
+    "negative weight": (lambda m: m["Classes"].update(weights=[1.5, -0.5]), "weights must be positive"),
+    "means not a table": (lambda m: m["Classes"].update(means=[1.0, 2.0]), "k x F table"),
+    "population sd 0": (lambda m: m["PopulationStatistics"].update(sd=[0.0, 1.0]), "PopulationStatistics"),
+    "no population": (lambda m: m.update(PopulationStatistics=None), "PopulationStatistics"),
+    "units not names": (lambda m: m.update(Units=[1, 2]), "Features and Units"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_MODELS))
+def test_bad_habitat_model_is_refused_as_the_flag_would_be(habitat_model, tmp_path, capsys, case):
+    import copy
+    import json
+
+    paths, saved = habitat_model
+    edit, expect = BAD_MODELS[case]
+    model = copy.deepcopy(saved)
+    edit(model)
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(model))
+    code, _, err = _run(["habitat", "--maps", paths["D"], paths["f"], "--mask", paths["roi"], "--model", path,
+                         "--out-dir", tmp_path / "o"], capsys)
+    assert expect in _one_line_error(code, err, path)
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_kmeans_variance_is_refused(habitat_model, tmp_path, capsys):
+    import json
+
+    from qmri.habitats.model import HabitatModel
+
+    _, saved = habitat_model
+    for variance in (-1.0, 0.0, float("nan")):
+        model = dict(saved, Classes={"method": "kmeans", "means": saved["Classes"]["means"], "variance": variance},
+                     Settings=dict(saved["Settings"], method="kmeans"))
+        path = tmp_path / "m.json"
+        path.write_text(json.dumps(model))
+        with pytest.raises(QMRIInputError, match="variance must be a positive number"):
+            HabitatModel.load(path)
+
+
+def test_saved_habitat_model_labels_as_before(habitat_model, tmp_path, capsys):
+    """The checks accept what qmri habitat writes: the model labels its own maps as the fit did."""
+    paths, _ = habitat_model
+    model = paths["D"].parent / "model.json"
+    code, _, err = _run(["habitat", "--maps", paths["D"], paths["f"], "--mask", paths["roi"], "--model", model,
+                         "--out-dir", tmp_path / "o", "--quiet"], capsys)
+    assert code == 0, err
+    fitted = np.asarray(nib.load(paths["D"].parent / "fit" / "habitats.nii.gz").dataobj)
+    np.testing.assert_array_equal(np.asarray(nib.load(tmp_path / "o" / "habitats.nii.gz").dataobj), fitted)

@@ -11,6 +11,7 @@ for other seeds, tumour sizes and cohorts; nothing is tuned per data set.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -83,10 +84,10 @@ def resolve_settings(given: dict) -> dict:
         An unknown setting or a bad value.
     """
     s = resolve(OPTIONS, given, "habitat analysis")
-    if not s["beta"] >= 0:
-        raise QMRIInputError(f"--beta must be >= 0, got {s['beta']}")
-    if s["supervoxel_size"] < 1 or not s["compactness"] > 0:
-        raise QMRIInputError("--supervoxel-size must be >= 1 and --compactness > 0")
+    if not 0 <= s["beta"] < math.inf:
+        raise QMRIInputError(f"--beta must be a finite number >= 0, got {s['beta']}")
+    if s["supervoxel_size"] < 1 or not 0 < s["compactness"] < math.inf:
+        raise QMRIInputError("--supervoxel-size must be >= 1 and --compactness a finite number > 0")
     return s
 
 
