@@ -123,17 +123,22 @@ def check_data_size(img, what: str = "image") -> None:
     Nothing is allocated or decompressed: an uncompressed data file must have at least the
     header's offset plus ``prod(shape) * itemsize`` bytes; a gzip-compressed one cannot hold
     more than :data:`GZIP_MAX_RATIO` times its size (the exact length is checked when it is
-    read, by :func:`read_gzip`). An image without voxels (a dimension of 0) is refused too.
+    read, by :func:`read_gzip`). An image without voxels (a dimension of 0) or whose data are
+    not real numbers (RGB, complex) is refused too.
 
     Raises
     ------
     QMRIInputError
-        One line naming the file: no voxels, or fewer bytes than the header asks for.
+        One line naming the file: no voxels, data not real numbers, or fewer bytes than the header
+        asks for.
     """
     shape = tuple(int(n) for n in img.shape)
     header_file = img.get_filename()
     if any(n < 1 for n in shape):
         raise QMRIInputError(f"{header_file}: {what} has no voxels (shape {shape})")
+    dtype = np.dtype(img.get_data_dtype())
+    if dtype.kind not in "biuf":  # RGB, complex, ...: no one real value per voxel
+        raise QMRIInputError(f"{header_file}: {what} data type {dtype} is not real numbers (one value per voxel)")
     holder = getattr(img, "file_map", {}).get("image")
     path = getattr(holder, "filename", None)
     proxy = img.dataobj

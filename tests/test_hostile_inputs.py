@@ -386,3 +386,61 @@ def test_saved_habitat_model_labels_as_before(habitat_model, tmp_path, capsys):
     assert code == 0, err
     fitted = np.asarray(nib.load(paths["D"].parent / "fit" / "habitats.nii.gz").dataobj)
     np.testing.assert_array_equal(np.asarray(nib.load(tmp_path / "o" / "habitats.nii.gz").dataobj), fitted)
+
+
+@pytest.mark.parametrize("datatype", [128, 32, 2304])  # RGB24, complex64, RGBA32
+def test_image_of_other_than_real_numbers_is_refused(dwi, capsys, datatype):
+    mask = dwi / "m.nii"
+    _save(mask, np.ones((3, 3, 2), np.uint8))
+    raw = bytearray(mask.read_bytes())
+    struct.pack_into("<hh", raw, 70, datatype, {128: 24, 32: 64, 2304: 32}[datatype])
+    mask.write_bytes(bytes(raw))
+    code, _, err = _run(["adc", dwi / "s.nii", "--bval", dwi / "s.bval", "--mask", mask, "--out-dir", dwi / "o"],
+                        capsys)
+    assert "is not real numbers" in _one_line_error(code, err, mask)
+
+
+@pytest.mark.parametrize("argv", [["phantom", "adc", "--block", "1", "1", "1"], ["phantom", "habitat"]])
+@pytest.mark.parametrize("seed", ["-1", str(2 ** 32)])
+def test_phantom_seed_out_of_range_is_one_line(tmp_path, capsys, argv, seed):
+    with pytest.raises(SystemExit) as info:
+        main(argv + ["--out-dir", str(tmp_path / "o"), "--seed", seed])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("qmri: error: argument --seed") and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_seed_options_refuse_negative_seeds(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    for name in ("D", "f", "roi"):
+        io.write_map(tmp_path / f"{name}.nii.gz", rng.random((4, 4, 2)) if name != "roi" else np.ones((4, 4, 2)))
+    code, _, err = _run(["habitat", "--maps", tmp_path / "D.nii.gz", tmp_path / "f.nii.gz", "--mask",
+                         tmp_path / "roi.nii.gz", "--k", "2", "--seed", "-1", "--out-dir", tmp_path / "o"], capsys)
+    assert "--seed: a seed is an integer from 0 to 4294967295, got -1" in _one_line_error(code, err)
+    (tmp_path / "t.bval").write_text("0 100 400 800\n")
+    code, _, err = _run(["train", "adc", "--bval", tmp_path / "t.bval", "--seed", "-3", "--out", tmp_path / "w.pt"],
+                        capsys)
+    assert "--seed: a seed is an integer" in _one_line_error(code, err)
+    assert not (tmp_path / "o").exists() and not (tmp_path / "w.pt").exists()
+
+
+@pytest.mark.parametrize("extra, expect", [(["--n-signals", "-1"], "--n-signals must be at least 2"),
+                                           (["--n-signals", "1"], "--n-signals must be at least 2"),
+                                           (["--epochs", "0"], "--epochs must be at least 1"),
+                                           (["--data-consistency", "nan"], "--data-consistency must be a finite"),
+                                           (["--data-consistency", "-1"], "--data-consistency must be a finite")])
+def test_training_sizes_are_checked(tmp_path, capsys, extra, expect):
+    (tmp_path / "t.bval").write_text("0 100 400 800\n")
+    code, _, err = _run(["train", "adc", "--bval", tmp_path / "t.bval", "--n-signals", "64", "--epochs", "1",
+                         "--device", "cpu", *extra, "--out", tmp_path / "w.pt"], capsys)
+    assert expect in _one_line_error(code, err)
+    assert not (tmp_path / "w.pt").exists()
+
+
+@pytest.mark.parametrize("option", ["--epochs", "--ensemble"])
+def test_self_supervised_zero_epochs_or_networks_is_refused_not_replaced(dwi, capsys, option):
+    code, _, err = _run(["adc", dwi / "s.nii", "--bval", dwi / "s.bval", "--method", "dnn", option, "0",
+                         "--device", "cpu", "--out-dir", dwi / "o"], capsys)
+    assert f"{option} must be at least 1, got 0" in _one_line_error(code, err)
+    assert not (dwi / "o").exists()

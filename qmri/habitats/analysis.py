@@ -25,7 +25,7 @@ from qmri.habitats.model import HabitatModel, spatial_context
 from qmri.habitats.normalise import NORMALISATIONS, normalise, population_statistics
 from qmri.habitats.ordering import habitat_order
 from qmri.habitats.statistics import habitat_statistics
-from qmri.options import Option, resolve
+from qmri.options import Option, random_seed, resolve
 
 
 def k_value(text):
@@ -53,7 +53,7 @@ OPTIONS = (
     Option("compactness", "SLIC compactness on normalised features (default 10)", float, 10.0),
     Option("order_by", "feature whose ascending class mean numbers the habitats (default the first map)", str, None,
            metavar="FEATURE"),
-    Option("seed", "random seed of the clustering (default 0)", int, 0),
+    Option("seed", "random seed of the clustering (default 0)", random_seed, 0),
 )
 
 
