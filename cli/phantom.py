@@ -6,6 +6,7 @@ import importlib
 from pathlib import Path
 
 from qmri.cli.options import add_options, given
+from qmri.options import random_seed
 
 #: Phantoms that belong to no single model: modules declaring ``PHANTOM_NAME``, ``PHANTOM_HELP``,
 #: ``PHANTOM_OPTIONS`` (:class:`qmri.options.Option` tuple) and
@@ -29,7 +30,7 @@ def add_parser(sub):
         q.add_argument("--out-dir", required=True, type=Path)
         q.add_argument("--snr", type=float, help="S0 (or baseline signal) / sigma of the Rician noise; 'inf' for "
                                                  "noise-free (default: the phantom's)")
-        q.add_argument("--seed", type=int, default=0)
+        q.add_argument("--seed", type=random_seed, default=0)
         q.add_argument("--block", type=int, nargs=3, metavar=("X", "Y", "Z"), help="voxels per region")
         q.add_argument("--force", action="store_true")
         add_options(q, cls.phantom_options)
@@ -37,7 +38,7 @@ def add_parser(sub):
     for module in map(importlib.import_module, OTHER_PHANTOMS):
         q = fam.add_parser(module.PHANTOM_NAME, help=module.PHANTOM_HELP)
         q.add_argument("--out-dir", required=True, type=Path)
-        q.add_argument("--seed", type=int, default=0)
+        q.add_argument("--seed", type=random_seed, default=0)
         q.add_argument("--force", action="store_true")
         add_options(q, module.PHANTOM_OPTIONS)
         q.set_defaults(func=run_other, module=module)

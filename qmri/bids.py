@@ -25,7 +25,6 @@ derivatives), BEP016 (diffusion derivatives, proposed: ``model-``/``param-`` ent
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import logging
 import re
 from dataclasses import dataclass, field
@@ -87,9 +86,11 @@ def dataset_root(path) -> Path | None:
 
 def dataset_type(root) -> str:
     """``DatasetType`` of the dataset at ``root`` (``raw`` when absent or unreadable)."""
+    from qmri import io
+
     try:
-        return str(json.loads((Path(root) / "dataset_description.json").read_text()).get("DatasetType", "raw"))
-    except (OSError, ValueError, AttributeError):
+        return str(io.read_json(Path(root) / "dataset_description.json").get("DatasetType", "raw"))
+    except (QMRIInputError, AttributeError):
         return "raw"
 
 
@@ -142,12 +143,11 @@ class Companions:
 
     def sidecar(self) -> "Sidecar":
         """The merged metadata of :attr:`sidecars`."""
+        from qmri import io
+
         meta, sources = {}, {}
         for path in self.sidecars:
-            try:
-                data = json.loads(Path(path).read_text())
-            except (OSError, ValueError) as exc:
-                raise QMRIInputError(f"{path}: cannot read the JSON sidecar ({exc})") from None
+            data = io.read_json(path, "JSON sidecar")
             if isinstance(data, dict):
                 meta.update(data)
                 sources.update({k: Path(path) for k in data})

@@ -41,7 +41,8 @@ def load_nifti(path, *, ndim: int | tuple[int, ...] | None = None, what: str = "
     Raises
     ------
     QMRIInputError
-        Missing or unreadable file, or wrong number of dimensions.
+        Missing or unreadable file, wrong number of dimensions, no voxels, or a file too small for
+        the data its header claims (:func:`check_data_size`, before anything is allocated).
     """
     import nibabel as nib
 
@@ -52,6 +53,7 @@ def load_nifti(path, *, ndim: int | tuple[int, ...] | None = None, what: str = "
         img = nib.load(str(path))
     except Exception as exc:  # nibabel raises several types for corrupt files
         raise QMRIInputError(f"{path}: cannot read {what} as NIfTI ({type(exc).__name__}: {exc})") from None
+    check_data_size(img, what)
     if ndim is not None:
         allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
         if len(img.shape) not in allowed:
@@ -74,7 +76,9 @@ def series_data(img) -> np.ndarray:
     Raises
     ------
     QMRIInputError
-        A ``.nii.gz`` file that is corrupt or holds less data than its header says.
+        A file that is corrupt or holds less data than its header says (checked against the file
+        size before anything is allocated, :func:`check_data_size`; a ``.nii.gz`` file against
+        the length of its decompressed content too).
     """
     path = img.get_filename()
     ahead = None if path is None else _PREFETCH.pop(_prefetch_key(path), None)
@@ -90,16 +94,65 @@ def series_data(img) -> np.ndarray:
 
 def _read_series(img) -> np.ndarray:
     path = img.get_filename()
+    check_data_size(img)
     if path is not None and str(path).endswith(".gz") and _is_single_file_nifti(img):
         from nibabel.volumeutils import apply_read_scaling
 
         proxy = img.dataobj  # where the data lie in the file (the header's copy may say offset 0)
         dtype = np.dtype(proxy.dtype)
-        count = int(np.prod(proxy.shape, dtype=np.int64))
+        count = math.prod(proxy.shape)
         raw = read_gzip(path, int(proxy.offset), count * dtype.itemsize)
         arr = raw.view(dtype).reshape(proxy.shape, order="F")
         return apply_read_scaling(arr, proxy.slope, proxy.inter)
-    return np.asanyarray(img.dataobj)
+    try:
+        return np.asanyarray(img.dataobj)
+    except (OSError, EOFError, ValueError, MemoryError) as exc:  # nibabel's reports of damaged files
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise QMRIInputError(f"{path}: cannot read the image data ({first})") from None
+
+
+#: The largest ratio of decompressed to compressed size that deflate (RFC 1951) can reach: a
+#: 258-byte match costs at least 2 bits, so about 1032:1 (zlib's "technical details" page). A
+#: header asking for more data than this times the file's size cannot be true.
+GZIP_MAX_RATIO = 1032
+
+
+def check_data_size(img, what: str = "image") -> None:
+    """Check, from the file sizes alone, that an image's file can hold the data its header claims.
+
+    Nothing is allocated or decompressed: an uncompressed data file must have at least the
+    header's offset plus ``prod(shape) * itemsize`` bytes; a gzip-compressed one cannot hold
+    more than :data:`GZIP_MAX_RATIO` times its size (the exact length is checked when it is
+    read, by :func:`read_gzip`). An image without voxels (a dimension of 0) or whose data are
+    not real numbers (RGB, complex) is refused too.
+
+    Raises
+    ------
+    QMRIInputError
+        One line naming the file: no voxels, data not real numbers, or fewer bytes than the header
+        asks for.
+    """
+    shape = tuple(int(n) for n in img.shape)
+    header_file = img.get_filename()
+    if any(n < 1 for n in shape):
+        raise QMRIInputError(f"{header_file}: {what} has no voxels (shape {shape})")
+    dtype = np.dtype(img.get_data_dtype())
+    if dtype.kind not in "biuf":  # RGB, complex, ...: no one real value per voxel
+        raise QMRIInputError(f"{header_file}: {what} data type {dtype} is not real numbers (one value per voxel)")
+    holder = getattr(img, "file_map", {}).get("image")
+    path = getattr(holder, "filename", None)
+    proxy = img.dataobj
+    if path is None or not hasattr(proxy, "offset") or not os.path.isfile(path):
+        return
+    need = int(proxy.offset) + math.prod(shape) * np.dtype(proxy.dtype).itemsize
+    size = os.path.getsize(path)
+    if str(path).endswith((".gz", ".bz2", ".zst")):
+        if need > GZIP_MAX_RATIO * size:
+            raise QMRIInputError(f"{path}: the header asks for {need} bytes of data (shape {shape}), more than a "
+                                 f"compressed file of {size} bytes can hold (damaged or wrong header?)")
+    elif size < need:
+        raise QMRIInputError(f"{path}: {what} file has {size} bytes, the header asks for {need} (shape {shape}; "
+                             f"truncated file or wrong header?)")
 
 
 _PREFETCH: dict = {}
@@ -183,7 +236,13 @@ def read_gzip(path, offset: int, nbytes: int) -> np.ndarray:
             raise QMRIInputError(f"{path}: file ends after {len(content)} bytes of data, the header asks for "
                                  f"{int(offset) + nbytes} (truncated file?)")
         return np.frombuffer(content, np.uint8, nbytes, int(offset))
-    out = np.empty(nbytes, dtype=np.uint8)
+    if offset + nbytes > GZIP_MAX_RATIO * os.path.getsize(path):
+        raise QMRIInputError(f"{path}: the header asks for {int(offset) + nbytes} bytes of data, more than a "
+                             f"compressed file of {os.path.getsize(path)} bytes can hold (damaged or wrong header?)")
+    try:
+        out = np.empty(nbytes, dtype=np.uint8)
+    except MemoryError:
+        raise QMRIInputError(f"{path}: not enough memory for the {nbytes} bytes of data the header asks for") from None
     pos = -int(offset)  # position in ``out`` of the next decompressed byte
     with open(path, "rb") as f:
         d = isal_zlib.decompressobj(wbits=31)
@@ -331,6 +390,65 @@ def read_frame_times(path) -> np.ndarray:
     return t
 
 
+#: JSON and TOML inputs nested deeper than this are refused: sidecars, models and configurations
+#: are a few levels deep, and deeper nesting only exhausts the recursion of the parsers and of the
+#: code that walks or copies what they return.
+MAX_NESTING = 64
+
+
+def read_json(path, what: str = "JSON file"):
+    """Parse a JSON file (UTF-8): sidecars, habitat models, anything a user gives.
+
+    Parameters
+    ----------
+    path : path
+    what : str
+        What the file is, for error messages ("JSON sidecar", "habitat model").
+
+    Returns
+    -------
+    The parsed value (any JSON type: callers check the type they need).
+
+    Raises
+    ------
+    QMRIInputError
+        Missing or unreadable file, not UTF-8, not JSON, nested deeper than :data:`MAX_NESTING`
+        levels (one line naming the file).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise QMRIInputError(f"{path}: {what} not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise QMRIInputError(f"{path}: cannot read {what} ({exc})") from None
+    try:
+        data = json.loads(text)
+    except RecursionError:
+        raise QMRIInputError(f"{path}: {what} nested deeper than {MAX_NESTING} levels") from None
+    except ValueError as exc:
+        raise QMRIInputError(f"{path}: {what} is not valid JSON ({exc})") from None
+    check_nesting(data, path, what)
+    return data
+
+
+def check_nesting(data, path, what: str = "file") -> None:
+    """Refuse parsed JSON/TOML nested deeper than :data:`MAX_NESTING` levels (walked without recursion).
+
+    Raises
+    ------
+    QMRIInputError
+        ``<path>: <what> nested deeper than 64 levels``.
+    """
+    level = [data]
+    for _ in range(MAX_NESTING):
+        level = [v for c in level if isinstance(c, (dict, list))
+                 for v in (c.values() if isinstance(c, dict) else c) if isinstance(v, (dict, list))]
+        if not level:
+            return
+    raise QMRIInputError(f"{path}: {what} nested deeper than {MAX_NESTING} levels")
+
+
 def load_mask(path, reference_img, *, reference_path=None) -> np.ndarray:
     """Load a mask and check it lies on the reference image's grid.
 
@@ -390,7 +508,7 @@ def load_on_grid(path, reference_img, *, what="map", reference_path=None) -> np.
         raise QMRIInputError(f"{path}: {what} shape {shape} differs from the data{ref} {ref_shape}")
     if not np.allclose(img.affine, reference_img.affine, atol=1e-3):
         raise QMRIInputError(f"{path}: {what} affine differs from the data{ref} (not on the same grid)")
-    return np.asarray(img.dataobj).reshape(shape)
+    return series_data(img).reshape(shape)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -459,7 +577,9 @@ def write_map(path, data, *, affine=None, header=None, intent: str = "", dtype=n
     intent : str
         Stored (truncated to 16 ASCII characters) as the NIfTI intent name.
     dtype : numpy dtype
-        Data type on disk (float32; int8 / int32 for integer maps).
+        Data type on disk (float32; int8 / int32 for integer maps). A float32 map whose finite
+        values lie beyond float32's range (about 3.4e38: a series on such a scale gives an S0
+        map of that scale) is written as float64, so that no value becomes infinite.
     """
     import nibabel as nib
 

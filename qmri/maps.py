@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import os
 import re
 from collections.abc import Mapping
@@ -373,8 +372,8 @@ class ParameterMaps(Mapping):
         first = None
         for path in sidecars:
             try:
-                side = json.loads(path.read_text())
-            except (OSError, ValueError):
+                side = io.read_json(path, "JSON sidecar")
+            except QMRIInputError:
                 continue
             if isinstance(side, dict) and "QmriVersion" in side and "Maps" in side and "Parameter" in side \
                     and path.name == io.sidecar_path(_map_file(side, side["Parameter"], prefix)).name:
@@ -391,7 +390,9 @@ class ParameterMaps(Mapping):
             side_path = io.sidecar_path(nii)
             if not side_path.exists():
                 raise QMRIInputError(f"{side_path}: sidecar of {nii.name} not found")
-            side = json.loads(side_path.read_text())
+            side = io.read_json(side_path, "JSON sidecar")
+            if not isinstance(side, dict):
+                raise QMRIInputError(f"{side_path}: JSON sidecar is not an object")
             if _set_id(side) != _set_id(first):
                 raise QMRIInputError(f"{side_path}: written by another run than the sidecar of {first['Parameter']} "
                                      "(maps of two runs mixed in one folder); fit again with --force")
@@ -399,7 +400,7 @@ class ParameterMaps(Mapping):
             if affine is None:
                 affine, header = img.affine, img.header
             if name in INTEGER_MAPS:
-                quality[name] = np.asarray(img.dataobj).astype(INTEGER_MAPS[name])
+                quality[name] = io.series_data(img).astype(INTEGER_MAPS[name])
             elif side.get("Kind") == "quality":
                 quality[name] = io.image_data(img)
             elif side.get("Kind") == "standard_error":

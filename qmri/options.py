@@ -235,6 +235,25 @@ def resolve(options: tuple[Option, ...], given: dict, owner: str, others: tuple[
     return out
 
 
+#: Largest random seed: NumPy takes any non-negative integer, scikit-learn (the habitat clustering)
+#: at most 2**32 - 1.
+MAX_SEED = 2 ** 32 - 1
+
+
+def random_seed(text) -> int:
+    """A random seed (``--seed``): an integer from 0 to :data:`MAX_SEED`.
+
+    Raises
+    ------
+    QMRIInputError
+        Not an integer, negative or above :data:`MAX_SEED`.
+    """
+    value = int(text)
+    if not 0 <= value <= MAX_SEED:
+        raise QMRIInputError(f"a seed is an integer from 0 to {MAX_SEED}, got {value}")
+    return value
+
+
 def float_list(text):
     """``"2,5,10"`` → array([2., 5., 10.]) (also accepts a sequence of numbers).
 

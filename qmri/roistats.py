@@ -259,7 +259,7 @@ def stats_from_files(maps, labels, *, names=None, out=None, wide: bool = False, 
     img = io.load_nifti(labels, ndim=(3, 4), what="label image")
     if len(img.shape) == 4 and img.shape[3] != 1:
         raise QMRIInputError(f"{labels}: label image must be 3-D, got shape {img.shape}")
-    lab = np.asarray(img.dataobj, dtype=np.float64).reshape(img.shape[:3])
+    lab = io.image_data(img).reshape(img.shape[:3])
     lab = np.nan_to_num(lab)
     if np.any(lab != np.round(lab)):
         bad = lab[lab != np.round(lab)][0]

@@ -43,6 +43,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from qmri import io
 from qmri.cohort.dataset import SPECIAL_KEYS, Selector
 from qmri.errors import QMRIInputError
 from qmri.masking import is_auto
@@ -168,6 +169,9 @@ def load_config(path) -> CohortConfig:
         raise QMRIInputError(f"{path}: cannot read ({exc})") from None
     except tomllib.TOMLDecodeError as exc:
         raise QMRIInputError(f"{path}: not valid TOML ({exc})") from None
+    except RecursionError:
+        raise QMRIInputError(f"{path}: configuration nested deeper than {io.MAX_NESTING} levels") from None
+    io.check_nesting(data, path, "configuration")
     _known(data, ("fit", "roi", "habitat", "predict"), f"{path}: top level")
     fits_table = _table(data.get("fit", {}), f"{path}: [fit]")
     if not fits_table:

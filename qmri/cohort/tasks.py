@@ -22,7 +22,6 @@ leaves none; a skipped task leaves the log of the run that made its outputs).
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import logging
 import os
 import socket
@@ -231,9 +230,11 @@ class FitTask(Task):
 
 def read_sidecar(path) -> dict:
     """A JSON sidecar as a dict ({} when missing or unreadable)."""
+    from qmri import io
+
     try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
+        data = io.read_json(path, "JSON sidecar")
+    except QMRIInputError:
         return {}
     return data if isinstance(data, dict) else {}
 

@@ -11,6 +11,7 @@ for other seeds, tumour sizes and cohorts; nothing is tuned per data set.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,7 +25,7 @@ from qmri.habitats.model import HabitatModel, spatial_context
 from qmri.habitats.normalise import NORMALISATIONS, normalise, population_statistics
 from qmri.habitats.ordering import habitat_order
 from qmri.habitats.statistics import habitat_statistics
-from qmri.options import Option, integer, resolve
+from qmri.options import Option, integer, random_seed, resolve
 
 
 def k_value(text):
@@ -52,7 +53,7 @@ OPTIONS = (
     Option("compactness", "SLIC compactness on normalised features (default 10)", float, 10.0),
     Option("order_by", "feature whose ascending class mean numbers the habitats (default the first map)", str, None,
            metavar="FEATURE"),
-    Option("seed", "random seed of the clustering (default 0)", int, 0),
+    Option("seed", "random seed of the clustering (default 0)", random_seed, 0),
 )
 
 
@@ -83,10 +84,10 @@ def resolve_settings(given: dict) -> dict:
         An unknown setting or a bad value.
     """
     s = resolve(OPTIONS, given, "habitat analysis")
-    if not s["beta"] >= 0:
-        raise QMRIInputError(f"--beta must be >= 0, got {s['beta']}")
-    if s["supervoxel_size"] < 1 or not s["compactness"] > 0:
-        raise QMRIInputError("--supervoxel-size must be >= 1 and --compactness > 0")
+    if not 0 <= s["beta"] < math.inf:
+        raise QMRIInputError(f"--beta must be a finite number >= 0, got {s['beta']}")
+    if s["supervoxel_size"] < 1 or not 0 < s["compactness"] < math.inf:
+        raise QMRIInputError("--supervoxel-size must be >= 1 and --compactness a finite number > 0")
     return s
 
 

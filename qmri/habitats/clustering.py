@@ -112,11 +112,15 @@ class Mixture:
         Raises
         ------
         QMRIInputError
-            Unknown method or inconsistent shapes.
+            Unknown method, inconsistent shapes, non-finite values, a variance that is not
+            positive, a covariance that is not symmetric positive definite, weights that are not
+            positive or do not sum to 1.
         """
         try:
             method = d["method"]
             means = np.asarray(d["means"], dtype=np.float64)
+            if means.ndim != 2 or means.shape[0] < 1 or means.shape[1] < 1:
+                raise ValueError("the means must be a k x F table")
             if method == "kmeans":
                 mix = cls(method, means, variance=float(d["variance"]))
             elif method == "gmm":
@@ -128,8 +132,23 @@ class Mixture:
                 raise ValueError(f"unknown method {method!r}")
         except (KeyError, TypeError, ValueError) as exc:
             raise QMRIInputError(f"habitat model classes are not readable ({exc})") from None
-        if means.ndim != 2:
-            raise QMRIInputError("habitat model means must be a k x F table")
+        if not np.all(np.isfinite(means)):
+            raise QMRIInputError("habitat model class means must be finite numbers")
+        if method == "kmeans" and not (np.isfinite(mix.variance) and mix.variance > 0):
+            raise QMRIInputError(f"habitat model variance must be a positive number, got {mix.variance:g}")
+        if method == "gmm":
+            w = mix.weights
+            if not (np.all(np.isfinite(w)) and np.all(w > 0) and abs(w.sum() - 1.0) < 1e-6):
+                raise QMRIInputError("habitat model class weights must be positive and sum to 1")
+            for j, cov in enumerate(mix.covariances):
+                if not (np.all(np.isfinite(cov)) and np.allclose(cov, cov.T, rtol=1e-9, atol=0.0)):
+                    raise QMRIInputError(f"habitat model covariance of class {j + 1} is not a symmetric matrix "
+                                         "of finite numbers")
+                try:
+                    np.linalg.cholesky(cov)
+                except np.linalg.LinAlgError:
+                    raise QMRIInputError(f"habitat model covariance of class {j + 1} is not positive "
+                                         "definite") from None
         return mix
 
 

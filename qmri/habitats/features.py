@@ -11,7 +11,6 @@ in any feature are dropped and counted.
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -268,8 +267,8 @@ def read_source(src: MapSource, cache: dict):
     side = io.sidecar_path(src.path)
     if side.is_file():
         try:
-            unit = str(json.loads(side.read_text()).get("Units", ""))
-        except (OSError, ValueError, AttributeError):
+            unit = str(io.read_json(side, "JSON sidecar").get("Units", ""))
+        except (QMRIInputError, AttributeError):
             unit = ""
     slope = getattr(img.dataobj, "slope", 1.0)
     integer = np.issubdtype(img.get_data_dtype(), np.integer) and slope in (None, 1.0)
@@ -290,7 +289,7 @@ def load_roi(path):
     img = io.load_nifti(path, ndim=(3, 4), what="mask")
     if len(img.shape) == 4 and img.shape[3] != 1:
         raise QMRIInputError(f"{path}: mask must be 3-D, got shape {img.shape}")
-    roi = np.nan_to_num(np.asarray(img.dataobj, dtype=np.float64).reshape(img.shape[:3])) != 0
+    roi = np.nan_to_num(io.image_data(img).reshape(img.shape[:3])) != 0
     if not roi.any():
         raise QMRIInputError(f"{path}: ROI is empty (no non-zero voxel)")
     return roi, img.affine, img.header

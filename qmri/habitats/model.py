@@ -11,7 +11,6 @@ Applying a model to maps whose feature names or units differ is refused.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +36,40 @@ def spatial_context(settings: dict, subject, z: np.ndarray):
         return spatial.supervoxels(z, subject.usable, subject.voxel_mm, size=settings["supervoxel_size"],
                                    compactness=settings["compactness"])
     return None
+
+
+def _checked_settings(model: "HabitatModel", path) -> dict:
+    """The settings of a model read from ``path``, checked as ``qmri habitat`` checks its flags."""
+    from qmri.habitats.analysis import OPTIONS, resolve_settings
+    from qmri.habitats.ordering import habitat_order
+
+    names, units, s = model.names, model.units, model.settings
+    if not all(isinstance(v, str) for v in names + units) or len(units) != len(names) or len(set(names)) != len(names):
+        raise QMRIInputError(f"{path}: Features and Units must be lists of as many names, the features distinct")
+    missing = [o.name for o in OPTIONS if o.name not in s]
+    if missing:
+        raise QMRIInputError(f"{path}: Settings: {missing[0]!r} missing")
+    try:
+        # as text, the values take the flags' path: converted by the option's type, then checked
+        s = resolve_settings({k: v if isinstance(v, str) else repr(v) for k, v in s.items()})
+        habitat_order(model.mixture.means, names, s["order_by"])
+    except QMRIInputError as exc:
+        raise QMRIInputError(f"{path}: Settings: {exc}") from None
+    if s["k"] != model.k:
+        raise QMRIInputError(f"{path}: Settings: k = {s['k']} but Classes hold {model.k} classes")
+    if s["method"] != model.mixture.method:
+        raise QMRIInputError(f"{path}: Settings: method {s['method']} but Classes are {model.mixture.method}")
+    if s["normalise"] == "population":
+        pop = model.population
+        try:
+            mean, sd = (np.asarray(pop[key], dtype=np.float64) for key in ("mean", "sd"))
+            ok = mean.shape == sd.shape == (len(names),) and np.all(np.isfinite(mean)) and np.all(sd > 0)
+        except (KeyError, TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise QMRIInputError(f"{path}: PopulationStatistics must hold 'mean' and 'sd' (> 0) of each feature "
+                                 "(population normalisation)")
+    return s
 
 
 @dataclass
@@ -153,18 +186,25 @@ class HabitatModel:
     def load(cls, path) -> "HabitatModel":
         """Read a model written by :meth:`save`.
 
+        The settings pass the checks of the ``qmri habitat`` flags
+        (:func:`qmri.habitats.analysis.resolve_settings`, each value converted from its text as a
+        flag's would be), the classes those of :meth:`Mixture.from_dict
+        <qmri.habitats.clustering.Mixture.from_dict>`.
+
         Raises
         ------
         QMRIInputError
-            Missing file, not JSON, not a qmri habitat model or of another format version.
+            Missing file, not JSON, not a qmri habitat model or of another format version; a
+            missing or bad setting (as the flag would be refused), classes that are not a valid
+            mixture, features, units or population statistics that do not match the classes (one
+            line naming the file).
         """
         path = Path(path)
         if not path.is_file():
             raise QMRIInputError(f"{path}: habitat model file not found")
-        try:
-            d = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise QMRIInputError(f"{path}: cannot read habitat model ({exc})") from None
+        from qmri import io
+
+        d = io.read_json(path, "habitat model")
         return cls.from_dict(d, str(path))
 
     @classmethod
@@ -190,4 +230,5 @@ class HabitatModel:
             raise QMRIInputError(f"{path}: {exc}") from None
         if mixture.means.shape[1] != len(model.names):
             raise QMRIInputError(f"{path}: {mixture.means.shape[1]} feature columns for {len(model.names)} features")
+        model.settings = _checked_settings(model, path)
         return model

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qmri.errors import QMRIInputError
-from qmri.options import Option, resolve
+from qmri.options import Option, random_seed, resolve
 
 #: The training options (Python keywords of :func:`train_files` and flags of ``qmri train``).
 OPTIONS = (
@@ -26,7 +26,7 @@ OPTIONS = (
     Option("ensemble", "networks trained from successive seeds; more than 1 gives <param>_sd maps when fitting "
            "(default 1)", int, 1),
     Option("epochs", "most epochs (early stopping on the validation loss); default 100", int, 100),
-    Option("seed", "seed of the simulation and the training (default 0)", int, 0),
+    Option("seed", "seed of the simulation and the training (default 0)", random_seed, 0),
     Option("data_consistency", "weight of the signal (data-consistency) loss added to the parameter loss, as "
            "SUPER-IVIM-DC (default 0: none)", float, 0.0),
     Option("device", "auto (CUDA when available), cpu or cuda", str, "auto", choices=("auto", "cpu", "cuda")),

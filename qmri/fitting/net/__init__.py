@@ -64,7 +64,8 @@ def train(model, data=None, *, mask=None, n: int = 200_000, snr=(10.0, 50.0), pr
     Raises
     ------
     QMRIInputError
-        Bad SNR range, prior, ensemble or device; data not matching the acquisition.
+        Bad SNR range, prior, ensemble, epochs, data-consistency weight, number of signals (at
+        least 2) or device; data not matching the acquisition.
     """
     import numpy as np
 
@@ -89,6 +90,8 @@ def train(model, data=None, *, mask=None, n: int = 200_000, snr=(10.0, 50.0), pr
                 raise QMRIInputError("no voxel with usable signals to train on")
             return trained
         lo_snr, hi_snr = parse_range(snr, "--snr")
+        if int(n) < 2:  # batch normalisation needs two signals
+            raise QMRIInputError(f"--n-signals must be at least 2, got {n}")
         inputs = simulated_inputs(model, int(n), np.random.default_rng(seed), snr=(lo_snr, hi_snr), prior=prior)
         record = {"mode": "supervised", "data": "simulated signals (qmri.fitting.net.data.simulated_inputs)",
                   "signals": inputs.n, "snr": [lo_snr, hi_snr], "noise": model.training_noise,

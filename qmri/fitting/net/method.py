@@ -19,7 +19,7 @@ import numpy as np
 
 from qmri.errors import QMRIInputError
 from qmri.models.methods import Method, Validation
-from qmri.options import Option
+from qmri.options import Option, random_seed
 
 #: Most voxels self-supervised training reads (a random subset of larger fits).
 MAX_TRAINING_VOXELS = 1_000_000
@@ -33,7 +33,7 @@ ENSEMBLE = Option("ensemble", "networks trained from successive seeds (self-supe
 EPOCHS = Option("epochs", "most epochs of self-supervised training (early stopping on 10% of the voxels; default "
                 "100)", int, None)
 SEED = Option("seed", "seed of self-supervised training: initial weights, validation split, batches (default 0)",
-              int, None)
+              random_seed, None)
 DEVICE = Option("device", "where the networks run: auto (CUDA when available), cpu or cuda", str, "auto",
                 choices=("auto", "cpu", "cuda"))
 
@@ -44,8 +44,8 @@ def _training_options(options: dict) -> dict:
     given = [k for k in ("ensemble", "epochs", "seed") if options.get(k) is not None]
     if options.get("weights") is not None and given:
         raise QMRIInputError(f"--{given[0]} applies to training; it cannot be used with --weights (trained networks)")
-    return {"ensemble": options.get("ensemble") or 1, "epochs": options.get("epochs") or 100,
-            "seed": options.get("seed") or 0}
+    defaults = {"ensemble": 1, "epochs": 100, "seed": 0}  # a value given as 0 is kept (and checked), not replaced
+    return {k: default if options.get(k) is None else options[k] for k, default in defaults.items()}
 
 
 class NetworkMethod(Method):

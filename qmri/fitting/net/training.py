@@ -305,13 +305,22 @@ def train_networks(model, inputs, *, supervised: bool, n_networks: int = 1, seed
     Returns
     -------
     qmri.fitting.net.weights.Trained
+
+    Raises
+    ------
+    QMRIInputError
+        ``n_networks`` or ``epochs`` below 1, ``data_consistency`` negative or not finite.
     """
     from qmri.fitting.net.weights import Trained, contract
 
-    if int(n_networks) < 1:
-        from qmri.errors import QMRIInputError
+    from qmri.errors import QMRIInputError
 
+    if int(n_networks) < 1:
         raise QMRIInputError(f"--ensemble must be at least 1, got {n_networks}")
+    if int(epochs) < 1:
+        raise QMRIInputError(f"--epochs must be at least 1, got {epochs}")
+    if not 0 <= float(data_consistency) < np.inf:
+        raise QMRIInputError(f"--data-consistency must be a finite number >= 0, got {data_consistency}")
     nets, histories, arch = [], [], None
     for k in range(int(n_networks)):
         bar = None

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io as _io
 import json
+import math
 from importlib import resources
 from pathlib import Path
 
@@ -119,11 +120,11 @@ class Trained:
         Raises
         ------
         QMRIInputError
-            Missing file, or not a qmri weights file.
+            Missing file, not a qmri weights file, or one that does not follow the format: a
+            missing or mistyped field, no network, tensors of other names or shapes than the
+            architecture builds, non-finite values (one line naming the file and the field).
         """
         import torch
-
-        from qmri.fitting.net.networks import Network
 
         path = Path(path)
         if not path.is_file():
@@ -137,12 +138,8 @@ class Trained:
         if d.get("format_version") != FORMAT_VERSION:
             raise QMRIInputError(f"{path}: weights format version {d.get('format_version')}, this qmri reads "
                                  f"{FORMAT_VERSION}")
-        nets = []
-        for state in d["networks"]:
-            net = Network(d["architecture"], state["lower"], state["lower"] + state["span"], state["in_mean"],
-                          state["in_scale"])
-            net.load_state_dict(state)
-            nets.append(net.eval())
+        _check_schema(d, path)
+        nets = [_network(d["architecture"], state, f"{path}: networks[{i}]") for i, state in enumerate(d["networks"])]
         return cls(nets, d["architecture"], d["contract"], d["histories"], source=str(path))
 
     # Contract -----------------------------------------------------------------------------------
@@ -192,7 +189,8 @@ class Trained:
         ensemble mean of the parameters, completed by the model (amplitude scaled back, derived
         outputs); ``rmse`` and ``r2`` are those of its decoded signal. With more than one network,
         ``<output>_sd`` is the standard deviation over the networks of each completed output.
-        Status: converged (0) for every voxel with finite normalised signals, else failed (2, NaN).
+        Status: converged (0) for every voxel with finite normalised signals and finite estimates
+        (parameters and fit quality), else failed (2, NaN).
         """
         from qmri.fitting.net.data import voxel_inputs
         from qmri.fitting.net.training import predict
@@ -211,6 +209,7 @@ class Trained:
         from qmri.fitting.net.training import residual_sum_of_squares
 
         n, m = inputs.signals.shape
+        good = good & np.all(np.isfinite(P), axis=1)
         rmse = np.zeros(n)
         r2 = np.zeros(n)
         if quality:
@@ -223,8 +222,127 @@ class Trained:
         res = FitResult(params={k: P[:, j].copy() for j, k in enumerate(model.spec.names)},
                         status=np.where(good, STATUS_CONVERGED, STATUS_FAILED).astype(np.int8),
                         n_iter=np.zeros(n, np.int32), rmse=rmse, r2=r2)
+        if quality:
+            good = good & np.isfinite(rmse)
         model.complete(res, scale, good)
+        finite = np.all([np.isfinite(res.params[k]) for k in model.spec.names if k in res.params], axis=0)
+        if np.any(good & ~finite):
+            res.mark_failed(good & ~finite)
         return res
+
+
+def _field(d: dict, key: str, types, where: str):
+    """``d[key]``, refused unless present and of ``types``."""
+    if not isinstance(d, dict) or key not in d:
+        raise QMRIInputError(f"{where}: field {key!r} missing")
+    v = d[key]
+    types = types if isinstance(types, tuple) else (types,)
+    if not isinstance(v, types) or (isinstance(v, bool) and bool not in types):
+        kinds = " or ".join(t.__name__ for t in types)
+        raise QMRIInputError(f"{where}: field {key!r} must be {kinds}, got {type(v).__name__}")
+    return v
+
+
+def _check_schema(d: dict, path) -> None:
+    """Refuse a weights file whose plain fields do not follow the format (see the module's docstring)."""
+    c = _field(d, "contract", dict, f"{path}")
+    for key in ("model", "signal_model", "qmri_version", "torch_version"):
+        _field(c, key, str, f"{path}: contract")
+    _field(c, "training", dict, f"{path}: contract")
+    names = _field(c, "parameters", list, f"{path}: contract")
+    if not names or not all(isinstance(n, str) for n in names):
+        raise QMRIInputError(f"{path}: contract: 'parameters' must be a non-empty list of names")
+    for label, values in _field(c, "protocol", dict, f"{path}: contract").items():
+        try:
+            ok = np.all(np.isfinite(np.asarray(values, dtype=np.float64)))
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise QMRIInputError(f"{path}: contract: protocol {label!r} must be finite numbers")
+    bounds = _field(c, "bounds", dict, f"{path}: contract")
+    for name in names:
+        pair = _field(bounds, name, list, f"{path}: contract: bounds")
+        if len(pair) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                                     for v in pair) or not pair[0] < pair[1]:
+            raise QMRIInputError(f"{path}: contract: bounds of {name} must be two finite numbers, lower < upper")
+    arch = _field(d, "architecture", dict, f"{path}")
+    if _field(arch, "kind", str, f"{path}: architecture") not in ("parameters", "temporal"):
+        raise QMRIInputError(f"{path}: architecture: unknown kind {arch['kind']!r} (parameters or temporal)")
+    for key, v in arch.items():
+        if key != "kind" and (not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v)):
+            raise QMRIInputError(f"{path}: architecture: {key!r} must be a finite number, got {v!r}")
+    nets = _field(d, "networks", list, f"{path}")
+    if not nets:
+        raise QMRIInputError(f"{path}: no network in field 'networks'")
+    histories = _field(d, "histories", list, f"{path}")
+    for i, h in enumerate(histories):
+        if not isinstance(h, dict):
+            raise QMRIInputError(f"{path}: histories[{i}] must be a dict")
+        losses = h.get("val_loss")
+        if losses is not None and not (isinstance(losses, list)
+                                       and all(isinstance(v, (int, float)) for v in losses)):
+            raise QMRIInputError(f"{path}: histories[{i}]: 'val_loss' must be a list of numbers")
+    for i, state in enumerate(nets):
+        where = f"{path}: networks[{i}]"
+        if not isinstance(state, dict):
+            raise QMRIInputError(f"{where} must be a dict of tensors")
+        for key in ("lower", "span", "in_mean", "in_scale"):
+            _field(state, key, _tensor_type(), where)
+        for key in ("lower", "span"):
+            if tuple(state[key].shape) != (len(names),):
+                raise QMRIInputError(f"{where}: {key!r} has shape {tuple(state[key].shape)}, the contract names "
+                                     f"{len(names)} parameters")
+        for key in ("span", "in_scale"):
+            if not bool((state[key] > 0).all()):
+                raise QMRIInputError(f"{where}: {key!r} must be positive")
+    # each hidden layer has tensors of its own: a larger depth cannot be these networks' (and would
+    # only make building the network to compare with take long)
+    depth = arch.get("depth", 1)
+    if depth != int(depth) or not 1 <= depth <= min(len(s) for s in nets):
+        raise QMRIInputError(f"{path}: architecture: 'depth' {depth!r} is not a layer count of these networks")
+
+
+def _tensor_type():
+    import torch
+
+    return torch.Tensor
+
+
+def _network(architecture: dict, state: dict, where: str):
+    """The network of one entry of ``networks``, its tensors checked against what the architecture
+    builds (names, shapes: compared on torch's ``meta`` device first, so that an architecture asking
+    for huge layers allocates nothing) and for finite values."""
+    import torch
+
+    from qmri.fitting.net.networks import Network
+
+    def build():
+        return Network(architecture, state["lower"], state["lower"] + state["span"], state["in_mean"],
+                       state["in_scale"])
+
+    try:
+        with torch.device("meta"):
+            expected = {k: tuple(v.shape) for k, v in build().state_dict().items()}
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise QMRIInputError(f"{where}: the architecture does not build a network ({exc})") from None
+    for key, shape in expected.items():
+        value = _field(state, key, torch.Tensor, where)
+        if key in ("lower", "span", "in_mean", "in_scale"):
+            continue  # the buffers are the file's own
+        if tuple(value.shape) != shape:
+            raise QMRIInputError(f"{where}: {key!r} has shape {tuple(value.shape)}, the architecture needs {shape}")
+    extra = sorted(set(state) - set(expected))
+    if extra:
+        raise QMRIInputError(f"{where}: unknown field {extra[0]!r}")
+    for key, value in state.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise QMRIInputError(f"{where}: {key!r} holds NaN or infinite values")
+    net = build()
+    try:
+        net.load_state_dict(state)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise QMRIInputError(f"{where}: {str(exc).splitlines()[0]}") from None
+    return net.eval()
 
 
 def builtin_paths() -> list[Path]:
