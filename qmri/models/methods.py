@@ -15,11 +15,47 @@ from typing import Callable
 
 import numpy as np
 
+from qmri.errors import QMRIInputError
 from qmri.options import Option
 
 #: Standard errors from the Jacobian at the solution (least-squares methods).
 SE_OPTION = Option("compute_se", "also write standard errors <param>_se of the fitted parameters "
                    "(from the Jacobian at the solution)", bool, False, flag="--se")
+
+
+def noise_level(value):
+    """``--sigma``: a positive number, or the path of a noise map (a NIfTI on the series' grid).
+
+    Raises
+    ------
+    QMRIInputError
+        A number that is not positive and finite.
+    """
+    from pathlib import Path
+
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return Path(value)
+    if not (np.isfinite(v) and v > 0):
+        raise QMRIInputError(f"the noise level must be a positive number or a noise map, got {value!r}")
+    return v
+
+
+#: Cramér–Rao lower bound maps (:mod:`qmri.fitting.crlb`), offered by every method whose result
+#: holds the declared parameters; computed by :meth:`qmri.models.model.Model.fit` after the method.
+CRLB_OPTIONS = (
+    Option("crlb", "also write <param>_crlb: the Cramer-Rao lower bound of the standard deviation of each "
+           "parameter at the fitted values for this acquisition and noise level (units of the parameter)",
+           bool, False),
+    Option("noise", "noise model of --crlb: gaussian (JtJ/sigma^2) or rician (Rician Fisher information, "
+           "Karlsen et al. MRM 1999)", str, "gaussian", choices=("gaussian", "rician")),
+    Option("sigma", "noise level of --crlb in the units of the fitted data (Gaussian SD, or the Rician scale): "
+           "a number or a noise map NIfTI on the series' grid (default: each voxel's residual rmse "
+           "* sqrt(m/(m-p)))", noise_level, None, metavar="SIGMA|FILE"),
+)
+#: Names of :data:`CRLB_OPTIONS`.
+CRLB_NAMES = tuple(o.name for o in CRLB_OPTIONS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,14 +106,22 @@ class Method:
         Source of the method (paper or standard).
     validation : Validation, optional
         How ``qmri validate`` checks the method (default :class:`Validation`'s defaults).
+
+    Every method whose result holds the declared parameters (:attr:`gives_parameters`) also
+    accepts :data:`CRLB_OPTIONS` (``--crlb``, ``--noise``, ``--sigma``): the bounds are computed by
+    :meth:`qmri.models.model.Model.fit` from the fitted values, never by the method itself.
     """
+
+    #: Whether the method's results hold the declared parameters (``model.spec.names``), so that
+    #: their Cramér–Rao bounds can be computed (False for methods giving only derived maps).
+    gives_parameters: bool = True
 
     def __init__(self, name: str, description: str, fit: Callable | None = None, options: tuple = (),
                  reference: str = "", validation: Validation | None = None):
         self.name = name
         self.description = description
         self._fit = fit
-        self.options = tuple(options)
+        self.options = tuple(options) + (CRLB_OPTIONS if self.gives_parameters else ())
         self.reference = reference
         self.validation = validation or Validation()
 
@@ -128,10 +172,19 @@ class Method:
         return model.output_units()
 
     def output_names(self, model, options: dict) -> list[str]:
-        """Parameter and standard-error map names this method produces for ``model``."""
+        """Parameter, standard-error and CRLB map names this method produces for ``model``.
+
+        Raises
+        ------
+        QMRIInputError
+            CRLB maps asked of a model that cannot give them (:meth:`~qmri.models.model.Model.check_crlb`).
+        """
         names = list(self.output_units(model, options))
         if options.get("compute_se"):
             names += [f"{k}_se" for k in model.spec.names]
+        if options.get("crlb"):
+            model.check_crlb()
+            names += [f"{k}_crlb" for k in model.spec.names]
         return names
 
     def __repr__(self):
