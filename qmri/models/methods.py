@@ -22,6 +22,24 @@ from qmri.options import Option
 SE_OPTION = Option("compute_se", "also write standard errors <param>_se of the fitted parameters "
                    "(from the Jacobian at the solution)", bool, False, flag="--se")
 
+#: 95 % intervals from the Jacobian standard errors, with the t quantile of the residual degrees of freedom.
+INTERVAL_OPTION = Option("interval", "also write <param>_lo and <param>_hi: the 95 % interval estimate +/- "
+                         "t(0.975, m-p) * SE, m measurements and p parameters (the t quantile accounts for sigma "
+                         "being estimated from the m-p residual degrees of freedom); implies --se", bool, False)
+#: Probability held by the intervals of :data:`INTERVAL_OPTION`.
+INTERVAL_LEVEL = 0.95
+
+
+def interval_half_width(se, m: int, p: int):
+    """``t(0.975, m - p) · se``: half the 95 % interval of a least-squares estimate whose noise level is
+    estimated from the residuals (Student's t with ``m - p`` degrees of freedom; Seber & Wild,
+    *Nonlinear Regression*, 1989, §5.1). NaN when ``m <= p``."""
+    from scipy.stats import t
+
+    if m <= p:
+        return np.full(np.shape(se), np.nan)
+    return t.ppf(0.5 + INTERVAL_LEVEL / 2, m - p) * np.asarray(se)
+
 
 def noise_level(value):
     """``--sigma``: a positive number, or the path of a noise map (a NIfTI on the series' grid).
@@ -204,19 +222,32 @@ class LeastSquares(Method):
 
     def __init__(self, name: str = "lsq", description: str = "bounded Levenberg-Marquardt fit with "
                  "analytic Jacobians", reference: str = "", validation: Validation | None = None):
-        super().__init__(name, description, options=(SE_OPTION,), reference=reference, validation=validation)
+        super().__init__(name, description, options=(SE_OPTION, INTERVAL_OPTION), reference=reference,
+                         validation=validation)
 
-    def fit(self, model, Y, C, compute_se=False):
+    def fit(self, model, Y, C, compute_se=False, interval=False):
         from qmri.fitting.lm import fit_lm
 
         Yn, scale, good = model.normalise(Y, C)
         p0 = model.start(Yn, C)
-        opts = dataclasses.replace(model.lm_options, compute_se=bool(compute_se))
+        opts = dataclasses.replace(model.lm_options, compute_se=bool(compute_se or interval))
         res = fit_lm(model.spec, model.acq, Yn, p0, covariates=C, lower=model.lower, upper=model.upper,
                      options=opts)
         model.refine(res, Yn, C)
         model.complete(res, scale, good)
+        if interval:
+            for k in model.spec.names:
+                half = interval_half_width(res.se[k], model.n_measurements, model.spec.n_params)
+                res.params[f"{k}_lo"], res.params[f"{k}_hi"] = res.params[k] - half, res.params[k] + half
+            if not compute_se:
+                res.se = {}
         return res
+
+    def output_units(self, model, options: dict) -> dict[str, str]:
+        units = model.output_units()
+        if options.get("interval"):
+            units.update({f"{k}_{end}": model.spec.units[k] for k in model.spec.names for end in ("lo", "hi")})
+        return units
 
 
 def table(*methods: Method) -> dict[str, Method]:

@@ -9,6 +9,7 @@ The suites (:data:`SUITES`), each a module of this package declaring ``SUITE``, 
 ``osipi-t1``                OSIPI VFA T1 mapping (:mod:`~qmri.validation.osipi_t1`)
 ``osipi-concentration``     OSIPI signal to concentration (:mod:`~qmri.validation.osipi_concentration`)
 ``osipi-aif``               OSIPI population AIFs (:mod:`~qmri.validation.osipi_aif`)
+``coverage``                95 % intervals of the least-squares fits (:mod:`~qmri.validation.coverage`)
 ``phantoms``                every model's phantom, every method (:mod:`~qmri.validation.phantoms`)
 ==========================  ===================================================================
 

@@ -17,6 +17,7 @@ SUITES = {
     "osipi-t1": "osipi_t1",
     "osipi-concentration": "osipi_concentration",
     "osipi-aif": "osipi_aif",
+    "coverage": "coverage",
     "phantoms": "phantoms",
 }
 
