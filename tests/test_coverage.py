@@ -37,13 +37,38 @@ def test_failed_voxels_have_no_interval():
     assert maps["status"][1] == 2 and np.isnan(maps["D_lo"][1]) and np.isnan(maps["D_hi"][1])
 
 
-def test_suite_declares_every_model_parameter_and_snr():
+def test_suite_declares_every_model_method_parameter_and_snr():
     cases = coverage.cases()
-    assert len({c.id for c in cases}) == len(cases) == sum(len(p) for p in coverage.PRIORS.values()) * 3
-    assert set(coverage.EXPECTED_FAILURES) <= {(c.group.rsplit(" ", 1)[0], c.group.rsplit(" ", 1)[1],
-                                                int(c.id.rsplit("snr", 1)[1])) for c in cases}
+    n = sum(len(p) * len(coverage.methods(label)) for label, p in coverage.PRIORS.items()) * 3
+    assert len({c.id for c in cases}) == len(cases) == n
+    declared = {(label, method, name, snr) for label, names in coverage.PRIORS.items()
+                for method in coverage.methods(label) for name in names for snr in coverage.SNRS}
+    assert set(coverage.EXPECTED_FAILURES) <= declared
 
 
-@pytest.mark.parametrize("case", case_params(coverage.cases()))
+def test_dnn_interval_adds_the_bound_to_the_ensemble_spread():
+    """dnn --interval: estimate ± 1.96 sqrt(SD² + CRLB²), the bound from the residuals and the training noise."""
+    from qmri.fitting.net.method import Z95
+
+    ph = ADC.phantom(snr=30, block=(2, 2, 1))
+    model = ADC.for_phantom(ph)
+    maps = model.fit(ph.data, mask=ph.mask, method="dnn", weights="builtin", interval=True)
+    bound = model.fit(ph.data, mask=ph.mask, method="dnn", weights="builtin", crlb=True, noise="rician")
+    m = ph.mask
+    for k in ("S0", "ADC"):
+        half = Z95 * np.sqrt(maps[f"{k}_sd"][m] ** 2 + bound.crlb[k][m] ** 2)
+        np.testing.assert_allclose(maps[f"{k}_hi"][m] - maps[k][m], half, rtol=1e-10)
+        np.testing.assert_allclose(maps[k][m] - maps[f"{k}_lo"][m], half, rtol=1e-10)
+    assert not maps.crlb  # the bound is not written unless --crlb is given
+
+
+def _cases():
+    params = case_params(coverage.cases())
+    # the dnn cases load torch and the shipped networks: slow
+    return [pytest.param(*p.values, id=p.id, marks=[*p.marks, pytest.mark.slow]) if "-dnn-" in p.id else p
+            for p in params]
+
+
+@pytest.mark.parametrize("case", _cases())
 def test_coverage_case(case):
     check_case(case)

@@ -23,9 +23,10 @@ SE_OPTION = Option("compute_se", "also write standard errors <param>_se of the f
                    "(from the Jacobian at the solution)", bool, False, flag="--se")
 
 #: 95 % intervals from the Jacobian standard errors, with the t quantile of the residual degrees of freedom.
-INTERVAL_OPTION = Option("interval", "also write <param>_lo and <param>_hi: the 95 % interval estimate +/- "
-                         "t(0.975, m-p) * SE, m measurements and p parameters (the t quantile accounts for sigma "
-                         "being estimated from the m-p residual degrees of freedom); implies --se", bool, False)
+INTERVAL_OPTION = Option("interval", "also write <param>_lo and <param>_hi, a 95 % interval: least squares "
+                         "estimate +/- t(0.975, m-p) * SE (m measurements, p parameters: sigma is estimated from the "
+                         "m-p residual degrees of freedom); dnn estimate +/- 1.96 * sqrt(SD^2 + CRLB^2) (ensemble "
+                         "spread and the Cramer-Rao bound at the estimate, sigma from the residuals)", bool, False)
 #: Probability held by the intervals of :data:`INTERVAL_OPTION`.
 INTERVAL_LEVEL = 0.95
 
