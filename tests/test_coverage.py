@@ -29,6 +29,26 @@ def test_interval_is_the_estimate_plus_minus_t_times_se():
     assert "ADC_lo" in model.output_names("lsq", interval=True)
 
 
+def test_bootstrap_intervals():
+    """--bootstrap N: percentiles of N refits; at high SNR they agree with the t interval; it needs --interval."""
+    from qmri.errors import QMRIInputError
+
+    model = ADC([0, 100, 300, 500, 800, 1000])
+    rng = np.random.default_rng(4)
+    Y = model.spec.evaluate(np.array([[1000.0, 1.2e-3]] * 200), model.acq) + rng.normal(0, 10, (200, 6))
+    boot = model.fit(Y, method="lsq", interval=True, bootstrap=100)
+    t = model.fit(Y, method="lsq", interval=True)
+    for k in ("S0", "ADC"):
+        assert np.all(boot[f"{k}_lo"] < boot[k]) and np.all(boot[k] < boot[f"{k}_hi"])
+        ratio = (boot[f"{k}_hi"] - boot[f"{k}_lo"]) / (t[f"{k}_hi"] - t[f"{k}_lo"])
+        # bootstrap percentiles use the normal spread (1.96), the t interval t(0.975, 4) = 2.78
+        assert 0.6 < np.median(ratio) < 0.8, np.median(ratio)
+    with pytest.raises(QMRIInputError, match="add --interval"):
+        model.fit(Y, method="lsq", bootstrap=100)
+    with pytest.raises(QMRIInputError, match="at least 20"):
+        model.output_names("lsq", interval=True, bootstrap=5)
+
+
 def test_failed_voxels_have_no_interval():
     model = IVIM([0, 10, 20, 50, 100, 200, 400, 800])
     Y = np.ones((3, 8))
@@ -64,9 +84,9 @@ def test_dnn_interval_adds_the_bound_to_the_ensemble_spread():
 
 def _cases():
     params = case_params(coverage.cases())
-    # the dnn cases load torch and the shipped networks: slow
-    return [pytest.param(*p.values, id=p.id, marks=[*p.marks, pytest.mark.slow]) if "-dnn-" in p.id else p
-            for p in params]
+    # the dnn cases load torch and the shipped networks, the bootstrap ones refit 200 times: slow
+    return [pytest.param(*p.values, id=p.id, marks=[*p.marks, pytest.mark.slow])
+            if "-dnn-" in p.id or "-bootstrap-" in p.id else p for p in params]
 
 
 @pytest.mark.parametrize("case", _cases())

@@ -52,6 +52,8 @@ PRIORS = {
 _IVIM_LOW = ("low-SNR IVIM: fits at a bound (f or D* at its limit) have no finite standard error (13 % of the voxels "
              "at SNR 10, 6 % at 20) and the estimates are biased (f +20 %, D* +50 % at SNR 20), so the Jacobian "
              "interval is not calibrated; measured {:.1f} %")
+_BOOT = ("IVIM bootstrap at SNR 10: refits from a biased fit (f +51 %, D -19 %) reproduce its bias, so the "
+         "percentile interval is off-centre; measured {:.1f} %")
 _DNN_WIDE = ("dnn D*: the Cramér–Rao bound of the weakly determined D* at the estimate is wide while the network's "
              "estimate is shrunk towards its training range, so the interval is conservative; measured {:.1f} %")
 EXPECTED_FAILURES: dict[tuple[str, str, int], str] = {
@@ -62,6 +64,10 @@ EXPECTED_FAILURES: dict[tuple[str, str, int], str] = {
     ("IVIM", "lsq", "S0", 20): _IVIM_LOW.format(88.4),
     ("IVIM", "lsq", "f", 20): _IVIM_LOW.format(88.8),
     ("IVIM", "lsq", "Dstar", 20): _IVIM_LOW.format(82.2),
+    ("IVIM", "lsq-bootstrap", "f", 10): _BOOT.format(86.6),
+    ("IVIM", "lsq-bootstrap", "D", 10): _BOOT.format(82.9),
+    ("IVIM", "lsq-bootstrap", "f", 50): "IVIM bootstrap f at SNR 50: percentile intervals are a little narrow "
+                                        "(sigma estimated from 9 residual degrees of freedom); measured 89.8 %",
     ("IVIM", "dnn", "Dstar", 10): _DNN_WIDE.format(98.1),
     ("IVIM", "dnn", "Dstar", 20): _DNN_WIDE.format(99.6),
     ("IVIM", "dnn", "Dstar", 50): _DNN_WIDE.format(99.5),
@@ -133,8 +139,8 @@ def _measure(label: str, method: str, snr: float, cache: dict) -> dict:
         every = cache.setdefault("models", models())
         model = every[label][0]
         truth, Y, _, _ = simulate(model, label, snr, SETS, REPEATS, list(every).index(label))
-        opts = {"weights": "builtin"} if method == "dnn" else {}
-        maps = model.fit(Y, method=method, interval=True, **opts)
+        name, opts = METHODS[method]
+        maps = model.fit(Y, method=name, interval=True, **opts)
         cache[key] = {k: interval_coverage(maps[k], maps[f"{k}_lo"], maps[f"{k}_hi"], truth[:, j])
                       for j, k in enumerate(model.spec.names) if k in PRIORS[label]}
     return cache[key]
@@ -149,11 +155,21 @@ def _case(label: str, method: str, name: str, snr: float, cache: dict) -> Outcom
                           f"{100 * LOW:.0f}-{100 * HIGH:.0f} %", metrics=metrics)
 
 
+#: What the suite's method labels fit: ``{label: (method, options besides interval=True)}``.
+METHODS = {"lsq": ("lsq", {}), "nonlinear": ("nonlinear", {}), "dnn": ("dnn", {"weights": "builtin"}),
+           "lsq-bootstrap": ("lsq", {"bootstrap": 200})}
+#: Models whose least-squares t intervals are not calibrated at low SNR: their bootstrap intervals are measured too.
+BOOTSTRAPPED = ("IVIM",)
+
+
 def methods(label: str) -> list[str]:
-    """The methods whose intervals the suite measures for model ``label``: its least-squares method,
-    and ``dnn`` with the shipped networks where qmri ships them for the model's protocol."""
-    lsq = "nonlinear" if label == "VFA T1" else "lsq"
-    return [lsq, "dnn"] if label in SHIPPED else [lsq]
+    """The method labels (:data:`METHODS`) whose intervals the suite measures for model ``label``: its
+    least-squares method; its parametric bootstrap where the t interval is not calibrated
+    (:data:`BOOTSTRAPPED`); and ``dnn`` with the shipped networks where qmri ships them for the
+    model's protocol (:data:`SHIPPED`)."""
+    out = ["nonlinear" if label == "VFA T1" else "lsq"]
+    out += ["lsq-bootstrap"] if label in BOOTSTRAPPED else []
+    return out + (["dnn"] if label in SHIPPED else [])
 
 
 #: Models whose phantom protocol has shipped networks (an ensemble of 3: ``--weights builtin``).
