@@ -20,7 +20,7 @@ def test_interval_is_the_estimate_plus_minus_t_times_se():
     maps = model.fit(Y, method="lsq", interval=True, compute_se=True)
     t = stats.t.ppf(0.975, 6 - 2)
     for k in ("S0", "ADC"):
-        np.testing.assert_allclose(maps[f"{k}_hi"] - maps[k], t * maps.se[k], rtol=1e-12)
+        np.testing.assert_allclose(maps[f"{k}_hi"] - maps[k], t * maps.se[k], rtol=1e-12)  # far from the bounds
         np.testing.assert_allclose(maps[k] - maps[f"{k}_lo"], t * maps.se[k], rtol=1e-12)
         assert maps.units[f"{k}_lo"] == maps.units[k]
     # without --se the interval maps come alone
@@ -47,6 +47,19 @@ def test_bootstrap_intervals():
         model.fit(Y, method="lsq", bootstrap=100)
     with pytest.raises(QMRIInputError, match="at least 20"):
         model.output_names("lsq", interval=True, bootstrap=5)
+
+
+def test_intervals_are_limited_to_the_bounds():
+    ph = IVIM.phantom(snr=15, block=(3, 3, 1))
+    model = IVIM.for_phantom(ph)
+    maps = model.fit(ph.data, mask=ph.mask, method="lsq", interval=True, compute_se=True)
+    t = stats.t.ppf(0.975, model.n_measurements - 4)
+    m = ph.mask & np.isfinite(maps["Dstar_se"])
+    j = model.spec.names.index("Dstar")
+    assert np.any(maps["Dstar"][m] - t * maps["Dstar_se"][m] < model.lower[j])  # the raw interval would cross
+    assert np.all(maps["Dstar_lo"][m] >= model.lower[j]) and np.all(maps["Dstar_hi"][m] <= model.upper[j])
+    inside = m & (maps["Dstar"] - t * maps["Dstar_se"] > model.lower[j])
+    np.testing.assert_allclose(maps["Dstar_lo"][inside], (maps["Dstar"] - t * maps["Dstar_se"])[inside])
 
 
 def test_failed_voxels_have_no_interval():

@@ -236,3 +236,26 @@ def test_lsq_spread_approaches_the_crlb_at_high_snr():
             assert abs(est.mean() - truth[j]) < 0.1 * bound[j] + 4 * sd / np.sqrt(est.size), (truth, k)
             # the per-voxel maps (at each fit's own values) agree with the bound at the truth
             assert abs(np.median(maps.crlb[k]) / bound[j] - 1) < 0.02
+
+
+def test_bids_names_of_crlb_maps(tmp_path, capsys):
+    import shutil
+
+    from test_bids_outputs import check_name
+
+    assert main(["phantom", "ivim", "--out-dir", str(tmp_path / "ph"), "--block", "2", "2", "1"]) == 0
+    dwi = tmp_path / "ds" / "sub-01" / "dwi"
+    dwi.mkdir(parents=True)
+    (tmp_path / "ds" / "dataset_description.json").write_text('{"Name": "t", "BIDSVersion": "1.11.0"}')
+    shutil.copy(tmp_path / "ph" / "ivim.nii.gz", dwi / "sub-01_dwi.nii.gz")
+    shutil.copy(tmp_path / "ph" / "ivim.bval", dwi / "sub-01_dwi.bval")
+    deriv = tmp_path / "ds" / "derivatives" / "qmri"
+    assert main(["ivim", str(dwi / "sub-01_dwi.nii.gz"), "--out-dir", str(deriv), "--crlb", "--quiet"]) == 0
+    folder = deriv / "sub-01" / "dwi"
+    names = sorted(p.name for p in folder.iterdir())
+    assert "sub-01_model-ivim_param-Dstar_desc-crlb_dwimap.nii.gz" in names
+    for name in names:
+        check_name(name)
+    back = ParameterMaps.load(folder)
+    assert set(back.crlb) == {"S0", "f", "D", "Dstar"} and back.units["D_crlb"] == "mm^2/s"
+    capsys.readouterr()

@@ -26,7 +26,8 @@ SE_OPTION = Option("compute_se", "also write standard errors <param>_se of the f
 INTERVAL_OPTION = Option("interval", "also write <param>_lo and <param>_hi, a 95 % interval: least squares "
                          "estimate +/- t(0.975, m-p) * SE (m measurements, p parameters: sigma is estimated from the "
                          "m-p residual degrees of freedom); dnn estimate +/- 1.96 * sqrt(SD^2 + CRLB^2) (ensemble "
-                         "spread and the Cramer-Rao bound at the estimate, sigma from the residuals)", bool, False)
+                         "spread and the Cramer-Rao bound at the estimate, sigma from the residuals); limited to the "
+                         "bounds", bool, False)
 #: Parametric-bootstrap intervals of the least-squares methods.
 BOOTSTRAP_OPTION = Option("bootstrap", "with --interval: <param>_lo/_hi are instead the 2.5 and 97.5 % percentiles "
                           "of N parametric-bootstrap refits (signals simulated from each voxel's fit with its "
@@ -47,6 +48,18 @@ def interval_half_width(se, m: int, p: int):
     if m <= p:
         return np.full(np.shape(se), np.nan)
     return t.ppf(0.5 + INTERVAL_LEVEL / 2, m - p) * np.asarray(se)
+
+
+def set_interval(model, res, name: str, lo, hi) -> None:
+    """Store ``<name>_lo`` and ``<name>_hi`` in ``res.params``, limited to the parameter's bounds
+    (:attr:`~qmri.models.model.Model.lower`/``upper``; not the amplitude, whose bounds are relative to
+    each voxel's signal). The truth lies within the bounds, so limiting never changes whether an
+    interval holds it."""
+    j = model.spec.names.index(name)
+    if name != model.amplitude:
+        with np.errstate(invalid="ignore"):
+            lo, hi = np.maximum(lo, model.lower[j]), np.minimum(hi, model.upper[j])
+    res.params[f"{name}_lo"], res.params[f"{name}_hi"] = lo, hi
 
 
 def noise_level(value):
@@ -275,7 +288,7 @@ class LeastSquares(Method):
             with np.errstate(all="ignore"):
                 lo[sel], hi[sel] = np.nanquantile(Pb, [0.5 - INTERVAL_LEVEL / 2, 0.5 + INTERVAL_LEVEL / 2], axis=1)
         for j, k in enumerate(names):
-            res.params[f"{k}_lo"], res.params[f"{k}_hi"] = lo[:, j], hi[:, j]
+            set_interval(model, res, k, lo[:, j], hi[:, j])
 
     def _least_squares(self, model, Y, C, compute_se, interval):
         from qmri.fitting.lm import fit_lm
@@ -290,7 +303,7 @@ class LeastSquares(Method):
         if interval:
             for k in model.spec.names:
                 half = interval_half_width(res.se[k], model.n_measurements, model.spec.n_params)
-                res.params[f"{k}_lo"], res.params[f"{k}_hi"] = res.params[k] - half, res.params[k] + half
+                set_interval(model, res, k, res.params[k] - half, res.params[k] + half)
             if not compute_se:
                 res.se = {}
         return res

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from qmri.errors import QMRIInputError
-from qmri.models.methods import INTERVAL_OPTION, Method, Validation
+from qmri.models.methods import INTERVAL_OPTION, Method, Validation, set_interval
 from qmri.options import Option
 
 #: Most voxels self-supervised training reads (a random subset of larger fits).
@@ -120,7 +120,8 @@ Z95 = 1.959963984540054
 
 def add_interval(model, res, C) -> None:
     """Add ``<param>_lo`` and ``<param>_hi`` to a network result, in place: the estimate ± 1.96·sqrt(SD² +
-    CRLB²), SD the ensemble spread (0 for one network) and CRLB the Cramér–Rao bound at the estimate
+    CRLB²) within the bounds (:func:`qmri.models.methods.set_interval`), SD the ensemble spread (0 for
+    one network) and CRLB the Cramér–Rao bound at the estimate
     (:meth:`qmri.models.model.Model.add_crlb`, σ from each voxel's residuals, the noise the networks are
     trained for: :attr:`~qmri.models.model.Model.training_noise`). The ensemble spread alone measures
     how much the networks disagree, not the noise, and covers the truth far less than 95 % of the
@@ -129,7 +130,7 @@ def add_interval(model, res, C) -> None:
     for k in model.spec.names:
         sd = res.params.get(f"{k}_sd", 0.0)
         half = Z95 * np.sqrt(np.square(sd) + np.square(res.crlb[k]))
-        res.params[f"{k}_lo"], res.params[f"{k}_hi"] = res.params[k] - half, res.params[k] + half
+        set_interval(model, res, k, res.params[k] - half, res.params[k] + half)
     res.crlb = {}
 
 
