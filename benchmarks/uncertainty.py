@@ -101,7 +101,8 @@ def markdown(rows, sets: int, repeats: int) -> str:
              "(parameter sets: seed 0; noise: seed 1000·SNR + model index); in-process `Model.fit`. "
              "Coverage: fraction of voxels whose interval holds the truth; `± 1.96 SE`: the `<param>_se` maps "
              "(`--se`); `--interval`: `<param>_lo`..`<param>_hi` (`lsq`: ± t(0.975, m-p) SE; `lsq --bootstrap 200`: "
-             "percentiles of 200 parametric-bootstrap refits; `dnn`: ± 1.96 sqrt(SD² + CRLB²)); `dnn` ± 1.96 SD: `<param>_sd` of the shipped 3-network ensemble (`--weights "
+             "percentiles of 200 parametric-bootstrap refits; `dnn`: ± 1.96 sqrt(SD² + CRLB²)); `dnn` ± 1.96 SD: "
+             "`<param>_sd` of the shipped 3-network ensemble (`--weights "
              "builtin`). Target 90-98 % (✗ outside). Efficiency: "
              "median over the sets of CRLB² / variance (> 1: spread below the bound, hence biased). Bias and NRMSE "
              "relative to the mean true value.", "",

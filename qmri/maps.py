@@ -36,7 +36,8 @@ class ParameterMaps(Mapping):
 
     Behaves as a read-only mapping from a label to an array of the data's spatial shape:
     parameters (``maps["D"]``), their standard errors (``maps["D_se"]``, when computed), their
-    Cramér–Rao lower bounds (``maps["D_crlb"]``, when computed) and the quality maps ``rmse``, ``r2`` (float, NaN outside the mask), ``status`` (int8: 0 converged,
+    Cramér–Rao lower bounds (``maps["D_crlb"]``, when computed) and the quality maps ``rmse``,
+    ``r2`` (float, NaN outside the mask), ``status`` (int8: 0 converged,
     1 max-iter, 2 failed, -1 outside the mask) and ``n_iter`` (int32, -1 outside the mask).
 
     Attributes

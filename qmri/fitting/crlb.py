@@ -15,7 +15,8 @@ measurements ``i`` with model signal ``A_i(θ)`` and Jacobian ``J = ∂A/∂θ``
 The expectation in ``g`` has no closed form; it is computed by quadrature once (:func:`rician_factor`,
 trapezoid rule on 801 points over ``a ± 14``, Bessel functions from :mod:`scipy.special`), tabulated for
 ``0 ≤ a ≤`` :data:`A_MAX` every :data:`A_STEP` (as ``g(a)(1 + a²)/a²``, smooth and near 1) and read in
-the kernel by 4-point Lagrange interpolation (relative error below 1e-8); above :data:`A_MAX` the asymptotic series ``1 − 1/(2a²) − 1/(4a⁴)`` is used
+the kernel by 4-point Lagrange interpolation (relative error below 1e-8); above :data:`A_MAX` the
+asymptotic series ``1 − 1/(2a²) − 1/(4a⁴)`` is used
 (error below 1e-9 there).
 
 The kernel (:func:`crlb`) evaluates each voxel's Jacobian through the model's declared
