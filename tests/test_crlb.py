@@ -259,3 +259,20 @@ def test_bids_names_of_crlb_maps(tmp_path, capsys):
     back = ParameterMaps.load(folder)
     assert set(back.crlb) == {"S0", "f", "D", "Dstar"} and back.units["D_crlb"] == "mm^2/s"
     capsys.readouterr()
+
+
+@pytest.mark.parametrize("label", ["DKI trace", "VFA T1"])
+def test_crlb_of_models_without_a_phantom_equals_finite_differences(label):
+    """Trace DKI and VFA T1 (no phantom): noise-free simulated voxels fitted by least squares with a known σ."""
+    from qmri.validation import coverage
+
+    model, method, _ = coverage.models()[label]
+    truth = coverage.simulate(model, label, 50, 5, 1, 0)[0]  # the parameter sets (the noisy signals unused)
+    Y = model.spec.evaluate(truth, model.acq)
+    sigma = 0.02 * float(np.abs(Y).max())
+    maps = model.fit(Y, method=method, crlb=True, sigma=sigma)
+    for v in range(truth.shape[0]):
+        fitted = np.array([maps[k][v] for k in model.spec.names])
+        np.testing.assert_allclose(fitted, truth[v], rtol=1e-5)
+        got = np.array([maps.crlb[k][v] for k in model.spec.names])
+        np.testing.assert_allclose(got, fd_crlb(model.spec, model.acq, fitted, sigma), rtol=1e-6)
