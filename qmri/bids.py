@@ -489,9 +489,10 @@ class BIDSNaming:
         return Path(out_dir) / self.subfolder
 
     def map_file(self, name: str, kind: str) -> str:
-        """File name of map ``name`` (``kind``: parameter, standard_error or quality)."""
-        param = name[:-3] if kind == "standard_error" else name
-        desc = {"desc": "se"} if kind == "standard_error" else {}
+        """File name of map ``name`` (``kind``: parameter, standard_error, crlb or quality)."""
+        suffix = {"standard_error": "se", "crlb": "crlb"}.get(kind)
+        param = name[:-len(suffix) - 1] if suffix else name
+        desc = {"desc": suffix} if suffix else {}
         if f"{param}map" in self._ratified and kind != "quality":
             return build_name({**self.entities, **desc}, f"{param}map", ".nii.gz")
         return build_name({**self.entities, "model": self.model, "param": to_label(param), **desc}, self.suffix,

@@ -35,8 +35,9 @@ class ParameterMaps(Mapping):
     """Parameter and quality maps of one fit.
 
     Behaves as a read-only mapping from a label to an array of the data's spatial shape:
-    parameters (``maps["D"]``), their standard errors (``maps["D_se"]``, when computed) and the
-    quality maps ``rmse``, ``r2`` (float, NaN outside the mask), ``status`` (int8: 0 converged,
+    parameters (``maps["D"]``), their standard errors (``maps["D_se"]``, when computed), their
+    Cramér–Rao lower bounds (``maps["D_crlb"]``, when computed) and the quality maps ``rmse``,
+    ``r2`` (float, NaN outside the mask), ``status`` (int8: 0 converged,
     1 max-iter, 2 failed, -1 outside the mask) and ``n_iter`` (int32, -1 outside the mask).
 
     Attributes
@@ -49,6 +50,9 @@ class ParameterMaps(Mapping):
         ``rmse``, ``r2``, ``status``, ``n_iter``.
     se : dict of str to ndarray
         Standard-error maps keyed by parameter name (empty when not computed).
+    crlb : dict of str to ndarray
+        Cramér–Rao lower bounds of the standard deviation keyed by parameter name, in the
+        parameter's unit (:mod:`qmri.fitting.crlb`; empty when not computed).
     vectors : dict of str to ndarray
         Outputs of several values per voxel, shape ``spatial + (k,)`` (e.g. DKI ``DT``, ``KT``;
         empty unless asked for), written as 4-D images.
@@ -63,8 +67,10 @@ class ParameterMaps(Mapping):
         Header of the fitted image (orientation codes, voxel sizes), kept in the written maps.
     """
 
-    def __init__(self, params, units, quality, se, mask, provenance, *, affine=None, header=None, vectors=None):
+    def __init__(self, params, units, quality, se, mask, provenance, *, affine=None, header=None, vectors=None,
+                 crlb=None):
         self.params = dict(params)
+        self.crlb = dict(crlb or {})
         self.vectors = dict(vectors or {})
         self.quality = dict(quality)
         self.se = dict(se)
@@ -74,6 +80,8 @@ class ParameterMaps(Mapping):
         self.units.update(units)
         for name in self.se:
             self.units.setdefault(f"{name}_se", self.units.get(name, ""))
+        for name in self.crlb:
+            self.units.setdefault(f"{name}_crlb", self.units.get(name, ""))
         self.affine = None if affine is None else np.asarray(affine, dtype=np.float64)
         self.header = header
 
@@ -99,6 +107,7 @@ class ParameterMaps(Mapping):
             "n_iter": scatter(result.n_iter, STATUS_NOT_FITTED, INTEGER_MAPS["n_iter"]),
         }
         se = {k: scatter(v) for k, v in result.se.items()}
+        crlb = {k: scatter(v) for k, v in result.crlb.items()}
         vectors = {}
         for k, v in result.vectors.items():
             vol = np.full((n_total, v.shape[1]), np.nan)
@@ -108,12 +117,13 @@ class ParameterMaps(Mapping):
         n = len(index)
         prov["converged_fraction"] = float(np.mean(result.status == STATUS_CONVERGED)) if n else 0.0
         prov["failed_fraction"] = float(np.mean(result.status == STATUS_FAILED)) if n else 0.0
-        return cls(params, units, quality, se, mask.reshape(shape, order=order), prov, vectors=vectors)
+        return cls(params, units, quality, se, mask.reshape(shape, order=order), prov, vectors=vectors, crlb=crlb)
 
     # Mapping protocol -------------------------------------------------------------------------
     def _all(self) -> dict:
         out = dict(self.params)
         out.update({f"{k}_se": v for k, v in self.se.items()})
+        out.update({f"{k}_crlb": v for k, v in self.crlb.items()})
         out.update(self.vectors)
         out.update(self.quality)
         return out
@@ -337,7 +347,7 @@ class ParameterMaps(Mapping):
             return "quality"
         if name in self.vectors:
             return "vector"
-        return "standard_error"
+        return map_kind(name)
 
     @classmethod
     def load(cls, directory, prefix: str = "") -> "ParameterMaps":
@@ -382,7 +392,7 @@ class ParameterMaps(Mapping):
         if first is None:
             raise QMRIInputError(f"{directory}: no qmri maps{f' with prefix {prefix!r}' if prefix else ''} "
                                  "(expected NIfTI files with JSON sidecars written by qmri)")
-        params, se, quality, units, vectors = {}, {}, {}, {}, {}
+        params, se, crlb, quality, units, vectors = {}, {}, {}, {}, {}, {}
         affine = header = None
         for name in first["Maps"]:
             nii = directory / _map_file(first, name, prefix)
@@ -405,6 +415,8 @@ class ParameterMaps(Mapping):
                 quality[name] = io.image_data(img)
             elif side.get("Kind") == "standard_error":
                 se[name[:-3]] = io.image_data(img)
+            elif side.get("Kind") == "crlb":
+                crlb[name[:-5]] = io.image_data(img)
             elif side.get("Kind") == "vector":
                 vectors[name] = io.image_data(img)
             else:
@@ -412,7 +424,21 @@ class ParameterMaps(Mapping):
         provenance = {_snake(k): v for k, v in first.items() if k not in _FIXED_KEYS}
         status = quality.get("status")
         mask = status >= 0 if status is not None else np.all([np.isfinite(v) for v in params.values()], axis=0)
-        return cls(params, units, quality, se, mask, provenance, affine=affine, header=header, vectors=vectors)
+        return cls(params, units, quality, se, mask, provenance, affine=affine, header=header, vectors=vectors,
+                   crlb=crlb)
+
+
+def map_kind(name: str) -> str:
+    """Kind of a map from its name (a sidecar's ``Kind``): ``quality`` (:data:`QUALITY_UNITS`),
+    ``standard_error`` (``<param>_se``), ``crlb`` (``<param>_crlb``: Cramér–Rao lower bound of the
+    standard deviation) or ``parameter``."""
+    if name in QUALITY_UNITS:
+        return "quality"
+    if name.endswith("_se"):
+        return "standard_error"
+    if name.endswith("_crlb"):
+        return "crlb"
+    return "parameter"
 
 
 class PrefixNaming:

@@ -64,7 +64,8 @@ def test_importing_qmri_and_building_the_command_line_do_not_import_torch():
 @pytest.mark.parametrize("cls", [IVIM, ADC, StretchedExponential, DKI, TraceDKI, DCE], ids=lambda c: c.__name__)
 def test_every_listed_model_offers_dnn_with_its_options(cls):
     assert "dnn" in cls.methods
-    assert {o.name for o in cls.methods["dnn"].options} == {"weights", "ensemble", "epochs", "seed", "device"}
+    assert {o.name for o in cls.methods["dnn"].options} == {"weights", "ensemble", "epochs", "seed", "device",
+                                                            "interval", "crlb", "noise", "sigma"}
 
 
 def test_outputs_have_the_lsq_names_units_shapes_and_lie_within_the_bounds():

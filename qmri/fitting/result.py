@@ -34,6 +34,9 @@ class FitResult:
         Coefficient of determination of the fitted signal.
     se : dict of str to ndarray, each shape (n,)
         Optional standard errors, keyed by parameter name (empty when not computed).
+    crlb : dict of str to ndarray, each shape (n,)
+        Optional Cramér–Rao lower bounds of the standard deviation, keyed by parameter name
+        (:mod:`qmri.fitting.crlb`; empty when not computed).
     vectors : dict of str to ndarray, each shape (n, k)
         Optional outputs of several values per voxel (e.g. DKI tensors), written as 4-D images.
     """
@@ -44,6 +47,7 @@ class FitResult:
     rmse: np.ndarray
     r2: np.ndarray
     se: dict[str, np.ndarray] = field(default_factory=dict)
+    crlb: dict[str, np.ndarray] = field(default_factory=dict)
     vectors: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
@@ -52,10 +56,11 @@ class FitResult:
 
     def rescale(self, name: str, scale: np.ndarray) -> None:
         """Undo a per-voxel signal normalisation: multiply parameter ``name`` (a signal amplitude
-        such as S0 or M0), its standard error and ``rmse`` by ``scale`` (n,), in place."""
+        such as S0 or M0), its standard error and CRLB and ``rmse`` by ``scale`` (n,), in place."""
         self.params[name] = self.params[name] * scale
-        if name in self.se:
-            self.se[name] = self.se[name] * scale
+        for bound in (self.se, self.crlb):
+            if name in bound:
+                bound[name] = bound[name] * scale
         self.rmse = self.rmse * scale
 
     def mark_failed(self, bad: np.ndarray) -> None:
@@ -63,7 +68,8 @@ class FitResult:
         if not np.any(bad):
             return
         self.status[bad] = STATUS_FAILED
-        for arr in list(self.params.values()) + list(self.se.values()) + list(self.vectors.values()) \
+        for arr in list(self.params.values()) + list(self.se.values()) + list(self.crlb.values()) \
+                + list(self.vectors.values()) \
                 + [self.rmse, self.r2]:
             arr[bad] = np.nan
 
@@ -78,6 +84,7 @@ class FitResult:
             rmse=np.concatenate([p.rmse for p in parts]),
             r2=np.concatenate([p.r2 for p in parts]),
             se={k: np.concatenate([p.se[k] for p in parts]) for k in first.se},
+            crlb={k: np.concatenate([p.crlb[k] for p in parts]) for k in first.crlb},
             vectors={k: np.concatenate([p.vectors[k] for p in parts]) for k in first.vectors},
         )
 

@@ -15,11 +15,86 @@ from typing import Callable
 
 import numpy as np
 
+from qmri.errors import QMRIInputError
 from qmri.options import Option
 
 #: Standard errors from the Jacobian at the solution (least-squares methods).
 SE_OPTION = Option("compute_se", "also write standard errors <param>_se of the fitted parameters "
                    "(from the Jacobian at the solution)", bool, False, flag="--se")
+
+#: 95 % intervals from the Jacobian standard errors, with the t quantile of the residual degrees of freedom.
+INTERVAL_OPTION = Option("interval", "also write <param>_lo and <param>_hi, a 95 % interval: least squares "
+                         "estimate +/- t(0.975, m-p) * SE (m measurements, p parameters: sigma is estimated from the "
+                         "m-p residual degrees of freedom); dnn estimate +/- 1.96 * sqrt(SD^2 + CRLB^2) (ensemble "
+                         "spread and the Cramer-Rao bound at the estimate, sigma from the residuals); limited to the "
+                         "bounds", bool, False)
+#: Parametric-bootstrap intervals of the least-squares methods.
+BOOTSTRAP_OPTION = Option("bootstrap", "with --interval: <param>_lo/_hi are instead the 2.5 and 97.5 % percentiles "
+                          "of N parametric-bootstrap refits (signals simulated from each voxel's fit with its "
+                          "residual sigma, Rician for magnitude data; costs N fits per voxel; 200 is typical)",
+                          int, None, metavar="N")
+#: Voxels times refits simulated at once by the bootstrap (bounds its memory).
+BOOTSTRAP_BLOCK = 200_000
+#: Probability held by the intervals of :data:`INTERVAL_OPTION`.
+INTERVAL_LEVEL = 0.95
+
+
+def interval_half_width(se, m: int, p: int):
+    """``t(0.975, m - p) · se``: half the 95 % interval of a least-squares estimate whose noise level is
+    estimated from the residuals (Student's t with ``m - p`` degrees of freedom; Seber & Wild,
+    *Nonlinear Regression*, 1989, §5.1). NaN when ``m <= p``."""
+    from scipy.stats import t
+
+    if m <= p:
+        return np.full(np.shape(se), np.nan)
+    return t.ppf(0.5 + INTERVAL_LEVEL / 2, m - p) * np.asarray(se)
+
+
+def set_interval(model, res, name: str, lo, hi) -> None:
+    """Store ``<name>_lo`` and ``<name>_hi`` in ``res.params``, limited to the parameter's bounds
+    (:attr:`~qmri.models.model.Model.lower`/``upper``; not the amplitude, whose bounds are relative to
+    each voxel's signal). The truth lies within the bounds, so limiting never changes whether an
+    interval holds it."""
+    j = model.spec.names.index(name)
+    if name != model.amplitude:
+        with np.errstate(invalid="ignore"):
+            lo, hi = np.maximum(lo, model.lower[j]), np.minimum(hi, model.upper[j])
+    res.params[f"{name}_lo"], res.params[f"{name}_hi"] = lo, hi
+
+
+def noise_level(value):
+    """``--sigma``: a positive number, or the path of a noise map (a NIfTI on the series' grid).
+
+    Raises
+    ------
+    QMRIInputError
+        A number that is not positive and finite.
+    """
+    from pathlib import Path
+
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return Path(value)
+    if not (np.isfinite(v) and v > 0):
+        raise QMRIInputError(f"the noise level must be a positive number or a noise map, got {value!r}")
+    return v
+
+
+#: Cramér–Rao lower bound maps (:mod:`qmri.fitting.crlb`), offered by every method whose result
+#: holds the declared parameters; computed by :meth:`qmri.models.model.Model.fit` after the method.
+CRLB_OPTIONS = (
+    Option("crlb", "also write <param>_crlb: the Cramer-Rao lower bound of the standard deviation of each "
+           "parameter at the fitted values for this acquisition and noise level (units of the parameter)",
+           bool, False),
+    Option("noise", "noise model of --crlb: gaussian (JtJ/sigma^2) or rician (Rician Fisher information, "
+           "Karlsen et al. MRM 1999)", str, "gaussian", choices=("gaussian", "rician")),
+    Option("sigma", "noise level of --crlb in the units of the fitted data (Gaussian SD, or the Rician scale): "
+           "a number or a noise map NIfTI on the series' grid (default: each voxel's residual rmse "
+           "* sqrt(m/(m-p)))", noise_level, None, metavar="SIGMA|FILE"),
+)
+#: Names of :data:`CRLB_OPTIONS`.
+CRLB_NAMES = tuple(o.name for o in CRLB_OPTIONS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,14 +151,22 @@ class Method:
         voxels at a bound means something (default True). A method that ignores them (a closed-form
         linear estimate) says False: bounds given with it are refused
         (:meth:`qmri.models.model.Model.check_bounds_apply`), as any option a method does not use.
+
+    Every method whose result holds the declared parameters (:attr:`gives_parameters`) also
+    accepts :data:`CRLB_OPTIONS` (``--crlb``, ``--noise``, ``--sigma``): the bounds are computed by
+    :meth:`qmri.models.model.Model.fit` from the fitted values, never by the method itself.
     """
+
+    #: Whether the method's results hold the declared parameters (``model.spec.names``), so that
+    #: their Cramér–Rao bounds can be computed (False for methods giving only derived maps).
+    gives_parameters: bool = True
 
     def __init__(self, name: str, description: str, fit: Callable | None = None, options: tuple = (),
                  reference: str = "", validation: Validation | None = None, bounded: bool = True):
         self.name = name
         self.description = description
         self._fit = fit
-        self.options = tuple(options)
+        self.options = tuple(options) + (CRLB_OPTIONS if self.gives_parameters else ())
         self.reference = reference
         self.validation = validation or Validation()
         self.bounded = bool(bounded)
@@ -135,10 +218,19 @@ class Method:
         return model.output_units()
 
     def output_names(self, model, options: dict) -> list[str]:
-        """Parameter and standard-error map names this method produces for ``model``."""
+        """Parameter, standard-error and CRLB map names this method produces for ``model``.
+
+        Raises
+        ------
+        QMRIInputError
+            CRLB maps asked of a model that cannot give them (:meth:`~qmri.models.model.Model.check_crlb`).
+        """
         names = list(self.output_units(model, options))
         if options.get("compute_se"):
             names += [f"{k}_se" for k in model.spec.names]
+        if options.get("crlb"):
+            model.check_crlb()
+            names += [f"{k}_crlb" for k in model.spec.names]
         return names
 
     def __repr__(self):
@@ -158,19 +250,77 @@ class LeastSquares(Method):
 
     def __init__(self, name: str = "lsq", description: str = "bounded Levenberg-Marquardt fit with "
                  "analytic Jacobians", reference: str = "", validation: Validation | None = None):
-        super().__init__(name, description, options=(SE_OPTION,), reference=reference, validation=validation)
+        super().__init__(name, description, options=(SE_OPTION, INTERVAL_OPTION, BOOTSTRAP_OPTION),
+                         reference=reference, validation=validation)
 
-    def fit(self, model, Y, C, compute_se=False):
+    @staticmethod
+    def _check_bootstrap(interval, bootstrap) -> None:
+        if bootstrap is not None and not interval:
+            raise QMRIInputError("--bootstrap gives the intervals of --interval; add --interval")
+        if bootstrap is not None and bootstrap < 20:
+            raise QMRIInputError(f"--bootstrap: at least 20 refits are needed for 95 % percentiles, got {bootstrap}")
+
+    def fit(self, model, Y, C, compute_se=False, interval=False, bootstrap=None):
+        self._check_bootstrap(interval, bootstrap)
+        res = self._least_squares(model, Y, C, compute_se, interval and bootstrap is None)
+        if bootstrap is not None:
+            self._bootstrap(model, res, C, int(bootstrap))
+        return res
+
+    def _bootstrap(self, model, res, C, n_refits: int) -> None:
+        """Percentile intervals of parametric-bootstrap refits (Efron & Tibshirani, *An Introduction to
+        the Bootstrap*, 1993, §6.5 and §13.3): for each voxel, ``n_refits`` signals are simulated from its
+        fitted parameters with noise of its residual σ (rmse·sqrt(m/(m − p)); Rician or Gaussian as the
+        model's :attr:`~qmri.models.model.Model.training_noise`; seed 0 for every block of voxels) and
+        fitted like the data; ``<param>_lo``/``_hi`` are the 2.5 and 97.5 % percentiles of the refits."""
+        from qmri.simulate import add_gaussian_noise, add_rician_noise
+
+        names = model.spec.names
+        m, p = model.n_measurements, model.spec.n_params
+        P = np.stack([res.params[k] for k in names], axis=1)
+        sigma = res.rmse * np.sqrt(m / (m - p)) if m > p else np.full(res.n, np.nan)
+        ok = np.all(np.isfinite(P), axis=1) & np.isfinite(sigma) & (sigma > 0)
+        lo, hi = np.full(P.shape, np.nan), np.full(P.shape, np.nan)
+        add = add_rician_noise if model.training_noise == "rician" else add_gaussian_noise
+        rng = np.random.default_rng(0)
+        index = np.flatnonzero(ok)
+        step = max(1, BOOTSTRAP_BLOCK // n_refits)
+        for start in range(0, index.size, step):
+            sel = index[start:start + step]
+            Cb = None if C is None else np.repeat(C[sel], n_refits, axis=0)
+            clean = model.spec.evaluate(np.repeat(P[sel], n_refits, axis=0), model.acq, Cb)
+            Yb = add(clean, np.repeat(sigma[sel], n_refits)[:, None], rng)
+            refit = self._least_squares(model, Yb, Cb, False, False)
+            Pb = np.stack([refit.params[k] for k in names], axis=1).reshape(sel.size, n_refits, p)
+            with np.errstate(all="ignore"):
+                lo[sel], hi[sel] = np.nanquantile(Pb, [0.5 - INTERVAL_LEVEL / 2, 0.5 + INTERVAL_LEVEL / 2], axis=1)
+        for j, k in enumerate(names):
+            set_interval(model, res, k, lo[:, j], hi[:, j])
+
+    def _least_squares(self, model, Y, C, compute_se, interval):
         from qmri.fitting.lm import fit_lm
 
         Yn, scale, good = model.normalise(Y, C)
         p0 = model.start(Yn, C)
-        opts = dataclasses.replace(model.lm_options, compute_se=bool(compute_se))
+        opts = dataclasses.replace(model.lm_options, compute_se=bool(compute_se or interval))
         res = fit_lm(model.spec, model.acq, Yn, p0, covariates=C, lower=model.lower, upper=model.upper,
                      options=opts)
         model.refine(res, Yn, C)
         model.complete(res, scale, good)
+        if interval:
+            for k in model.spec.names:
+                half = interval_half_width(res.se[k], model.n_measurements, model.spec.n_params)
+                set_interval(model, res, k, res.params[k] - half, res.params[k] + half)
+            if not compute_se:
+                res.se = {}
         return res
+
+    def output_units(self, model, options: dict) -> dict[str, str]:
+        self._check_bootstrap(options.get("interval"), options.get("bootstrap"))
+        units = model.output_units()
+        if options.get("interval"):
+            units.update({f"{k}_{end}": model.spec.units[k] for k in model.spec.names for end in ("lo", "hi")})
+        return units
 
 
 def table(*methods: Method) -> dict[str, Method]:

@@ -19,11 +19,16 @@ import time
 import numpy as np
 
 from qmri.errors import QMRIInputError
-from qmri.fitting.result import FitResult
+from qmri.fitting.result import STATUS_FAILED, FitResult
 from qmri.options import Option, resolve
 
 #: Model classes that have a command (``qmri <command>``), by command name, in import order.
 COMMANDS: dict[str, type["Model"]] = {}
+
+#: Sources of the Cramér–Rao bounds (recorded with ``--crlb`` maps).
+CRLB_REFERENCE = ("Kay, Fundamentals of Statistical Signal Processing: Estimation Theory, 1993, ch. 3 (Gaussian); "
+                  "Karlsen et al., MRM 1999;41:614 and Sijbers & den Dekker, MRM 2004;51:586 (Rician Fisher "
+                  "information)")
 
 #: ``--bounds`` of every command: parsed by :func:`parse_bounds`.
 BOUNDS_OPTION_HELP = "override bounds, NAME=LOWER:UPPER separated by commas (units as the outputs)"
@@ -212,6 +217,10 @@ class Model:
     def check_method(self, method: str) -> None:
         """Raise :class:`QMRIInputError` if the acquisition cannot support ``method``."""
 
+    def check_crlb(self) -> None:
+        """Raise :class:`QMRIInputError` if this model's maps have no Cramér–Rao bounds (``--crlb``);
+        default: they have (the bounds of the declared parameters, :mod:`qmri.fitting.crlb`)."""
+
     # Phantom and demo (read by ``qmri phantom`` and ``qmri demo``) ----------------------------
     #: Keywords of :meth:`phantom` beyond ``snr``, ``seed`` and ``block``, for ``qmri phantom``.
     phantom_options: tuple[Option, ...] = ()
@@ -382,9 +391,14 @@ class Model:
         """
         from qmri.maps import ParameterMaps
 
+        from qmri.models.methods import CRLB_NAMES
+
         m = self.method(method)
         opts = self._method_options(m, options)
         self.check_method(m.name)
+        bounds = {k: opts.pop(k) for k in CRLB_NAMES if k in opts}
+        if bounds.get("crlb"):
+            self.check_crlb()
         data = np.asarray(data)
         if data.ndim < 1 or data.shape[-1] != self.n_measurements:
             raise QMRIInputError(
@@ -411,6 +425,7 @@ class Model:
             c_sel = sel if order == "C" else np.ravel_multi_index(np.unravel_index(sel, spatial, order="F"), spatial)
             return np.ascontiguousarray(transform(Y, c_sel), dtype=np.float64)
 
+        sigma = self._noise_level(bounds.get("sigma"), spatial, order) if bounds.get("crlb") else None
         state, prepared = m.prepare(self, rows, idx, C_all, progress=progress, **opts)
         parts = []
         chunk_size = max(int(chunk_size), 1)
@@ -423,7 +438,10 @@ class Model:
             sel = idx[start:start + chunk_size]
             Y = rows(sel)
             C = None if C_all is None else np.ascontiguousarray(C_all[sel])
-            parts.append(m.fit(self, Y, C, **opts, **state))
+            part = m.fit(self, Y, C, **opts, **state)
+            if sigma is not None:
+                self.add_crlb(part, C, sigma if np.ndim(sigma) == 0 else sigma[sel], bounds["noise"])
+            parts.append(part)
             if bar is not None:
                 bar.update(len(sel))
         if bar is not None:
@@ -434,6 +452,11 @@ class Model:
                 "n_voxels": int(len(idx)), "fit_seconds": round(seconds, 4)}
         if m.reference:
             prov["method_reference"] = m.reference
+        if bounds.get("crlb"):
+            opts.update({k: v for k, v in bounds.items() if np.ndim(v) == 0})
+            prov["crlb_noise_level"] = ("residuals: rmse * sqrt(m / (m - p)) per voxel" if bounds.get("sigma") is None
+                                        else "a noise map" if np.ndim(bounds["sigma"]) else "given")
+            prov["crlb_reference"] = CRLB_REFERENCE
         if opts:
             prov["method_options"] = opts
         prov.update(prepared)
@@ -446,6 +469,45 @@ class Model:
             prov["at_bound"] = at_bound
         units = {**m.output_units(self, opts), "rmse": self.data_unit}
         return ParameterMaps.from_flat(result, idx, spatial, units, prov, order=order)
+
+    def _noise_level(self, sigma, spatial: tuple, order: str):
+        """``--sigma`` as :meth:`add_crlb` reads it: a scalar, a flat (n_total,) map in ``order``, or
+        ``nan`` (from each voxel's residuals)."""
+        if sigma is None:
+            return np.float64(np.nan)
+        if np.ndim(sigma) == 0:
+            return np.float64(sigma)
+        arr = np.asarray(sigma, dtype=np.float64)
+        if arr.shape != tuple(spatial):
+            raise QMRIInputError(f"noise map shape {arr.shape} does not match data shape {tuple(spatial)}")
+        return arr.reshape(-1, order=order)
+
+    def add_crlb(self, res: FitResult, C, sigma=None, noise: str = "gaussian") -> None:
+        """Add the Cramér–Rao lower bounds of the declared parameters at their fitted values to
+        ``res.crlb``, in place (:func:`qmri.fitting.crlb.crlb`).
+
+        Parameters
+        ----------
+        res : FitResult
+            A completed result: the declared parameters in their units (amplitude scaled back),
+            ``rmse`` in the units of the fitted data.
+        C : ndarray (n, n_covariates) or None
+        sigma : float or ndarray (n,), optional
+            Noise level in the units of the fitted data; NaN or None (default): each voxel's residuals,
+            ``rmse · sqrt(m / (m − p))`` (the unbiased residual variance for Gaussian noise).
+        noise : {"gaussian", "rician"}
+        """
+        from qmri.fitting.crlb import crlb
+
+        names = self.spec.names
+        n, m, p = res.n, self.n_measurements, self.spec.n_params
+        s = np.full(n, np.nan) if sigma is None else np.array(np.broadcast_to(sigma, (n,)), dtype=np.float64)
+        residual = res.rmse * np.sqrt(m / (m - p)) if m > p else np.full(n, np.nan)
+        s = np.where(np.isnan(s), residual, s)
+        P = np.stack([res.params[k] for k in names], axis=1)
+        bound = crlb(self.spec, self.acq, P, s, covariates=C, noise=noise)
+        bound[res.status == STATUS_FAILED] = np.nan
+        res.crlb = {k: bound[:, j] for j, k in enumerate(names)}
 
     def at_bound(self, result: FitResult) -> dict[str, list[float]]:
         """Fraction of the fitted voxels (failed ones excluded) at the lower and at the upper bound,

@@ -10,6 +10,7 @@ The suites (:data:`SUITES`), each a module of this package declaring ``SUITE``, 
 ``osipi-concentration``     OSIPI signal to concentration (:mod:`~qmri.validation.osipi_concentration`)
 ``osipi-aif``               OSIPI population AIFs (:mod:`~qmri.validation.osipi_aif`)
 ``real``                    real acquisitions through the commands (:mod:`~qmri.validation.real`)
+``coverage``                95 % intervals of the least-squares fits (:mod:`~qmri.validation.coverage`)
 ``phantoms``                every model's phantom, every method (:mod:`~qmri.validation.phantoms`)
 ==========================  ===================================================================
 

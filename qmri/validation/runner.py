@@ -18,6 +18,7 @@ SUITES = {
     "osipi-concentration": "osipi_concentration",
     "osipi-aif": "osipi_aif",
     "real": "real",
+    "coverage": "coverage",
     "phantoms": "phantoms",
 }
 

@@ -216,15 +216,43 @@ def split_options(model_cls, options: dict, where: str) -> tuple[dict, dict, dic
     return out
 
 
+def noise_map(job: FitJob, method_options: dict, series: Path) -> None:
+    """Read a noise map given as ``sigma`` (``--sigma FILE``, :data:`qmri.models.methods.CRLB_OPTIONS`)
+    on the series' grid, in place of its path; record the file in the job's sources and provenance.
+
+    Raises
+    ------
+    QMRIInputError
+        Unreadable map, another grid, or no positive finite value.
+    """
+    from qmri import io
+    from qmri.errors import QMRIInputError
+    from qmri.models.methods import CRLB_OPTIONS
+
+    if method_options.get("sigma") is None:
+        return
+    value = next(o for o in CRLB_OPTIONS if o.name == "sigma").convert(method_options["sigma"])
+    if isinstance(value, (str, Path)):
+        path = Path(value)
+        sigma = io.load_on_grid(path, job.image, what="noise map (--sigma)", reference_path=series)
+        sigma = np.asarray(sigma, dtype=np.float64)
+        if not np.any(np.isfinite(sigma) & (sigma > 0)):
+            raise QMRIInputError(f"{path}: the noise map (--sigma) has no positive finite value")
+        job.sources.append(path)
+        job.provenance.update(file_provenance("noise_map", path))
+        value = sigma
+    method_options["sigma"] = value
+
+
 def planned_maps(job: FitJob, method: str, method_options: dict, out_dir, naming) -> dict[str, tuple[str, Path]]:
     """``{map name: (kind, NIfTI path)}`` of the maps :func:`fit_files` writes for ``job`` (kind:
-    parameter, standard_error or quality; each NIfTI has a JSON sidecar beside it)."""
-    from qmri.maps import QUALITY_UNITS
+    :func:`qmri.maps.map_kind`; each NIfTI has a JSON sidecar beside it)."""
+    from qmri.maps import map_kind
 
     folder = naming.folder(out_dir)
     out = {}
     for name in job.model.output_names(method, **method_options):
-        kind = "quality" if name in QUALITY_UNITS else "standard_error" if name.endswith("_se") else "parameter"
+        kind = map_kind(name)
         out[name] = (kind, folder / naming.map_file(name, kind))
     return out
 
@@ -318,6 +346,7 @@ def plan_fit(model_cls, series, *, out_dir, mask=None, method: str | None = None
         raise QMRIInputError(f"--mask auto: no automatic mask for qmri {model_cls.command}; give --mask MASK.nii.gz")
     method_options = dict(method_options or {})
     m = job.model.method(method)
+    noise_map(job, method_options, Path(series))
     naming = derivative_naming(series, out_dir, job.model, wf.name, bids, prefix)
     maps = planned_maps(job, m.name, method_options, out_dir, naming or PrefixNaming(prefix))
     outputs = planned_outputs(job, m.name, method_options, out_dir, prefix, plot, naming, auto_mask=auto)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from qmri.errors import QMRIInputError
-from qmri.models.methods import Method, Validation
+from qmri.models.methods import INTERVAL_OPTION, Method, Validation, set_interval
 from qmri.options import Option, random_seed
 
 #: Most voxels self-supervised training reads (a random subset of larger fits).
@@ -54,8 +54,9 @@ class NetworkMethod(Method):
     def __init__(self):
         super().__init__(
             "dnn", "neural network: trained on the voxels being fitted (self-supervised, IVIM-NET style) or "
-            "loaded with --weights; outputs within the bounds; --ensemble N adds <param>_sd maps",
-            options=(WEIGHTS, ENSEMBLE, EPOCHS, SEED, DEVICE),
+            "loaded with --weights; outputs within the bounds; --ensemble N adds <param>_sd maps, --interval 95 % "
+            "intervals",
+            options=(WEIGHTS, ENSEMBLE, EPOCHS, SEED, DEVICE, INTERVAL_OPTION),
             reference="Barbieri et al., MRM 2020;83:312; Kaandorp et al., MRM 2021;86:2250; Ottens et al., "
                       "Med Image Anal 2022;80:102512",
             validation=Validation(
@@ -67,7 +68,7 @@ class NetworkMethod(Method):
         """Nothing: a network is trained or loaded by the fit itself (never on a made-up voxel)."""
 
     def prepare(self, model, rows, index, covariates, *, progress: bool = False, weights=None, ensemble=None,
-                epochs=None, seed=None, device="auto"):
+                epochs=None, seed=None, device="auto", interval=False):
         from qmri.fitting.net.training import resolve_device
         from qmri.fitting.net.training import threads as torch_threads
 
@@ -98,15 +99,42 @@ class NetworkMethod(Method):
 
             inputs, scale, _ = voxel_inputs(model, Y, C)
             P = np.full((Y.shape[0], model.spec.n_params), np.nan)
-            return Trained._result(model, P, inputs, scale, np.zeros(Y.shape[0], bool), quality=False)
-        with torch_threads():
-            return network.estimate(model, Y, C, resolve_device(options.get("device", "auto")))
+            res = Trained._result(model, P, inputs, scale, np.zeros(Y.shape[0], bool), quality=False)
+        else:
+            with torch_threads():
+                res = network.estimate(model, Y, C, resolve_device(options.get("device", "auto")))
+        if options.get("interval"):
+            add_interval(model, res, C)
+        return res
 
     def output_units(self, model, options: dict) -> dict[str, str]:
         units = model.output_units()
         if n_networks(model, options) > 1:
             units.update({f"{k}_sd": u for k, u in list(units.items())})
+        if options.get("interval"):
+            model.check_crlb()
+            units.update({f"{k}_{end}": model.spec.units[k] for k in model.spec.names for end in ("lo", "hi")})
         return units
+
+
+#: Normal quantile of the two-sided 95 % interval of :func:`add_interval`.
+Z95 = 1.959963984540054
+
+
+def add_interval(model, res, C) -> None:
+    """Add ``<param>_lo`` and ``<param>_hi`` to a network result, in place: the estimate ± 1.96·sqrt(SD² +
+    CRLB²) within the bounds (:func:`qmri.models.methods.set_interval`), SD the ensemble spread (0 for
+    one network) and CRLB the Cramér–Rao bound at the estimate
+    (:meth:`qmri.models.model.Model.add_crlb`, σ from each voxel's residuals, the noise the networks are
+    trained for: :attr:`~qmri.models.model.Model.training_noise`). The ensemble spread alone measures
+    how much the networks disagree, not the noise, and covers the truth far less than 95 % of the
+    time; the bound adds the noise's share (coverage measured in ``benchmarks/results/coverage.md``)."""
+    model.add_crlb(res, C, noise=model.training_noise)
+    for k in model.spec.names:
+        sd = res.params.get(f"{k}_sd", 0.0)
+        half = Z95 * np.sqrt(np.square(sd) + np.square(res.crlb[k]))
+        set_interval(model, res, k, res.params[k] - half, res.params[k] + half)
+    res.crlb = {}
 
 
 def n_networks(model, options: dict) -> int:

@@ -117,6 +117,8 @@ class TensorMethod(Method):
     gives the coefficients, from which every method computes the same scalar maps (and, on
     request, the tensor images and the predicted signal: :mod:`qmri.models.diffusion.dki.tensors`)."""
 
+    gives_parameters = False  # the maps are derived from the coefficients: no --crlb
+
     def __init__(self, name, description, solve, reference=""):
         super().__init__(name, description, options=(TENSORS_OPTION, PREDICTED_OPTION), reference=reference,
                          bounded=False)  # the 22 coefficients are unbounded (cwls: constraints of its own)
@@ -526,6 +528,11 @@ class DKI(DiffusionModel):
         res.params = maps
         res.rmse = res.rmse * scale
         res.mark_failed(~good | ~np.isfinite(maps["MD"]))
+
+    def check_crlb(self):
+        raise QMRIInputError("--crlb: the full-tensor DKI maps (MD, FA, MK, ...) are functions of the 22 tensor "
+                             "coefficients and have no Cramer-Rao bound maps here; use --trace (trace DKI: S0, D, K "
+                             "have them)")
 
     def protocol(self):
         return {"b-values (s/mm2)": self.bvals, "gradient directions (DKI design, ms/um2)": self.acq}
