@@ -244,7 +244,7 @@ def plot_fit(series, maps_dir, voxel, out, *, prefix: str = "", force: bool = Fa
         raise QMRIInputError(f"--voxel {','.join(map(str, ijk))} is outside the grid {shape}")
     if not maps.mask[ijk] or maps.status[ijk] < 0:
         raise QMRIInputError(f"--voxel {','.join(map(str, ijk))} was not fitted (outside the mask)")
-    values = np.asarray(img.dataobj[ijk[0], ijk[1], ijk[2], :], dtype=np.float64)
+    values = np.asarray(io.series_data(img)[ijk[0], ijk[1], ijk[2], :], dtype=np.float64)
     wf = workflow(cls.workflow)
     y = wf.measured(values, prov, ijk) if wf.measured is not None else values
     params = {k: float(v[ijk]) for k, v in maps.params.items()}
