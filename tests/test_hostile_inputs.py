@@ -444,3 +444,15 @@ def test_self_supervised_zero_epochs_or_networks_is_refused_not_replaced(dwi, ca
                          "--device", "cpu", "--out-dir", dwi / "o"], capsys)
     assert f"{option} must be at least 1, got 0" in _one_line_error(code, err)
     assert not (dwi / "o").exists()
+
+
+@pytest.mark.parametrize("ext", [".nii", ".nii.gz"])
+def test_plot_fit_of_a_truncated_series_is_one_line(dwi, capsys, ext):
+    assert _run(["adc", dwi / "s.nii", "--bval", dwi / "s.bval", "--out-dir", dwi / "maps", "--quiet"], capsys)[0] == 0
+    series = dwi / f"t{ext}"
+    _save(series, np.asanyarray(nib.load(dwi / "s.nii").dataobj))
+    _truncate(series)
+    code, _, err = _run(["plot-fit", series, "--maps", dwi / "maps", "--voxel", "0,0,0", "--out", dwi / "p.png"],
+                        capsys)
+    assert "truncated" in _one_line_error(code, err, series)
+    assert not (dwi / "p.png").exists()
