@@ -583,8 +583,11 @@ def write_map(path, data, *, affine=None, header=None, intent: str = "", dtype=n
     """
     import nibabel as nib
 
-    with np.errstate(over="ignore"):  # values beyond float32 become inf (reported: ParameterMaps.out_of_range)
+    data = np.asarray(data)
+    with np.errstate(over="ignore"):
         arr = np.asarray(data, dtype=dtype)
+    if arr.dtype == np.float32 and data.dtype.kind == "f" and np.any(np.isinf(arr) & np.isfinite(data)):
+        arr, dtype = np.asarray(data, dtype=np.float64), np.float64  # finite values beyond float32: keep them
     if affine is None:
         affine = np.eye(4) if header is None else header.get_best_affine()
     hdr = header.copy() if header is not None else None

@@ -654,6 +654,28 @@ def cohort_case(draw):
     flag(argv, "--participant-label", draw(optional(st.sampled_from(["01", "02", "../x"]))))
     return Case(argv, files)
 
+@st.composite
+def predict_case(draw):
+    """``qmri predict --table``: feature tables and outcome files, well formed or not."""
+    rng = draw(seed())
+    n = draw(st.sampled_from([0, 1, 3, 12, 20]))
+    ids = [f"sub-{i:02d}" for i in range(n)]
+    header = draw(st.sampled_from(["id,a,b", "participant_id,a,b", "a,b", "id,a,a", ""]))
+    second = draw(st.lists(st.sampled_from(["1.5", "0.2", "nan", "inf", "x", ""]), min_size=n, max_size=n))
+    rows = [f"{s},{x:.3f},{y}" for s, x, y in zip(ids, rng.normal(size=n), second)]
+    table = (header + "\n" + "\n".join(rows) + "\n").encode()
+    if draw(st.booleans()):
+        table = draw(st.binary(max_size=60))
+    labels = draw(st.lists(st.sampled_from(["0", "1", "1", "0", "2", "yes", "", "nan"]), min_size=n, max_size=n))
+    outcome = ("id,y\n" + "".join(f"{s},{v}\n" for s, v in zip(ids, labels))).encode()
+    column = draw(st.sampled_from(["y", "y", "missing", ""]))
+    argv = ["predict", "--table", "F.csv", "--outcome", f"O.csv:{column}", "--out-dir", "out",
+            "--folds", draw(st.sampled_from(["2", "0", "1", "x"])), "--repeats", draw(st.sampled_from(["1", "0"])),
+            "--inner-folds", "2", "--no-plot", "--quiet"]
+    argv += draw(st.sampled_from([[], ["--classifier", "logistic"], ["--select", "0"], ["--k", "auto"]]))
+    return Case(argv, {"F.csv": table, "O.csv": outcome})
+
+
 
 # ---------------------------------------------------------------------------------------------
 # The tests: one pair per command
@@ -671,6 +693,7 @@ test_cohort, test_cohort_long = fuzz(cohort_case())
 test_phantom, test_phantom_long = fuzz(phantom_case())
 test_train, test_train_long = fuzz(train_case())
 test_validate, test_validate_long = fuzz(validate_case())
+test_predict, test_predict_long = fuzz(predict_case())
 
 #: Commands not fuzzed: ``demo`` takes no input but an output folder (its failures are the output
 #: folder's, tested with it).

@@ -428,8 +428,8 @@ def test_seed_options_refuse_negative_seeds(tmp_path, capsys):
 @pytest.mark.parametrize("extra, expect", [(["--n-signals", "-1"], "--n-signals must be at least 2"),
                                            (["--n-signals", "1"], "--n-signals must be at least 2"),
                                            (["--epochs", "0"], "--epochs must be at least 1"),
-                                           (["--data-consistency", "nan"], "--data-consistency must be a finite"),
-                                           (["--data-consistency", "-1"], "--data-consistency must be a finite")])
+                                           (["--data-consistency", "nan"], "--data-consistency: expected a finite number"),
+                                           (["--data-consistency", "-1"], "--data-consistency: expected a finite number")])
 def test_training_sizes_are_checked(tmp_path, capsys, extra, expect):
     (tmp_path / "t.bval").write_text("0 100 400 800\n")
     code, _, err = _run(["train", "adc", "--bval", tmp_path / "t.bval", "--n-signals", "64", "--epochs", "1",
