@@ -121,7 +121,7 @@ def _why_not_writable(folder: Path) -> str:
     with contextlib.suppress(OSError, AttributeError):
         if os.statvfs(folder).f_flag & os.ST_RDONLY:
             return f"{folder} is on a read-only file system"
-    return f"no permission to write in {folder}"
+    return f"no permission to write in {folder}, or it is immutable"
 
 
 #: ``errno`` values of a write that fails because of where it writes, not because of a bug.
