@@ -296,7 +296,8 @@ def _set_record(path: Path):
     except (OSError, ValueError, RecursionError):
         return None
     record = side.get("ResultSet") if isinstance(side, dict) else None
-    if not isinstance(record, dict) or not isinstance(record.get("Id"), str) or not isinstance(record.get("Files"), list):
+    if not isinstance(record, dict) or not isinstance(record.get("Id"), str) \
+            or not isinstance(record.get("Files"), list):
         return None
     return record["Id"], [f for f in record["Files"] if isinstance(f, str)]
 
