@@ -121,7 +121,7 @@ def _why_not_writable(folder: Path) -> str:
     with contextlib.suppress(OSError, AttributeError):
         if os.statvfs(folder).f_flag & os.ST_RDONLY:
             return f"{folder} is on a read-only file system"
-    return f"no permission to write in {folder}"
+    return f"no permission to write in {folder}, or it is immutable"
 
 
 #: ``errno`` values of a write that fails because of where it writes, not because of a bug.
@@ -296,7 +296,8 @@ def _set_record(path: Path):
     except (OSError, ValueError, RecursionError):
         return None
     record = side.get("ResultSet") if isinstance(side, dict) else None
-    if not isinstance(record, dict) or not isinstance(record.get("Id"), str) or not isinstance(record.get("Files"), list):
+    if not isinstance(record, dict) or not isinstance(record.get("Id"), str) \
+            or not isinstance(record.get("Files"), list):
         return None
     return record["Id"], [f for f in record["Files"] if isinstance(f, str)]
 

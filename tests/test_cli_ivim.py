@@ -223,7 +223,7 @@ def test_readme_first_command_runs_as_written(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr
     assert "NRMSE" in r.stdout and "lsq" in r.stdout and "segmented" in r.stdout
-    words = " ".join(r.stdout.split())  # the notes are wrapped to the terminal's width
+    words = " ".join(r.stdout.split())  # the notes under the tables are wrapped
     assert "NRMSE = RMS error / mean |true value|" in words and "K<0 %: voxels (%)" in words
     out = tmp_path / "demo_out"
     assert (out / "ivim" / "lsq" / "maps.png").exists()

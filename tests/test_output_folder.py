@@ -6,7 +6,6 @@ import errno
 import json
 import os
 
-import numpy as np
 import pytest
 
 from qmri import io
@@ -197,3 +196,20 @@ def test_failed_folder_part_leaves_no_partial_folder_and_restores_the_old(tmp_pa
         out.mkdir()
         (out / "new.txt").write_text("new")
     assert [p.name for p in part.iterdir()] == ["new.txt"] and stages(tmp_path) == []
+
+
+def test_replacement_cut_short_is_finished_by_recovery(tmp_path):
+    """A run killed after its commit: recovery moves its files in and removes the replaced set's."""
+    from qmri.resultset import recover, stages
+
+    stage = tmp_path / ".qmri-0123456789ab-x.partial"
+    stage.mkdir()
+    (stage / "D.json").write_text("new\n")
+    (stage / ".remove").write_text("D_se.json\n../outside.txt\n")
+    (stage / ".commit").write_text("D.json\n")
+    (tmp_path / "D_se.json").write_text("old\n")
+    (tmp_path.parent / "outside.txt").write_text("kept\n")
+    os.utime(stage, (0, 0))  # a stage without a lock, older than a live run's: its run is gone
+    assert recover(tmp_path) == [stage]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["D.json"] and stages(tmp_path) == []
+    assert (tmp_path / "D.json").read_text() == "new\n" and (tmp_path.parent / "outside.txt").exists()

@@ -69,7 +69,8 @@ def demo_part(model_cls, out_dir, *, force: bool = False) -> str:
     snr = ph.acquisition.get("snr")
     head = (f"{model_cls.__name__} phantom: {int(ph.mask.sum())} voxels, {len(ph.regions)} regions, "
             f"{ph.data.shape[-1]} measurements, SNR {snr:g} (Rician)")
-    notes = [textwrap.fill(n, 112, initial_indent="  ", subsequent_indent="    ") for n in _notes(model_cls, ph, fits, snr)]
+    notes = [textwrap.fill(n, 112, initial_indent="  ", subsequent_indent="    ")
+             for n in _notes(model_cls, ph, fits, snr)]
     return head + "\n" + _table(rows) + "\n" + "\n".join(notes)
 
 
@@ -86,7 +87,8 @@ def _notes(model_cls, ph, fits, snr) -> list[str]:
              f"over the fitted voxels of all {len(ph.regions)} regions pooled, at SNR {snr:g}."]
     lines += [f"{col}: {text}" for col, text in model_cls.demo_columns.items()]
     for k in model_cls.demo_parameters:
-        scored = [(label, maps, mask, nrmse_bias_of(maps, ph, k, mask)) for label, maps, mask in fits if k in maps.params]
+        scored = [(label, maps, mask, nrmse_bias_of(maps, ph, k, mask))
+                  for label, maps, mask in fits if k in maps.params]
         scored = [s for s in scored if np.isfinite(s[3]) and abs(s[3]) >= BIAS_EXPLAINED]
         if not scored:
             continue
