@@ -144,6 +144,11 @@ def test_sigma_from_residuals_and_failed_voxels():
     maps2 = model.fit(Y, method="lsq", crlb=True, sigma=sig)
     ratio = maps2.crlb["D"][:25] / crlb(model.spec, model.acq, P[:25], 20.0)[:, 2]
     np.testing.assert_allclose(ratio[np.isfinite(ratio)], 2.0, rtol=1e-12)
+    # a voxel without a noise level in the map has no bound (never the residuals instead)
+    sig[7] = np.nan
+    maps3 = model.fit(Y, method="lsq", crlb=True, sigma=sig)
+    assert all(np.isnan(maps3.crlb[k][7]) for k in model.spec.names)
+    assert np.isfinite(maps3.crlb["D"][8])
 
 
 def test_every_method_giving_the_parameters_offers_crlb():

@@ -439,7 +439,7 @@ class Model:
             Y = rows(sel)
             C = None if C_all is None else np.ascontiguousarray(C_all[sel])
             part = m.fit(self, Y, C, **opts, **state)
-            if sigma is not None:
+            if bounds.get("crlb"):
                 self.add_crlb(part, C, sigma if np.ndim(sigma) == 0 else sigma[sel], bounds["noise"])
             parts.append(part)
             if bar is not None:
@@ -471,10 +471,10 @@ class Model:
         return ParameterMaps.from_flat(result, idx, spatial, units, prov, order=order)
 
     def _noise_level(self, sigma, spatial: tuple, order: str):
-        """``--sigma`` as :meth:`add_crlb` reads it: a scalar, a flat (n_total,) map in ``order``, or
-        ``nan`` (from each voxel's residuals)."""
+        """``--sigma`` as :meth:`add_crlb` reads it: None (from each voxel's residuals), a scalar, or a
+        flat (n_total,) map in ``order``."""
         if sigma is None:
-            return np.float64(np.nan)
+            return None
         if np.ndim(sigma) == 0:
             return np.float64(sigma)
         arr = np.asarray(sigma, dtype=np.float64)
@@ -493,17 +493,19 @@ class Model:
             ``rmse`` in the units of the fitted data.
         C : ndarray (n, n_covariates) or None
         sigma : float or ndarray (n,), optional
-            Noise level in the units of the fitted data; NaN or None (default): each voxel's residuals,
-            ``rmse · sqrt(m / (m − p))`` (the unbiased residual variance for Gaussian noise).
+            Noise level in the units of the fitted data (a voxel whose value is not positive and finite
+            gets NaN bounds); None (default): each voxel's residuals, ``rmse · sqrt(m / (m − p))``
+            (the unbiased residual variance for Gaussian noise).
         noise : {"gaussian", "rician"}
         """
         from qmri.fitting.crlb import crlb
 
         names = self.spec.names
         n, m, p = res.n, self.n_measurements, self.spec.n_params
-        s = np.full(n, np.nan) if sigma is None else np.array(np.broadcast_to(sigma, (n,)), dtype=np.float64)
-        residual = res.rmse * np.sqrt(m / (m - p)) if m > p else np.full(n, np.nan)
-        s = np.where(np.isnan(s), residual, s)
+        if sigma is None:
+            s = res.rmse * np.sqrt(m / (m - p)) if m > p else np.full(n, np.nan)
+        else:
+            s = np.array(np.broadcast_to(sigma, (n,)), dtype=np.float64)
         P = np.stack([res.params[k] for k in names], axis=1)
         bound = crlb(self.spec, self.acq, P, s, covariates=C, noise=noise)
         bound[res.status == STATUS_FAILED] = np.nan
