@@ -140,6 +140,25 @@ def test_non_monotonic_times(phantom, tmp_path, capsys):
     _expect_error(args, capsys, "strictly increasing")
 
 
+def test_frame_times_in_ms_are_refused_before_any_aif_is_built(phantom, tmp_path, capsys):
+    # A series spanning years (times in ms read as s) once built a population AIF of 1e8 samples.
+    t = np.loadtxt(phantom / "times.txt") * 1e6
+    times = tmp_path / "t.txt"
+    times.write_text(" ".join(f"{v:g}" for v in t))
+    args = _signal_args(phantom, tmp_path / "o")
+    args[args.index("--time") + 1] = str(times)
+    _expect_error(args, capsys, "t.txt: the frames span", "divide them by 1000")
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_population_aif_grid_beyond_its_limit_is_refused():
+    from qmri.models.dce.aif import MAX_POPULATION_SAMPLES, population_samples
+
+    t = np.array([0.0, 1e-6, 600.0])  # a tenth of the 1 us gap: 6e9 samples
+    with pytest.raises(QMRIInputError, match=f"at most {MAX_POPULATION_SAMPLES}"):
+        population_samples("parker", t)
+
+
 def test_t1_map_wrong_shape(phantom, tmp_path, capsys):
     t1 = tmp_path / "t1.nii.gz"
     write_map(t1, np.ones((3, 3, 1)))

@@ -63,15 +63,25 @@ def set_interval(model, res, name: str, lo, hi) -> None:
 
 
 def noise_level(value):
-    """``--sigma``: a positive number, or the path of a noise map (a NIfTI on the series' grid).
+    """``--sigma``: a positive number, the path of a noise map (a NIfTI on the series' grid), or (from
+    Python, or once the map is read) an array of per-voxel noise levels.
 
     Raises
     ------
     QMRIInputError
-        A number that is not positive and finite.
+        A number that is not positive and finite; an array without a positive finite value.
     """
     from pathlib import Path
 
+    if np.ndim(value) > 0:
+        try:
+            a = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise QMRIInputError("the noise map must hold numbers") from None
+        with np.errstate(invalid="ignore"):
+            if not np.any(np.isfinite(a) & (a > 0)):
+                raise QMRIInputError("the noise map has no positive finite value")
+        return a
     try:
         v = float(value)
     except (TypeError, ValueError):

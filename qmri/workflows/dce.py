@@ -63,16 +63,27 @@ def check_times(t, n_frames: int, where: str = "frame times") -> np.ndarray:
     Raises
     ------
     QMRIInputError
-        Wrong count or not strictly increasing (the message names ``where``).
+        Wrong count, not finite, not strictly increasing, or spanning more than
+        :data:`MAX_SERIES_S` (times in ms; the message names ``where``).
     """
     t = np.asarray(t, dtype=np.float64)
     if t.ndim != 1 or t.size != n_frames:
         raise QMRIInputError(f"{where}: {t.size} frame times but the series has {n_frames} frames")
+    if not np.all(np.isfinite(t)):
+        raise QMRIInputError(f"{where}: frame times must be finite numbers of seconds")
     if np.any(np.diff(t) <= 0):
         i = int(np.flatnonzero(np.diff(t) <= 0)[0])
         raise QMRIInputError(f"{where}: frame times must be strictly increasing; time {i + 2} "
                              f"({t[i + 1]:g} s) follows {t[i]:g} s")
+    if t.size and t[-1] - t[0] > MAX_SERIES_S:
+        raise QMRIInputError(f"{where}: the frames span {t[-1] - t[0]:g} s, more than a day; frame times must "
+                             "be in s (times in ms: divide them by 1000)")
     return t
+
+
+#: Longest plausible DCE series in s: clinical protocols last 5-20 min, preclinical ones up to about
+#: an hour; a span above a day means another unit (ms).
+MAX_SERIES_S = 86400.0
 
 
 def check_t10(t10, mask=None, where: str = "T1 map"):
@@ -351,7 +362,7 @@ def frame_times(inputs: dict, n_frames: int | None) -> np.ndarray | None:
         return None
     if not (np.isfinite(dt) and dt > 0):
         raise QMRIInputError(f"--tr-frame must be a positive number of seconds, got {dt}")
-    return np.arange(n_frames) * dt
+    return check_times(np.arange(n_frames) * dt, n_frames, where="--tr-frame")
 
 
 _FRAMES = Option("frames", "number of frames (with --tr-frame)", int, metavar="N")

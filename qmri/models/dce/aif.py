@@ -181,6 +181,10 @@ POPULATION_AIFS = {"parker": parker, "georgiou": georgiou, "preclinical": precli
 #: Finest spacing (s) of the grid a population AIF is sampled on for the convolution: this, or a
 #: tenth of the shortest frame interval when that is shorter.
 POPULATION_STEP = 0.5
+#: Most samples of a population AIF's fine grid (a day of frames at the default step is 172 800).
+MAX_POPULATION_SAMPLES = 1_000_000
+
+
 def population_samples(name, t, *, hct=DEFAULT_HCT, delay=0.0, step=None):
     """A population AIF sampled finely enough for the convolution, on its own grid.
 
@@ -209,7 +213,7 @@ def population_samples(name, t, *, hct=DEFAULT_HCT, delay=0.0, step=None):
     Raises
     ------
     QMRIInputError
-        Unknown name, or bad times.
+        Unknown name, bad times, or a grid of more than :data:`MAX_POPULATION_SAMPLES` samples.
     """
     if name not in POPULATION_AIFS:
         raise QMRIInputError(f"unknown population AIF {name!r}; choose one of {', '.join(POPULATION_AIFS)}")
@@ -219,6 +223,10 @@ def population_samples(name, t, *, hct=DEFAULT_HCT, delay=0.0, step=None):
         gaps = np.diff(t)
         step = min(POPULATION_STEP, float(gaps.min()) / 10.0) if gaps.size else POPULATION_STEP
     n = max(int(np.ceil((t1 - t0) / step)), 1)
+    if n > MAX_POPULATION_SAMPLES:
+        raise QMRIInputError(f"a population AIF from {t0:g} to {t1:g} s every {step:g} s would need {n} samples "
+                             f"(at most {MAX_POPULATION_SAMPLES}); check the frame times (in s) and their "
+                             "shortest interval")
     grid = t0 + (t1 - t0) * np.arange(n + 1) / n
     if t0 < delay < t1:  # the start of the curve is a sample (a point within 1e-6 s is moved onto it)
         near = int(np.argmin(np.abs(grid - delay)))
