@@ -429,7 +429,7 @@ def test_seed_options_refuse_negative_seeds(tmp_path, capsys):
                                            (["--n-signals", "1"], "--n-signals must be at least 2"),
                                            (["--epochs", "0"], "--epochs must be at least 1"),
                                            (["--data-consistency", "nan"], "--data-consistency: expected a finite number"),
-                                           (["--data-consistency", "-1"], "--data-consistency: expected a finite number")])
+                                           (["--data-consistency", "-1"], "--data-consistency must be a finite number >= 0")])
 def test_training_sizes_are_checked(tmp_path, capsys, extra, expect):
     (tmp_path / "t.bval").write_text("0 100 400 800\n")
     code, _, err = _run(["train", "adc", "--bval", tmp_path / "t.bval", "--n-signals", "64", "--epochs", "1",
