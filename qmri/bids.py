@@ -24,7 +24,6 @@ derivatives), BEP016 (diffusion derivatives, proposed: ``model-``/``param-`` ent
 
 from __future__ import annotations
 
-import datetime as _dt
 import logging
 import re
 from dataclasses import dataclass, field

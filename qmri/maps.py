@@ -206,7 +206,8 @@ class ParameterMaps(Mapping):
 
     def out_of_range(self) -> list[str]:
         """One sentence per float32 map with finite values beyond the float32 range (|v| > 3.4e38),
-        which :meth:`save` writes as ±inf (e.g. S0 of a series on a scale near float64's limit)."""
+        which :meth:`save` writes as float64 (:func:`qmri.io.write_map`) so that no value becomes
+        infinite (e.g. S0 of a series on a scale near float64's limit)."""
         limit = float(np.finfo(np.float32).max)
         out = []
         for name, v in self._all().items():
@@ -217,7 +218,7 @@ class ParameterMaps(Mapping):
                 n = int(np.sum(np.isfinite(v) & (np.abs(v) > limit)))
             if n:
                 out.append(f"{name}: {n} voxel(s) beyond the float32 range of the NIfTI map (|value| > {limit:.3g}) "
-                           "are written as inf; rescale the series")
+                           "so the map is written as float64; rescale the series for float32 maps")
         return out
 
     def warnings(self, hint: str = "") -> list[str]:
