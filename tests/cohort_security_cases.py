@@ -64,12 +64,37 @@ def test_the_local_cluster_speaks_tls_and_its_own_client_works(engine):
     assert "TLS" in engine.description
 
 
+def _connect_client(address: str, security=None) -> None:
+    """Connect a Dask client to ``address`` and close it again, on an event loop of this thread.
+
+    An asynchronous client: a synchronous one starts an IO-loop thread of its own, and Dask gives that
+    thread 10 s to start (``LoopRunner``), which a loaded machine can exceed; the attempt here is bounded
+    by ``TIMEOUT`` (Dask's connect time-out) and 60 s in all."""
+    import asyncio
+
+    async def attempt():
+        client = distributed.Client(address, asynchronous=True, timeout=f"{TIMEOUT:g}s", security=security)
+        try:
+            await client
+        finally:
+            await client.close()
+
+    async def bounded():
+        try:
+            await asyncio.wait_for(attempt(), 60)
+        except TimeoutError:  # (an OSError): no answer at all is not a refusal
+            raise AssertionError("the connection attempt had no answer within 60 s") from None
+
+    asyncio.run(bounded())
+
+
 def test_a_client_without_the_run_credentials_is_refused(engine):
     address = engine.client.scheduler.address
+    _connect_client(address, engine.client.security)  # the check can tell: the run's credentials connect
     with pytest.raises((OSError, TypeError)):  # no certificate at all: Dask cannot even open TLS
-        distributed.Client(address, timeout=f"{TIMEOUT:g}s")
+        _connect_client(address)
     with pytest.raises(OSError):  # a certificate of its own: not the run's
-        distributed.Client(address, timeout=f"{TIMEOUT:g}s", security=Security.temporary())
+        _connect_client(address, Security.temporary())
 
 
 def test_the_scheduler_itself_requires_the_run_certificate(engine):
@@ -86,7 +111,7 @@ def test_the_scheduler_itself_requires_the_run_certificate(engine):
 def test_a_plain_tcp_connection_to_the_scheduler_port_is_refused(engine):
     address = engine.client.scheduler.address
     with pytest.raises(OSError):
-        distributed.Client(address.replace("tls://", "tcp://"), timeout=f"{TIMEOUT:g}s")
+        _connect_client(address.replace("tls://", "tcp://"))
     with socket.create_connection(_host_port(address), timeout=TIMEOUT) as raw:
         raw.sendall(b"\0" * 64)  # not a TLS ClientHello: the server closes the connection (a timeout fails)
         try:
