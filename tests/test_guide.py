@@ -151,7 +151,7 @@ def test_every_method_recovers_its_noise_free_phantom(registered, tmp_path, monk
 
 
 def test_hooks_and_files_the_guide_names_exist():
-    """Every hook the guide names is a method of Model; every file or folder it names exists (but
+    """Every hook the guide names is an attribute of Model; every file or folder it names exists (but
     the new model's own module)."""
     hooks = {name for paragraph in re.split(r"\n\n|\n- ", TEXT) if "hook" in paragraph
              for name in re.findall(r"`([a-z][a-z_]+)`", paragraph)} - {"dnn"}
