@@ -192,6 +192,20 @@ def test_dki_bounds_name_the_trace_parameters():
 
 
 # option values (point 12) ----------------------------------------------------------------------
+@pytest.mark.parametrize("text, value", [("false", False), ("no", False), ("off", False), ("0", False),
+                                         (" False ", False), ("OFF", False), ("true", True), ("yes", True),
+                                         ("on", True), ("1", True), ("True", True)])
+def test_a_switch_reads_every_spelling_of_true_and_false(text, value):
+    assert Option("x", "", bool).convert(text) is value
+
+
+@pytest.mark.parametrize("text", ["maybe", "", "2", "nein", "false!"])
+def test_a_switch_refuses_other_text_in_one_line(text):
+    with pytest.raises(QMRIInputError) as exc:
+        Option("x", "", bool).convert(text)
+    assert str(exc.value) == f"--x: expected true or false, got {text!r}"
+
+
 def test_option_values_must_be_of_the_declared_type():
     assert Option("x", "", bool).convert("false") is False
     assert Option("x", "", bool).convert("true") is True and Option("x", "", bool).convert(False) is False

@@ -16,9 +16,23 @@ Dask is imported only when tasks run (:mod:`qmri.cohort.engine`).
 
 Example
 -------
->>> from qmri.cohort import run_cohort                     # doctest: +SKIP
->>> out = run_cohort("bids", "bids/derivatives/qmri", "participant", "steps.toml")
->>> print(out.summary()); print(out.failure_table())
+The configuration of the example cohort (``qmri cohort --example-config``), checked before anything
+runs:
+
+>>> from pathlib import Path
+>>> from qmri.cohort import load_config
+>>> from qmri.cohort.example import EXAMPLE_CONFIG
+>>> _ = Path("steps.toml").write_text(EXAMPLE_CONFIG)
+>>> cfg = load_config("steps.toml")
+>>> {name: (step.command, step.method) for name, step in cfg.fits.items()}
+{'ivim': ('ivim', 'segmented'), 'dce': ('dce', None)}
+>>> cfg.habitat.features, cfg.habitat.settings
+({'D': ('ivim', 'D'), 'f': ('ivim', 'f'), 'Ktrans': ('dce', 'Ktrans')}, {'k': 3})
+
+Then ``run_cohort("bids", "bids/derivatives/qmri", "participant", "steps.toml")`` fits every
+participant of the BIDS dataset ``bids`` (written by ``qmri phantom cohort --out-dir bids``) and
+``print(out.summary())`` reports the tasks; the ``group`` level follows with the habitats and the
+cohort table (a script must call it under ``if __name__ == "__main__":``, see :func:`run_cohort`).
 """
 
 from qmri.cohort.app import LEVELS, CohortOutcome, run_cohort

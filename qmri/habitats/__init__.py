@@ -24,10 +24,20 @@ module            holds
 
 Example
 -------
->>> from qmri.habitats import analyse, from_arrays          # doctest: +SKIP
->>> subject = from_arrays("s1", {"D": D, "f": f, "Ktrans": ktrans}, roi, affine)
->>> result = analyse([subject], k=3)                        # default: zscore, kmeans, mrf
->>> result.subjects[0].labels                               # uint8 map, 1..3 inside the ROI
+Three tissues of known diffusion and perfusion in a 12 x 4 x 2 ROI; the habitats are numbered by the
+first feature, ascending (``D``), so they are the tissues in that order:
+
+>>> import numpy as np
+>>> from qmri.habitats import analyse, from_arrays
+>>> rng = np.random.default_rng(0)
+>>> tissue = np.repeat([1, 2, 3], 4)[:, None, None] * np.ones((12, 4, 2), int)
+>>> D = np.choose(tissue - 1, [0.6e-3, 1.2e-3, 2.0e-3]) + rng.normal(0, 2e-5, tissue.shape)  # mm2/s
+>>> ktrans = np.choose(tissue - 1, [0.3, 0.1, 0.05]) + rng.normal(0, 0.005, tissue.shape)  # 1/min
+>>> subject = from_arrays("s1", {"D": D, "Ktrans": ktrans}, np.ones(tissue.shape, bool))
+>>> result = analyse([subject], k=3)                    # default: zscore, kmeans, mrf
+>>> labels = result.subjects[0].labels                  # uint8 map, 1..3 inside the ROI
+>>> labels.dtype, np.unique(labels).tolist(), bool((labels == tissue).all())
+(dtype('uint8'), [1, 2, 3], True)
 """
 
 from qmri.habitats.analysis import OPTIONS, HabitatResult, analyse

@@ -111,9 +111,10 @@ class DCE(Model):
     Examples
     --------
     >>> import numpy as np
-    >>> from qmri.models.dce import DCE, example_aif
+    >>> from qmri.models.dce import DCE
+    >>> from qmri.models.dce.aif import parker
     >>> t = np.arange(0, 300, 2.0)
-    >>> m = DCE(t, example_aif(t), "tofts")
+    >>> m = DCE(t, parker(t, delay=20.0), "tofts")
     >>> c = m.concentration(dict(Ktrans=0.2, ve=0.3))
     >>> round(float(m.fit(c[None])["Ktrans"][0]), 4)
     0.2

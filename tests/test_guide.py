@@ -1,0 +1,164 @@
+"""docs/adding-a-model.md is true: its code, run as written, makes a model that the command line, the
+declaration tests and ``qmri validate`` take up with nothing else edited.
+
+The guide's Python snippets become one module (steps 1 and 2) registered by the guide's own line (step 3)
+in a temporary module of that name; the declaration tests of tests/test_models_declared.py and
+tests/test_declarations.py then run on it, with and without the ``dnn`` method, and so does the phantoms
+suite of ``qmri validate``. The registries are restored afterwards.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import test_declarations as declarations
+import test_models_declared as declared
+from conftest import check_case
+from qmri.cli.main import main
+from qmri.errors import QMRIInputError
+from qmri.models import MODULES
+from qmri.models.base import SIGNAL_MODELS
+from qmri.models.model import COMMANDS, Model
+
+REPO = Path(__file__).resolve().parents[1]
+GUIDE = REPO / "docs" / "adding-a-model.md"
+TEXT = GUIDE.read_text()
+PYTHON = re.findall(r"```python\n(.*?)```", TEXT, flags=re.S)
+BASH = re.findall(r"```bash\n(.*?)```", TEXT, flags=re.S)
+
+#: The tests on the model compile its kernels and train a small network: about 15 s in all.
+slow = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def guide_model(tmp_path_factory):
+    """The guide's model module, registered as the guide says; registries restored after."""
+    declaration, binding, registration = PYTHON
+    (command, module_name), = ast.literal_eval("{" + registration + "}").items()
+    path = tmp_path_factory.mktemp("guide") / "mymodel.py"
+    path.write_text(declaration + "\n\n" + binding)
+    saved = dict(MODULES), dict(COMMANDS), dict(SIGNAL_MODELS)
+    try:
+        MODULES[command] = module_name
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        spec.loader.exec_module(module)
+        yield command, module
+    finally:
+        sys.modules.pop(module_name, None)
+        for registry, before in zip((MODULES, COMMANDS, SIGNAL_MODELS), saved):
+            registry.clear()
+            registry.update(before)
+
+
+@pytest.fixture(params=["with dnn", "without dnn"])
+def registered(request, guide_model, monkeypatch):
+    """The command name, its class (``dnn`` left out of its table for "without dnn"), and the
+    declaration tests' view of the registry holding it."""
+    command, module = guide_model
+    cls = getattr(module, "MyModel")
+    if request.param == "without dnn":
+        monkeypatch.setattr(cls, "methods", {k: m for k, m in cls.methods.items() if k != "dnn"})
+    monkeypatch.setitem(declarations.COMMANDS, command, cls)
+    return command, cls
+
+
+@slow
+def test_the_registration_line_makes_the_module_a_command(guide_model):
+    from qmri.models import command, commands
+
+    name, module = guide_model
+    assert command(name) is module.MyModel and name in commands()
+    assert SIGNAL_MODELS[name] is module.MY_MODEL
+    import qmri.models
+
+    assert qmri.models.MyModel is module.MyModel
+
+
+@slow
+def test_jacobian_torch_twin_and_combined_kernel(guide_model):
+    name, _ = guide_model
+    declared.test_jacobian_matches_finite_differences(name)
+    declared.test_numba_and_torch_signals_agree(name)
+    declared.test_combined_kernel_matches_separate_kernels(name)
+
+
+@slow
+def test_declaration_tests_pass_on_it(registered, tmp_path, capsys):
+    name, cls = registered
+    declarations.test_declaration_is_complete(name)
+    declarations.test_help_lists_every_method_and_option(name, capsys)
+    declarations.test_noise_free_phantom_is_recovered_by_the_default_method(name)
+    declarations.test_an_option_a_method_does_not_use_is_an_error(name)
+    declarations.test_phantom_then_its_fit_hint_end_to_end(name, tmp_path, capsys)
+
+
+@slow
+def test_qmri_help_lists_it_and_train_offers_it_with_dnn(registered, capsys):
+    name, cls = registered
+    shown = {}
+    for argv in (["--help"], ["train", "--help"]):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 0
+        shown[argv[0]] = " ".join(capsys.readouterr().out.split())
+    assert f" {name} {cls.summary} " in shown["--help"]
+    assert (f" {name} networks for qmri {name} --method dnn" in shown["train"]) == ("dnn" in cls.methods)
+
+
+@slow
+def test_the_readme_table_gets_its_row(registered):
+    from qmri.cli.reference import commands_table
+
+    name, cls = registered
+    methods = "`lsq`, `dnn`" if "dnn" in cls.methods else "`lsq`"
+    table = commands_table().splitlines()
+    assert f"| `qmri {name} DWI` | {cls.summary} | {methods} |" in table
+    train = next(row for row in table if row.startswith("| `qmri train "))
+    assert (f"\\|{name} " in train) == ("dnn" in cls.methods), train
+
+
+@slow
+def test_every_method_recovers_its_noise_free_phantom(registered, tmp_path, monkeypatch):
+    """``qmri validate --suite phantoms`` on this model (its cases, as the suite lists them): without a
+    shipped network the ``dnn`` case fails as the guide says; with one made as tools/make_pretrained.py
+    does (small here), every case passes."""
+    from qmri.fitting.net import train
+    from qmri.fitting.net import weights
+    from qmri.validation import phantoms
+
+    name, cls = registered
+    cases = {c.id: c for c in phantoms.cases(models=[name])}
+    assert sorted(cases) == sorted(f"{name}-{m}" for m in cls.methods)
+    if "dnn" in cls.methods:
+        with pytest.raises(QMRIInputError, match=f"no network shipped with qmri is trained for {cls.__name__}"):
+            cases[f"{name}-dnn"].run()
+        model = cls.for_phantom(cls.phantom(snr=np.inf, block=(1, 1, 1)))
+        shipped = train(model, n=2000, epochs=3, seed=0, threads=1, device="cpu").save(tmp_path / f"{name}.pt")
+        monkeypatch.setattr(weights, "builtin_paths", lambda: [shipped])
+    for case in cases.values():
+        check_case(case)
+    outcome = cases[f"{name}-lsq"].run()
+    assert outcome.metrics["recovery NRMSE"] <= 1e-6
+
+
+def test_hooks_and_files_the_guide_names_exist():
+    """Every hook the guide names is an attribute of Model; every file or folder it names exists (but
+    the new model's own module)."""
+    hooks = {name for paragraph in re.split(r"\n\n|\n- ", TEXT) if "hook" in paragraph
+             for name in re.findall(r"`([a-z][a-z_]+)`", paragraph)} - {"dnn"}
+    assert {"normalise", "start", "complete", "network_bounds", "protocol"} <= hooks
+    assert [name for name in sorted(hooks) if not hasattr(Model, name)] == []
+    named = set(re.findall(r"`((?:qmri|cli|tests|tools|benchmarks|docs)/[\w./]*)`", TEXT))
+    named |= set(re.findall(r"\b((?:qmri|tests|tools)/[\w/]+\.py)\b", "\n".join(BASH)))
+    missing = [p for p in named if not (REPO / p).exists() and "mymodel" not in p]
+    assert len(named) > 20 and not missing, missing
+    assert "qmri.models.diffusion.mymodel" in PYTHON[2]
