@@ -1,4 +1,4 @@
-"""``qmri plot-fit``: one voxel's measured and fitted signal, one library call (:func:`qmri.plot.plot_fit`)."""
+"""``qmri plot-fit``: one voxel's measured and fitted signal, one library call (:func:`qmri.workflows.plot_fit.plot_fit`)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    from qmri.plot import parse_voxel, plot_fit
+    from qmri.plot import parse_voxel
+    from qmri.workflows.plot_fit import plot_fit
 
     ijk = parse_voxel(args.voxel)
     out = args.out or args.maps / f"fit_{ijk[0]}_{ijk[1]}_{ijk[2]}.png"

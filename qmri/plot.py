@@ -1,5 +1,5 @@
-"""Matplotlib figures: slice grids of parameter maps (``--plot``) and one voxel's measured and fitted signal
-(``qmri plot-fit``)."""
+"""Matplotlib figures: slice grids of parameter maps (``--plot``), one voxel's measured and fitted signal
+(``qmri plot-fit``, whose workflow is :func:`qmri.workflows.plot_fit.plot_fit`) and the DCE fits' curves."""
 
 from __future__ import annotations
 
@@ -193,75 +193,24 @@ def parse_voxel(text: str) -> tuple[int, int, int]:
     return ijk
 
 
-def plot_fit(series, maps_dir, voxel, out, *, prefix: str = "", force: bool = False) -> dict:
-    """Measured and fitted signal of one voxel: what ``qmri plot-fit`` draws.
-
-    The maps are read with :meth:`qmri.maps.ParameterMaps.load`; the model is rebuilt from their
-    sidecars (:meth:`qmri.models.model.Model.from_provenance`); the voxel's data are taken from the
-    series as the fit saw them (the workflow's ``measured``: selected volumes, DCE concentration),
-    and the model's :meth:`~qmri.models.model.Model.curve` gives the fitted signal.
+def draw_curve(curve, params, maps, ijk, out, series):
+    """Write the figure of one voxel's measured and fitted signal (PNG, atomically).
 
     Parameters
     ----------
-    series : path
-        The fitted 4-D series.
-    maps_dir : path
-        Folder of the maps (``prefix`` selects among several fits).
-    voxel : tuple of 3 int
+    curve : dict
+        :meth:`qmri.models.model.Model.curve` of the voxel: ``x``, ``measured``, ``fitted``, axis labels.
+    params : dict of str to float
+        The voxel's parameters (the first six are shown in the title).
+    maps : qmri.maps.ParameterMaps
+        The maps read (provenance, R², status).
+    ijk : tuple of 3 int
+        The voxel.
     out : path
-        PNG to write (atomically).
-    force : bool
-        Overwrite ``out``.
-
-    Returns
-    -------
-    dict
-        The curve (``x``, ``measured``, ``fitted``, labels) and ``values`` (the voxel's parameters).
-
-    Raises
-    ------
-    QMRIInputError
-        Maps that cannot be read or rebuilt, a series not on the maps' grid or with another number
-        of volumes than the fit saw, a voxel outside the grid or not fitted.
+        PNG to write.
+    series : path
+        The series the voxel's data come from (its name is shown).
     """
-    from qmri import io
-    from qmri.errors import QMRIInputError
-    from qmri.maps import ParameterMaps
-    from qmri.models.model import model_class
-    from qmri.resultset import refuse_existing
-    from qmri.workflows import workflow
-
-    refuse_existing([out], force)
-    maps = ParameterMaps.load(maps_dir, prefix)
-    prov = maps.provenance
-    cls = model_class(str(prov.get("model")))
-    model = cls.from_provenance(prov)
-    img = io.load_nifti(series, ndim=4, what="series")
-    shape = maps.mask.shape
-    if tuple(img.shape[:3]) != tuple(shape) or (maps.affine is not None and
-                                                not np.allclose(img.affine, maps.affine, atol=1e-3)):
-        raise QMRIInputError(f"{series}: not on the grid of the maps in {maps_dir} ({tuple(img.shape[:3])} vs {shape})")
-    ijk = tuple(int(i) for i in voxel)
-    if any(not 0 <= i < n for i, n in zip(ijk, shape)):
-        raise QMRIInputError(f"--voxel {','.join(map(str, ijk))} is outside the grid {shape}")
-    if not maps.mask[ijk] or maps.status[ijk] < 0:
-        raise QMRIInputError(f"--voxel {','.join(map(str, ijk))} was not fitted (outside the mask)")
-    values = np.asarray(io.series_data(img)[ijk[0], ijk[1], ijk[2], :], dtype=np.float64)  # the checked reader
-    wf = workflow(cls.workflow)
-    y = wf.measured(values, prov, ijk) if wf.measured is not None else values
-    if y.shape != (model.n_measurements,):
-        raise QMRIInputError(f"{series}: {img.shape[3]} volumes, but the maps in {maps_dir} were fitted to "
-                             f"{model.n_measurements} measurements; give the series that was fitted")
-    params = {k: float(v[ijk]) for k, v in maps.params.items()}
-    cov = model.covariate_maps(shape)
-    cov = None if cov is None else cov[np.ravel_multi_index(ijk, shape)]
-    curve = model.curve(params, y, cov, prov.get("method"))
-    _draw_curve(curve, params, maps, ijk, out, series)
-    curve["values"] = params
-    return curve
-
-
-def _draw_curve(curve, params, maps, ijk, out, series):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -287,3 +236,53 @@ def _draw_curve(curve, params, maps, ijk, out, series):
     with io.atomic_path(out) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
+
+
+def plot_curves(model, data, maps, path, n: int = 4, transform=None):
+    """Measured and fitted concentration of a few fitted voxels (quantiles of the first parameter): the
+    ``curves.png`` of a DCE fit.
+
+    ``data`` is the series as fitted, or the raw series with ``transform(Y, index)`` turning the
+    chosen voxels' signals (C-order flat indices) into concentration."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from qmri import io
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    first = model.spec.names[0]
+    vals = maps[first]
+    ok = np.flatnonzero((maps.status.ravel() == 0) & np.isfinite(vals.ravel()))
+    fig, axes = plt.subplots(1, n, figsize=(3.4 * n, 3.0), squeeze=False)
+    if ok.size:
+        order = ok[np.argsort(vals.ravel()[ok])]
+        picks = order[np.unique(np.linspace(0, order.size - 1, n).round().astype(int))]
+        curves = np.asarray(data[np.unravel_index(picks, vals.shape)], dtype=np.float64)
+        if transform is not None:
+            curves = transform(curves, picks)
+        for ax, v, curve in zip(axes[0], picks, curves):
+            params = {k: maps[k].ravel()[v] for k in model.spec.names}
+            ax.plot(model.t, curve, ".", ms=3, label="data")
+            ax.plot(model.t, model.concentration(params), "-", label="fit")
+            idx = np.unravel_index(v, vals.shape)
+            ax.set_title(f"voxel {tuple(int(i) for i in idx)}\n" + ", ".join(
+                f"{k} {params[k]:.3g}" for k in model.spec.names), fontsize=8)
+            ax.set_xlabel("time (s)")
+            ax.set_ylabel("concentration (mM)")
+        axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    with io.atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+
+
+def __getattr__(name: str):
+    # plot_fit, the workflow of ``qmri plot-fit``, lives in qmri.workflows.plot_fit; the old name stays
+    if name == "plot_fit":
+        from qmri.workflows.plot_fit import plot_fit
+
+        return plot_fit
+    raise AttributeError(f"module 'qmri.plot' has no attribute {name!r}")

@@ -223,7 +223,7 @@ def stats_from_files(maps, labels, *, names=None, out=None, wide: bool = False, 
     ----------
     maps : list of str
         ``FILE.nii.gz`` (named by the file stem), ``FOLDER:NAME[,NAME]`` (maps of a qmri output
-        folder) or ``NAME=FILE`` (:func:`qmri.habitats.features.parse_map_argument`).
+        folder) or ``NAME=FILE`` (:func:`qmri.mapsources.parse_map_argument`).
     labels : path
         Label image (integers, 0 background); its grid is the maps' grid.
     names : path, optional
@@ -247,7 +247,7 @@ def stats_from_files(maps, labels, *, names=None, out=None, wide: bool = False, 
         ``out`` exists and ``force`` is False.
     """
     from qmri import io
-    from qmri.habitats.features import parse_map_argument, read_source, same_grid
+    from qmri.mapsources import parse_map_argument, read_source, same_grid
     from qmri.resultset import refuse_existing, write_sets
 
     t0 = time.perf_counter()

@@ -7,6 +7,7 @@ module            holds
 ``linear``        batched log-linear OLS / WLS / constrained least squares
 ``linalg``        per-voxel Cholesky and fit-quality helpers for kernels
 ``result``        :class:`FitResult` and the status codes
+``methods``       estimation methods as objects (:class:`~qmri.fitting.methods.Method`, least squares)
 ================  ======================================================================
 """
 

@@ -1,7 +1,9 @@
 """Habitat analysis: cluster the voxels of a tumour ROI in the joint space of several parameter maps
 into sub-regions (habitats) numbered the same way in every subject.
 
-Reads only maps and I/O (:mod:`qmri.io`, :meth:`qmri.maps.ParameterMaps.load`), never the fitting code.
+The analysis reads only maps and I/O (:mod:`qmri.io`, :meth:`qmri.maps.ParameterMaps.load`), never the
+models or the fitting code; only the habitat phantom (``phantom``) simulates its series with the model
+declarations (both checked by the import contracts of ``pyproject.toml``).
 
 ================  ==========================================================================================
 module            holds

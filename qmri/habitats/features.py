@@ -5,7 +5,8 @@ A map is a NIfTI file, or one map of a qmri output folder (read with
 (shape or affine) differs from the ROI mask's are resampled onto the mask's grid in scanner
 coordinates with nibabel (:func:`nibabel.processing.resample_from_to`): linear interpolation for
 maps, nearest neighbour for integer (label) images; no registration. Voxels with a non-finite value
-in any feature are dropped and counted.
+in any feature are dropped and counted. How a map is named and read (:class:`MapSource`,
+:func:`read_source`) is :mod:`qmri.mapsources`, shared with ``qmri stats``.
 """
 
 from __future__ import annotations
@@ -17,32 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from qmri.errors import QMRIInputError
-
-#: Affine tolerance (mm) under which two grids are the same.
-GRID_TOLERANCE_MM = 1e-3
-
-
-@dataclass
-class MapSource:
-    """Where one feature of one subject comes from.
-
-    Attributes
-    ----------
-    name : str
-        Feature name (``D``, ``Ktrans``).
-    path : Path
-        A NIfTI file, or a qmri output folder holding a map called ``name``.
-    """
-
-    name: str
-    path: Path
-
-    @property
-    def is_folder(self) -> bool:
-        return self.path.is_dir()
-
-    def describe(self) -> str:
-        return f"{self.path}:{self.name}" if self.is_folder else str(self.path)
+from qmri.mapsources import GRID_TOLERANCE_MM, MapSource, parse_map_argument, read_source, same_grid  # noqa: F401
 
 
 @dataclass
@@ -102,11 +78,6 @@ class SubjectFeatures:
 # ---------------------------------------------------------------------------------------------
 # Grids
 # ---------------------------------------------------------------------------------------------
-def same_grid(shape_a, affine_a, shape_b, affine_b) -> bool:
-    """Whether two grids have the same shape and affine (within :data:`GRID_TOLERANCE_MM`)."""
-    return tuple(shape_a[:3]) == tuple(shape_b[:3]) and np.allclose(affine_a, affine_b, atol=GRID_TOLERANCE_MM)
-
-
 def resample_to_grid(data, affine, shape, target_affine, *, order: int = 1) -> np.ndarray:
     """Resample a 3-D volume onto another grid in scanner coordinates (nibabel, no registration).
 
@@ -155,40 +126,6 @@ def resample_to_grid(data, affine, shape, target_affine, *, order: int = 1) -> n
 # ---------------------------------------------------------------------------------------------
 # Reading
 # ---------------------------------------------------------------------------------------------
-def parse_map_argument(text: str) -> list[MapSource]:
-    """``--maps`` entry → sources: ``FILE.nii.gz`` (feature named by the file stem, e.g. ``D``),
-    ``FOLDER:NAME[,NAME...]`` (maps of a qmri output folder) or ``NAME=FILE_OR_FOLDER``.
-
-    Raises
-    ------
-    QMRIInputError
-        A folder without map names, an empty name.
-    """
-    if "=" in text and not Path(text).exists():
-        name, path = text.split("=", 1)
-        if not name:
-            raise QMRIInputError(f"--maps {text!r}: empty feature name before '='")
-        return [MapSource(name, Path(path))]
-    if ":" in text and not Path(text).exists():
-        folder, names = text.rsplit(":", 1)
-        names = [n for n in names.split(",") if n]
-        if not names:
-            raise QMRIInputError(f"--maps {text!r}: no map names after ':'")
-        return [MapSource(n, Path(folder)) for n in names]
-    path = Path(text)
-    if path.is_dir():
-        raise QMRIInputError(f"--maps {text}: a folder needs the maps to use, e.g. {text}:D,f")
-    return [MapSource(_stem(path), path)]
-
-
-def _stem(path: Path) -> str:
-    name = path.name
-    for ext in (".nii.gz", ".nii"):
-        if name.endswith(ext):
-            return name[: -len(ext)]
-    return path.stem
-
-
 def read_cohort(path) -> tuple[list[str], list[tuple[str, Path, list[MapSource]]]]:
     """Read a cohort table: header ``id,mask,<feature>...``, then one row of paths per subject.
 
@@ -241,39 +178,6 @@ def read_cohort(path) -> tuple[list[str], list[tuple[str, Path, list[MapSource]]
     if not rows:
         raise QMRIInputError(f"{path}: no subject rows under the header")
     return names, rows
-
-
-def read_source(src: MapSource, cache: dict):
-    """``(data, affine, unit, is_integer)`` of one source (qmri folders read once per call site)."""
-    from qmri import io
-
-    if src.is_folder:
-        if src.path not in cache:
-            from qmri.maps import ParameterMaps
-
-            cache[src.path] = ParameterMaps.load(src.path)
-        maps = cache[src.path]
-        if src.name not in maps:
-            raise QMRIInputError(f"{src.path}: no map {src.name!r} in this qmri output folder "
-                                 f"(it has {', '.join(maps.params)})")
-        if maps.affine is None:
-            raise QMRIInputError(f"{src.path}: maps carry no affine")
-        data = np.asarray(maps[src.name])
-        return data, maps.affine, maps.units.get(src.name, ""), np.issubdtype(data.dtype, np.integer)
-    img = io.load_nifti(src.path, ndim=(3, 4), what=f"map {src.name}")
-    if len(img.shape) == 4 and img.shape[3] != 1:
-        raise QMRIInputError(f"{src.path}: map {src.name} must be 3-D, got shape {img.shape}")
-    unit = ""
-    side = io.sidecar_path(src.path)
-    if side.is_file():
-        try:
-            unit = str(io.read_json(side, "JSON sidecar").get("Units", ""))
-        except (QMRIInputError, AttributeError):
-            unit = ""
-    slope = getattr(img.dataobj, "slope", 1.0)
-    integer = np.issubdtype(img.get_data_dtype(), np.integer) and slope in (None, 1.0)
-    data = io.image_data(img).reshape(img.shape[:3])
-    return data, img.affine, unit, bool(integer)
 
 
 def load_roi(path):

@@ -9,6 +9,7 @@ module             holds
 ``vfa``            variable-flip-angle T1 mapping with an optional B1 map
 ``demo``           the phantom fits of ``qmri demo``
 ``habitat_demo``   the habitat part of ``qmri demo`` (phantom series fitted, then clustered)
+``plot_fit``       ``qmri plot-fit``: one voxel's measured and fitted signal, the model rebuilt from the maps
 =================  ============================================================================
 """
 

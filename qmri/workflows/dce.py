@@ -16,6 +16,7 @@ from qmri.errors import QMRIInputError
 from qmri.models.dce.aif import DEFAULT_HCT
 from qmri.models.dce.relaxation import DEFAULT_R1
 from qmri.options import Option
+from qmri.plot import plot_curves
 from qmri.workflows.job import FitJob, Workflow, load_mask, load_series, unusable_note
 
 def _aif_paths(value: str, folder: Path) -> str:
@@ -518,46 +519,6 @@ def prepare(model_cls, series: Path, mask: Path | None, inputs: dict, model_opti
 
     return FitJob(model=model, load=load, transform=chunk_transform, mask=mask_arr, image=img, sources=sources,
                   provenance=provenance, files=files, plots=plots, notes=notes, reference=reference)
-
-
-def plot_curves(model, data, maps, path, n: int = 4, transform=None):
-    """Measured and fitted concentration of a few fitted voxels (quantiles of the first parameter).
-
-    ``data`` is the series as fitted, or the raw series with ``transform(Y, index)`` turning the
-    chosen voxels' signals (C-order flat indices) into concentration."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from qmri import io
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    first = model.spec.names[0]
-    vals = maps[first]
-    ok = np.flatnonzero((maps.status.ravel() == 0) & np.isfinite(vals.ravel()))
-    fig, axes = plt.subplots(1, n, figsize=(3.4 * n, 3.0), squeeze=False)
-    if ok.size:
-        order = ok[np.argsort(vals.ravel()[ok])]
-        picks = order[np.unique(np.linspace(0, order.size - 1, n).round().astype(int))]
-        curves = np.asarray(data[np.unravel_index(picks, vals.shape)], dtype=np.float64)
-        if transform is not None:
-            curves = transform(curves, picks)
-        for ax, v, curve in zip(axes[0], picks, curves):
-            params = {k: maps[k].ravel()[v] for k in model.spec.names}
-            ax.plot(model.t, curve, ".", ms=3, label="data")
-            ax.plot(model.t, model.concentration(params), "-", label="fit")
-            idx = np.unravel_index(v, vals.shape)
-            ax.set_title(f"voxel {tuple(int(i) for i in idx)}\n" + ", ".join(
-                f"{k} {params[k]:.3g}" for k in model.spec.names), fontsize=8)
-            ax.set_xlabel("time (s)")
-            ax.set_ylabel("concentration (mM)")
-        axes[0][0].legend(fontsize=8)
-    fig.tight_layout()
-    with io.atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
 
 
 def measured(values, provenance: dict, index) -> np.ndarray:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from qmri.errors import QMRIInputError
-from qmri.models.methods import INTERVAL_OPTION, Method, Validation, set_interval
+from qmri.fitting.methods import INTERVAL_OPTION, Method, Validation, set_interval
 from qmri.options import Option, random_seed
 
 #: Most voxels self-supervised training reads (a random subset of larger fits).
@@ -123,7 +123,7 @@ Z95 = 1.959963984540054
 
 def add_interval(model, res, C) -> None:
     """Add ``<param>_lo`` and ``<param>_hi`` to a network result, in place: the estimate ± 1.96·sqrt(SD² +
-    CRLB²) within the bounds (:func:`qmri.models.methods.set_interval`), SD the ensemble spread (0 for
+    CRLB²) within the bounds (:func:`qmri.fitting.methods.set_interval`), SD the ensemble spread (0 for
     one network) and CRLB the Cramér–Rao bound at the estimate
     (:meth:`qmri.models.model.Model.add_crlb`, σ from each voxel's residuals, the noise the networks are
     trained for: :attr:`~qmri.models.model.Model.training_noise`). The ensemble spread alone measures
@@ -149,7 +149,7 @@ def n_networks(model, options: dict) -> int:
 def train_on_voxels(model, rows, index, covariates, *, n_networks: int = 1, epochs: int = 100, seed: int = 0,
                     device: str = "cpu", progress: bool = False):
     """Self-supervised networks trained on the voxels ``index``, whose signals ``rows(sel)`` gives
-    (float64, (len(sel), m); see :meth:`qmri.models.methods.Method.prepare`).
+    (float64, (len(sel), m); see :meth:`qmri.fitting.methods.Method.prepare`).
 
     At most :data:`MAX_TRAINING_VOXELS` voxels (a random subset, chosen by ``seed``) with finite
     normalised signals are used. Returns a :class:`~qmri.fitting.net.weights.Trained`, or None
