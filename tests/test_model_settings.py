@@ -144,11 +144,24 @@ def test_a_b1_map_is_not_copied_into_the_settings():
         vfa.from_provenance(vfa.provenance())  # a map comes back from its file (b1_map), which this has not
 
 
-def test_settings_another_version_wrote_are_refused_with_their_names():
+def test_settings_are_those_of_the_construction_not_of_later_changes_to_its_arguments():
+    b = np.array([0.0, 100, 400, 800])
+    model = model_class("ADC")(b)
+    b[1] = 50.0
+    assert model.settings()["bvals"] == [0.0, 100.0, 400.0, 800.0]
+    model.settings()["bvals"][1] = 7.0
+    assert model.settings()["bvals"][1] == 100.0
+
+
+def test_settings_another_version_wrote_or_edited_ones_are_one_line_errors():
     prov = case("ADC").provenance()
     prov["model_settings"]["smoothing"] = 2.0
     with pytest.raises(QMRIInputError, match="settings this version does not know: smoothing"):
         model_class("ADC").from_provenance(prov)
+    prov = case("IVIM").provenance()
+    prov["model_settings"]["lm_options"] = {"max_iterations": 5}
+    with pytest.raises(QMRIInputError, match="IVIM cannot be rebuilt from what its sidecars record: TypeError"):
+        model_class("IVIM").from_provenance(prov)
 
 
 def _old_sidecars():

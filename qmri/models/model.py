@@ -18,6 +18,7 @@ the model a fit used as ``cls(**settings)``.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import inspect
@@ -185,21 +186,20 @@ class Model:
                                  f"{', '.join(names)}); methods that do: {users}")
 
     def settings(self) -> dict:
-        """The constructor arguments this model was built with, as JSON values: ``type(self)(**settings)``
-        rebuilds it (the acquisition, bounds, thresholds and other keywords; scikit-learn's ``get_params``).
+        """The constructor arguments this model was built with, as JSON values (the acquisition, bounds,
+        thresholds and other keywords; scikit-learn's ``get_params``), from which :meth:`from_provenance`
+        rebuilds it.
 
         Arrays become lists, tuples (a pair of bounds) lists, :class:`~qmri.fitting.LMOptions` a dict
-        of its fields; a keyword of :attr:`map_settings` that holds a map becomes None (the map is not
-        copied into the sidecars).
+        of its fields (made ``LMOptions`` again by :meth:`recorded_settings`); a keyword of
+        :attr:`map_settings` that holds a map becomes None (the map is not copied into the sidecars).
 
         Returns
         -------
         dict
             ``{keyword: value}`` for every argument of the constructor, defaults included.
         """
-        recorded = self.__dict__.get("_settings", {})
-        return {name: None if name in self.map_settings and np.ndim(value) > 0 else _plain(value)
-                for name, value in recorded.items()}
+        return copy.deepcopy(self.__dict__.get("_settings", {}))
 
     def provenance(self) -> dict:
         """Model-specific facts written into sidecars (bounds, acquisition, references); ``model_settings``
@@ -218,18 +218,18 @@ class Model:
             The model cannot be rebuilt from what was recorded (settings missing or not this
             model's, or values the constructor refuses).
         """
-        settings = cls.recorded_settings(provenance)
         params = inspect.signature(cls).parameters
-        unknown = [k for k in settings if k not in params] if not any(
-            p.kind is p.VAR_KEYWORD for p in params.values()) else []
-        if unknown:
-            raise QMRIInputError(f"{cls.__name__}: the sidecars record settings this version does not know: "
-                                 f"{', '.join(unknown)}")
         try:
+            settings = cls.recorded_settings(provenance)
+            unknown = [k for k in settings if k not in params] if not any(
+                p.kind is p.VAR_KEYWORD for p in params.values()) else []
+            if unknown:
+                raise QMRIInputError(f"{cls.__name__}: the sidecars record settings this version does not know: "
+                                     f"{', '.join(unknown)}")
             return cls(**settings)
-        except (TypeError, ValueError, AttributeError) as exc:  # values of the wrong kind (an edited sidecar)
-            raise QMRIInputError(f"{cls.__name__} cannot be rebuilt from the settings its sidecars record: {exc}") \
-                from None
+        except (TypeError, ValueError, AttributeError, KeyError) as exc:  # values of another kind (an edited sidecar)
+            raise QMRIInputError(f"{cls.__name__} cannot be rebuilt from what its sidecars record: "
+                                 f"{type(exc).__name__}: {exc}") from None
 
     @classmethod
     def recorded_settings(cls, provenance: dict) -> dict:
@@ -243,10 +243,7 @@ class Model:
         if isinstance(settings.get("lm_options"), dict):
             from qmri.fitting.lm import LMOptions
 
-            try:
-                settings["lm_options"] = LMOptions(**settings["lm_options"])
-            except TypeError as exc:
-                raise QMRIInputError(f"{cls.__name__}: the sidecars' lm_options are not LMOptions: {exc}") from None
+            settings["lm_options"] = LMOptions(**settings["lm_options"])
         return settings
 
     @classmethod
@@ -632,7 +629,9 @@ class Model:
 
 def _recording_settings(init):
     """``init`` (a subclass's ``__init__``) that first records its arguments, defaults included, as
-    the model's settings (:meth:`Model.settings`) unless a subclass's constructor already did."""
+    the model's settings (:meth:`Model.settings`) unless a subclass's constructor already did: as JSON
+    values (:func:`_plain`; copies, which later changes to the caller's arrays do not reach), a map of
+    :attr:`Model.map_settings` as None."""
     signature = inspect.signature(init)
     first = next(iter(signature.parameters))
     if any(p.kind is p.VAR_POSITIONAL for p in signature.parameters.values()):
@@ -643,14 +642,15 @@ def _recording_settings(init):
         if "_settings" not in self.__dict__:
             bound = signature.bind(self, *args, **kwargs)
             bound.apply_defaults()
-            settings = {}
+            given = {}
             for name, value in bound.arguments.items():
-                kind = signature.parameters[name].kind
-                if kind is inspect.Parameter.VAR_KEYWORD:
-                    settings.update(value)
+                if signature.parameters[name].kind is inspect.Parameter.VAR_KEYWORD:
+                    given.update(value)
                 elif name != first:
-                    settings[name] = value
-            self._settings = settings
+                    given[name] = value
+            maps = type(self).map_settings
+            self._settings = {name: None if name in maps and np.ndim(value) > 0 else _plain(value)
+                              for name, value in given.items()}
         init(self, *args, **kwargs)
 
     return __init__

@@ -449,7 +449,7 @@ class DKI(DiffusionModel):
 
     def provenance(self):
         prov = {
-            **super().provenance(),
+            **super(DiffusionModel, self).provenance(),  # the settings; the tensor's facts are its own
             "bvals": self.bvals.tolist(), "bvecs": self.bvecs.tolist(), "units_b": "s/mm2",
             "b0_threshold": self.b0_threshold,
             "n_directions": n_directions(self.bvals, self.bvecs, self.b0_threshold),
