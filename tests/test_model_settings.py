@@ -192,3 +192,17 @@ def test_sidecars_written_before_the_settings_still_rebuild_their_model(label):
         assert model.bounds_set()  # each fixture's fit set some bounds (the fixtures' commands)
     if label == "ivim":
         assert model.threshold == 300.0
+
+
+def test_maps_saved_and_loaded_rebuild_the_model_with_its_settings(tmp_path):
+    from qmri.maps import ParameterMaps
+
+    model = case("IVIM")
+    truth = {"S0": 1000.0, "f": np.array([0.1, 0.2, 0.3]), "D": 0.001, "Dstar": 0.03}
+    maps = model.fit(model.signal(truth), method="segmented")
+    maps.save(tmp_path / "maps")
+    prov = ParameterMaps.load(tmp_path / "maps").provenance
+    rebuilt = model_class(prov["model"]).from_provenance(prov)
+    assert rebuilt.settings() == model.settings()
+    assert rebuilt.threshold == 300.0 and (rebuilt.lower[1], rebuilt.upper[1]) == (0.0, 0.5)
+    assert "bvals" in prov and "threshold" in prov  # the keys sidecars had before stay
