@@ -10,10 +10,18 @@ objects of the model's ``methods`` table, on flat ``(n_voxels, n_measurements)``
 A subclass is also the declaration the command line, the phantoms and the demo read (class
 attributes ``command``, ``summary``, ``workflow``, ``options``, ``methods``, ``phantom``): importing
 a subclass that names a ``command`` registers it in :data:`COMMANDS`.
+
+Every model records the keyword settings it was built with (:meth:`Model.settings`, as
+scikit-learn's ``get_params``): its sidecars carry them, and :meth:`Model.from_provenance` rebuilds
+the model a fit used as ``cls(**settings)``.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import functools
+import inspect
 import time
 
 import numpy as np
@@ -70,6 +78,12 @@ class Model:
         Stopping rules of least-squares methods.
     covariates : dict of str to float or ndarray
         Per-voxel inputs by covariate name (scalar, or a map of the data's spatial shape).
+
+    Settings
+    --------
+    The arguments of the constructor (those given, and the defaults of the others) are recorded
+    when a model is built, by whichever ``__init__`` a subclass defines (:meth:`settings` gives
+    them; a subclass constructor that calls ``super().__init__`` does not replace them).
     """
 
     command: str | None = None
@@ -83,10 +97,16 @@ class Model:
     data_unit: str = "a.u."
     n_measurements: int = 0
 
+    #: Constructor keywords that may hold a per-voxel map (a B1 map): recorded by :meth:`settings`
+    #: only when scalar; a map is recorded by the file workflow as the file it came from.
+    map_settings: tuple[str, ...] = ()
+
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         if cls.__dict__.get("command"):
             COMMANDS[cls.command] = cls
+        if "__init__" in cls.__dict__:
+            cls.__init__ = _recording_settings(cls.__dict__["__init__"])
 
     # Declaration ------------------------------------------------------------------------------
     @classmethod
@@ -165,21 +185,91 @@ class Model:
             raise QMRIInputError(f"method {m.name!r} of {cls.__name__} does not apply bounds (--bounds "
                                  f"{', '.join(names)}); methods that do: {users}")
 
+    def settings(self) -> dict:
+        """The constructor arguments this model was built with, as JSON values (the acquisition, bounds,
+        thresholds and other keywords; scikit-learn's ``get_params``), from which :meth:`from_provenance`
+        rebuilds it.
+
+        Arrays become lists, tuples (a pair of bounds) lists, :class:`~qmri.fitting.LMOptions` a dict
+        of its fields (made ``LMOptions`` again by :meth:`recorded_settings`); a keyword of
+        :attr:`map_settings` that holds a map becomes None (the map is not copied into the sidecars).
+
+        Returns
+        -------
+        dict
+            ``{keyword: value}`` for every argument of the constructor, defaults included.
+        """
+        return copy.deepcopy(self.__dict__.get("_settings", {}))
+
     def provenance(self) -> dict:
-        """Model-specific facts written into sidecars (bounds, acquisition, references)."""
-        return {}
+        """Model-specific facts written into sidecars (bounds, acquisition, references); ``model_settings``
+        (:meth:`settings`) here, which a subclass extends (``{**super().provenance(), ...}``)."""
+        return {"model_settings": self.settings()}
 
     # Rebuilding a fit (``qmri plot-fit``) ------------------------------------------------------
     @classmethod
     def from_provenance(cls, provenance: dict) -> "Model":
-        """The model a fit used, rebuilt from the provenance its sidecars record (the acquisition).
+        """The model a fit used, rebuilt from the provenance its sidecars record: ``cls(**settings)``
+        with the recorded ``model_settings`` (:meth:`recorded_settings`).
+
+        Raises
+        ------
+        QMRIInputError
+            The model cannot be rebuilt from what was recorded (settings missing or not this
+            model's, or values the constructor refuses).
+        """
+        params = inspect.signature(cls).parameters
+        try:
+            settings = cls.recorded_settings(provenance)
+            unknown = [k for k in settings if k not in params] if not any(
+                p.kind is p.VAR_KEYWORD for p in params.values()) else []
+            if unknown:
+                raise QMRIInputError(f"{cls.__name__}: the sidecars record settings this version does not know: "
+                                     f"{', '.join(unknown)}")
+            return cls(**settings)
+        except (TypeError, ValueError, AttributeError, KeyError) as exc:  # values of another kind (an edited sidecar)
+            raise QMRIInputError(f"{cls.__name__} cannot be rebuilt from what its sidecars record: "
+                                 f"{type(exc).__name__}: {exc}") from None
+
+    @classmethod
+    def recorded_settings(cls, provenance: dict) -> dict:
+        """The constructor keywords of a provenance: its ``model_settings`` (:meth:`settings`; an
+        ``lm_options`` dict made :class:`~qmri.fitting.LMOptions` again), or for sidecars that
+        record none (written before they did) :meth:`settings_before_recorded`."""
+        settings = provenance.get("model_settings")
+        if not isinstance(settings, dict):
+            return cls.settings_before_recorded(provenance)
+        settings = dict(settings)
+        if isinstance(settings.get("lm_options"), dict):
+            from qmri.fitting.lm import LMOptions
+
+            settings["lm_options"] = LMOptions(**settings["lm_options"])
+        return settings
+
+    @classmethod
+    def settings_before_recorded(cls, provenance: dict) -> dict:
+        """Constructor keywords read from the facts that sidecars written without ``model_settings`` record
+        (their acquisition and bounds, by each family's own keys); default: none can be read.
 
         Raises
         ------
         QMRIInputError
             The model cannot be rebuilt from what was recorded.
         """
-        raise QMRIInputError(f"{cls.__name__} cannot be rebuilt from its sidecars")
+        raise QMRIInputError(f"{cls.__name__} cannot be rebuilt from its sidecars (they record no settings)")
+
+    @staticmethod
+    def recorded_bounds(provenance: dict, spec) -> dict:
+        """The ``bounds`` a provenance records (every parameter, non-finite ones as None) that differ from
+        the defaults of ``spec``: the ``bounds=`` that rebuild them (sidecars without ``model_settings``)."""
+        out = {}
+        for name, pair in (provenance.get("bounds") or {}).items():
+            if name not in spec.names or not isinstance(pair, (list, tuple)) or len(pair) != 2 or None in pair:
+                continue
+            j = spec.names.index(name)
+            if (float(pair[0]), float(pair[1])) != (float(spec.lower[j]), float(spec.upper[j])):
+                out[name] = (float(pair[0]), float(pair[1]))
+        return out
 
     def axis(self) -> tuple[np.ndarray, str]:
         """The values the measurements are plotted against, and their label (default: their index)."""
@@ -535,6 +625,49 @@ class Model:
             out[name] = [float(np.sum(v <= lo + tol)) / n if np.isfinite(lo) else 0.0,
                          float(np.sum(v >= hi - tol)) / n if np.isfinite(hi) else 0.0]
         return out
+
+
+def _recording_settings(init):
+    """``init`` (a subclass's ``__init__``) that first records its arguments, defaults included, as
+    the model's settings (:meth:`Model.settings`) unless a subclass's constructor already did: as JSON
+    values (:func:`_plain`; copies, which later changes to the caller's arrays do not reach), a map of
+    :attr:`Model.map_settings` as None."""
+    signature = inspect.signature(init)
+    first = next(iter(signature.parameters))
+    if any(p.kind is p.VAR_POSITIONAL for p in signature.parameters.values()):
+        raise TypeError(f"{init.__qualname__}: a model's constructor cannot take *args (its settings are keywords)")
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        if "_settings" not in self.__dict__:
+            bound = signature.bind(self, *args, **kwargs)
+            bound.apply_defaults()
+            given = {}
+            for name, value in bound.arguments.items():
+                if signature.parameters[name].kind is inspect.Parameter.VAR_KEYWORD:
+                    given.update(value)
+                elif name != first:
+                    given[name] = value
+            maps = type(self).map_settings
+            self._settings = {name: None if name in maps and np.ndim(value) > 0 else _plain(value)
+                              for name, value in given.items()}
+        init(self, *args, **kwargs)
+
+    return __init__
+
+
+def _plain(value):
+    """A setting as JSON values: arrays and tuples as lists, NumPy scalars as numbers, dataclasses
+    (:class:`~qmri.fitting.LMOptions`) as dicts of their fields."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (np.ndarray, np.generic)):
+        return value.tolist()
+    return value
 
 
 def voxel_order(data) -> str:

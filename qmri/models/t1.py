@@ -279,8 +279,12 @@ class VFA(Model):
                 f"TR {', '.join(f'{t:g}' for t in np.unique(self.tr))} s"
                 + (", B1-corrected" if self.b1 is not None else ""))
 
+    #: A B1 map is recorded as its file (``b1_map``, by the file workflow), not in the settings.
+    map_settings = ("b1",)
+
     def provenance(self):
         return {
+            **super().provenance(),
             # BIDS names and units: flip angle in degrees, TR in s
             "flip_angle": self.fa_deg.tolist(),
             "repetition_time_excitation": self.tr.tolist(),
@@ -291,24 +295,34 @@ class VFA(Model):
         }
 
     @classmethod
-    def from_provenance(cls, provenance: dict) -> "VFA":
-        """The model bound to the recorded flip angles and TR, with the recorded B1 map when there was one.
+    def recorded_settings(cls, provenance: dict) -> dict:
+        """The recorded settings (:meth:`Model.recorded_settings <qmri.models.model.Model.recorded_settings>`)
+        with the B1 map read again from the file the sidecars name, when the fit was B1-corrected by a
+        map (a map is not copied into the settings, :attr:`map_settings`).
 
         Raises
         ------
         QMRIInputError
             A B1-corrected fit whose B1 map is no longer where the sidecars say.
         """
-        b1 = None
-        if provenance.get("b1_corrected"):
+        settings = super().recorded_settings(provenance)
+        if provenance.get("b1_corrected") and settings.get("b1") is None:
             from qmri import io
 
             path = provenance.get("b1_map")
             if not path or not Path(path).is_file():
                 raise QMRIInputError(f"the fit was B1-corrected but its B1 map {path} is not found")
             b1 = io.image_data(io.load_nifti(path, what="B1 map"))
-            b1 = b1.reshape(b1.shape[:3]) / (100.0 if provenance.get("b1_units") == "percent" else 1.0)
-        return cls(provenance["flip_angle"], provenance["repetition_time_excitation"], b1=b1)
+            settings["b1"] = b1.reshape(b1.shape[:3]) / (100.0 if provenance.get("b1_units") == "percent" else 1.0)
+        return settings
+
+    @classmethod
+    def settings_before_recorded(cls, provenance: dict) -> dict:
+        """Sidecars without ``model_settings``: the recorded flip angles, TR and bounds."""
+        if "flip_angle" not in provenance or "repetition_time_excitation" not in provenance:
+            raise QMRIInputError("VFA: the sidecars record no flip angles and TR")
+        return {"fa_deg": provenance["flip_angle"], "tr": provenance["repetition_time_excitation"],
+                "bounds": cls.recorded_bounds(provenance, T1_VFA)}
 
     def axis(self):
         return self.fa_deg, "flip angle (deg)"

@@ -250,10 +250,16 @@ class DCE(Model):
         return {}
 
     @classmethod
-    def from_provenance(cls, provenance: dict) -> "DCE":
-        """The model bound to the recorded frame times and AIF (its own grid)."""
-        return cls(provenance["frame_times_s"], provenance["aif_plasma_mm"], provenance["pk_model"],
-                   fit_delay=bool(provenance.get("fit_delay")), aif_times=provenance["aif_times_s"])
+    def settings_before_recorded(cls, provenance: dict) -> dict:
+        """Sidecars without ``model_settings``: the recorded frame times, AIF (its own grid), model,
+        delay setting and bounds."""
+        keys = ("frame_times_s", "aif_plasma_mm", "aif_times_s", "pk_model")
+        if any(k not in provenance for k in keys) or provenance["pk_model"] not in MODEL_NAMES:
+            raise QMRIInputError("DCE: the sidecars record no frame times, AIF and model")
+        fit_delay = bool(provenance.get("fit_delay"))
+        return {"t": provenance["frame_times_s"], "aif": provenance["aif_plasma_mm"], "model": provenance["pk_model"],
+                "fit_delay": fit_delay, "aif_times": provenance["aif_times_s"],
+                "bounds": cls.recorded_bounds(provenance, DCE_MODELS[(provenance["pk_model"], fit_delay)])}
 
     def axis(self):
         return self.t, "time (s)"
@@ -272,6 +278,7 @@ class DCE(Model):
 
     def provenance(self):
         return {
+            **super().provenance(),
             "pk_model": self.model,
             "fit_delay": self.fit_delay,
             "frame_times_s": self.t.tolist(),

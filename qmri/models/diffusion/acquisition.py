@@ -369,11 +369,13 @@ class DiffusionModel(Model):
         return cls.from_acquisition(ph.acquisition["bvals"], ph.acquisition.get("bvecs"))
 
     @classmethod
-    def from_provenance(cls, provenance: dict) -> "Model":
-        """The model bound to the recorded b-values (``bvals``, s/mm², as fitted)."""
+    def settings_before_recorded(cls, provenance: dict) -> dict:
+        """Sidecars without ``model_settings``: the recorded b-values (``bvals``, s/mm², as fitted),
+        bounds and initial guess."""
         if "bvals" not in provenance:
             raise QMRIInputError(f"{cls.__name__}: the sidecars record no b-values")
-        return cls(provenance["bvals"])
+        return {"bvals": provenance["bvals"], "bounds": cls.recorded_bounds(provenance, cls.spec),
+                "initial_guess": provenance.get("initial_guess")}
 
     def axis(self):
         return self.bvals, "b (s/mm2)"
@@ -402,6 +404,7 @@ class DiffusionModel(Model):
     def provenance(self) -> dict:
         names = self.spec.names
         return {
+            **super().provenance(),
             "bvals": self.bvals.tolist(),
             "units_b": "s/mm2",
             "bounds": {n: [float(a), float(b)] for n, a, b in zip(names, self.lower, self.upper)},

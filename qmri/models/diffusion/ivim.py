@@ -514,6 +514,13 @@ class IVIM(DiffusionModel):
         prov.update({"threshold": self.threshold, "preset": self.preset, "b0_threshold": self.b0_threshold})
         return prov
 
+    @classmethod
+    def settings_before_recorded(cls, provenance: dict) -> dict:
+        """Sidecars without ``model_settings``: also the recorded ``threshold``, ``preset`` and ``b0_threshold``."""
+        settings = super().settings_before_recorded(provenance)
+        settings.update({k: provenance[k] for k in ("threshold", "preset", "b0_threshold") if k in provenance})
+        return settings
+
     def segmented(self, Yn, wls_iters=_WLS_ITERS, n_grid=_DSTAR_GRID, golden_iters=_GOLDEN_ITERS):
         """The segmented fit of normalised signals ``Yn`` (n, n_b).
 

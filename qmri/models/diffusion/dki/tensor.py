@@ -391,11 +391,20 @@ class DKI(DiffusionModel):
         return {"K<0 %": float(np.mean(np.nanmin(apparent_kurtosis(beta, hemisphere(100)), axis=1) < 0)) * 100}
 
     @classmethod
-    def from_provenance(cls, provenance: dict) -> "DKI":
-        """The model bound to the recorded b-values and b-vectors."""
-        if "bvecs" not in provenance:
+    def settings_before_recorded(cls, provenance: dict) -> dict:
+        """Sidecars without ``model_settings``: the recorded b-values, b-vectors, ``b0_threshold``,
+        kurtosis clip, signal floor and WLS reweightings."""
+        if "bvecs" not in provenance or "bvals" not in provenance:
             raise QMRIInputError("DKI: the sidecars record no b-vectors (maps written by an older qmri)")
-        return cls(provenance["bvals"], provenance["bvecs"], b0_threshold=provenance.get("b0_threshold", B0_THRESHOLD))
+        settings = {"bvals": provenance["bvals"], "bvecs": provenance["bvecs"],
+                    "b0_threshold": provenance.get("b0_threshold", B0_THRESHOLD)}
+        clip = provenance.get("kurtosis_clip")
+        if isinstance(clip, list) and len(clip) == 2:
+            settings.update(min_kurtosis=clip[0], max_kurtosis=clip[1])
+        for key, name in (("min_signal", "min_signal"), ("wls_reweightings", "wls_iter")):
+            if key in provenance:
+                settings[name] = provenance[key]
+        return settings
 
     def curve(self, values, measured, covariates=None, method=None):
         """One point per b-shell: the measured signal averaged over the shell's directions and the
@@ -440,6 +449,7 @@ class DKI(DiffusionModel):
 
     def provenance(self):
         prov = {
+            **super(DiffusionModel, self).provenance(),  # the settings; the tensor's facts are its own
             "bvals": self.bvals.tolist(), "bvecs": self.bvecs.tolist(), "units_b": "s/mm2",
             "b0_threshold": self.b0_threshold,
             "n_directions": n_directions(self.bvals, self.bvecs, self.b0_threshold),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from qmri.errors import QMRIInputError
 from qmri.fitting.lm import LMOptions
 from qmri.jit import njit
 from qmri.models.base import Parameter, SignalModel, register
@@ -151,10 +152,14 @@ class TraceDKI(DiffusionModel):
         return prov
 
     @classmethod
-    def from_provenance(cls, provenance: dict) -> "TraceDKI":
-        """The model bound to the recorded volumes' b-values (and b-vectors, when averaged)."""
-        return cls(provenance.get("volume_bvals", provenance["bvals"]), bvecs=provenance.get("bvecs"),
-                   b0_threshold=provenance.get("b0_threshold", B0_THRESHOLD))
+    def settings_before_recorded(cls, provenance: dict) -> dict:
+        """Sidecars without ``model_settings``: the recorded volumes' b-values (and b-vectors, when
+        averaged), ``b0_threshold`` and bounds."""
+        if "bvals" not in provenance:
+            raise QMRIInputError(f"{cls.__name__}: the sidecars record no b-values")
+        return {"bvals": provenance.get("volume_bvals", provenance["bvals"]), "bvecs": provenance.get("bvecs"),
+                "b0_threshold": provenance.get("b0_threshold", B0_THRESHOLD),
+                "bounds": cls.recorded_bounds(provenance, cls.spec)}
 
     def curve(self, values, measured, covariates=None, method=None):
         """Measured: the direction-averaged shells (when averaged); fitted: the trace DKI signal there."""
