@@ -30,6 +30,7 @@ from qmri.models.model import COMMANDS as _REGISTERED
 #: The registration: command name -> module that declares the model, in display order.
 MODULES = {
     "ivim": "qmri.models.diffusion.ivim",
+    "ivimk": "qmri.models.diffusion.ivimk",
     "adc": "qmri.models.diffusion.adc",
     "stretched": "qmri.models.diffusion.stretched",
     "dki": "qmri.models.diffusion.dki.tensor",
