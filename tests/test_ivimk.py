@@ -115,3 +115,30 @@ def test_b_beyond_the_kurtosis_range_is_named():
     assert b_range_note(IVIMKurtosis(B)) is None
     note = b_range_note(IVIMKurtosis(np.r_[B, 3500.0]))
     assert "beyond the range of the IVIMKurtosis model" in note and note.endswith("fit with --bmax 3000")
+
+
+def test_lsq_lowers_a_dstar_on_its_upper_bound_to_the_edge_of_the_flat_cost(monkeypatch):
+    """No b-value between 0 and 200 s/mm²: the perfusion signal (D* 0.15 mm²/s) is gone at the first
+    non-zero b, the cost is flat in D* and least squares ends D* on its bound. The lsq step of IVIM
+    (:func:`qmri.models.diffusion.ivim.dstar_plateau`) lowers D* there, keeping D and K, with a cost
+    within 0.1 residual variance of the minimum (cost from the equation written out here)."""
+    b = np.array([0, 0, 200, 400, 600, 800, 1000, 1200, 1500, 1800, 2000.0])
+    t = {"S0": np.full(200, 1000.0), "f": np.full(200, 0.1), "D": np.full(200, 1.1e-3), "Dstar": np.full(200, 0.15),
+         "K": np.full(200, 0.8)}
+    rng = np.random.default_rng(7)
+    Y = _reference_signal(b, *(t[k] for k in NAMES)) + rng.normal(0, 1000 / 50, (200, b.size))
+    model = IVIMKurtosis(b)
+    after = model.fit(Y, method="lsq")
+    monkeypatch.setattr(IVIMKurtosis, "refine", lambda self, res, Yn, C: None)
+    before = model.fit(Y, method="lsq")
+    on_bound = before["Dstar"] >= 0.2 * 0.99
+    moved = after["Dstar"] < before["Dstar"]
+    assert on_bound.sum() >= 20 and np.all(moved[on_bound])
+    for k in ("D", "K"):
+        np.testing.assert_array_equal(after[k], before[k])
+    P_after = np.stack([after[k] for k in NAMES], axis=1)[moved]
+    P_before = np.stack([before[k] for k in NAMES], axis=1)[moved]
+    cost = [np.sum((_reference_signal(b, *P[v])[0] - Y[moved][v]) ** 2) for P in (P_after, P_before)
+            for v in range(int(moved.sum()))]
+    c_after, c_before = np.split(np.array(cost), 2)
+    assert np.all(c_after <= c_before * (1 + 0.1 / (b.size - 5)) * (1 + 1e-9))

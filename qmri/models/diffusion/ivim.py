@@ -368,21 +368,23 @@ def _profile_cost(b, y, e2, g, lo, hi, out):
 @njit(parallel=True, cache=True)
 def _plateau_batch(b, Y, P, lo, hi, tol, n_grid, moved, rmse, r2):
     n, m = Y.shape
+    n_p = P.shape[1]  # 4, or 5 with the kurtosis K of the tissue compartment (kept, as D)
     for v in prange(n):
         moved[v] = False
         p = P[v]
-        if not (np.isfinite(p[3]) and m > 4 and p[3] >= hi[3] - 0.05 * (hi[3] - lo[3])):
+        if not (np.isfinite(p[3]) and m > n_p and p[3] >= hi[3] - 0.05 * (hi[3] - lo[3])):
             continue
         y = Y[v]
         e2 = np.empty(m)
         sc = np.empty(2)
         best = np.empty(2)
+        K = p[4] if n_p > 4 else 0.0
         cmin = 0.0
         for i in range(m):
-            e2[i] = np.exp(-b[i] * p[2])
+            e2[i] = np.exp(-b[i] * p[2] + b[i] * b[i] * p[2] * p[2] * K / 6.0)
             r = p[0] * (p[1] * np.exp(-b[i] * p[3]) + (1.0 - p[1]) * e2[i]) - y[i]
             cmin += r * r
-        limit = cmin * (1.0 + tol / (m - 4))
+        limit = cmin * (1.0 + tol / (m - n_p))
         # walk down a log grid from the fitted D* while the cost stays within the limit, then
         # bisect the last step: the lower edge of the plateau the least-squares D* sits on
         g1 = np.log(p[3])
@@ -425,7 +427,7 @@ def dstar_plateau(bvals, Yn, P, lower, upper, tol=PLATEAU_TOL, n_grid=PLATEAU_GR
 
     For every voxel whose D* is within 5 % of the range below ``upper[3]``, D* is lowered along
     the profile of the cost (S0 and f solved exactly, in their bounds, D kept) as long as that
-    cost stays at most the fitted cost + ``tol`` σ², σ² = SSR/(m − 4): down a log-spaced grid
+    cost stays at most the fitted cost + ``tol`` σ², σ² = SSR/(m − n_params): down a log-spaced grid
     (``n_grid`` points from ``lower[3]`` to the fitted D*), the last step bisected 6 times. The
     result is the lower edge of the flat stretch the least-squares D* sits on.
 
@@ -435,9 +437,10 @@ def dstar_plateau(bvals, Yn, P, lower, upper, tol=PLATEAU_TOL, n_grid=PLATEAU_GR
         b-values (s/mm²).
     Yn : ndarray (n, m)
         Normalised signals.
-    P : ndarray (n, 4), C-contiguous
-        (S0, f, D, D*) from the least-squares fit, changed in place.
-    lower, upper : ndarray (4,)
+    P : ndarray (n, 4) or (n, 5), C-contiguous
+        (S0, f, D, D*) from the least-squares fit, changed in place; a fifth column is the kurtosis K
+        of the tissue compartment (:mod:`qmri.models.diffusion.ivimk`), kept with D.
+    lower, upper : ndarray (4,) or (5,)
         Bounds.
 
     Returns
@@ -605,7 +608,7 @@ class IVIM(DiffusionModel):
     def refine(self, res, Yn, C):
         """``lsq``: D* on a flat cost at its upper bound lowered to the least extreme equivalent
         value (:func:`dstar_plateau`)."""
-        names = IVIM_MODEL.names
+        names = self.spec.names
         P = np.ascontiguousarray(np.stack([res.params[k] for k in names], axis=1))
         moved, rmse, r2 = dstar_plateau(self.bvals, Yn, P, self.lower, self.upper)
         if moved.any():

@@ -17,7 +17,9 @@ Methods
 -------
 ``lsq`` (default)
     Full bounded Levenberg–Marquardt fit of (S0, f, D, D*, K) with the analytic Jacobian, started
-    from the segmented result (one reweighting, D* from the grid).
+    from the segmented result (one reweighting, D* from the grid). Where D* ends at its upper bound
+    on a flat cost, it is lowered as IVIM's (:func:`qmri.models.diffusion.ivim.dstar_plateau`, K and
+    D kept).
 ``segmented``
     IVIM's segmented fit (:func:`qmri.models.diffusion.ivim._segmented_batch`) with the kurtosis
     term: D, K and the intercept from an iteratively weighted log-linear fit over b ≥ threshold
@@ -117,8 +119,9 @@ IVIMK_MODEL = register(SignalModel(
 ))
 
 
-LSQ = LeastSquares(description="full bounded Levenberg-Marquardt fit of (S0, f, D, Dstar, K) from a segmented start "
-                               "(default)")
+LSQ = LeastSquares(description="full bounded Levenberg-Marquardt fit of (S0, f, D, Dstar, K) from a segmented start; "
+                               "where Dstar ends on its upper bound on a flat cost, the smallest Dstar as good within "
+                               "0.1 residual variance, as IVIM (default)")
 SEGMENTED = Method("segmented", "D and K from a reweighted log-linear fit quadratic in b over b >= threshold, f "
                    "from its intercept, Dstar by a one-parameter bounded fit", _fit_segmented,
                    reference="Sigmund et al. IVIM consensus recommendations (segmentation); Lu et al., JMRI "
@@ -186,10 +189,6 @@ class IVIMKurtosis(IVIM):
                       "2010;23:698)")
     demo_parameters = ("f", "D", "Dstar", "K")
     demo_phantom = {"block": (16, 16, 4)}
-
-    def refine(self, res, Yn, C):
-        """None: IVIM's D* plateau step (:func:`qmri.models.diffusion.ivim.dstar_plateau`) profiles the
-        mono-exponential tissue signal and does not apply here."""
 
     @classmethod
     def phantom_definition(cls):
