@@ -142,3 +142,17 @@ def test_lsq_lowers_a_dstar_on_its_upper_bound_to_the_edge_of_the_flat_cost(monk
             for v in range(int(moved.sum()))]
     c_after, c_before = np.split(np.array(cost), 2)
     assert np.all(c_after <= c_before * (1 + 0.1 / (b.size - 5)) * (1 + 1e-9))
+
+
+def test_network_training_signals_decrease_with_b():
+    """The simulated training parameters of ``dnn`` stay where the tissue signal falls with b over the
+    protocol (b_max D K <= 3, the minimum of exp(-b D + b² D² K / 6) at b = 3 / (D K)), and still
+    cover K up to its bound where D allows it."""
+    model = IVIMKurtosis(B)
+    P = model.sample_network_parameters(20000, np.random.default_rng(0))
+    lo, hi = model.network_bounds()
+    assert np.all((P >= lo) & (P <= hi))
+    assert np.max(B.max() * P[:, 2] * P[:, 4]) <= 3 * (1 + 1e-12)
+    S = _reference_signal(B, *P.T)
+    assert np.all(np.diff(S, axis=1) <= 1e-12 * S[:, :1])
+    assert np.mean(P[:, 4] > 2.5) > 0.01
