@@ -156,3 +156,20 @@ def test_network_training_signals_decrease_with_b():
     S = _reference_signal(B, *P.T)
     assert np.all(np.diff(S, axis=1) <= 1e-12 * S[:, :1])
     assert np.mean(P[:, 4] > 2.5) > 0.01
+
+
+def test_a_fit_without_high_b_names_the_b_range_kurtosis_needs(tmp_path, capsys):
+    """b only up to 600 s/mm²: K ends on its bound and the warning's likely cause is the missing high
+    b-values (``needs_b_max``), not a generic one."""
+    from qmri.cli.main import main
+
+    assert main(["phantom", "ivimk", "--out-dir", str(tmp_path / "ph")]) == 0
+    capsys.readouterr()
+    ph = tmp_path / "ph"
+    args = ["ivimk", str(ph / "ivimk.nii.gz"), "--mask", str(ph / "mask.nii.gz")]
+    assert main(args + ["--bmax", "600", "--out-dir", str(tmp_path / "low")]) == 0
+    err = capsys.readouterr().err
+    assert "warning: K is at its lower bound" in err
+    assert "likely cause: b-values only up to 600 s/mm2: K is told apart from D only by the curvature" in err
+    assert main(args + ["--out-dir", str(tmp_path / "full")]) == 0
+    assert "b-values only up to" not in capsys.readouterr().err

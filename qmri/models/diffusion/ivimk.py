@@ -187,6 +187,10 @@ class IVIMKurtosis(IVIM):
     valid_b_reason = ("the kurtosis (second-order cumulant) expansion holds up to about b = 2000-3000 s/mm2, the "
                       "b-range of DKI; beyond it the fitted signal turns upward (Jensen & Helpern, NMR Biomed "
                       "2010;23:698)")
+    needs_b_max = 1500.0
+    needs_b_reason = ("K is told apart from D only by the curvature of the tissue signal, which needs b-values up to "
+                      "about 1500-2000 s/mm2 (Jensen & Helpern, NMR Biomed 2010;23:698; Lu et al., JMRI 2012;36:1088 "
+                      "up to 2000); below, fit qmri ivim")
     demo_parameters = ("f", "D", "Dstar", "K")
     demo_phantom = {"block": (16, 16, 4)}
 
