@@ -25,6 +25,7 @@ OUT = Path(__file__).resolve().parents[1] / "qmri" / "fitting" / "net" / "pretra
 #: name -> (model factory, training keywords). SNR ranges bracket the phantoms' default SNR.
 RECIPES = {
     "ivim": (lambda: _diffusion("ivim"), dict(n=100_000, snr="10:60", ensemble=3)),
+    "ivimk": (lambda: _diffusion("ivimk"), dict(n=100_000, snr="10:60", ensemble=3)),
     "adc": (lambda: _diffusion("adc"), dict(n=50_000, snr="10:60", ensemble=3)),
     "stretched": (lambda: _diffusion("stretched"), dict(n=50_000, snr="10:60", ensemble=3)),
     "dki-trace": (lambda: _dki(trace=True), dict(n=50_000, snr="10:60", ensemble=3)),

@@ -10,6 +10,7 @@ see ``docs/adding-a-model.md``.
 model                          module                                       command
 =============================  ===========================================  ==================
 :class:`IVIM`                  ``qmri/models/diffusion/ivim.py``            ``qmri ivim``
+:class:`IVIMKurtosis`          ``qmri/models/diffusion/ivimk.py``           ``qmri ivimk``
 :class:`ADC`                   ``qmri/models/diffusion/adc.py``             ``qmri adc``
 :class:`StretchedExponential`  ``qmri/models/diffusion/stretched.py``       ``qmri stretched``
 :class:`DKI`                   ``qmri/models/diffusion/dki/tensor.py``      ``qmri dki``
@@ -30,6 +31,7 @@ from qmri.models.model import COMMANDS as _REGISTERED
 #: The registration: command name -> module that declares the model, in display order.
 MODULES = {
     "ivim": "qmri.models.diffusion.ivim",
+    "ivimk": "qmri.models.diffusion.ivimk",
     "adc": "qmri.models.diffusion.adc",
     "stretched": "qmri.models.diffusion.stretched",
     "dki": "qmri.models.diffusion.dki.tensor",
@@ -72,4 +74,4 @@ def __getattr__(name: str):
 
 
 __all__ = ["SIGNAL_MODELS", "COMMANDS", "MODULES", "Model", "Parameter", "SignalModel", "command", "commands", "IVIM",
-           "ADC", "StretchedExponential", "DKI", "TraceDKI", "VFA", "DCE", "aif", "relaxation"]
+           "IVIMKurtosis", "ADC", "StretchedExponential", "DKI", "TraceDKI", "VFA", "DCE", "aif", "relaxation"]

@@ -180,7 +180,7 @@ def b_range_note(model, bval_path=None) -> str | None:
 
 def advice(plan, maps, data) -> tuple[list[str], list[str]]:
     """What the acquisition says about a diffusion fit's warnings: b-values beyond the model's range
-    (``--bmax``), too few low b-values for IVIM's f and D* (``--bmin`` with ``qmri adc``), b-values
+    (``--bmax``), a largest b below the one the model needs (``needs_b_max``), too few low b-values for IVIM's f and D* (``--bmin`` with ``qmri adc``), b-values
     below 200 s/mm² that carry perfusion in an ADC (``--bmin``). Returns ``(notes, causes)``
     (:attr:`qmri.workflows.job.Workflow.advice`)."""
     model = plan.job.model
@@ -193,6 +193,9 @@ def advice(plan, maps, data) -> tuple[list[str], list[str]]:
     if limit is not None and b.max() > limit:
         causes.append(f"b-values beyond the {type(model).__name__} model's range (up to {b.max():g} s/mm2): fit with "
                       f"--bmax {limit:g}")
+    need = getattr(model, "needs_b_max", None)
+    if need is not None and b.max() < need and flagged:
+        causes.append(f"b-values only up to {b.max():g} s/mm2: {model.needs_b_reason}")
     threshold = getattr(model, "threshold", None)
     if getattr(model, "min_low_b", None) is not None and threshold is not None and flagged & {"f", "Dstar"}:
         low = np.unique(b[b < threshold])

@@ -293,6 +293,10 @@ class DiffusionModel(Model):
     #: (with its source): the file workflow warns above it and names ``--bmax`` with this value.
     valid_b_max: float | None = None
     valid_b_reason: str = ""
+    #: b (s/mm²) the largest b-value should reach for the model's parameters to be told apart (None: no
+    #: such need), and why (with its source): named as the likely cause when a fit ends on its bounds.
+    needs_b_max: float | None = None
+    needs_b_reason: str = ""
 
     def __init__(self, bvals, *, bounds=None, initial_guess=None, lm_options: LMOptions | None = None):
         b = check_bvals(bvals)

@@ -155,12 +155,14 @@ _BLOCK = 256  # voxels per parallel work unit (work arrays allocated once per bl
 
 
 @njit(parallel=True, cache=True)
-def _segmented_batch(b, Y, high, lo, hi, wls_iters, n_grid, golden_iters, P, status, rmse, r2):
-    """Segmented IVIM on normalised signals Y (n, m); P gets (S0, f, D, D*) in normalised units.
+def _segmented_batch(b, Y, high, lo, hi, wls_iters, n_grid, golden_iters, kurtosis, P, status, rmse, r2):
+    """Segmented IVIM on normalised signals Y (n, m); P gets (S0, f, D, D*) in normalised units, and K
+    as a fifth column with ``kurtosis`` (the IVIM-kurtosis model, :mod:`qmri.models.diffusion.ivimk`).
 
-    D and the intercept come from a log-linear fit over b >= threshold reweighted ``wls_iters``
-    times; D* from a grid search refined by ``golden_iters`` golden-section steps (0: grid only,
-    enough as a start for the full fit).
+    D (and K) and the intercept come from a log-linear fit over b >= threshold reweighted
+    ``wls_iters`` times (with ``kurtosis``: quadratic in b, ``log S = c0 - b D + b² D² K / 6``);
+    D* from a grid search refined by ``golden_iters`` golden-section steps (0: grid only, enough
+    as a start for the full fit).
     """
     n, m = Y.shape
     nh = 0
@@ -172,12 +174,62 @@ def _segmented_batch(b, Y, high, lo, hi, wls_iters, n_grid, golden_iters, P, sta
         zlog = np.empty(m)
         e_d = np.empty(m)
         for v in range(blk * _BLOCK, min(n, (blk + 1) * _BLOCK)):
-            _segmented_voxel(b, Y[v], high, nh, lo, hi, wls_iters, n_grid, golden_iters, zlog, e_d, P[v], status, rmse,
-                             r2, v)
+            _segmented_voxel(b, Y[v], high, nh, lo, hi, wls_iters, n_grid, golden_iters, kurtosis, zlog, e_d, P[v],
+                             status, rmse, r2, v)
 
 
 @njit(cache=True)
-def _segmented_voxel(b, y, high, nh, lo, hi, wls_iters, n_grid, golden_iters, zlog, e_d, p, status, rmse, r2, v):
+def _loglinear_quadratic(b, zlog, high, wls_iters):
+    """Weighted fit of ``log S = c0 + c1 u + c2 u²`` (u = b / 1000) over ``high``, reweighted
+    ``wls_iters`` times by the squared predicted signal; returns (c0, c1, c2), NaN if singular."""
+    m = b.shape[0]
+    c0 = 0.0
+    c1 = 0.0
+    c2 = 0.0
+    A = np.empty((3, 3))
+    r = np.empty(3)
+    for it in range(wls_iters + 1):
+        A[:, :] = 0.0
+        r[:] = 0.0
+        for i in range(m):
+            if high[i]:
+                u = b[i] * 1e-3
+                w = 1.0 if it == 0 else np.exp(2.0 * (c0 + c1 * u + c2 * u * u))
+                x0, x1, x2 = 1.0, u, u * u
+                A[0, 0] += w * x0 * x0
+                A[0, 1] += w * x0 * x1
+                A[0, 2] += w * x0 * x2
+                A[1, 1] += w * x1 * x1
+                A[1, 2] += w * x1 * x2
+                A[2, 2] += w * x2 * x2
+                r[0] += w * x0 * zlog[i]
+                r[1] += w * x1 * zlog[i]
+                r[2] += w * x2 * zlog[i]
+        A[1, 0] = A[0, 1]
+        A[2, 0] = A[0, 2]
+        A[2, 1] = A[1, 2]
+        det = (A[0, 0] * (A[1, 1] * A[2, 2] - A[1, 2] * A[2, 1]) - A[0, 1] * (A[1, 0] * A[2, 2] - A[1, 2] * A[2, 0])
+               + A[0, 2] * (A[1, 0] * A[2, 1] - A[1, 1] * A[2, 0]))
+        if not abs(det) > 1e-12 * abs(A[0, 0] * A[1, 1] * A[2, 2]):
+            if it == 0:
+                return np.nan, np.nan, np.nan
+            break
+        # Cramer's rule (3 x 3)
+        d0 = (r[0] * (A[1, 1] * A[2, 2] - A[1, 2] * A[2, 1]) - A[0, 1] * (r[1] * A[2, 2] - A[1, 2] * r[2])
+              + A[0, 2] * (r[1] * A[2, 1] - A[1, 1] * r[2]))
+        d1 = (A[0, 0] * (r[1] * A[2, 2] - A[1, 2] * r[2]) - r[0] * (A[1, 0] * A[2, 2] - A[1, 2] * A[2, 0])
+              + A[0, 2] * (A[1, 0] * r[2] - r[1] * A[2, 0]))
+        d2 = (A[0, 0] * (A[1, 1] * r[2] - r[1] * A[2, 1]) - A[0, 1] * (A[1, 0] * r[2] - r[1] * A[2, 0])
+              + r[0] * (A[1, 0] * A[2, 1] - A[1, 1] * A[2, 0]))
+        c0 = d0 / det
+        c1 = d1 / det
+        c2 = d2 / det
+    return c0, c1, c2
+
+
+@njit(cache=True)
+def _segmented_voxel(b, y, high, nh, lo, hi, wls_iters, n_grid, golden_iters, kurtosis, zlog, e_d, p, status, rmse,
+                     r2, v):
     m = y.shape[0]
     ok = True
     for i in range(m):
@@ -185,7 +237,7 @@ def _segmented_voxel(b, y, high, nh, lo, hi, wls_iters, n_grid, golden_iters, zl
             ok = False
     if not ok:
         status[v] = STATUS_FAILED
-        for a in range(4):
+        for a in range(p.shape[0]):
             p[a] = np.nan
         rmse[v] = np.nan
         r2[v] = np.nan
@@ -215,11 +267,21 @@ def _segmented_voxel(b, y, high, nh, lo, hi, wls_iters, n_grid, golden_iters, zl
             break
         slope = (sw * sxy - sx * sy) / det
         icpt = (sy - slope * sx) / sw
+    K = 0.0
+    if kurtosis:
+        # log S = c0 - b D + b² D² K / 6 (Lu et al. 2012): D = -c1 / 1000, K = 6 c2 / c1² (u = b / 1000)
+        c0, c1, c2 = _loglinear_quadratic(b, zlog, high, wls_iters)
+        if np.isfinite(c0) and c1 < 0.0:
+            icpt = c0
+            slope = c1 * 1e-3
+            K = min(max(6.0 * c2 / (c1 * c1), lo[4]), hi[4])
+        else:  # no decay to take D and K from: the mono-exponential D, K at its lower bound
+            K = lo[4]
     D = min(max(-slope, lo[2]), hi[2])
     f = min(max(1.0 - np.exp(icpt), lo[1]), hi[1])
-    # 2) D* by grid search then golden section, S0 = 1, f and D fixed
+    # 2) D* by grid search then golden section, S0 = 1, f, D (and K) fixed
     for i in range(m):
-        e_d[i] = np.exp(-b[i] * D)
+        e_d[i] = np.exp(-b[i] * D + b[i] * b[i] * D * D * K / 6.0)
     llo = np.log(lo[3])
     lhi = np.log(hi[3])
     step = (lhi - llo) / (n_grid - 1)
@@ -262,9 +324,11 @@ def _segmented_voxel(b, y, high, nh, lo, hi, wls_iters, n_grid, golden_iters, zl
     p[1] = f
     p[2] = D
     p[3] = min(max(Ds, lo[3]), hi[3])
+    if kurtosis:
+        p[4] = K
     status[v] = STATUS_CONVERGED
     rmse[v], r2[v] = quality_from_ssr(y, cs)
-    if nh < 2:
+    if nh < 2 + kurtosis:
         status[v] = STATUS_FAILED
 
 
@@ -304,21 +368,23 @@ def _profile_cost(b, y, e2, g, lo, hi, out):
 @njit(parallel=True, cache=True)
 def _plateau_batch(b, Y, P, lo, hi, tol, n_grid, moved, rmse, r2):
     n, m = Y.shape
+    n_p = P.shape[1]  # 4, or 5 with the kurtosis K of the tissue compartment (kept, as D)
     for v in prange(n):
         moved[v] = False
         p = P[v]
-        if not (np.isfinite(p[3]) and m > 4 and p[3] >= hi[3] - 0.05 * (hi[3] - lo[3])):
+        if not (np.isfinite(p[3]) and m > n_p and p[3] >= hi[3] - 0.05 * (hi[3] - lo[3])):
             continue
         y = Y[v]
         e2 = np.empty(m)
         sc = np.empty(2)
         best = np.empty(2)
+        K = p[4] if n_p > 4 else 0.0
         cmin = 0.0
         for i in range(m):
-            e2[i] = np.exp(-b[i] * p[2])
+            e2[i] = np.exp(-b[i] * p[2] + b[i] * b[i] * p[2] * p[2] * K / 6.0)
             r = p[0] * (p[1] * np.exp(-b[i] * p[3]) + (1.0 - p[1]) * e2[i]) - y[i]
             cmin += r * r
-        limit = cmin * (1.0 + tol / (m - 4))
+        limit = cmin * (1.0 + tol / (m - n_p))
         # walk down a log grid from the fitted D* while the cost stays within the limit, then
         # bisect the last step: the lower edge of the plateau the least-squares D* sits on
         g1 = np.log(p[3])
@@ -361,7 +427,7 @@ def dstar_plateau(bvals, Yn, P, lower, upper, tol=PLATEAU_TOL, n_grid=PLATEAU_GR
 
     For every voxel whose D* is within 5 % of the range below ``upper[3]``, D* is lowered along
     the profile of the cost (S0 and f solved exactly, in their bounds, D kept) as long as that
-    cost stays at most the fitted cost + ``tol`` σ², σ² = SSR/(m − 4): down a log-spaced grid
+    cost stays at most the fitted cost + ``tol`` σ², σ² = SSR/(m − n_params): down a log-spaced grid
     (``n_grid`` points from ``lower[3]`` to the fitted D*), the last step bisected 6 times. The
     result is the lower edge of the flat stretch the least-squares D* sits on.
 
@@ -371,9 +437,10 @@ def dstar_plateau(bvals, Yn, P, lower, upper, tol=PLATEAU_TOL, n_grid=PLATEAU_GR
         b-values (s/mm²).
     Yn : ndarray (n, m)
         Normalised signals.
-    P : ndarray (n, 4), C-contiguous
-        (S0, f, D, D*) from the least-squares fit, changed in place.
-    lower, upper : ndarray (4,)
+    P : ndarray (n, 4) or (n, 5), C-contiguous
+        (S0, f, D, D*) from the least-squares fit, changed in place; a fifth column is the kurtosis K
+        of the tissue compartment (:mod:`qmri.models.diffusion.ivimk`), kept with D.
+    lower, upper : ndarray (4,) or (5,)
         Bounds.
 
     Returns
@@ -394,7 +461,7 @@ def dstar_plateau(bvals, Yn, P, lower, upper, tol=PLATEAU_TOL, n_grid=PLATEAU_GR
 def _fit_segmented(model, Y, C):
     Yn, scale, good = model.normalise(Y, C)
     P, status, rmse, r2 = model.segmented(Yn)
-    res = FitResult.closed_form(IVIM_MODEL.names, P, status, rmse, r2)
+    res = FitResult.closed_form(model.spec.names, P, status, rmse, r2)
     model.complete(res, scale, good)
     return res
 
@@ -473,6 +540,9 @@ class IVIM(DiffusionModel):
                       "kurtosis above; Jensen et al., MRM 2005;53:1432)")
     #: Fewest distinct b-values below ``threshold`` from which f and D* can be told apart.
     min_low_b = 3
+    #: Whether the tissue compartment carries the kurtosis term (the fifth parameter K of the
+    #: IVIM-kurtosis subclass): the segmented fit is then quadratic in b over b >= threshold.
+    kurtosis = False
 
     def __init__(self, bvals, *, bounds=None, initial_guess=None, threshold=DEFAULT_THRESHOLD, preset=None,
                  b0_threshold: float = 0.0, lm_options: LMOptions | None = None):
@@ -500,14 +570,18 @@ class IVIM(DiffusionModel):
         return load_definition("ivim")
 
     def check_method(self, method: str):
+        name = type(self).__name__
         n_high = int(np.sum(self.bvals >= self.threshold))
         n_low = int(np.sum(self.bvals < self.threshold))
-        if n_high < 2 or n_low < 1:
+        need_high = 3 if self.kurtosis else 2  # the log-linear fit over b >= threshold: 2 or 3 coefficients
+        if n_high < need_high or n_low < 1:
             raise QMRIInputError(
-                f"IVIM {method} needs at least 2 b-values >= {self.threshold:g} and 1 below it "
+                f"{name} {method} needs at least {need_high} b-values >= {self.threshold:g} and 1 below it "
                 f"(got {n_high} and {n_low})")
-        if method == "lsq" and np.unique(self.bvals).size < 4:
-            raise QMRIInputError(f"IVIM lsq needs at least 4 distinct b-values, got {np.unique(self.bvals).size}")
+        n_params = self.spec.n_params
+        if method == "lsq" and np.unique(self.bvals).size < n_params:
+            raise QMRIInputError(f"{name} lsq needs at least {n_params} distinct b-values, got "
+                                 f"{np.unique(self.bvals).size}")
 
     def provenance(self):
         prov = super().provenance()
@@ -524,23 +598,24 @@ class IVIM(DiffusionModel):
     def segmented(self, Yn, wls_iters=_WLS_ITERS, n_grid=_DSTAR_GRID, golden_iters=_GOLDEN_ITERS):
         """The segmented fit of normalised signals ``Yn`` (n, n_b).
 
-        Returns ``P`` (n, 4) in normalised units (S0 = 1 unless clipped), status, rmse, r2.
+        Returns ``P`` (n, n_params: S0, f, D, Dstar and, with :attr:`kurtosis`, K) in normalised units
+        (S0 = 1 unless clipped), status, rmse, r2.
         ``wls_iters`` reweightings of the log-linear fit, ``n_grid`` grid points of D* and
         ``golden_iters`` golden-section refinements (0: grid only).
         """
         n = Yn.shape[0]
-        P = np.empty((n, 4))
+        P = np.empty((n, self.spec.n_params))
         status = np.empty(n, dtype=np.int8)
         rmse = np.empty(n)
         r2 = np.empty(n)
         _segmented_batch(self.bvals, Yn, self.bvals >= self.threshold, self.lower, self.upper, wls_iters,
-                         n_grid, golden_iters, P, status, rmse, r2)
+                         n_grid, golden_iters, bool(self.kurtosis), P, status, rmse, r2)
         return P, status, rmse, r2
 
     def refine(self, res, Yn, C):
         """``lsq``: D* on a flat cost at its upper bound lowered to the least extreme equivalent
         value (:func:`dstar_plateau`)."""
-        names = IVIM_MODEL.names
+        names = self.spec.names
         P = np.ascontiguousarray(np.stack([res.params[k] for k in names], axis=1))
         moved, rmse, r2 = dstar_plateau(self.bvals, Yn, P, self.lower, self.upper)
         if moved.any():
