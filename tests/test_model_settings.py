@@ -57,6 +57,9 @@ def case(name):
     if name == "IVIM":
         return cls(np.array(IVIM_B, dtype=float), bounds={"f": (0.0, 0.5), "Dstar": (0.004, 0.08)}, threshold=300,
                    preset="liver", initial_guess={"D": 0.0012}, b0_threshold=5.0, lm_options=LMOptions(max_iter=50))
+    if name == "IVIMKurtosis":
+        return cls(np.array(IVIM_B + [1500, 2000], dtype=float), bounds={"K": (0.0, 2.0), "f": (0.0, 0.4)},
+                   threshold=400, initial_guess={"K": 0.8}, lm_options=LMOptions(max_iter=80))
     if name == "ADC":
         return cls([0, 100, 400, 800], bounds={"ADC": (0.0, 0.004)}, initial_guess={"ADC": 0.0008})
     if name == "StretchedExponential":
