@@ -315,9 +315,9 @@ def mask_for(draw, shape, name="mask"):
 # Commands
 # ---------------------------------------------------------------------------------------------
 DIFFUSION_PARAMS = {"ivim": ("S0", "f", "D", "Dstar"), "adc": ("S0", "ADC"), "stretched": ("S0", "DDC", "alpha"),
-                    "dki": ("S0", "D", "K")}
+                    "dki": ("S0", "D", "K"), "ivimk": ("S0", "f", "D", "Dstar", "K")}
 DIFFUSION_METHODS = {"ivim": ["lsq", "segmented"], "adc": ["wls", "lsq"], "stretched": ["lsq"],
-                     "dki": ["wls", "ols", "nls"]}
+                     "dki": ["wls", "ols", "nls"], "ivimk": ["lsq", "segmented"]}
 
 
 @st.composite
@@ -675,6 +675,7 @@ test_ivim, test_ivim_long = fuzz(diffusion_case("ivim"))
 test_adc, test_adc_long = fuzz(diffusion_case("adc"))
 test_stretched, test_stretched_long = fuzz(diffusion_case("stretched"))
 test_dki, test_dki_long = fuzz(diffusion_case("dki"))
+test_ivimk, test_ivimk_long = fuzz(diffusion_case("ivimk"))
 test_t1, test_t1_long = fuzz(t1_case())
 test_dce, test_dce_long = fuzz(dce_case())
 test_habitat, test_habitat_long = fuzz(habitat_case())
