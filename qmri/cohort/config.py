@@ -4,7 +4,7 @@ Format (every table optional but at least one ``[fit.<name>]``; ``qmri cohort --
 prints a commented example)::
 
     [fit.<name>]                  # a fit step; <name> names its maps in the cohort table (ivim_D_mean)
-    model = "ivim"                # a qmri fitting command (ivim, adc, stretched, dki, t1, dce)
+    model = "ivim"                # a qmri fitting command (as in `qmri --help`: ivim, dce, ...)
     method = "segmented"          # optional: one of the model's methods (default the model's)
     series = { suffix = "dwi", acq = "ivim" }                # BIDS entities of the series to fit
     mask = { dataset = "derivatives/masks", suffix = "mask", label = "tumour" }   # optional; or "auto"

@@ -43,7 +43,7 @@ EXAMPLE_CONFIG = '''\
 # suffix, datatype and extension; "dataset" names a derivatives folder (relative to BIDS_DIR).
 
 [fit.ivim]                    # a fit step; its name prefixes its columns in the cohort table
-model = "ivim"                # a qmri fitting command: ivim, adc, stretched, dki, t1, dce
+model = "ivim"                # a qmri fitting command (as in `qmri --help`: ivim, dce, ...)
 method = "segmented"          # optional (default: the model's); see qmri ivim --help
 series = { datatype = "dwi", suffix = "dwi", acq = "ivim" }     # the .bval is found beside it
 mask = { dataset = "derivatives/masks", datatype = "dwi", suffix = "mask", label = "tumour" }
