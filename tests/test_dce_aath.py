@@ -125,3 +125,12 @@ def test_matches_dcmri_plug_flow_and_compartment(vp, tol):
     ees = dc.conc_comp(E * dc.flux_plug(f * cp, Tc, ta), 1.0 / k, ta)
     ref = np.interp(t, ta, plasma + ees)
     assert np.abs(got - ref).max() <= tol * np.abs(ref).max()
+
+
+def test_linear_method_is_refused():
+    from qmri.errors import QMRIInputError
+
+    t = np.arange(0.0, 100.0, 2.0)
+    m = DCE(t, example_aif(t), "aath")
+    with pytest.raises(QMRIInputError, match="aath has no linear form.*use --method lsq"):
+        m.fit(m.concentration(AATH)[None], method="linear")

@@ -97,8 +97,8 @@ class DCE(Model):
     Methods
     -------
     ``lsq`` (default): bounded Levenberg–Marquardt from the linear estimate. ``linear``: the
-    linear estimate alone (clipped into the bounds; fast, biased with noise; for AATH the 2CXM's
-    linear estimate, a start rather than an AATH estimate).
+    linear estimate alone (clipped into the bounds; fast, biased with noise; not for AATH, which
+    has no linear form: its ``lsq`` starts from the 2CXM's linear estimate).
 
     Outputs: the model parameters (units: :mod:`qmri.models.dce.models`) and, for Tofts and extended
     Tofts, the derived ``kep = Ktrans/ve`` (1/min); for AATH the derived ``Ktrans = E Fp/100``
@@ -262,6 +262,17 @@ class DCE(Model):
             return {"Ktrans": ("1/min", ktrans), "kep": ("1/min", lambda p: ktrans(p) / p["ve"]),
                     "Tc": ("s", lambda p: 60.0 * p["vp"] / (p["Fp"] / 100.0))}
         return {}
+
+    #: PK models without a linear form of their own: their ``lsq`` starts from another model's
+    #: linear estimate, which is not an estimate of theirs (``linear`` is refused).
+    NO_LINEAR_FORM = {"aath": "2cxm"}
+
+    def check_method(self, method: str) -> None:
+        """``linear`` is refused for a PK model without a linear form (AATH: its response is shifted
+        by the transit time Tc, so no integrated equation is linear in its parameters)."""
+        if method == "linear" and self.model in self.NO_LINEAR_FORM:
+            raise QMRIInputError(f"DCE {self.model} has no linear form (its lsq fit starts from the "
+                                 f"{self.NO_LINEAR_FORM[self.model]} linear estimate); use --method lsq")
 
     @classmethod
     def settings_before_recorded(cls, provenance: dict) -> dict:
