@@ -81,6 +81,7 @@ TRUTH = {
     "patlak": dict(Ktrans=0.03, vp=0.08),
     "2cxm": dict(Fp=40.0, PS=0.12, ve=0.2, vp=0.06),
     "2cum": dict(Fp=25.0, PS=0.04, vp=0.05),
+    "aath": dict(Fp=40.0, PS=0.12, ve=0.2, vp=0.06),
 }
 
 

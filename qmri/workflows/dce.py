@@ -250,7 +250,7 @@ def fit_dce(series, times, aif, *, model: str = "tofts", fit_delay: bool = False
         Frame times in s, strictly increasing.
     aif : str, path, tuple or bool ndarray
         Arterial input (see :func:`arterial_input`).
-    model : {"tofts", "etm", "patlak", "2cxm", "2cum"}
+    model : {"tofts", "etm", "patlak", "2cxm", "2cum", "aath"}
     fit_delay : bool
         Also fit an arterial delay (s, ±10 s).
     input : {"signal", "concentration"}

@@ -3,7 +3,7 @@
 ================  ===========================================================================
 module            holds
 ================  ===========================================================================
-``models``        the declarations of Tofts, extended Tofts, Patlak, 2CXM, 2CUM (with delay)
+``models``        the declarations of Tofts, extended Tofts, Patlak, 2CXM, 2CUM, AATH (with delay)
 ``convolution``   the exact O(n) convolution with a piecewise-linear AIF (Numba and torch)
 ``kernels``       Numba signal and Jacobian kernels; ``twins``: their torch twins
 ``linear``        linear starting values (integrated model equations)

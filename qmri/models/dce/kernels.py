@@ -343,3 +343,92 @@ def twocxm_delay_jacobian(p, acq, cov, J):
 @njit(cache=True)
 def twocxm_delay_signal_jacobian(p, acq, cov, out, J):
     _cxm_jacobian(p[0], p[1], p[2], p[3], p[4], acq, J, True, out, True)
+
+
+@njit(cache=True)
+def _aath_rates(Fp, PS, ve, vp):
+    """f (1/min), the extraction fraction E = 1 - exp(-PS/f), its complement exp(-PS/f), k = E f / ve
+    (1/min) and the capillary transit time Tc = vp / f (min)."""
+    f = Fp / 100.0
+    e = np.exp(-PS / f)
+    E = -np.expm1(-PS / f)
+    return f, E, e, E * f / ve, vp / f
+
+
+@njit(cache=True)
+def _aath_signal(Fp, PS, ve, vp, d, acq, out):
+    f, E, e, k, Tc = _aath_rates(Fp, PS, ve, vp)
+    _zero(out)
+    dm = d / 60.0
+    # f ∫_{τ-Tc}^{τ} Cp  +  E f ∫ Cp(u) exp(-k (τ - Tc - u)) du: each an exact piecewise-linear integral
+    expconv(acq[2], acq[1], acq[3], acq[4], 0.0, dm, f, out, 0.0, out, 0.0, out, 0.0, out)
+    expconv(acq[2], acq[1], acq[3], acq[4], 0.0, dm + Tc, -f, out, 0.0, out, 0.0, out, 0.0, out)
+    expconv(acq[2], acq[1], acq[3], acq[4], k, dm + Tc, E * f, out, 0.0, out, 0.0, out, 0.0, out)
+
+
+@njit(cache=True)
+def _aath_jacobian(Fp, PS, ve, vp, d, acq, J, has_delay, out, want_out):
+    """Columns: Fp, PS, ve, vp, [delay]; with ``want_out`` also the signal into ``out``.
+
+    With τ = t - delay, τc = τ - Tc, P the plug-flow part f (∫_{τc}^{τ} Cp) and F_k, G_k = ∂F_k/∂k
+    the exponential convolution at τc: C = P + E f F_k, ∂C/∂Tc = f (1 - E) Cp(τc) + E f k F_k,
+    ∂C/∂delay = -f Cp(τ) + ∂C/∂Tc (per min), ∂C/∂f = C/f + f F_k ∂E/∂f + E f G_k ∂k/∂f - ∂C/∂Tc Tc/f.
+    """
+    f, E, e, k, Tc = _aath_rates(Fp, PS, ve, vp)
+    dm = d / 60.0
+    _zero2(J)
+    expconv(acq[2], acq[1], acq[3], acq[4], 0.0, dm, f, J[:, 0], 0.0, J[:, 0], -f if has_delay else 0.0,
+            J[:, 4 if has_delay else 0], 0.0, J[:, 0])
+    expconv(acq[2], acq[1], acq[3], acq[4], 0.0, dm + Tc, -f, J[:, 0], 0.0, J[:, 0], 1.0, J[:, 1], 0.0, J[:, 0])
+    expconv(acq[2], acq[1], acq[3], acq[4], k, dm + Tc, 1.0, J[:, 2], 1.0, J[:, 3], 0.0, J[:, 0], 0.0, J[:, 0])
+    dE_df = -e * PS / (f * f)
+    dE_dPS = e / f
+    dk_df = (E + f * dE_df) / ve
+    dk_dPS = f * dE_dPS / ve
+    for i in range(J.shape[0]):
+        P = J[i, 0]
+        cpc = J[i, 1]
+        Fk = J[i, 2]
+        Gk = J[i, 3]
+        C = P + E * f * Fk
+        if want_out:
+            out[i] = C
+        dTc = f * e * cpc + E * f * k * Fk
+        J[i, 0] = (C / f + f * Fk * dE_df + E * f * Gk * dk_df - dTc * Tc / f) / 100.0
+        J[i, 1] = f * Fk * dE_dPS + E * f * Gk * dk_dPS
+        J[i, 2] = -E * f * Gk * k / ve
+        J[i, 3] = dTc / f
+        if has_delay:
+            J[i, 4] = (J[i, 4] + dTc) / 60.0
+
+
+@njit(cache=True)
+def aath_signal(p, acq, cov, out):
+    """AATH; p = (Fp mL/min/100mL, PS 1/min, ve, vp)."""
+    _aath_signal(p[0], p[1], p[2], p[3], 0.0, acq, out)
+
+
+@njit(cache=True)
+def aath_jacobian(p, acq, cov, J):
+    _aath_jacobian(p[0], p[1], p[2], p[3], 0.0, acq, J, False, J[:, 0], False)
+
+
+@njit(cache=True)
+def aath_signal_jacobian(p, acq, cov, out, J):
+    _aath_jacobian(p[0], p[1], p[2], p[3], 0.0, acq, J, False, out, True)
+
+
+@njit(cache=True)
+def aath_delay_signal(p, acq, cov, out):
+    """AATH with delay; p = (Fp, PS, ve, vp, delay s)."""
+    _aath_signal(p[0], p[1], p[2], p[3], p[4], acq, out)
+
+
+@njit(cache=True)
+def aath_delay_jacobian(p, acq, cov, J):
+    _aath_jacobian(p[0], p[1], p[2], p[3], p[4], acq, J, True, J[:, 0], False)
+
+
+@njit(cache=True)
+def aath_delay_signal_jacobian(p, acq, cov, out, J):
+    _aath_jacobian(p[0], p[1], p[2], p[3], p[4], acq, J, True, out, True)

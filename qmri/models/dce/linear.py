@@ -1,7 +1,9 @@
 """Linear starting values of the DCE models: least squares on the integrated model equations.
 
 Tofts and extended Tofts: Murase, MRM 2004;51:858; Patlak: its own linear form; 2CXM and 2CUM: the
-twice-integrated forms of Flouri et al., MRM 2016;76:998. With a fitted delay the estimate is
+twice-integrated forms of Flouri et al., MRM 2016;76:998; AATH, which has no linear form (its
+response is shifted by the transit time Tc), starts from the 2CXM's (same parameters Fp, PS, ve,
+vp). With a fitted delay the estimate is
 evaluated on a grid of delays (1 s by default) and the best delay kept. The estimate is fast and
 biased with noise: it starts the least-squares fit (``lsq``) and is the ``linear`` method.
 """
@@ -22,6 +24,7 @@ _LINEAR_FORM = {
     "patlak": (0, (0, 1)),      # C = vp Cp + Ktrans ∫Cp
     "2cum": (1, (1, 2)),        # C = -k ∫C + f ∫Cp + f PS/vp ∫∫Cp                (Flouri 2016)
     "2cxm": (2, (1, 2)),        # C = -S ∫C - P ∫∫C + f ∫Cp + f Q ∫∫Cp   (S = k₊ + k₋, P = k₊ k₋)
+    "aath": (2, (1, 2)),        # the 2CXM's form: a start for the same parameters, not an AATH estimate
 }
 _LBLOCK = 64
 
@@ -122,7 +125,7 @@ def coefficients_to_params(name, beta):
             k, f, g = beta[:, 0], beta[:, 1], beta[:, 2]
             vp = f / (k - g / f)
             return [100.0 * f, vp * g / f, vp]
-        S, P, f, fQ = beta[:, 0], beta[:, 1], beta[:, 2], beta[:, 3]
+        S, P, f, fQ = beta[:, 0], beta[:, 1], beta[:, 2], beta[:, 3]   # 2cxm (and aath, from the 2CXM form)
         Q = fQ / f
         vp = f / (S - Q)
         kb = P / (S - Q)                        # PS / ve

@@ -1,7 +1,7 @@
 """The DCE model users hold: :class:`DCE`, a pharmacokinetic model bound to frame times and an AIF.
 
 Fitting (:class:`DCE`): a linear least-squares estimate (Murase, MRM 2004;51:858 for Tofts; the
-twice-integrated forms of Flouri et al. 2016 for 2CXM/2CUM), evaluated on a 1 s grid of delays when
+twice-integrated forms of Flouri et al. 2016 for 2CXM/2CUM; AATH starts from the 2CXM's), evaluated on a 1 s grid of delays when
 the delay is fitted, starts a bounded Levenberg–Marquardt fit with analytic Jacobians
 (:func:`qmri.fitting.fit_lm`). Default bounds and starting values of the OSIPI tests: Ktrans and PS
 0–5 /min, ve and vp 0–1, Fp 0–200 mL/min/100mL, delay ±10 s (lower bounds of ve, vp and Fp are
@@ -68,7 +68,7 @@ class DCE(Model):
         Plasma concentration Cp of the AIF in mM, at the frame times or, with ``aif_times``, on its
         own grid (whole-blood curves must be divided by 1 - Hct first; see
         :mod:`qmri.models.dce.aif`). Cp is linear between its samples.
-    model : {"tofts", "etm", "patlak", "2cxm", "2cum"}
+    model : {"tofts", "etm", "patlak", "2cxm", "2cum", "aath"}
         Pharmacokinetic model (equations and sources: :mod:`qmri.models.dce.models`).
     fit_delay : bool
         Also fit an arterial delay (s, bounded ±10 s; positive when the tissue arrives later than
@@ -97,10 +97,13 @@ class DCE(Model):
     Methods
     -------
     ``lsq`` (default): bounded Levenberg–Marquardt from the linear estimate. ``linear``: the
-    linear estimate alone (clipped into the bounds; fast, biased with noise).
+    linear estimate alone (clipped into the bounds; fast, biased with noise; not for AATH, which
+    has no linear form: its ``lsq`` starts from the 2CXM's linear estimate).
 
     Outputs: the model parameters (units: :mod:`qmri.models.dce.models`) and, for Tofts and extended
-    Tofts, the derived ``kep = Ktrans/ve`` (1/min).
+    Tofts, the derived ``kep = Ktrans/ve`` (1/min); for AATH the derived ``Ktrans = E Fp/100``
+    (1/min, ``E = 1 - exp(-PS/(Fp/100))``), ``kep = Ktrans/ve`` (1/min) and the capillary transit
+    time ``Tc = vp/(Fp/100)`` (s).
 
     Raises
     ------
@@ -121,15 +124,16 @@ class DCE(Model):
     """
 
     command = "dce"
-    summary = "fit a pharmacokinetic model (Tofts, extended Tofts, Patlak, 2CXM, 2CUM) to a DCE series"
+    summary = "fit a pharmacokinetic model (Tofts, extended Tofts, Patlak, 2CXM, 2CUM, AATH) to a DCE series"
     description = ("Fit a DCE-MRI pharmacokinetic model voxel by voxel. Time in s; Ktrans, kep and PS in 1/min; "
-                   "Fp in mL/min/100mL; ve and vp fractions; delay in s (positive when the tissue arrives after "
-                   "the AIF).")
+                   "Fp in mL/min/100mL; ve and vp fractions; delay and Tc in s (delay positive when the tissue "
+                   "arrives after the AIF).")
     workflow = "dce"
     data_unit = "mM"  # the fit is to concentration curves
     options = (
         Option("model", "tofts (Ktrans, ve), etm = extended Tofts (+vp), patlak (Ktrans, vp), 2cxm (Fp, PS, ve, vp), "
-               "2cum (Fp, PS, vp); default tofts", str, "tofts", choices=MODEL_NAMES),
+               "2cum (Fp, PS, vp), aath = adiabatic approximation to the tissue homogeneity model (Fp, PS, ve, vp; "
+               "derived Ktrans, kep, Tc); default tofts", str, "tofts", choices=MODEL_NAMES),
         Option("fit_delay", "also fit an arterial delay (s, bounded +-10 s)", bool, False),
     )
     methods = table(LSQ, LINEAR, DNN)
@@ -244,10 +248,31 @@ class DCE(Model):
         super().complete(res, scale, good)
 
     def derived(self):
-        """``kep = Ktrans / ve`` (1/min) for Tofts and extended Tofts."""
+        """``kep = Ktrans / ve`` (1/min) for Tofts and extended Tofts; for AATH ``Ktrans = E f``
+        (1/min; ``f = Fp/100``, extraction fraction ``E = 1 - exp(-PS/f)``), ``kep = Ktrans / ve``
+        (1/min) and the capillary transit time ``Tc = vp / f`` (s) (St Lawrence & Lee, JCBFM
+        1998;18:1365)."""
         if self.model in ("tofts", "etm"):
             return {"kep": ("1/min", lambda p: p["Ktrans"] / p["ve"])}
+        if self.model == "aath":
+            def ktrans(p):
+                f = p["Fp"] / 100.0
+                return -np.expm1(-p["PS"] / f) * f
+
+            return {"Ktrans": ("1/min", ktrans), "kep": ("1/min", lambda p: ktrans(p) / p["ve"]),
+                    "Tc": ("s", lambda p: 60.0 * p["vp"] / (p["Fp"] / 100.0))}
         return {}
+
+    #: PK models without a linear form of their own: their ``lsq`` starts from another model's
+    #: linear estimate, which is not an estimate of theirs (``linear`` is refused).
+    NO_LINEAR_FORM = {"aath": "2cxm"}
+
+    def check_method(self, method: str) -> None:
+        """``linear`` is refused for a PK model without a linear form (AATH: its response is shifted
+        by the transit time Tc, so no integrated equation is linear in its parameters)."""
+        if method == "linear" and self.model in self.NO_LINEAR_FORM:
+            raise QMRIInputError(f"DCE {self.model} has no linear form (its lsq fit starts from the "
+                                 f"{self.NO_LINEAR_FORM[self.model]} linear estimate); use --method lsq")
 
     @classmethod
     def settings_before_recorded(cls, provenance: dict) -> dict:
@@ -269,7 +294,7 @@ class DCE(Model):
                 "xlabel": "time (s)", "ylabel": "concentration (mM)"}
 
     def label(self) -> str:
-        """The pharmacokinetic model (``tofts``, ``etm``, ``patlak``, ``2cxm``, ``2cum``)."""
+        """The pharmacokinetic model (``tofts``, ``etm``, ``patlak``, ``2cxm``, ``2cum``, ``aath``)."""
         return self.model
 
     def describe(self, method: str) -> str:

@@ -1,4 +1,4 @@
-"""The DCE pharmacokinetic models, declared: Tofts, extended Tofts, Patlak, 2CXM and 2CUM, with optional delay.
+"""The DCE pharmacokinetic models, declared: Tofts, extended Tofts, Patlak, 2CXM, 2CUM and AATH, with optional delay.
 
 Every model predicts the tissue concentration C(t) (mM) at the frame times t (s) from the plasma
 concentration Cp(t) (mM) of the arterial input function (AIF), known on its own time grid (finer
@@ -13,10 +13,11 @@ name       unit             meaning
 Ktrans     1/min            volume transfer constant
 ve         (fraction)       extravascular extracellular volume fraction
 vp         (fraction)       plasma volume fraction
-kep        1/min            Ktrans / ve (derived output of Tofts and extended Tofts)
+kep        1/min            Ktrans / ve (derived output of Tofts, extended Tofts and AATH)
 Fp         mL/min/100mL     plasma flow
 PS         1/min            permeability–surface area product per unit tissue volume
 delay      s                arterial delay; positive when the tissue curve arrives after the AIF
+Tc         s                capillary transit time vp / Fp (derived output of AATH)
 =========  ===============  =========================================================
 
 Models (``f = Fp/100`` in 1/min, ``⊛`` convolution from the first frame, ``τ = t - delay``):
@@ -36,6 +37,15 @@ Models (``f = Fp/100`` in 1/min, ``⊛`` convolution from the first frame, ``τ 
 * two-compartment uptake, 2CUM (the 2CXM with ve → ∞; Sourbron & Buckley 2011)::
 
       C(t) = f · Cp ⊛ [(1 - E) exp(-k t) + E](τ),   k = (f + PS)/vp,   E = PS/(f + PS)
+* adiabatic approximation to the tissue homogeneity model, AATH (St Lawrence & Lee, JCBFM
+  1998;18:1365; Sourbron & Buckley, NMR Biomed 2013;26:1004)::
+
+      C(t) = Cp ⊛ R(τ),   R(t) = f for 0 ≤ t < Tc,   R(t) = E f exp(-E f (t - Tc)/ve) for t ≥ Tc,
+
+  with ``Tc = vp/f`` the capillary transit time and ``E = 1 - exp(-PS/f)`` the extraction
+  fraction; derived outputs ``Ktrans = E f``, ``kep = Ktrans/ve`` and ``Tc`` (s). The response
+  jumps at Tc; it is integrated exactly as ``f ∫_{τ-Tc}^{τ} Cp + E f (Cp ⊛ exp(-kep t))(τ - Tc)``,
+  both exact for the piecewise-linear Cp, so the jump needs no finer grid.
 
 Kernels: :mod:`qmri.models.dce.kernels` (Numba) and :mod:`qmri.models.dce.twins` (torch), on the
 exact convolution of :mod:`qmri.models.dce.convolution`. Default bounds and starting values of the
@@ -50,10 +60,10 @@ import numpy as np
 from qmri.models.base import Parameter, SignalModel, register
 from qmri.models.dce import kernels as K
 from qmri.models.dce.convolution import acquisition, frame_count
-from qmri.models.dce.twins import patlak_torch, tofts_torch, twocum_torch, twocxm_torch
+from qmri.models.dce.twins import aath_torch, patlak_torch, tofts_torch, twocum_torch, twocxm_torch
 
 #: PK models by command-line name.
-MODEL_NAMES = ("tofts", "etm", "patlak", "2cxm", "2cum")
+MODEL_NAMES = ("tofts", "etm", "patlak", "2cxm", "2cum", "aath")
 #: Default delay bounds (s), OSIPI code collection.
 DELAY_BOUNDS = (-10.0, 10.0)
 
@@ -90,6 +100,8 @@ _REFS = {
     "patlak": "Patlak, Blasberg & Fenstermacher, JCBFM 1983;3:1",
     "2cxm": "Sourbron & Buckley, PMB 2011;56:R1 and MRM 2011;66:735 (two-compartment exchange)",
     "2cum": "Sourbron & Buckley, PMB 2011;56:R1 (two-compartment uptake)",
+    "aath": ("St Lawrence & Lee, JCBFM 1998;18:1365 (adiabatic approximation to the tissue homogeneity model); "
+             "Sourbron & Buckley, NMR Biomed 2013;26:1004"),
 }
 _PARAMS = {
     "tofts": ("Ktrans", "ve"),
@@ -97,6 +109,7 @@ _PARAMS = {
     "patlak": ("Ktrans", "vp"),
     "2cxm": ("Fp", "PS", "ve", "vp+"),
     "2cum": ("Fp", "PS", "vp+"),
+    "aath": ("Fp", "PS", "ve", "vp+"),
 }
 _KERNELS = {
     ("tofts", False): (K.tofts_signal, K.tofts_jacobian, K.tofts_signal_jacobian,
@@ -119,6 +132,10 @@ _KERNELS = {
         lambda P, a, c=None: twocum_torch(P, a, None)),
     ("2cum", True): (K.twocum_delay_signal, K.twocum_delay_jacobian, K.twocum_delay_signal_jacobian,
         lambda P, a, c=None: twocum_torch(P, a, 3)),
+    ("aath", False): (K.aath_signal, K.aath_jacobian, K.aath_signal_jacobian,
+        lambda P, a, c=None: aath_torch(P, a, None)),
+    ("aath", True): (K.aath_delay_signal, K.aath_delay_jacobian, K.aath_delay_signal_jacobian,
+        lambda P, a, c=None: aath_torch(P, a, 4)),
 }
 
 #: Declared DCE signal models by (model name, fit_delay).

@@ -60,3 +60,18 @@ def twocxm_torch(params, acq, delay_idx):
     Fp_, _ = expconv_torch(t, c, fr, kp, dm)
     Fm_, _ = expconv_torch(t, c, fr, km, dm)
     return f[:, None] * (A[:, None] * Fp_ + (1.0 - A)[:, None] * Fm_)
+
+
+def aath_torch(params, acq, delay_idx):
+    import torch
+
+    t, c, fr = _torch_parts(acq)
+    f, PS, ve, vp = params[:, 0] / 100.0, params[:, 1], params[:, 2], params[:, 3]
+    E = -torch.expm1(-PS / f)
+    dm = _delay_min(params, delay_idx)
+    dc = dm + vp / f                                        # delay + capillary transit time Tc (min)
+    zero = torch.zeros_like(f)
+    P1, _ = expconv_torch(t, c, fr, zero, dm)
+    P2, _ = expconv_torch(t, c, fr, zero, dc)
+    Fk, _ = expconv_torch(t, c, fr, E * f / ve, dc)
+    return f[:, None] * (P1 - P2) + (E * f)[:, None] * Fk
