@@ -25,12 +25,28 @@ DCE
     model, trained on simulated curves with 64 AIFs, curve SNR 3-100), with and without a fitted
     delay; for the delay rows the model is given the AIF 3 s early, so the true delay is +3 s.
 
+Diffusion (ADC, stretched exponential, trace and full-tensor DKI)
+    The networks shipped with qmri (``--weights builtin``: trained once, supervised, for the
+    phantoms' protocols by ``tools/make_pretrained.py``; nothing trained here) against least
+    squares on each model's own phantom at SNR 10, 20 and 40 (S0 / σ of the Rician noise, seed =
+    SNR; one phantom per SNR, the same voxels for every method): ``ADC.phantom`` (11 tissues,
+    b = 0-1000 s/mm², 16×16×4 voxels each) with ``lsq``; ``StretchedExponential.phantom`` (5
+    tissues, b = 0-2000, 16×16×8) with ``lsq``; ``DKI.phantom`` (7 tissues, 3 b=0 + 30 directions at
+    b = 1000 and 2000, 16×16×8) as trace DKI (direction-averaged shells) with ``lsq`` and as the
+    full tensor with ``wls`` and ``cwls``. Trace DKI's truth is the exact fit of the noise-free
+    shells (3 shells, 3 parameters: the powder signal's own D and K, which are not MD and MKT);
+    the full tensor's is the phantom's (MD, FA, MK, AK, RK, MKT of the true tensors). Per
+    parameter: bias (% of the mean truth) and NRMSE (``qmri.simulate.nrmse_bias``); for the full
+    tensor also the % of voxels whose tensors give a negative apparent kurtosis along one of 100
+    directions (for ``dnn``: the ensemble mean of the 22 coefficients the maps come from). vox/s:
+    ``Model.fit`` over the phantom, in-process, warm (fit only, no file reading or writing).
+
 Timings are wall-clock on whatever machine runs this (torch threads: ``--threads``; Numba: all
 cores). No GPU figure is taken unless ``--device cuda`` is given on a machine with one.
 
 Usage::
 
-    python benchmarks/dnn.py [--only ivim dce] [--snr 10 20 50] [--threads 1] [--device cpu]
+    python benchmarks/dnn.py [--only ivim dce diffusion] [--snr 10 20 50] [--threads 1] [--device cpu]
                              [--out benchmarks/results/dnn.md]
 """
 
@@ -45,8 +61,11 @@ from pathlib import Path
 
 import numpy as np
 
+from qmri.simulate import nrmse_bias
+
 IVIM_SNRS = (10.0, 20.0, 50.0)
 DCE_SNRS = (5.0, 10.0, 20.0)
+DIFFUSION_SNRS = (10.0, 20.0, 40.0)
 
 
 def spearman(a, b):
@@ -57,8 +76,6 @@ def spearman(a, b):
 
 
 def accuracy(maps, truth, mask, keys):
-    from qmri.simulate import nrmse_bias
-
     cells = {}
     for k in keys:
         e, b = nrmse_bias(maps[k], truth[k], mask)
@@ -227,6 +244,92 @@ def run_dce(args, rows):
                 print(f"DCE SNR {snr:g} {label}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in cells.items()), flush=True)
 
 
+def negative_kurtosis(model, Y, method) -> float:
+    """% of the voxels ``Y`` (n, m) whose fitted DKI tensors give a negative apparent kurtosis along
+    one of 100 directions; for ``dnn`` the coefficients are the shipped networks' ensemble mean (what
+    the maps are computed from)."""
+    from qmri.models.diffusion.dki import apparent_kurtosis, hemisphere
+
+    if method == "dnn":
+        from qmri.fitting.net.data import voxel_inputs
+        from qmri.fitting.net.training import predict
+        from qmri.fitting.net.weights import load
+
+        inputs, _, good = voxel_inputs(model, Y, None)
+        beta = predict(load("builtin", model).networks, inputs).mean(axis=0)[good, 1:]
+    else:
+        beta = model.coefficients(Y, method)[0]
+    return 100.0 * float(np.mean(np.nanmin(apparent_kurtosis(beta, hemisphere(100)), axis=1) < 0))
+
+
+#: Diffusion cases: (table, model class name, phantom block, methods besides dnn, parameters scored).
+DIFFUSION_CASES = (
+    ("ADC", "ADC", (16, 16, 4), ("lsq",), ("ADC",)),
+    ("stretched", "StretchedExponential", (16, 16, 8), ("lsq",), ("DDC", "alpha")),
+    ("DKI trace", "DKI", (16, 16, 8), ("lsq",), ("D", "K")),
+    ("DKI", "DKI", (16, 16, 8), ("wls", "cwls"), ("MD", "FA", "MK", "AK", "RK", "MKT")),
+)
+
+
+def run_diffusion(args, rows):
+    import qmri.models
+
+    for family, cls_name, block, methods, keys in DIFFUSION_CASES:
+        cls = getattr(qmri.models, cls_name)
+        trace = family == "DKI trace"
+
+        def model_for(ph):
+            if cls is qmri.models.DKI:
+                return cls.from_acquisition(ph.acquisition["bvals"], ph.acquisition["bvecs"], trace=trace)
+            return cls.for_phantom(ph)
+
+        ph0 = cls.phantom(snr=np.inf, block=block)
+        model = model_for(ph0)
+        truth = dict(ph0.truth)
+        if trace:  # the powder signal's own D and K: exact on the noise-free shells
+            ref = model.fit(ph0.data, mask=ph0.mask, method="lsq")
+            truth = {k: ref[k] for k in keys}
+        for snr in args.diffusion_snr:
+            ph = cls.phantom(snr=snr, block=block, seed=int(snr))
+            mask = ph.mask
+            n = int(mask.sum())
+            for method in methods + ("dnn",):
+                kw = {"weights": "builtin", "device": args.device} if method == "dnn" else {}
+                model.fit(ph.data[:2, :2, :1], method=method, **kw)  # compile / load the Numba cache, the weights
+                t0 = time.perf_counter()
+                maps = model.fit(ph.data, mask=mask, method=method, **kw)
+                rate = n / (time.perf_counter() - t0)
+                cells = {}
+                for k in keys:
+                    e, b = nrmse_bias(maps[k], truth[k], mask)
+                    cells[f"bias % {k}"], cells[f"NRMSE {k}"] = 100.0 * b, e
+                cells["failed %"] = 100.0 * float(np.mean(maps["status"][mask] == 2))
+                if family == "DKI":
+                    cells["K<0 %"] = negative_kurtosis(model, ph.data[mask], method)
+                cells["vox/s"] = rate
+                label = "dnn (shipped networks)" if method == "dnn" else method
+                rows.append((family, snr, label, n, cells))
+                print(f"{family} SNR {snr:g} {label}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in cells.items()),
+                      flush=True)
+
+
+def dki_target(rows) -> str:
+    """Whether dnn meets the target on the full-tensor DKI phantom: MK, AK and RK NRMSE at most
+    cwls's at SNR <= 20, and no voxel with a negative apparent kurtosis."""
+    sel = {(snr, label): cells for fam, snr, label, _, cells in rows if fam == "DKI"}
+    lines = []
+    for snr in sorted({snr for snr, _ in sel}):
+        d, c = sel.get((snr, "dnn (shipped networks)")), sel.get((snr, "cwls"))
+        if d is None or c is None:
+            continue
+        parts = [f"{k} {d[f'NRMSE {k}']:.3f} vs {c[f'NRMSE {k}']:.3f}" for k in ("MK", "AK", "RK")]
+        ok = all(d[f"NRMSE {k}"] <= c[f"NRMSE {k}"] for k in ("MK", "AK", "RK"))
+        lines.append(f"SNR {snr:g}: NRMSE dnn vs cwls {', '.join(parts)} ({'at most' if ok else 'NOT at most'} "
+                     f"cwls); K<0 % dnn {d['K<0 %']:.2f} (cwls {c['K<0 %']:.2f})"
+                     + ("" if snr <= 20 else " [SNR > 20: not part of the target]"))
+    return "Target (dnn MK/AK/RK NRMSE <= cwls at SNR <= 20, 0 % K<0):\n" + "\n".join(lines)
+
+
 def _fmt(v) -> str:
     if isinstance(v, str):
         return v
@@ -250,8 +353,11 @@ def table(rows, family) -> str:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--only", nargs="+", choices=("ivim", "dce"), default=["ivim", "dce"])
+    ap.add_argument("--only", nargs="+", choices=("ivim", "dce", "diffusion"),
+                    default=["ivim", "dce", "diffusion"])
     ap.add_argument("--snr", nargs="+", type=float, default=list(IVIM_SNRS), help="IVIM SNRs (default 10 20 50)")
+    ap.add_argument("--diffusion-snr", nargs="+", type=float, default=list(DIFFUSION_SNRS),
+                    help="SNRs of the ADC, stretched and DKI cases (default 10 20 40)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
     ap.add_argument("--dce-signals", type=int, default=50_000, help="simulated curves per DCE network")
@@ -269,8 +375,14 @@ def main(argv=None):
         run_ivim(args, rows)
     if "dce" in args.only:
         run_dce(args, rows)
-    text = head + "\n\n" + "\n\n".join(table(rows, f) for f in ("IVIM", "uncertainty", "DCE")
-                                         if any(r[0] == f for r in rows))
+    if "diffusion" in args.only:
+        run_diffusion(args, rows)
+    titled = {c[0] for c in DIFFUSION_CASES}  # the diffusion tables are named (the older ones by their columns)
+    families = ("IVIM", "uncertainty", "DCE") + tuple(c[0] for c in DIFFUSION_CASES)
+    text = head + "\n\n" + "\n\n".join((f"{f}:\n\n" if f in titled else "") + table(rows, f)
+                                         for f in families if any(r[0] == f for r in rows))
+    if any(r[0] == "DKI" for r in rows):
+        text += "\n\n" + dki_target(rows)
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

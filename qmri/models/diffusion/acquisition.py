@@ -297,6 +297,10 @@ class DiffusionModel(Model):
     #: such need), and why (with its source): named as the likely cause when a fit ends on its bounds.
     needs_b_max: float | None = None
     needs_b_reason: str = ""
+    #: Names ``(D, K)`` of a diffusivity and its kurtosis in a tissue term exp(-b D + b² D² K / 6)
+    #: (None: the model has none): network training draws keep that term falling with b
+    #: (:meth:`sample_network_parameters`).
+    kurtosis_pair: tuple[str, str] | None = None
 
     def __init__(self, bvals, *, bounds=None, initial_guess=None, lm_options: LMOptions | None = None):
         b = check_bvals(bvals)
@@ -310,6 +314,28 @@ class DiffusionModel(Model):
         self.lower, self.upper = resolve_bounds(self.spec, bounds)
         self.initial = np.clip(resolve_initial(self.spec, initial_guess), self.lower, self.upper)
         self.lm_options = lm_options or LMOptions()
+
+    def sample_network_parameters(self, n: int, rng, prior: dict | None = None) -> np.ndarray:
+        """Training parameters of the network estimator: uniform as every model's
+        (:meth:`qmri.models.model.Model.sample_network_parameters`); with a :attr:`kurtosis_pair`
+        (D, K), K of each draw is scaled into ``[K_lo, min(K_hi, 3 / (b_max D))]`` (its draw's
+        position in the range kept). The term ``exp(-b D + b² D² K / 6)`` has its minimum at
+        b = 3 / (D K) and grows beyond it, which tissue does not (Jensen & Helpern, NMR Biomed
+        2010;23:698): draws past that point over the protocol's b-values would train the networks on
+        signals no tissue gives (with D 5e-3 mm²/s and K 3, a signal at b = 2000 s/mm² of e^40 times
+        S0), and the input scaling fitted to them would squash the tissue signals together."""
+        P = super().sample_network_parameters(n, rng, prior)
+        if self.kurtosis_pair is None:
+            return P
+        j_d, j_k = (self.spec.names.index(k) for k in self.kurtosis_pair)
+        b_max = float(np.max(self.bvals))
+        lower, upper = self.network_bounds()
+        lo, hi = map(float, (prior or {}).get(self.kurtosis_pair[1], (lower[j_k], upper[j_k])))
+        if b_max > 0 and hi > lo:
+            with np.errstate(divide="ignore"):
+                k_max = np.minimum(hi, 3.0 / (b_max * P[:, j_d]))
+            P[:, j_k] = lo + (P[:, j_k] - lo) * np.clip((k_max - lo) / (hi - lo), 0.0, 1.0)
+        return P
 
     @classmethod
     def from_acquisition(cls, bvals, bvecs=None, **options) -> "Model":

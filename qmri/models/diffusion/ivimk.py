@@ -182,6 +182,7 @@ class IVIMKurtosis(IVIM):
     default_method = "lsq"
     spec = IVIMK_MODEL
     kurtosis = True
+    kurtosis_pair = ("D", "K")
     min_distinct_b = 5  # five parameters
     valid_b_max = 3000.0
     valid_b_reason = ("the kurtosis (second-order cumulant) expansion holds up to about b = 2000-3000 s/mm2, the "
@@ -193,25 +194,6 @@ class IVIMKurtosis(IVIM):
                       "up to 2000); below, fit qmri ivim")
     demo_parameters = ("f", "D", "Dstar", "K")
     demo_phantom = {"block": (16, 16, 4)}
-
-    def sample_network_parameters(self, n: int, rng, prior: dict | None = None) -> np.ndarray:
-        """Training parameters of the network estimator: uniform as every model's
-        (:meth:`qmri.models.model.Model.sample_network_parameters`), with K of each draw scaled into
-        ``[K_lo, min(K_hi, 3 / (b_max D))]`` (its draw's position in the range kept). The tissue
-        signal ``exp(-b D + b² D² K / 6)`` has its minimum at b = 3 / (D K) and grows beyond it, which
-        tissue does not (Jensen & Helpern, NMR Biomed 2010;23:698): draws past that point over the
-        protocol's b-values would train the networks on signals no tissue gives (with D 5e-3 mm²/s
-        and K 3, a signal at b = 2000 s/mm² of e^40 times S0)."""
-        P = super().sample_network_parameters(n, rng, prior)
-        j_d, j_k = self.spec.names.index("D"), self.spec.names.index("K")
-        b_max = float(np.max(self.bvals))
-        lower, upper = self.network_bounds()
-        lo, hi = map(float, (prior or {}).get("K", (lower[j_k], upper[j_k])))
-        if b_max > 0 and hi > lo:
-            with np.errstate(divide="ignore"):
-                k_max = np.minimum(hi, 3.0 / (b_max * P[:, j_d]))
-            P[:, j_k] = lo + (P[:, j_k] - lo) * np.clip((k_max - lo) / (hi - lo), 0.0, 1.0)
-        return P
 
     @classmethod
     def phantom_definition(cls):

@@ -120,6 +120,7 @@ class TraceDKI(DiffusionModel):
                                              "log-quadratic start"), DNN)
     default_method = "lsq"
     spec = DKI_TRACE_MODEL
+    kurtosis_pair = ("D", "K")
     min_distinct_b = 3
     valid_b_max = 3000.0
     valid_b_reason = ("the kurtosis expansion holds up to about 2000-3000 s/mm2 in tissue (Jensen & Helpern, NMR "
