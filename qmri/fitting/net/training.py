@@ -207,15 +207,28 @@ def _evaluate(net, spec, t, groups, rows, supervised, data_consistency) -> float
     return total / max(rows.size, 1)
 
 
-def predict(networks, inputs, device: str = "cpu", batch: int = INFERENCE_BATCH) -> np.ndarray:
+def predict(networks, inputs, device: str = "cpu", batch: int = INFERENCE_BATCH, stacked: bool = True) -> np.ndarray:
     """Parameters estimated by each network, shape (n_networks, n, n_params), float64.
 
-    Runs under ``torch.inference_mode`` in batches of ``batch`` signals (bounded memory).
+    Runs under ``torch.inference_mode`` in batches of ``batch`` signals (bounded memory). Networks
+    with per-parameter bodies run together, stacked (:class:`~qmri.fitting.net.networks.Stacked`:
+    the same estimates to float32 round-off, several times faster for an ensemble); ``stacked=False``
+    runs each network's own ``forward``.
     """
+    from qmri.fitting.net.networks import Stacked
+
     n = inputs.n
     out = np.empty((len(networks), n, len(networks[0].lower)))
     t = Tensors(inputs, "cpu")
+    together = Stacked.of(networks) if stacked else None
     with torch.inference_mode():
+        if together is not None:
+            together = together.to(device)
+            for i in range(0, n, batch):
+                sel = slice(i, min(i + batch, n))
+                # a per-parameter body reads no curves: the group plays no part in its input
+                out[:, sel] = together(t.x(sel, 0).to(device)).transpose(1, 2).cpu().numpy()
+            return out
         for k, net in enumerate(networks):
             net = net.to(device).eval()
             for g in np.unique(inputs.groups):
