@@ -362,7 +362,8 @@ def builtin(model) -> Trained:
     """
     shipped = []
     for path in builtin_paths():
-        t = _shipped(str(path))
+        stat = path.stat()
+        t = _shipped(str(path), stat.st_mtime_ns, stat.st_size)
         try:
             t.check(model)
             return t
@@ -374,9 +375,9 @@ def builtin(model) -> Trained:
 
 
 @functools.lru_cache(maxsize=None)
-def _shipped(path: str) -> Trained:
-    """A shipped weights file, read once per process (package data does not change while qmri runs;
-    reading all of them took about 0.1 s, twice per fit: a large share of a fit's time at 10⁶ voxels/s)."""
+def _shipped(path: str, mtime_ns: int, size: int) -> Trained:
+    """A shipped weights file, read once per process and version of the file (reading all of them took
+    about 0.1 s, twice per fit: a large share of a fit's time at 10⁶ voxels/s)."""
     return Trained.load(path)
 
 
