@@ -21,7 +21,7 @@ Also the largest difference between the stacked and the network-by-network estim
 Usage::
 
     python benchmarks/dnn_speed.py [--voxels 500000] [--threads 2] [--repeats 5] [--batch 16384 65536]
-                                   [--out benchmarks/results/dnn_speed.md]
+                                   [--out benchmarks/results/dnn.md]
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+HEADING = "## Inference throughput (benchmarks/dnn_speed.py)"
 
 
 def timed(fn, repeats: int) -> tuple[float, float]:
@@ -53,7 +55,9 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--batch", type=int, nargs="+", default=None, help="inference batches (default the library's)")
-    ap.add_argument("--out", type=Path, help="also write the table here")
+    ap.add_argument("--out", type=Path, help="also write the table as the last section of this file (e.g. "
+                    "benchmarks/results/dnn.md), replacing that section of an earlier run")
+    ap.add_argument("--note", default="", help="a line written under the table (e.g. a figure of another version)")
     args = ap.parse_args(argv)
     import torch
 
@@ -63,6 +67,7 @@ def main(argv=None):
     from qmri.models import IVIM
 
     torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()[0]
     ph = IVIM.phantom(snr=20, seed=1)
     model = IVIM.for_phantom(ph)
     base = np.asarray(ph.data[ph.mask], dtype=np.float64)
@@ -89,16 +94,21 @@ def main(argv=None):
     head = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared with other jobs), torch "
             f"{torch.__version__} ({torch.backends.cpu.get_cpu_capability()}), {args.threads} torch threads; "
             f"{n:,} IVIM voxels (13 b-values), {trained.n_networks} networks (builtin ivim.pt); median of "
-            f"{args.repeats} runs, warm")
-    lines = [head, "", "| boundary | how | batch | vox/s | wall s | CPU s |", "|---|---|---:|---:|---:|---:|"]
+            f"{args.repeats} runs, warm; load average before {load_before:.2f}, after {os.getloadavg()[0]:.2f}")
+    lines = [HEADING, "", head, "", "| boundary | how | batch | vox/s | wall s | CPU s |", "|---|---|---:|---:|---:|---:|"]
     lines += [f"| {b} | {h} | {bt} | {n / w:,.0f} | {w:.3f} | {c:.3f} |" for b, h, bt, w, c in rows]
     lines += ["", "Largest |stacked − network by network| per parameter: "
               + ", ".join(f"{k} {d:.2g} ({d / s:.1g} of its range)" for k, d, s in zip(model.spec.names, diff, span))]
+    if args.note:
+        lines += ["", args.note]
     text = "\n".join(lines)
     print(text)
     if args.out:
+        before = args.out.read_text() if args.out.exists() else ""
+        if HEADING in before:
+            before = before[:before.index(HEADING)]
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+        args.out.write_text((before.rstrip() + "\n\n" if before.strip() else "") + text + "\n")
 
 
 if __name__ == "__main__":
