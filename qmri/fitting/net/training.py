@@ -50,9 +50,9 @@ MAX_EPOCHS = 100
 #: Signals per batch of a validation loss (bounds its memory).
 INFERENCE_BATCH = 65536
 #: Signals per batch of :func:`predict`: small enough for a batch's activations to stay in the CPU's
-#: caches (the 3 shipped IVIM networks: 192 units, 12.6 MB at 16384 signals), large enough for few
-#: torch calls; about twice the throughput of 65536 on 2 threads (``benchmarks/results/dnn_speed.md``).
-PREDICT_BATCH = 16384
+#: caches (the 3 shipped IVIM networks: 192 units, 3 MB at 4096 signals), large enough for few torch
+#: calls; on 2 threads about twice the throughput of 16384 or 65536 (``benchmarks/results/dnn.md``).
+PREDICT_BATCH = 4096
 
 
 class Tensors:
