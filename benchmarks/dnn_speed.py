@@ -55,8 +55,8 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--batch", type=int, nargs="+", default=None, help="inference batches (default the library's)")
-    ap.add_argument("--out", type=Path, help="also write the table as the last section of this file (e.g. "
-                    "benchmarks/results/dnn.md), replacing that section of an earlier run")
+    ap.add_argument("--out", type=Path, help="also write the table as a section of this file (e.g. "
+                    "benchmarks/results/dnn.md): appended, or replacing that section of an earlier run")
     ap.add_argument("--note", default="", help="a line written under the table (e.g. a figure of another version)")
     args = ap.parse_args(argv)
     import torch
@@ -104,11 +104,14 @@ def main(argv=None):
     text = "\n".join(lines)
     print(text)
     if args.out:
-        before = args.out.read_text() if args.out.exists() else ""
-        if HEADING in before:
-            before = before[:before.index(HEADING)]
+        old = args.out.read_text() if args.out.exists() else ""
+        before, after = old, ""
+        if HEADING in old:  # replace this section only, keep the sections after it
+            before, rest = old[:old.index(HEADING)], old[old.index(HEADING) + len(HEADING):]
+            after = rest[rest.index("\n## ") + 1:] if "\n## " in rest else ""
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text((before.rstrip() + "\n\n" if before.strip() else "") + text + "\n")
+        args.out.write_text((before.rstrip() + "\n\n" if before.strip() else "") + text + "\n"
+                            + ("\n" + after if after else ""))
 
 
 if __name__ == "__main__":
