@@ -349,6 +349,35 @@ def test_builtin_trace_dki_network_follows_the_phantom():
     assert np.median(np.abs(net["K"][m] - ref["K"][m])) < 0.2
 
 
+def test_stacked_ensemble_gives_the_estimates_of_each_network_run_alone():
+    from qmri.fitting.net.data import voxel_inputs
+    from qmri.fitting.net.networks import Stacked
+    from qmri.fitting.net.training import predict
+    from qmri.fitting.net.weights import load
+
+    ph = IVIM.phantom(snr=20, block=(3, 3, 1))
+    model = IVIM.for_phantom(ph)
+    trained = load("builtin", model)
+    assert trained.n_networks > 1 and Stacked.of(trained.networks) is not None
+    Y = np.asarray(ph.data[ph.mask], dtype=np.float64)
+    Y[0] = np.nan  # a voxel that cannot be fitted (zeros in, as the plain path)
+    inputs, _, _ = voxel_inputs(model, Y, None)
+    plain = predict(trained.networks, inputs, stacked=False)
+    span = np.asarray(trained.networks[0].span, dtype=np.float64)
+    for batch in (7, inputs.n):  # batches that split the voxels, and one batch
+        stacked = predict(trained.networks, inputs, batch=batch)
+        assert stacked.shape == plain.shape
+        assert np.max(np.abs(stacked - plain) / span) < 1e-6
+
+
+def test_networks_over_time_are_not_stacked():
+    from qmri.fitting.net.networks import Stacked
+    from qmri.fitting.net.weights import Trained, builtin_paths
+
+    nets = Trained.load(next(p for p in builtin_paths() if p.stem == "dce-tofts")).networks
+    assert Stacked.of(nets) is None
+
+
 @CUDA
 def test_cuda_training_and_inference_match_the_cpu():
     _, data = _ivim_volume((200,), snr=40)

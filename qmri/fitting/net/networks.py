@@ -219,3 +219,89 @@ def architecture(n_measurements: int, n_covariates: int, n_params: int, n_channe
     n_in = n_measurements + n_covariates
     return {"kind": "parameters", "n_in": n_in, "n_params": n_params, "width": width or min(max(n_in, 16), 32),
             "depth": depth, "dropout": dropout, "margin": MARGIN if margin is None else margin}
+
+
+class Stacked:
+    """An ensemble of :class:`Network` with :class:`ParameterNets` bodies, in evaluation mode, as one
+    set of batched products: the same function as each network's ``forward``, to float32 round-off.
+
+    The batch normalisations are folded into the weights (as :meth:`ParameterNets._inference`
+    does) and the ``n_networks × n_params`` sub-networks laid out as groups (G, units, voxels) with
+    the voxels last, so that each layer is one batched matrix product over every network at once,
+    and the activations are applied in place. The input standardisation stays a step of its own
+    (folding it into the weights would cancel catastrophically where a feature barely varies, e.g.
+    the normalised signal at the lowest b-value, whose scale is floored at 1e-6). Build it with :meth:`of`, which gives None for networks it does not cover (another
+    body, another architecture).
+
+    Parameters
+    ----------
+    in_mean, in_scale : Tensor (n_networks, n_in, 1)
+        Input standardisation of each network.
+    first_weight : Tensor (n_networks, P·w, n_in)
+    first_bias : Tensor (n_networks, P·w, 1)
+    hidden : list of (Tensor (G, w, w), Tensor (G, w, 1))
+        Weight (output units first) and bias of each further hidden layer.
+    out_weight : Tensor (G, 1, w)
+    out_bias : Tensor (G, 1, 1)
+    lower, span : Tensor (n_networks, n_params, 1)
+    margin : float
+    """
+
+    def __init__(self, in_mean, in_scale, first_weight, first_bias, hidden, out_weight, out_bias, lower, span,
+                 margin: float):
+        self.in_mean, self.in_scale = in_mean, in_scale
+        self.first_weight, self.first_bias = first_weight, first_bias
+        self.hidden = list(hidden)
+        self.out_weight, self.out_bias = out_weight, out_bias
+        self.lower, self.span, self.margin = lower, span, float(margin)
+
+    @classmethod
+    @torch.no_grad()
+    def of(cls, networks) -> "Stacked | None":
+        """The stacked form of ``networks`` (a list of :class:`Network`), or None unless all have
+        :class:`ParameterNets` bodies of one architecture."""
+        if not networks or any(not isinstance(n.body, ParameterNets) or n.architecture != networks[0].architecture
+                               for n in networks):
+            return None
+        firsts, biases, hidden, outs, out_biases = [], [], [], [], []
+        for net in networks:
+            body = net.body
+            P, w = body.n_params, body.width
+            a, c = body._folded(0)                                            # (P, w)
+            firsts.append((body.first.weight.view(P, w, -1) * a[..., None]).reshape(P * w, -1))
+            biases.append((body.first.bias.view(P, w) * a + c).reshape(-1, 1))
+            layers = []
+            for k, (wk, bk) in enumerate(zip(body.hidden, body.hidden_bias)):
+                a, c = body._folded(k + 1)
+                layers.append(((wk * a[:, None, :]).transpose(1, 2), (bk * a + c)[..., None]))
+            hidden.append(layers)
+            outs.append(body.out_weight.transpose(1, 2))                      # (P, 1, w)
+            out_biases.append(body.out_bias[..., None])                       # (P, 1, 1)
+        stack = [(torch.cat([h[k][0] for h in hidden]).contiguous(), torch.cat([h[k][1] for h in hidden]))
+                 for k in range(len(hidden[0]))]
+        return cls(torch.stack([n.in_mean for n in networks])[..., None],
+                   torch.stack([n.in_scale for n in networks])[..., None], torch.stack(firsts), torch.stack(biases), stack, torch.cat(outs).contiguous(),
+                   torch.cat(out_biases), torch.stack([n.lower for n in networks])[..., None],
+                   torch.stack([n.span for n in networks])[..., None], networks[0].margin)
+
+    def to(self, device) -> "Stacked":
+        """A copy on ``device``."""
+        return Stacked(self.in_mean.to(device), self.in_scale.to(device), self.first_weight.to(device), self.first_bias.to(device),
+                       [(w.to(device), b.to(device)) for w, b in self.hidden], self.out_weight.to(device),
+                       self.out_bias.to(device), self.lower.to(device), self.span.to(device), self.margin)
+
+    def __call__(self, x):
+        """Parameters (n_networks, n_params, N) of inputs ``x`` (N, n_in): each network's ``forward``."""
+        G, w = self.out_weight.shape[0], self.out_weight.shape[2]
+        z = (x.T - self.in_mean) / self.in_scale                            # (n_networks, n_in, N)
+        h = nn.functional.elu_(torch.baddbmm(self.first_bias, self.first_weight, z)).view(G, w, -1)
+        for wk, bk in self.hidden:
+            h = nn.functional.elu_(torch.baddbmm(bk, wk, h))
+        s = torch.sigmoid_(torch.baddbmm(self.out_bias, self.out_weight, h))  # (G, 1, N)
+        s = s.view(self.lower.shape[0], self.lower.shape[1], -1)
+        if self.margin:
+            s = s.mul_(1.0 + 2.0 * self.margin).sub_(self.margin)
+        p = torch.addcmul(self.lower, self.span, s)
+        if self.margin:
+            p = torch.minimum(torch.maximum(p, self.lower), self.lower + self.span)
+        return p
