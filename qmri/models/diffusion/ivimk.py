@@ -40,7 +40,7 @@ import numpy as np
 from qmri.fitting.net.method import DNN
 from qmri.jit import FASTMATH, njit
 from qmri.models.base import Parameter, SignalModel, register
-from qmri.models.diffusion.ivim import IVIM, _fit_segmented
+from qmri.models.diffusion.ivim import IVIM, IVIM_MODEL, _fit_segmented
 from qmri.models.methods import LeastSquares, Method, Validation, table
 
 
@@ -100,12 +100,7 @@ def _example_acquisition():
 
 IVIMK_MODEL = register(SignalModel(
     name="ivimk",
-    parameters=(
-        Parameter("S0", "a.u.", 0.5, 2.0, 1.0,
-                  "signal at b=0; bounds relative to the mean signal at the lowest b-value"),
-        Parameter("f", "", 0.0, 1.0, 0.1, "perfusion fraction"),
-        Parameter("D", "mm2/s", 0.0, 0.005, 0.001, "tissue diffusion coefficient"),
-        Parameter("Dstar", "mm2/s", 0.005, 0.2, 0.01, "pseudo-diffusion coefficient D*"),
+    parameters=tuple(IVIM_MODEL.parameters) + (  # IVIM's S0, f, D, Dstar (OSIPI bounds), then K
         Parameter("K", "", 0.0, 3.0, 1.0, "diffusion kurtosis of the tissue compartment"),
     ),
     signal=ivimk_signal,
