@@ -373,31 +373,35 @@ class DCE(Model):
     def start(self, Yn, C):
         return self.linear_estimate(Yn)
 
-    #: Capillary transit time (s) of AATH's second start: the linear estimate with ``Fp`` set to
-    #: ``vp / Tc``, tried where the first fit ends at a longer transit time.
-    AATH_SECOND_START_TC = 30.0
+    #: Capillary transit times (s) of AATH outside which a first fit is tried again from a second
+    #: start (:meth:`refine`).
+    AATH_TC_RANGE = (1.0, 30.0)
 
     def refine(self, res, Yn, C):
         """``lsq`` of AATH: where the fit from the 2CXM start ends at a capillary transit time
-        ``Tc = vp / (Fp/100)`` longer than :attr:`AATH_SECOND_START_TC` (30 s), a second
-        Levenberg–Marquardt fit from the linear estimate with ``Fp`` set to give that Tc; per
-        voxel the fit with the smaller residual is kept. With low flow and a long transit (Fp ≈ 10
-        mL/min/100mL, Tc 35–55 s) the first fit can end in a local minimum at a Tc longer than
-        the acquisition, with vp far too large. Other models are left as fitted."""
+        ``Tc = vp / (Fp/100)`` outside :attr:`AATH_TC_RANGE` (1–30 s), a second
+        Levenberg–Marquardt fit from the linear estimate with ``Fp`` set to give the nearer end
+        of that range as Tc; per voxel the fit with the smaller residual is kept. The 2CXM start
+        is not always in AATH's basin: with low flow and a long transit (Fp ≈ 10 mL/min/100mL, Tc
+        35–55 s) the first fit can end at a Tc longer than the acquisition with vp far too large,
+        and with a fitted delay and high flow (Tc ≈ 5 s) at Tc < 1 s with vp at its lower bound.
+        Other models are left as fitted."""
         if self.model != "aath":
             return
         from qmri.fitting.lm import fit_lm
 
         names = self.spec.names
+        lo, hi = self.AATH_TC_RANGE
         with np.errstate(divide="ignore", invalid="ignore"):
             tc = 60.0 * res.params["vp"] / (res.params["Fp"] / 100.0)
-        sel = np.flatnonzero(tc > self.AATH_SECOND_START_TC)
+        sel = np.flatnonzero((tc < lo) | (tc > hi))
         if sel.size == 0:
             return
         Yn = np.ascontiguousarray(Yn[sel])
         C = None if C is None else np.ascontiguousarray(C[sel])
         P0 = self.linear_estimate(Yn)
-        P0[:, names.index("Fp")] = 100.0 * P0[:, names.index("vp")] / (self.AATH_SECOND_START_TC / 60.0)
+        tc0 = np.where(tc[sel] > hi, hi, lo) / 60.0
+        P0[:, names.index("Fp")] = 100.0 * P0[:, names.index("vp")] / tc0
         P0 = np.ascontiguousarray(np.clip(P0, self.lower, self.upper))
         opts = dataclasses.replace(self.lm_options, compute_se=bool(res.se))
         other = fit_lm(self.spec, self.acq, Yn, P0, covariates=C, lower=self.lower, upper=self.upper, options=opts)
