@@ -100,7 +100,8 @@ class DCE(Model):
     -------
     ``lsq`` (default): bounded Levenberg–Marquardt from the linear estimate. ``linear``: the
     linear estimate alone (clipped into the bounds; fast, biased with noise; not for AATH, which
-    has no linear form: its ``lsq`` starts from the 2CXM's linear estimate).
+    has no linear form: its ``lsq`` starts from the 2CXM's linear estimate, and from a second
+    start where that fit ends at a transit time outside 1–30 s: :meth:`refine`).
 
     Outputs: the model parameters (units: :mod:`qmri.models.dce.models`) and, for Tofts and extended
     Tofts, the derived ``kep = Ktrans/ve`` (1/min); for AATH the derived ``Ktrans = E Fp/100``
