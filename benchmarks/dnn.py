@@ -253,22 +253,23 @@ def reproducibility_section(rows, head, args) -> str:
     met = {k: cv[f"median CV % {k}"] <= REPRO_TARGET for k in ("D", "f")}
     verdict = ", ".join(f"{k} {cv[f'median CV % {k}']:.2f} % ({'met' if ok else 'NOT met'})" for k, ok in met.items())
     bx, by, bz = args.repro_block
-    lines = [REPRO_HEADING, "",
-             f"Regenerate: `PYTHONPATH=. python benchmarks/dnn.py --only reproducibility --threads {args.threads} "
+    n = next(r[3] for r in rows if r[0] == "reproducibility")
+    regen = ("Regenerate: `PYTHONPATH=. python benchmarks/dnn.py --only reproducibility "
+             f"--threads {args.threads} "
              + ("" if list(args.repro_block) == [16, 16, 2] else f"--repro-block {bx} {by} {bz} ")
-             + "--out benchmarks/results/dnn.md` (replaces this section only; about 30 s on 2 cores).", "",
-             f"- Data: `IVIM.phantom(snr=20, seed=20)`, 10 tissues × {bx}×{by}×{bz} = "
-             f"{next(r[3] for r in rows if r[0] == 'reproducibility'):,} voxels, 13 b-values 0-1000 s/mm², "
-             "Rician noise.",
-             "- Method: `model.fit(data, mask=mask, method=\"dnn\", seed=s)` for s = 0-4, nothing else given: the "
-             "defaults a user gets (self-supervised on the voxels being fitted, ensemble 1, at most 100 epochs with "
-             "early stopping on 10 % of the voxels).",
-             "- CV per voxel = sample SD / mean over the 5 fits; median and 90th percentile over the voxels (voxels where "
-             "every fit gives 0, f at its bound, have no CV and are counted in 'CV undefined'). epochs: epochs run "
-             "before early stopping. train + fit s: the whole `model.fit` call. NRMSE and "
-             "bias relative to the mean truth (`qmri.simulate.nrmse_bias`).",
-             "- Published comparison (not run here): Koopman et al. 2021 measured 15 % CV between retrainings of "
-             "IVIM-NET in vivo. `lsq` is deterministic (CV 0 by construction).", "",
+             + "--out benchmarks/results/dnn.md` (replaces this section only; about 30 s on 2 cores).")
+    data = (f"- Data: `IVIM.phantom(snr=20, seed=20)`, 10 tissues × {bx}×{by}×{bz} = {n:,} voxels, "
+            "13 b-values 0-1000 s/mm², Rician noise.")
+    method = ("- Method: `model.fit(data, mask=mask, method=\"dnn\", seed=s)` for s = 0-4, nothing else given: the "
+              "defaults a user gets (self-supervised on the voxels being fitted, ensemble 1, at most 100 epochs "
+              "with early stopping on 10 % of the voxels).")
+    measure = ("- CV per voxel = sample SD / mean over the 5 fits; median and 90th percentile over the voxels "
+               "(voxels where every fit gives 0, f at its bound, have no CV and are counted in 'CV undefined'). "
+               "epochs: epochs run before early stopping. train + fit s: the whole `model.fit` call. NRMSE and "
+               "bias relative to the mean truth (`qmri.simulate.nrmse_bias`).")
+    published = ("- Published comparison (not run here): Koopman et al. 2021 measured 15 % CV between retrainings "
+                 "of IVIM-NET in vivo. `lsq` is deterministic (CV 0 by construction).")
+    lines = [REPRO_HEADING, "", regen, "", data, method, measure, published, "",
              head, "", table(rows, "reproducibility"), "", table(rows, "reproducibility trainings"), "",
              f"Target (median voxel-wise CV ≤ {REPRO_TARGET:g} % for D and f): {verdict}."]
     if args.note:
