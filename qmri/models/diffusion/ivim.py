@@ -540,9 +540,11 @@ class IVIM(DiffusionModel):
                       "kurtosis above; Jensen et al., MRM 2005;53:1432)")
     #: Fewest distinct b-values below ``threshold`` from which f and D* can be told apart.
     min_low_b = 3
-    #: Whether the tissue compartment carries the kurtosis term (the fifth parameter K of the
-    #: IVIM-kurtosis subclass): the segmented fit is then quadratic in b over b >= threshold.
-    kurtosis = False
+    @property
+    def kurtosis(self) -> bool:
+        """Whether the tissue compartment carries the kurtosis term (the IVIM-kurtosis subclass, which
+        declares a ``kurtosis_pair``): the segmented fit is then quadratic in b over b >= threshold."""
+        return self.kurtosis_pair is not None
 
     def __init__(self, bvals, *, bounds=None, initial_guess=None, threshold=DEFAULT_THRESHOLD, preset=None,
                  b0_threshold: float = 0.0, lm_options: LMOptions | None = None):

@@ -176,7 +176,6 @@ class IVIMKurtosis(IVIM):
     methods = table(LSQ, SEGMENTED, DNN)
     default_method = "lsq"
     spec = IVIMK_MODEL
-    kurtosis = True
     kurtosis_pair = ("D", "K")
     min_distinct_b = 5  # five parameters
     valid_b_max = 3000.0
