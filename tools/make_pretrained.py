@@ -22,7 +22,8 @@ import numpy as np
 
 OUT = Path(__file__).resolve().parents[1] / "qmri" / "fitting" / "net" / "pretrained"
 
-#: name -> (model factory, training keywords). SNR ranges bracket the phantoms' default SNR.
+#: name -> (model factory, training keywords). SNR ranges bracket the phantoms' default SNR. The DCE
+#: recipes come from the pharmacokinetic models' declarations (``PKModel.pretrained``).
 RECIPES = {
     "ivim": (lambda: _diffusion("ivim"), dict(n=100_000, snr="10:60", ensemble=3)),
     "ivimk": (lambda: _diffusion("ivimk"), dict(n=100_000, snr="10:60", ensemble=3)),
@@ -30,9 +31,18 @@ RECIPES = {
     "stretched": (lambda: _diffusion("stretched"), dict(n=50_000, snr="10:60", ensemble=3)),
     "dki-trace": (lambda: _dki(trace=True), dict(n=50_000, snr="10:60", ensemble=3)),
     "dki": (lambda: _dki(trace=False), dict(n=100_000, snr="10:60", ensemble=1)),
-    "dce-tofts": (lambda: _dce("tofts"), dict(n=100_000, snr="5:100", ensemble=1)),
-    "dce-etm": (lambda: _dce("etm"), dict(n=100_000, snr="5:100", ensemble=1)),
 }
+
+
+def _dce_recipes():
+    """``dce-<name>`` for every pharmacokinetic model that declares a shipped network."""
+    from qmri.models.dce.pk import PK_MODELS
+
+    return {f"dce-{pk.name}": (lambda name=pk.name: _dce(name), dict(pk.pretrained))
+            for pk in PK_MODELS.values() if pk.pretrained is not None}
+
+
+RECIPES.update(_dce_recipes())
 
 
 def _diffusion(command):

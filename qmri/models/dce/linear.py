@@ -1,9 +1,10 @@
 """Linear starting values of the DCE models: least squares on the integrated model equations.
 
-Tofts and extended Tofts: Murase, MRM 2004;51:858; Patlak: its own linear form; 2CXM and 2CUM: the
-twice-integrated forms of Flouri et al., MRM 2016;76:998; AATH, which has no linear form (its
-response is shifted by the transit time Tc), starts from the 2CXM's (same parameters Fp, PS, ve,
-vp). With a fitted delay the estimate is
+Each model declares its linear form (:class:`qmri.models.dce.pk.LinearForm`: which of the voxel's
+columns -∫C, -∫∫C and which shared columns Cp, ∫Cp, ∫∫Cp it uses, and how its coefficients give
+the parameters): Tofts and extended Tofts after Murase, MRM 2004;51:858; Patlak its own; 2CXM and
+2CUM the twice-integrated forms of Flouri et al., MRM 2016;76:998; a model without one (AATH)
+starts from another's (:func:`qmri.models.dce.pk.linear_form`). With a fitted delay the estimate is
 evaluated on a grid of delays (1 s by default) and the best delay kept. The estimate is fast and
 biased with noise: it starts the least-squares fit (``lsq``) and is the ``linear`` method.
 """
@@ -16,16 +17,6 @@ from qmri.fitting.linalg import cholesky_solve
 from qmri.jit import njit, prange
 from qmri.models.dce.convolution import expconv
 
-#: For each model: number of voxel columns (-∫C, -∫∫C) and the shared columns of Cp(τ) used.
-#: C = Σ β_a col_a; shared columns are drawn from (Cp, ∫Cp, ∫∫Cp).
-_LINEAR_FORM = {
-    "tofts": (1, (1,)),         # C = -kep ∫C + Ktrans ∫Cp                        (Murase 2004)
-    "etm": (1, (0, 1)),         # C = -kep ∫C + vp Cp + (Ktrans + kep vp) ∫Cp
-    "patlak": (0, (0, 1)),      # C = vp Cp + Ktrans ∫Cp
-    "2cum": (1, (1, 2)),        # C = -k ∫C + f ∫Cp + f PS/vp ∫∫Cp                (Flouri 2016)
-    "2cxm": (2, (1, 2)),        # C = -S ∫C - P ∫∫C + f ∫Cp + f Q ∫∫Cp   (S = k₊ + k₋, P = k₊ k₋)
-    "aath": (2, (1, 2)),        # the 2CXM's form: a start for the same parameters, not an AATH estimate
-}
 _LBLOCK = 64
 
 
@@ -109,36 +100,12 @@ def _cumtrapz(t, y):
     return out
 
 
-def coefficients_to_params(name, beta):
-    """Model parameters from the linear coefficients (NaN where the combination is not physical)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        if name == "tofts":
-            kep, Kt = beta[:, 0], beta[:, 1]
-            return [Kt, Kt / kep]
-        if name == "etm":
-            kep, vp, c = beta[:, 0], beta[:, 1], beta[:, 2]
-            Kt = c - kep * vp
-            return [Kt, Kt / kep, vp]
-        if name == "patlak":
-            return [beta[:, 1], beta[:, 0]]
-        if name == "2cum":
-            k, f, g = beta[:, 0], beta[:, 1], beta[:, 2]
-            vp = f / (k - g / f)
-            return [100.0 * f, vp * g / f, vp]
-        S, P, f, fQ = beta[:, 0], beta[:, 1], beta[:, 2], beta[:, 3]   # 2cxm (and aath, from the 2CXM form)
-        Q = fQ / f
-        vp = f / (S - Q)
-        kb = P / (S - Q)                        # PS / ve
-        PS = vp * (Q - kb)
-        return [100.0 * f, PS, PS / kb, vp]
-
-
-def shared_columns(model_name: str, acq: np.ndarray, delays: np.ndarray) -> np.ndarray:
-    """The voxel-independent columns of the linear form (Cp, ∫Cp, ∫∫Cp as the model needs) at the
+def shared_columns(form, acq: np.ndarray, delays: np.ndarray) -> np.ndarray:
+    """The voxel-independent columns of the linear form ``form`` (Cp, ∫Cp, ∫∫Cp as it needs) at the
     frames, for each delay (s): shape (n_delays, n_frames, n_columns). Cp and ∫Cp are exact for
     the AIF on its own grid (``acq`` of :func:`qmri.models.dce.convolution.acquisition`); ∫∫Cp
     is the trapezoidal integral of ∫Cp over the frames."""
-    nv, cols = _LINEAR_FORM[model_name]
+    cols = form.shared_columns
     fr = acq[4]
     tf = acq[2, fr != 0]
     m = tf.size
@@ -153,14 +120,14 @@ def shared_columns(model_name: str, acq: np.ndarray, delays: np.ndarray) -> np.n
     return X
 
 
-def linear_coefficients(model_name: str, tm: np.ndarray, Y: np.ndarray, X: np.ndarray):
-    """Least-squares coefficients of the linear form for concentrations ``Y`` (n, m) at times ``tm``
+def linear_coefficients(form, tm: np.ndarray, Y: np.ndarray, X: np.ndarray):
+    """Least-squares coefficients of the linear form ``form`` for concentrations ``Y`` (n, m) at times ``tm``
     (min), with the shared columns ``X`` of :func:`shared_columns`.
 
     Returns ``coef`` (n, n_coefficients; NaN where unsolvable) and the index of the best delay
     (n,; -1 where unsolvable).
     """
-    nv, cols = _LINEAR_FORM[model_name]
+    nv, cols = form.voxel_columns, form.shared_columns
     n = Y.shape[0]
     coef = np.empty((n, nv + len(cols)))
     best = np.empty(n, dtype=np.int64)

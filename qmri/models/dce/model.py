@@ -1,8 +1,8 @@
 """The DCE model users hold: :class:`DCE`, a pharmacokinetic model bound to frame times and an AIF.
 
-Fitting (:class:`DCE`): a linear least-squares estimate (Murase, MRM 2004;51:858 for Tofts; the
-twice-integrated forms of Flouri et al. 2016 for 2CXM/2CUM; AATH starts from the 2CXM's), evaluated on a 1 s grid of delays when
-the delay is fitted, starts a bounded Levenberg–Marquardt fit with analytic Jacobians
+Fitting (:class:`DCE`): a linear least-squares estimate (each model's declared linear form,
+:mod:`qmri.models.dce.linear`; AATH starts from the 2CXM's), evaluated on a 1 s grid of delays
+when the delay is fitted, starts a bounded Levenberg–Marquardt fit with analytic Jacobians
 (:func:`qmri.fitting.fit_lm`). Default bounds and starting values of the OSIPI tests: Ktrans and PS
 0–5 /min, ve and vp 0–1, Fp 0–200 mL/min/100mL, delay ±10 s (lower bounds of ve, vp and Fp are
 kept slightly above 0 where a rate would divide by them).
@@ -13,8 +13,6 @@ The whole pipeline from a DCE series (AIF choice, T10, signal to concentration) 
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 
 from qmri.errors import QMRIInputError
@@ -23,8 +21,8 @@ from qmri.fitting.result import STATUS_CONVERGED, STATUS_FAILED, FitResult
 from qmri.models.base import resolve_bounds, resolve_initial
 from qmri.models.dce.aif import check_signal, thin
 from qmri.models.dce.convolution import acquisition
-from qmri.models.dce.linear import coefficients_to_params, linear_coefficients, shared_columns
-from qmri.models.dce.models import DCE_MODELS, MODEL_NAMES
+from qmri.models.dce.linear import linear_coefficients, shared_columns
+from qmri.models.dce.pk import DCE_MODELS, PK_MODELS, linear_form
 from qmri.fitting.net.method import DNN
 from qmri.models.methods import LeastSquares, Method, Validation, table
 from qmri.models.model import Model
@@ -71,7 +69,7 @@ class DCE(Model):
         own grid (whole-blood curves must be divided by 1 - Hct first; see
         :mod:`qmri.models.dce.aif`). Cp is linear between its samples.
     model : {"tofts", "etm", "patlak", "2cxm", "2cum", "aath"}
-        Pharmacokinetic model (equations and sources: :mod:`qmri.models.dce.models`).
+        Pharmacokinetic model (equations and sources: one module each in :mod:`qmri.models.dce.pk`).
     fit_delay : bool
         Also fit an arterial delay (s, bounded ±10 s; positive when the tissue arrives later than
         the AIF).
@@ -103,10 +101,11 @@ class DCE(Model):
     has no linear form: its ``lsq`` starts from the 2CXM's linear estimate, and from a second
     start where that fit ends at a transit time outside 1–30 s: :meth:`refine`).
 
-    Outputs: the model parameters (units: :mod:`qmri.models.dce.models`) and, for Tofts and extended
-    Tofts, the derived ``kep = Ktrans/ve`` (1/min); for AATH the derived ``Ktrans = E Fp/100``
-    (1/min, ``E = 1 - exp(-PS/(Fp/100))``), ``kep = Ktrans/ve`` (1/min) and the capillary transit
-    time ``Tc = vp/(Fp/100)`` (s).
+    Outputs: the model parameters (units: :mod:`qmri.models.dce.models`) and the derived outputs
+    the model declares (:attr:`qmri.models.dce.pk.PKModel.derived`): for Tofts and extended Tofts
+    ``kep = Ktrans/ve`` (1/min); for AATH ``Ktrans = E Fp/100`` (1/min, ``E = 1 -
+    exp(-PS/(Fp/100))``), ``kep = Ktrans/ve`` (1/min) and the capillary transit time ``Tc =
+    vp/(Fp/100)`` (s).
 
     Raises
     ------
@@ -127,16 +126,15 @@ class DCE(Model):
     """
 
     command = "dce"
-    summary = "fit a pharmacokinetic model (Tofts, extended Tofts, Patlak, 2CXM, 2CUM, AATH) to a DCE series"
+    summary = f"fit a pharmacokinetic model ({', '.join(pk.label for pk in PK_MODELS.values())}) to a DCE series"
     description = ("Fit a DCE-MRI pharmacokinetic model voxel by voxel. Time in s; Ktrans, kep and PS in 1/min; "
                    "Fp in mL/min/100mL; ve and vp fractions; delay and Tc in s (delay positive when the tissue "
                    "arrives after the AIF).")
     workflow = "dce"
     data_unit = "mM"  # the fit is to concentration curves
     options = (
-        Option("model", "tofts (Ktrans, ve), etm = extended Tofts (+vp), patlak (Ktrans, vp), 2cxm (Fp, PS, ve, vp), "
-               "2cum (Fp, PS, vp), aath = adiabatic approximation to the tissue homogeneity model (Fp, PS, ve, vp; "
-               "derived Ktrans, kep, Tc); default tofts", str, "tofts", choices=MODEL_NAMES),
+        Option("model", ", ".join(pk.help() for pk in PK_MODELS.values()) + "; default tofts", str, "tofts",
+               choices=tuple(PK_MODELS)),
         Option("fit_delay", "also fit an arterial delay (s, bounded +-10 s)", bool, False),
     )
     methods = table(LSQ, LINEAR, DNN)
@@ -146,8 +144,8 @@ class DCE(Model):
     def __init__(self, t, aif, model: str = "tofts", *, fit_delay: bool = False, bounds=None,
                  initial_guess=None, delay_step: float = 1.0, lm_options: LMOptions | None = None,
                  aif_times=None, aif_rtol: float = AIF_RTOL):
-        if model not in MODEL_NAMES:
-            raise QMRIInputError(f"unknown DCE model {model!r}; choose one of {', '.join(MODEL_NAMES)}")
+        if model not in PK_MODELS:
+            raise QMRIInputError(f"unknown DCE model {model!r}; choose one of {', '.join(PK_MODELS)}")
         t = np.asarray(t, dtype=np.float64)
         cp = np.asarray(aif, dtype=np.float64)
         if t.ndim != 1 or t.size < 3:
@@ -173,6 +171,7 @@ class DCE(Model):
                                      f"to {t[-1]:g} s")
         check_signal(ta, cp, t)
         self.model = model
+        self.pk = PK_MODELS[model]
         self.fit_delay = bool(fit_delay)
         self.spec = DCE_MODELS[(model, self.fit_delay)]
         self.t = t
@@ -189,7 +188,7 @@ class DCE(Model):
             keep = thin(ta, cp, float(aif_rtol) * float(np.max(np.abs(cp))))
             self.acq = acquisition(t, cp[keep], ta[keep])
         self._delays = self._delay_grid()
-        self._X = shared_columns(self.model, self.acq, self._delays)
+        self._X = shared_columns(linear_form(self.pk), self.acq, self._delays)
 
     # Forward model ---------------------------------------------------------------------------
     def concentration(self, params) -> np.ndarray:
@@ -238,12 +237,13 @@ class DCE(Model):
     KTRANS_ZERO_RTOL = 1e-6
 
     def complete(self, res, scale, good) -> None:
-        """As :meth:`Model.complete <qmri.models.model.Model.complete>`, and for Tofts and extended
-        Tofts ``ve`` (hence ``kep``) NaN where Ktrans is at its lower bound (0 by default): with no
-        transfer into the extravascular space the curve does not depend on ve, which is then not
-        an estimate but the optimiser's start (Tofts et al., JMRI 1999;10:223: ve is defined
-        through Ktrans/kep). The voxel's status stays converged (Ktrans = 0 is its estimate)."""
-        if self.model in ("tofts", "etm") and "ve" in res.params and "Ktrans" in res.params:
+        """As :meth:`Model.complete <qmri.models.model.Model.complete>`, and for models declaring
+        :attr:`~qmri.models.dce.pk.PKModel.ve_requires_ktrans` (Tofts and extended Tofts) ``ve``
+        (hence ``kep``) NaN where Ktrans is at its lower bound (0 by default): with no transfer
+        into the extravascular space the curve does not depend on ve, which is then not an
+        estimate but the optimiser's start (Tofts et al., JMRI 1999;10:223: ve is defined through
+        Ktrans/kep). The voxel's status stays converged (Ktrans = 0 is its estimate)."""
+        if self.pk.ve_requires_ktrans and "ve" in res.params and "Ktrans" in res.params:
             j = self.spec.names.index("Ktrans")
             lo, hi = float(self.lower[j]), float(self.upper[j])
             zero = res.params["Ktrans"] <= lo + self.KTRANS_ZERO_RTOL * (hi - lo)
@@ -251,38 +251,26 @@ class DCE(Model):
         super().complete(res, scale, good)
 
     def derived(self):
-        """``kep = Ktrans / ve`` (1/min) for Tofts and extended Tofts; for AATH ``Ktrans = E f``
+        """The derived outputs the model declares (:attr:`qmri.models.dce.pk.PKModel.derived`):
+        ``kep = Ktrans / ve`` (1/min) for Tofts and extended Tofts; for AATH ``Ktrans = E f``
         (1/min; ``f = Fp/100``, extraction fraction ``E = 1 - exp(-PS/f)``), ``kep = Ktrans / ve``
         (1/min) and the capillary transit time ``Tc = vp / f`` (s) (St Lawrence & Lee, JCBFM
         1998;18:1365)."""
-        if self.model in ("tofts", "etm"):
-            return {"kep": ("1/min", lambda p: p["Ktrans"] / p["ve"])}
-        if self.model == "aath":
-            def ktrans(p):
-                f = p["Fp"] / 100.0
-                return -np.expm1(-p["PS"] / f) * f
-
-            return {"Ktrans": ("1/min", ktrans), "kep": ("1/min", lambda p: ktrans(p) / p["ve"]),
-                    "Tc": ("s", lambda p: 60.0 * p["vp"] / (p["Fp"] / 100.0))}
-        return {}
-
-    #: PK models without a linear form of their own: their ``lsq`` starts from another model's
-    #: linear estimate, which is not an estimate of theirs (``linear`` is refused).
-    NO_LINEAR_FORM = {"aath": "2cxm"}
+        return dict(self.pk.derived)
 
     def check_method(self, method: str) -> None:
         """``linear`` is refused for a PK model without a linear form (AATH: its response is shifted
         by the transit time Tc, so no integrated equation is linear in its parameters)."""
-        if method == "linear" and self.model in self.NO_LINEAR_FORM:
+        if method == "linear" and self.pk.linear is None:
             raise QMRIInputError(f"DCE {self.model} has no linear form (its lsq fit starts from the "
-                                 f"{self.NO_LINEAR_FORM[self.model]} linear estimate); use --method lsq")
+                                 f"{self.pk.start_from} linear estimate); use --method lsq")
 
     @classmethod
     def settings_before_recorded(cls, provenance: dict) -> dict:
         """Sidecars without ``model_settings``: the recorded frame times, AIF (its own grid), model,
         delay setting and bounds."""
         keys = ("frame_times_s", "aif_plasma_mm", "aif_times_s", "pk_model")
-        if any(k not in provenance for k in keys) or provenance["pk_model"] not in MODEL_NAMES:
+        if any(k not in provenance for k in keys) or provenance["pk_model"] not in PK_MODELS:
             raise QMRIInputError("DCE: the sidecars record no frame times, AIF and model")
         fit_delay = bool(provenance.get("fit_delay"))
         return {"t": provenance["frame_times_s"], "aif": provenance["aif_plasma_mm"], "model": provenance["pk_model"],
@@ -337,13 +325,13 @@ class DCE(Model):
                 for cp in aif_variants(self.aif_times, self.aif, rng)]
 
     def sample_network_parameters(self, n, rng, prior=None):
-        """Uniform over tissue ranges (:data:`~qmri.models.dce.network.TISSUE_PRIOR`, within the
-        bounds), with ``prior`` ({name: (low, high)}) on top."""
+        """Uniform over the model's declared tissue ranges (:attr:`qmri.models.dce.pk.PKModel.prior`,
+        within the bounds), with ``prior`` ({name: (low, high)}) on top."""
         from qmri.models.dce.network import tissue_prior
         from qmri.simulate import sample_parameters
 
         return sample_parameters(self.spec, n, rng, lower=self.lower, upper=self.upper,
-                                 prior=tissue_prior(self.spec.names, self.lower, self.upper, prior))
+                                 prior=tissue_prior(self.pk.prior, self.spec.names, self.lower, self.upper, prior))
 
     def protocol(self):
         return {"frame times (s)": self.t}
@@ -361,8 +349,10 @@ class DCE(Model):
 
     def linear_estimate(self, Y) -> np.ndarray:
         """Starting values (n, n_params) from the linear integrated forms (clipped into the bounds)."""
-        coef, best = linear_coefficients(self.model, self.t / 60.0, Y, self._X)
-        vals = coefficients_to_params(self.model, coef)
+        form = linear_form(self.pk)
+        coef, best = linear_coefficients(form, self.t / 60.0, Y, self._X)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            vals = form.to_parameters(coef)
         if self.fit_delay:
             vals.append(np.where(best >= 0, self._delays[np.maximum(best, 0)], np.nan))
         P = np.stack(vals, axis=1)
@@ -374,43 +364,9 @@ class DCE(Model):
     def start(self, Yn, C):
         return self.linear_estimate(Yn)
 
-    #: Capillary transit times (s) of AATH outside which a first fit is tried again from a second
-    #: start (:meth:`refine`).
-    AATH_TC_RANGE = (1.0, 30.0)
-
     def refine(self, res, Yn, C):
-        """``lsq`` of AATH: where the fit from the 2CXM start ends at a capillary transit time
-        ``Tc = vp / (Fp/100)`` outside :attr:`AATH_TC_RANGE` (1–30 s), a second
-        Levenberg–Marquardt fit from the linear estimate with ``Fp`` set to give the nearer end
-        of that range as Tc; per voxel the fit with the smaller residual is kept. The 2CXM start
-        is not always in AATH's basin: with low flow and a long transit (Fp ≈ 10 mL/min/100mL, Tc
-        35–55 s) the first fit can end at a Tc longer than the acquisition with vp far too large,
-        and with a fitted delay and high flow (Tc ≈ 5 s) at Tc < 1 s with vp at its lower bound.
-        Other models are left as fitted."""
-        if self.model != "aath":
-            return
-        from qmri.fitting.lm import fit_lm
-
-        names = self.spec.names
-        lo, hi = self.AATH_TC_RANGE
-        with np.errstate(divide="ignore", invalid="ignore"):
-            tc = 60.0 * res.params["vp"] / (res.params["Fp"] / 100.0)
-        sel = np.flatnonzero((tc < lo) | (tc > hi))
-        if sel.size == 0:
-            return
-        Yn = np.ascontiguousarray(Yn[sel])
-        C = None if C is None else np.ascontiguousarray(C[sel])
-        P0 = self.linear_estimate(Yn)
-        tc0 = np.where(tc[sel] > hi, hi, lo) / 60.0
-        P0[:, names.index("Fp")] = 100.0 * P0[:, names.index("vp")] / tc0
-        P0 = np.ascontiguousarray(np.clip(P0, self.lower, self.upper))
-        opts = dataclasses.replace(self.lm_options, compute_se=bool(res.se))
-        other = fit_lm(self.spec, self.acq, Yn, P0, covariates=C, lower=self.lower, upper=self.upper, options=opts)
-        better = other.rmse < np.where(np.isfinite(res.rmse[sel]), res.rmse[sel], np.inf)
-        into, take = sel[better], np.flatnonzero(better)
-        for k in names:
-            res.params[k][into] = other.params[k][take]
-        for k in res.se:
-            res.se[k][into] = other.se[k][take]
-        for field in ("status", "n_iter", "rmse", "r2"):
-            getattr(res, field)[into] = getattr(other, field)[take]
+        """The step of ``lsq`` after the first fit that the model declares
+        (:attr:`qmri.models.dce.pk.PKModel.refine`; AATH: a second start,
+        :func:`qmri.models.dce.pk.aath.refine`); other models are left as fitted."""
+        if self.pk.refine is not None:
+            self.pk.refine(self, res, Yn, C)

@@ -5,7 +5,8 @@ channels (:meth:`qmri.models.dce.model.DCE.network_channels`), so that one netwo
 on the frame times it was trained for. It is therefore trained on curves simulated with many AIFs
 (:func:`aif_variants`): the model's own AIF and the Parker and Georgiou population AIFs, each with
 a random amplitude, bolus arrival and time dilation, as DCE-NET varied its training AIFs
-(Ottens et al., Med Image Anal 2022;80:102512).
+(Ottens et al., Med Image Anal 2022;80:102512). Each model declares the ranges of its training
+parameters (:attr:`qmri.models.dce.pk.PKModel.prior`).
 """
 
 from __future__ import annotations
@@ -14,13 +15,6 @@ import numpy as np
 
 #: AIFs simulated for supervised training (an equal share of the training curves each).
 N_AIFS = 64
-
-#: Default ranges of simulated training parameters (tissue values; each range is clipped to the
-#: model's bounds): Ktrans, ve, vp as DCE-NET's training ranges (kep 0.1–2 /min, ve 0.01–0.7,
-#: vp 0.001–0.05; here Ktrans 0–1 /min, vp 0–0.1 for extended Tofts and Patlak), Fp and PS for
-#: the two-compartment models; the delay over its bounds.
-TISSUE_PRIOR = {"Ktrans": (0.0, 1.0), "ve": (0.01, 0.7), "vp": (0.0, 0.1), "Fp": (1.0, 150.0), "PS": (0.0, 1.0)}
-
 
 def aif_variants(t, cp, rng, n: int = N_AIFS) -> list[np.ndarray]:
     """``n`` plasma AIFs (mM) at times ``t`` (s; the AIF's own grid): ``cp`` itself first, then random
@@ -48,12 +42,14 @@ def aif_variants(t, cp, rng, n: int = N_AIFS) -> list[np.ndarray]:
     return out
 
 
-def tissue_prior(names, lower, upper, prior: dict | None = None) -> dict:
-    """:data:`TISSUE_PRIOR` for parameters ``names`` clipped to the bounds, with ``prior`` on top."""
+def tissue_prior(declared: dict, names, lower, upper, prior: dict | None = None) -> dict:
+    """A model's declared training ranges (``declared``; :attr:`qmri.models.dce.pk.PKModel.prior`)
+    for its parameters ``names``, each clipped to the bounds (the bounds where the clipped range is
+    empty), with ``prior`` on top."""
     out = {}
     for name, lo, hi in zip(names, lower, upper):
-        if name in TISSUE_PRIOR:
-            a, b = TISSUE_PRIOR[name]
+        if name in declared:
+            a, b = declared[name]
             out[name] = (max(a, lo), min(b, hi)) if max(a, lo) < min(b, hi) else (lo, hi)
     out.update(prior or {})
     return out
