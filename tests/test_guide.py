@@ -5,6 +5,10 @@ The guide's Python snippets become one module (steps 1 and 2) registered by the 
 in a temporary module of that name; the declaration tests of tests/test_models_declared.py and
 tests/test_declarations.py then run on it, with and without the ``dnn`` method, and so does the phantoms
 suite of ``qmri validate``. The registries are restored afterwards.
+
+Its pharmacokinetic model (the section on ``qmri dce``) is written to a temporary module too and
+registered as the package registers its own (:func:`qmri.models.dce.pk.register`); the declaration
+tests and fits through :class:`qmri.models.dce.DCE` then run on it.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ slow = pytest.mark.slow
 @pytest.fixture(scope="module")
 def guide_model(tmp_path_factory):
     """The guide's model module, registered as the guide says; registries restored after."""
-    declaration, binding, registration = PYTHON
+    declaration, binding, registration = PYTHON[:3]
     (command, module_name), = ast.literal_eval("{" + registration + "}").items()
     path = tmp_path_factory.mktemp("guide") / "mymodel.py"
     path.write_text(declaration + "\n\n" + binding)
@@ -162,3 +166,72 @@ def test_hooks_and_files_the_guide_names_exist():
     missing = [p for p in named if not (REPO / p).exists() and "mymodel" not in p]
     assert len(named) > 20 and not missing, missing
     assert "qmri.models.diffusion.mymodel" in PYTHON[2]
+
+
+# ---------------------------------------------------------------------------------------------
+# The pharmacokinetic model of the section on qmri dce
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def guide_pk(tmp_path_factory):
+    """The guide's PK module, registered; the registries restored after."""
+    from qmri.models.dce import pk
+
+    path = tmp_path_factory.mktemp("guide_pk") / "onecm.py"
+    path.write_text(PYTHON[3])
+    saved = dict(pk.PK_MODELS), dict(pk.DCE_MODELS), dict(SIGNAL_MODELS)
+    try:
+        spec = importlib.util.spec_from_file_location("guide_onecm", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["guide_onecm"] = module
+        spec.loader.exec_module(module)
+        yield pk.register(module.MODEL)
+    finally:
+        sys.modules.pop("guide_onecm", None)
+        for registry, before in zip((pk.PK_MODELS, pk.DCE_MODELS, SIGNAL_MODELS), saved):
+            registry.clear()
+            registry.update(before)
+
+
+def test_the_guide_registration_line_is_the_registry_plus_one_module():
+    from qmri.models.dce import pk
+
+    line = PYTHON[4].strip()
+    assert line.startswith("MODULES = ")
+    assert ast.literal_eval(line.split("=", 1)[1].strip()) == pk.MODULES + ("onecm",)
+
+
+@slow
+def test_pk_model_kernels_twin_and_autograd(guide_pk):
+    import test_dce_models
+
+    for name in ("dce_1cm", "dce_1cm_delay"):
+        declared.test_jacobian_matches_finite_differences(name)
+        declared.test_numba_and_torch_signals_agree(name)
+        declared.test_combined_kernel_matches_separate_kernels(name)
+    for key in (("1cm", False), ("1cm", True)):
+        test_dce_models.test_torch_autograd_matches_analytic_jacobian(key)
+
+
+@slow
+@pytest.mark.parametrize("fit_delay", [False, True])
+def test_pk_model_fits_through_dce(guide_pk, fit_delay):
+    """DCE takes the registered model: lsq recovers noise-free curves from its linear start; the
+    linear method is near; the network prior is the declared one."""
+    from qmri.models.dce import DCE
+    from qmri.models.dce.models import example_aif
+
+    t = np.concatenate([np.arange(0.0, 60.0, 2.0), 60.0 + np.cumsum(np.linspace(3.0, 9.0, 30))])
+    ta = np.arange(0.0, t[-1] + 0.7, 0.7)
+    m = DCE(t, example_aif(ta), "1cm", fit_delay=fit_delay, aif_times=ta)
+    assert m.spec.names == (["Fp", "ve", "delay"] if fit_delay else ["Fp", "ve"])
+    truth = {"Fp": np.array([10.0, 40.0, 90.0]), "ve": np.array([0.1, 0.3, 0.5]), "delay": np.array([2.0, -3.0, 4.5])}
+    if not fit_delay:
+        truth["delay"] = np.zeros(3)
+    conc = m.concentration(truth)
+    res = m.fit(conc, method="lsq")
+    for k in m.spec.names:
+        np.testing.assert_allclose(res[k], truth[k], rtol=1e-5, atol=1e-6, err_msg=k)
+    lin = m.fit(conc, method="linear")
+    np.testing.assert_allclose(lin["Fp"], truth["Fp"], rtol=0.05)
+    P = m.sample_network_parameters(2000, np.random.default_rng(0))
+    assert P[:, 0].min() >= 1.0 and P[:, 0].max() <= 150.0 and P[:, 1].min() >= 0.01 and P[:, 1].max() <= 0.7
