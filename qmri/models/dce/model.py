@@ -230,7 +230,9 @@ class DCE(Model):
     # Declaration hooks -------------------------------------------------------------------------
     @classmethod
     def parameter_names(cls) -> list[str]:
-        return ["Ktrans", "ve", "vp", "Fp", "PS", "delay"]
+        """Every declared model's parameters, in order of first appearance, and ``delay``."""
+        names = [spec.names for spec in DCE_MODELS.values()]
+        return list(dict.fromkeys(n for group in names for n in group if n != "delay")) + ["delay"]
 
     #: Ktrans within this fraction of its bounded range above its lower bound counts as zero (no
     #: leakage seen): there ``ve`` is not determined by the data.
