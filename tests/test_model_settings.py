@@ -209,3 +209,46 @@ def test_maps_saved_and_loaded_rebuild_the_model_with_its_settings(tmp_path):
     assert rebuilt.settings() == model.settings()
     assert rebuilt.threshold == 300.0 and (rebuilt.lower[1], rebuilt.upper[1]) == (0.0, 0.5)
     assert "bvals" in prov and "threshold" in prov  # the keys sidecars had before stay
+
+
+# ---------------------------------------------------------------------------------------------
+# Stable ids: the sidecars name the model by an id that outlives its class name
+# ---------------------------------------------------------------------------------------------
+def _classes():
+    return {**{cls.__name__: cls for cls in commands().values()}, TraceDKI.__name__: TraceDKI}
+
+
+def test_every_model_has_one_stable_id_that_finds_its_class():
+    classes = _classes()
+    ids = [cls.model_id for cls in classes.values()]
+    assert len(set(ids)) == len(ids), ids
+    for name, cls in classes.items():
+        assert model_class(cls.model_id) is cls and model_class(name) is cls
+    # the ids are the BIDS model- labels files had before ids were declared (the class name in lower case)
+    assert {cls.model_id for cls in classes.values()} == {name.lower() for name in classes}
+
+
+def test_sidecars_record_the_id_and_a_renamed_class_still_loads(tmp_path):
+    from qmri.maps import ParameterMaps
+    from qmri.models.model import MODEL_IDS
+
+    model = case("IVIM")
+    maps = model.fit(model.signal({"S0": 1000.0, "f": np.array([0.1, 0.2]), "D": 0.001, "Dstar": 0.03}))
+    maps.save(tmp_path / "maps")
+    side = json.loads(next((tmp_path / "maps").glob("*f.json")).read_text())
+    assert side["ModelId"] == "ivim" and side["Model"] == "IVIM"
+    prov = ParameterMaps.load(tmp_path / "maps").provenance
+    prov["model"] = "IVIMRenamedSince"  # a class renamed after the fit: the id still finds it
+    assert model_class(prov["model_id"]) is type(model)
+    with pytest.raises(QMRIInputError, match="unknown model 'IVIMRenamedSince'"):
+        model_class(prov["model"])
+    saved = dict(MODEL_IDS)
+    try:
+        class Successor(type(model)):  # a model whose old class name its sidecars recorded
+            model_id = "successor"
+            former_names = ("IVIMRenamedSince",)
+
+        assert model_class("IVIMRenamedSince") is Successor and model_class("successor") is Successor
+    finally:
+        MODEL_IDS.clear()
+        MODEL_IDS.update(saved)

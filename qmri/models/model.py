@@ -32,6 +32,9 @@ from qmri.options import Option, resolve
 
 #: Model classes that have a command (``qmri <command>``), by command name, in import order.
 COMMANDS: dict[str, type["Model"]] = {}
+#: Every model class by its stable id (:attr:`Model.model_id`) and by each of its
+#: :attr:`Model.former_names`, in import order.
+MODEL_IDS: dict[str, type["Model"]] = {}
 
 #: Sources of the Cramér–Rao bounds (recorded with ``--crlb`` maps).
 CRLB_REFERENCE = ("Kay, Fundamentals of Statistical Signal Processing: Estimation Theory, 1993, ch. 3 (Gaussian); "
@@ -47,6 +50,12 @@ class Model:
 
     Class attributes (the declaration)
     ----------------------------------
+    model_id : str
+        The model's stable id (default: the class name in lower case, ``ivim``, ``vfa``): the
+        BIDS ``model-`` label of its files (:meth:`label`) and the ``model_id`` its sidecars
+        record, from which ``qmri plot-fit`` finds the class again, whatever the class is called.
+    former_names : tuple of str
+        Earlier class names or ids of the model, so that sidecars recording them still load.
     command : str or None
         Subcommand name (``qmri ivim``); None for a model reached through another's command.
     summary, description : str
@@ -86,6 +95,8 @@ class Model:
     them; a subclass constructor that calls ``super().__init__`` does not replace them).
     """
 
+    model_id: str = ""
+    former_names: tuple[str, ...] = ()
     command: str | None = None
     summary: str = ""
     description: str = ""
@@ -103,6 +114,10 @@ class Model:
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
+        if "model_id" not in cls.__dict__:
+            cls.model_id = cls.__name__.lower()
+        for key in (cls.model_id, cls.__name__, *cls.__dict__.get("former_names", ())):
+            MODEL_IDS[key] = cls
         if cls.__dict__.get("command"):
             COMMANDS[cls.command] = cls
         if "__init__" in cls.__dict__:
@@ -300,9 +315,9 @@ class Model:
                 "xlabel": xlabel, "ylabel": f"signal ({self.data_unit})"}
 
     def label(self) -> str:
-        """Short name of the fitted model in file names (BIDS ``model-<label>``): the class name in
-        lower case (``ivim``, ``dki``, ``vfa``)."""
-        return type(self).__name__.lower()
+        """Short name of the fitted model in file names (BIDS ``model-<label>``): its
+        :attr:`model_id` (``ivim``, ``dki``, ``vfa``)."""
+        return self.model_id
 
     def check_method(self, method: str) -> None:
         """Raise :class:`QMRIInputError` if the acquisition cannot support ``method``."""
@@ -336,6 +351,21 @@ class Model:
     def for_phantom(cls, ph) -> "Model":
         """The model bound to a phantom's acquisition."""
         raise NotImplementedError
+
+    # Shipped networks (``tools/make_pretrained.py``) ----------------------------------------------
+    #: Training keywords of the network shipped for this model's phantom (``n``, ``snr``,
+    #: ``ensemble`` of :func:`qmri.fitting.net.train`); None: none is shipped.
+    pretrained: dict | None = None
+
+    @classmethod
+    def pretrained_recipes(cls) -> dict:
+        """The networks shipped for this model: ``{file stem: (model factory, training keywords)}``;
+        default one, named after the command, for the model bound to the noise-free phantom's
+        acquisition (:meth:`for_phantom`) when :attr:`pretrained` is set. ``tools/make_pretrained.py``
+        trains them (seed 0, one torch thread) into ``qmri/fitting/net/pretrained/<stem>.pt``."""
+        if cls.pretrained is None or not cls.__dict__.get("command"):
+            return {}
+        return {cls.command: (lambda: cls.for_phantom(cls.phantom(snr=np.inf, block=(1, 1, 1))), dict(cls.pretrained))}
 
     @classmethod
     def demo_cases(cls, ph) -> list:
@@ -538,7 +568,7 @@ class Model:
             bar.close()
         result = FitResult.concatenate(parts)
         seconds = time.perf_counter() - t0
-        prov = {"model": type(self).__name__, "method": m.name, "method_description": m.description,
+        prov = {"model": type(self).__name__, "model_id": self.model_id, "method": m.name, "method_description": m.description,
                 "n_voxels": int(len(idx)), "fit_seconds": round(seconds, 4)}
         if m.reference:
             prov["method_reference"] = m.reference
@@ -678,7 +708,9 @@ def voxel_order(data) -> str:
 
 
 def model_class(name: str) -> type[Model]:
-    """The model class called ``name`` (a sidecar's ``Model``), among every imported subclass.
+    """The model class of a stable id (:attr:`Model.model_id`, a sidecar's ``model_id``), a class
+    name (a sidecar's ``Model``, also of sidecars written before ids were recorded) or a declared
+    former name (:attr:`Model.former_names`).
 
     Raises
     ------
@@ -688,15 +720,11 @@ def model_class(name: str) -> type[Model]:
     import qmri.models
 
     qmri.models.commands()  # imports (registers) every model
-
-    todo, seen = list(Model.__subclasses__()), {}
-    while todo:
-        cls = todo.pop()
-        seen[cls.__name__] = cls
-        todo += cls.__subclasses__()
-    if name not in seen:
-        raise QMRIInputError(f"unknown model {name!r} (known: {', '.join(sorted(seen))})")
-    return seen[name]
+    qmri.models.TraceDKI  # noqa: B018 (reached through qmri dki --trace: imported with it)
+    if name not in MODEL_IDS:
+        known = sorted({cls.model_id for cls in MODEL_IDS.values()})
+        raise QMRIInputError(f"unknown model {name!r} (known: {', '.join(known)})")
+    return MODEL_IDS[name]
 
 
 def parse_bounds(text: str | None) -> dict:

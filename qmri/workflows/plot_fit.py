@@ -48,7 +48,7 @@ def plot_fit(series, maps_dir, voxel, out, *, prefix: str = "", force: bool = Fa
     refuse_existing([out], force)
     maps = ParameterMaps.load(maps_dir, prefix)
     prov = maps.provenance
-    cls = model_class(str(prov.get("model")))
+    cls = model_class(str(prov.get("model_id") or prov.get("model")))
     model = cls.from_provenance(prov)
     img = io.load_nifti(series, ndim=4, what="series")
     shape = maps.mask.shape

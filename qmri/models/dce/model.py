@@ -207,6 +207,19 @@ class DCE(Model):
     demo_phantom = {"snr": 20.0, "block": (10, 10, 1)}
 
     @classmethod
+    def pretrained_recipes(cls) -> dict:
+        """``dce-<name>`` for every pharmacokinetic model declaring a shipped network
+        (:attr:`qmri.models.dce.pk.PKModel.pretrained`), bound to the phantom's frame times and AIF
+        (its own grid)."""
+        def make(name):
+            ph = cls.phantom(snr=np.inf, block=(1, 1, 1))
+            return cls(np.asarray(ph.acquisition["times"]), np.asarray(ph.acquisition["aif"]), name,
+                       aif_times=np.asarray(ph.acquisition["aif_times"]))
+
+        return {f"dce-{pk.name}": (lambda name=pk.name: make(name), dict(pk.pretrained))
+                for pk in PK_MODELS.values() if pk.pretrained is not None}
+
+    @classmethod
     def has_phantom(cls) -> bool:
         return True
 

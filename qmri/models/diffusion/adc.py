@@ -152,6 +152,7 @@ class ADC(DiffusionModel):
                       "Jensen et al., MRM 2005;53:1432)")
     demo_parameters = ("ADC",)
     demo_phantom = {"snr": 30.0, "block": (16, 16, 4)}
+    pretrained = {"n": 50_000, "snr": "10:60", "ensemble": 3}
 
     def start(self, Yn, C):
         P, ok = _log_linear(self, Yn)

@@ -563,6 +563,7 @@ class IVIM(DiffusionModel):
 
     demo_parameters = ("f", "D", "Dstar")
     demo_phantom = {"snr": 30.0, "block": (16, 16, 4)}
+    pretrained = {"n": 100_000, "snr": "10:60", "ensemble": 3}
 
     @classmethod
     def phantom_definition(cls):

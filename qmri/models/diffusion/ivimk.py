@@ -188,6 +188,7 @@ class IVIMKurtosis(IVIM):
                       "up to 2000); below, fit qmri ivim")
     demo_parameters = ("f", "D", "Dstar", "K")
     demo_phantom = {"block": (16, 16, 4)}
+    pretrained = {"n": 100_000, "snr": "10:60", "ensemble": 3}
 
     @classmethod
     def phantom_definition(cls):

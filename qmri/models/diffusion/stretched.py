@@ -139,6 +139,7 @@ class StretchedExponential(DiffusionModel):
     min_distinct_b = 3
     demo_parameters = ("DDC", "alpha")
     demo_phantom = {"snr": 50.0, "block": (16, 16, 4)}
+    pretrained = {"n": 50_000, "snr": "10:60", "ensemble": 3}
 
     def start(self, Yn, C):
         X = np.stack([-self.bvals / 1000.0, np.ones(self.bvals.size)], axis=1)  # b in ms/µm²

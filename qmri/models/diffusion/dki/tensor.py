@@ -364,6 +364,19 @@ class DKI(DiffusionModel):
     phantom_options = ()
     demo_parameters = ("MD", "FA", "MK", "MKT")
     demo_phantom = {"snr": 30.0, "block": (16, 16, 4)}
+    #: Shipped networks: the trace model (``dki-trace``, 3 networks) and the full tensor (``dki``).
+    pretrained = {"n": 100_000, "snr": "10:60", "ensemble": 1}
+    pretrained_trace = {"n": 50_000, "snr": "10:60", "ensemble": 3}
+
+    @classmethod
+    def pretrained_recipes(cls) -> dict:
+        """``dki-trace`` and ``dki``: the trace and the full-tensor model on the phantom's acquisition."""
+        def make(trace):
+            ph = cls.phantom(snr=np.inf, block=(1, 1, 1))
+            return cls.from_acquisition(ph.acquisition["bvals"], ph.acquisition["bvecs"], trace=trace)
+
+        return {"dki-trace": (lambda: make(True), dict(cls.pretrained_trace)),
+                "dki": (lambda: make(False), dict(cls.pretrained))}
 
     @classmethod
     def has_phantom(cls) -> bool:
