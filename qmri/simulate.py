@@ -232,7 +232,7 @@ def block_phantom(model, definition: dict, *, snr: float, seed: int = 0, block=N
         for k in names:
             truth[k][sel] = reg.get(k, definition.get(k))
     clean = np.zeros(shape + (model.n_measurements,))
-    clean[mask] = model.signal({k: v[mask] for k, v in truth.items()})
+    clean[mask] = model.predict({k: v[mask] for k, v in truth.items()})
     rng = np.random.default_rng(seed)
     # one noise level for the whole volume (background included): the definition's amplitude
     # (e.g. a common S0) or the median amplitude of the regions

@@ -286,6 +286,51 @@ class Model:
                 out[name] = (float(pair[0]), float(pair[1]))
         return out
 
+    # Forward model ---------------------------------------------------------------------------
+    #: Parameters :meth:`predict` takes as 0 when not given (DCE: ``delay``, also when not fitted).
+    optional_parameters: tuple[str, ...] = ()
+
+    def forward_spec(self):
+        """The declaration :meth:`predict` evaluates (default :attr:`spec`)."""
+        return self.spec
+
+    def predict(self, params: dict, covariates=None) -> np.ndarray:
+        """Noise-free data (the forward model) for parameters given as a dict of scalars or arrays.
+
+        Every model has this one forward method (``signal`` of the diffusion and T1 models and
+        ``concentration`` of DCE are its names there).
+
+        Parameters
+        ----------
+        params : dict of str to float or ndarray
+            The declared parameters (:attr:`spec` names, in their units); those of
+            :attr:`optional_parameters` may be left out (0).
+        covariates : array_like, shape (..., n_covariates) or (n_covariates,), optional
+            Per-voxel known inputs of the declaration (e.g. B1), broadcast against the
+            parameters; default the declared defaults.
+
+        Returns
+        -------
+        ndarray, shape ``broadcast(params).shape + (n_measurements,)``
+
+        Raises
+        ------
+        KeyError
+            A declared parameter is missing.
+        """
+        spec = self.forward_spec()
+        vals = [np.asarray(params.get(k, 0.0) if k in self.optional_parameters else params[k], dtype=np.float64)
+                for k in spec.names]
+        if covariates is not None and spec.covariates:
+            C = np.asarray(covariates, dtype=np.float64)
+            arrays = np.broadcast_arrays(*vals, *np.moveaxis(C, -1, 0))
+            vals, cov = arrays[:len(vals)], np.stack([a.ravel() for a in arrays[len(vals):]], axis=1)
+        else:
+            vals, cov = np.broadcast_arrays(*vals), None
+        P = np.stack([a.ravel() for a in vals], axis=1)
+        out = spec.evaluate(P, self.acq, cov)
+        return out.reshape(vals[0].shape + (out.shape[-1],))
+
     def axis(self) -> tuple[np.ndarray, str]:
         """The values the measurements are plotted against, and their label (default: their index)."""
         return np.arange(self.n_measurements, dtype=float), "measurement"

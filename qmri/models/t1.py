@@ -263,11 +263,10 @@ class VFA(Model):
     def signal(self, params, b1=1.0) -> np.ndarray:
         """Noise-free signals for parameters ``{"M0": ..., "T1": ...}`` (scalars or arrays, T1 in s).
 
-        Returns an array of shape ``broadcast(params, b1).shape + (n_fa,)``.
+        Returns an array of shape ``broadcast(params, b1).shape + (n_fa,)``:
+        :meth:`~qmri.models.model.Model.predict` with the B1 covariate ``b1``.
         """
-        m0, t1, b = np.broadcast_arrays(np.asarray(params["M0"], float), np.asarray(params["T1"], float),
-                                        np.asarray(b1, float))
-        return spgr_signal(m0[..., None], t1[..., None], self.fa_deg * b[..., None], self.tr)
+        return self.predict(params, np.asarray(b1, dtype=np.float64)[..., None])
 
     # Fitting ---------------------------------------------------------------------------------
     def check_method(self, method):

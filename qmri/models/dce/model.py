@@ -191,17 +191,21 @@ class DCE(Model):
         self._X = shared_columns(linear_form(self.pk), self.acq, self._delays)
 
     # Forward model ---------------------------------------------------------------------------
+    #: ``delay`` (s) may be given to :meth:`predict`, default 0, also when it is not fitted.
+    optional_parameters = ("delay",)
+
+    def forward_spec(self):
+        """The model with a delay (0 when not given), whatever :attr:`fit_delay` is."""
+        return DCE_MODELS[(self.model, True)]
+
     def concentration(self, params) -> np.ndarray:
-        """Noise-free tissue concentration (mM) for parameters given as a dict of scalars or arrays.
+        """Noise-free tissue concentration (mM) for parameters given as a dict of scalars or arrays:
+        :meth:`~qmri.models.model.Model.predict`.
 
         Keys are the model's parameter names (``delay`` in s may be given, default 0, also when the
         delay is not fitted). Returns shape ``broadcast(params).shape + (n,)``.
         """
-        spec = DCE_MODELS[(self.model, True)]
-        vals = [np.asarray(params.get(k, 0.0) if k == "delay" else params[k], dtype=np.float64) for k in spec.names]
-        arrays = np.broadcast_arrays(*vals)
-        P = np.stack([a.ravel() for a in arrays], axis=1)
-        return spec.evaluate(P, self.acq).reshape(arrays[0].shape + (self.n_measurements,))
+        return self.predict(params)
 
     # Phantom and demo --------------------------------------------------------------------------
     demo_phantom = {"snr": 20.0, "block": (10, 10, 1)}

@@ -416,13 +416,12 @@ class DiffusionModel(Model):
                 f"{', '.join(f'{v:g}' for v in np.unique(self.bvals))} s/mm2")
 
     def signal(self, params) -> np.ndarray:
-        """Noise-free signal for parameters given as a dict of scalars or arrays (the declared names).
+        """Noise-free signal for parameters given as a dict of scalars or arrays (the declared names):
+        :meth:`~qmri.models.model.Model.predict`.
 
         Returns an array of shape ``broadcast(params).shape + (n_b,)``.
         """
-        arrays = np.broadcast_arrays(*(np.asarray(params[k], dtype=np.float64) for k in self.spec.names))
-        P = np.stack([a.ravel() for a in arrays], axis=1)
-        return self.spec.evaluate(P, self.acq).reshape(arrays[0].shape + (self.n_measurements,))
+        return self.predict(params)
 
     def normalise(self, Y, C):
         return normalise_to_lowest_b(Y, self.bvals)

@@ -177,10 +177,8 @@ class TraceDKI(DiffusionModel):
 
     def signal(self, params) -> np.ndarray:
         """Noise-free signal for ``{"S0", "D", "K"}`` (scalars or arrays) at the fitted b-values
-        (the shells, when b-vectors were given); shape (..., n_b)."""
-        arrays = np.broadcast_arrays(*(np.asarray(params[k], dtype=np.float64) for k in self.spec.names))
-        P = np.stack([a.ravel() for a in arrays], axis=1)
-        return self.spec.evaluate(P, self.acq).reshape(arrays[0].shape + (self.bvals.size,))
+        (the shells, when b-vectors were given); shape (..., n_b): :meth:`~qmri.models.model.Model.predict`."""
+        return self.predict(params)
 
     def network_training_models(self, rng):
         """With b-vectors, the model of the shells alone: simulated training signals are the
