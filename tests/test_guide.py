@@ -159,7 +159,7 @@ def test_hooks_and_files_the_guide_names_exist():
     the guide's new modules: its diffusion model's and its pharmacokinetic model's)."""
     hooks = {name for paragraph in re.split(r"\n\n|\n- ", TEXT) if "hook" in paragraph
              for name in re.findall(r"`([a-z][a-z_]+)`", paragraph)} - {"dnn"}
-    assert {"normalise", "start", "complete", "network_bounds", "protocol"} <= hooks
+    assert {"normalise", "complete", "network_bounds", "protocol"} <= hooks
     assert [name for name in sorted(hooks) if not hasattr(Model, name)] == []
     named = set(re.findall(r"`((?:qmri|cli|tests|tools|benchmarks|docs)/[\w./]*)`", TEXT))
     named |= set(re.findall(r"\b((?:qmri|tests|tools)/[\w/]+\.py)\b", "\n".join(BASH)))

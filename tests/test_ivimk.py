@@ -129,7 +129,7 @@ def test_lsq_lowers_a_dstar_on_its_upper_bound_to_the_edge_of_the_flat_cost(monk
     Y = _reference_signal(b, *(t[k] for k in NAMES)) + rng.normal(0, 1000 / 50, (200, b.size))
     model = IVIMKurtosis(b)
     after = model.fit(Y, method="lsq")
-    monkeypatch.setattr(IVIMKurtosis, "refine", lambda self, res, Yn, C: None)
+    monkeypatch.setattr(IVIMKurtosis.methods["lsq"], "refine", None)  # the lsq step left out
     before = model.fit(Y, method="lsq")
     on_bound = before["Dstar"] >= 0.2 * 0.99
     moved = after["Dstar"] < before["Dstar"]

@@ -251,17 +251,34 @@ class LeastSquares(Method):
     """Bounded Levenberg–Marquardt fit of any declared model (:func:`qmri.fitting.fit_lm`).
 
     The model supplies, through its hooks, the signals' normalisation
-    (:meth:`~qmri.models.model.Model.normalise`), the start (:meth:`~qmri.models.model.Model.start`),
-    a model-specific last step on the least-squares solution (:meth:`~qmri.models.model.Model.refine`,
-    default none) and the completion of the result (:meth:`~qmri.models.model.Model.complete`:
-    amplitude scaled back, invalid voxels failed, derived outputs); the fit uses the model's declaration
-    (``model.spec``), acquisition (``model.acq``), bounds and stopping rules (``model.lm_options``).
+    (:meth:`~qmri.models.model.Model.normalise`) and the completion of the result
+    (:meth:`~qmri.models.model.Model.complete`: amplitude scaled back, invalid voxels failed, derived
+    outputs); the fit uses the model's declaration (``model.spec``), acquisition (``model.acq``), bounds
+    and stopping rules (``model.lm_options``). The steps that are this method's own are given to it:
+
+    Parameters
+    ----------
+    start : callable, optional
+        ``start(model, Yn, C) -> P0`` (n, n_params): starting values for the normalised signals
+        ``Yn`` and covariates ``C``; default the model's initial guess for every voxel.
+    refine : callable, optional
+        ``refine(model, res, Yn, C)``: a last step on the least-squares result, in place (e.g. a
+        second start where the first fit is implausible); default none.
     """
 
     def __init__(self, name: str = "lsq", description: str = "bounded Levenberg-Marquardt fit with "
-                 "analytic Jacobians", reference: str = "", validation: Validation | None = None):
+                 "analytic Jacobians", reference: str = "", validation: Validation | None = None, *,
+                 start=None, refine=None):
         super().__init__(name, description, options=(SE_OPTION, INTERVAL_OPTION, BOOTSTRAP_OPTION),
                          reference=reference, validation=validation)
+        self.start = start
+        self.refine = refine
+
+    def starting_values(self, model, Yn, C) -> np.ndarray:
+        """The start of the fit: :attr:`start`, or the model's initial guess for every voxel."""
+        if self.start is not None:
+            return self.start(model, Yn, C)
+        return np.broadcast_to(model.initial, (Yn.shape[0], model.initial.size))
 
     @staticmethod
     def _check_bootstrap(interval, bootstrap) -> None:
@@ -311,11 +328,12 @@ class LeastSquares(Method):
         from qmri.fitting.lm import fit_lm
 
         Yn, scale, good = model.normalise(Y, C)
-        p0 = model.start(Yn, C)
+        p0 = self.starting_values(model, Yn, C)
         opts = dataclasses.replace(model.lm_options, compute_se=bool(compute_se or interval))
         res = fit_lm(model.spec, model.acq, Yn, p0, covariates=C, lower=model.lower, upper=model.upper,
                      options=opts)
-        model.refine(res, Yn, C)
+        if self.refine is not None:
+            self.refine(model, res, Yn, C)
         model.complete(res, scale, good)
         if interval:
             for k in model.spec.names:

@@ -438,13 +438,6 @@ class Model:
         n = Y.shape[0]
         return np.ascontiguousarray(Y), np.ones(n), np.ones(n, dtype=bool)
 
-    def start(self, Yn, C) -> np.ndarray:
-        """Starting values (n, n_params) for normalised signals ``Yn``; default the initial guess."""
-        return np.broadcast_to(self.initial, (Yn.shape[0], self.initial.size))
-
-    def refine(self, res: FitResult, Yn, C) -> None:
-        """Last step of a least-squares fit on the normalised signals ``Yn``, in place (default none)."""
-
     def complete(self, res: FitResult, scale, good) -> None:
         """Finish a result in place: amplitude times ``scale``, voxels not ``good`` failed, derived outputs."""
         if self.amplitude is not None:

@@ -177,8 +177,21 @@ def _fit_linear(model, Y, C):
     return res
 
 
+def lsq_start(model, Yn, C):
+    """Start of ``nonlinear``: the DESPOT1 solution, else T1 = 1 s with M0 matching the first flip angle."""
+    p0 = model.despot1(Yn, C)[0]
+    miss = ~np.all(np.isfinite(p0), axis=1)
+    if miss.any():
+        b1 = model._b1(Yn, C)[miss]
+        t1_0 = np.clip(1.0, model.lower[1], model.upper[1])
+        b1_ok = np.where(np.isfinite(b1) & (b1 > 0), b1, 1.0)
+        p0[miss, 0] = Yn[miss, 0] / spgr_signal(1.0, t1_0, model.fa_deg[0] * b1_ok, model.tr[0])
+        p0[miss, 1] = t1_0
+    return np.clip(np.where(np.isfinite(p0), p0, 1.0), model.lower, model.upper)
+
+
 NONLINEAR = LeastSquares("nonlinear", "bounded Levenberg-Marquardt fit of (M0, T1) from the DESPOT1 start "
-                         "(default)", reference=REFERENCE)
+                         "(default)", reference=REFERENCE, start=lsq_start)
 LINEAR = Method("linear", "DESPOT1 line fit (one TR for all flip angles; unbounded: --bounds need the nonlinear "
                 "method)", _fit_linear, reference="DESPOT1: " + REFERENCE, bounded=False)
 
@@ -264,9 +277,21 @@ class VFA(Model):
         """Noise-free signals for parameters ``{"M0": ..., "T1": ...}`` (scalars or arrays, T1 in s).
 
         Returns an array of shape ``broadcast(params, b1).shape + (n_fa,)``:
-        :meth:`~qmri.models.model.Model.predict` with the B1 covariate ``b1``.
+        :meth:`predict` with the B1 covariate ``b1``.
         """
         return self.predict(params, np.asarray(b1, dtype=np.float64)[..., None])
+
+    def predict(self, params, covariates=None) -> np.ndarray:
+        """Noise-free SPGR signals for ``{"M0": ..., "T1": ...}`` (scalars or arrays, T1 in s) and the
+        B1 covariate (relative flip-angle scale, shape (..., 1) or (1,); default 1), in closed form
+        (:func:`qmri.models.dce.relaxation.spgr_signal`; Fram et al., MRI 1987;5:201).
+
+        Returns an array of shape ``broadcast(params, B1).shape + (n_fa,)``.
+        """
+        b1 = 1.0 if covariates is None else np.asarray(covariates, dtype=np.float64)[..., 0]
+        m0, t1, b = np.broadcast_arrays(np.asarray(params["M0"], float), np.asarray(params["T1"], float),
+                                        np.asarray(b1, float))
+        return spgr_signal(m0[..., None], t1[..., None], self.fa_deg * b[..., None], self.tr)
 
     # Fitting ---------------------------------------------------------------------------------
     def check_method(self, method):
@@ -351,15 +376,3 @@ class VFA(Model):
         r2 = np.empty(n)
         _despot1_batch(np.deg2rad(self.fa_deg), self.tr, Yn, b1, P, status, rmse, r2)
         return P, status, rmse, r2
-
-    def start(self, Yn, C):
-        # the linear solution, else T1 = 1 s with M0 matching the first flip angle
-        p0 = self.despot1(Yn, C)[0]
-        miss = ~np.all(np.isfinite(p0), axis=1)
-        if miss.any():
-            b1 = self._b1(Yn, C)[miss]
-            t1_0 = np.clip(1.0, self.lower[1], self.upper[1])
-            b1_ok = np.where(np.isfinite(b1) & (b1 > 0), b1, 1.0)
-            p0[miss, 0] = Yn[miss, 0] / spgr_signal(1.0, t1_0, self.fa_deg[0] * b1_ok, self.tr[0])
-            p0[miss, 1] = t1_0
-        return np.clip(np.where(np.isfinite(p0), p0, 1.0), self.lower, self.upper)

@@ -31,7 +31,7 @@ from qmri.options import Option
 
 def _fit_linear(model, Y, C):
     n = Y.shape[0]
-    p0 = model.start(Y, C)
+    p0 = model.linear_estimate(Y)
     fitted = model.spec.evaluate(p0, model.acq)
     ssr = np.sum((fitted - Y) ** 2, axis=1)
     sst = np.sum((Y - Y.mean(axis=1, keepdims=True)) ** 2, axis=1)
@@ -44,7 +44,20 @@ def _fit_linear(model, Y, C):
     return res
 
 
-LSQ = LeastSquares(description="bounded Levenberg-Marquardt from the linear estimate (default)")
+def _lsq_start(model, Yn, C):
+    """The linear estimate (:meth:`DCE.linear_estimate`)."""
+    return model.linear_estimate(Yn)
+
+
+def _lsq_refine(model, res, Yn, C):
+    """The step after the first fit that the PK model declares (:attr:`qmri.models.dce.pk.PKModel.refine`;
+    AATH: a second start, :func:`qmri.models.dce.pk.aath.refine`); other models are left as fitted."""
+    if model.pk.refine is not None:
+        model.pk.refine(model, res, Yn, C)
+
+
+LSQ = LeastSquares(description="bounded Levenberg-Marquardt from the linear estimate (default)", start=_lsq_start,
+                   refine=_lsq_refine)
 LINEAR = Method("linear", "linear estimate only (integrated model equations; fast, biased with noise)", _fit_linear,
                 reference="Murase, MRM 2004;51:858; Flouri et al., MRM 2016;76:998",
                 validation=Validation(recovery=0.01, reference_cases=False, note=(
@@ -99,7 +112,7 @@ class DCE(Model):
     ``lsq`` (default): bounded Levenberg–Marquardt from the linear estimate. ``linear``: the
     linear estimate alone (clipped into the bounds; fast, biased with noise; not for AATH, which
     has no linear form: its ``lsq`` starts from the 2CXM's linear estimate, and from a second
-    start where that fit ends at a transit time outside 1–30 s: :meth:`refine`).
+    start where that fit ends at a transit time outside 1–30 s: :func:`qmri.models.dce.pk.aath.refine`).
 
     Outputs: the model parameters (units: :mod:`qmri.models.dce.models`) and the derived outputs
     the model declares (:attr:`qmri.models.dce.pk.PKModel.derived`): for Tofts and extended Tofts
@@ -379,13 +392,3 @@ class DCE(Model):
         # keep physical estimates; replace the others by the default start (delay: clip)
         P = np.where(bad, self.initial[None, :], P)
         return np.ascontiguousarray(np.clip(P, self.lower, self.upper))
-
-    def start(self, Yn, C):
-        return self.linear_estimate(Yn)
-
-    def refine(self, res, Yn, C):
-        """The step of ``lsq`` after the first fit that the model declares
-        (:attr:`qmri.models.dce.pk.PKModel.refine`; AATH: a second start,
-        :func:`qmri.models.dce.pk.aath.refine`); other models are left as fitted."""
-        if self.pk.refine is not None:
-            self.pk.refine(self, res, Yn, C)

@@ -260,7 +260,8 @@ class DiffusionModel(Model):
     the declared defaults) and the initial guess; signals are normalised per voxel by the mean
     signal at the lowest b-value before fitting (so ``S0`` bounds are relative to it) and ``S0``
     is scaled back in the output. Subclasses set ``spec`` (the declaration) and may set
-    :attr:`min_distinct_b` and override :meth:`check_method` and :meth:`start`.
+    :attr:`min_distinct_b` and override :meth:`check_method`; their least-squares method is given
+    its start (:class:`~qmri.fitting.methods.LeastSquares`).
 
     Parameters
     ----------

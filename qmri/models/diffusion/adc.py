@@ -105,7 +105,16 @@ def _fit_wls(model, Y, C):
 
 WLS = Method("wls", "log-linear least squares weighted by the squared predicted signal (default; unbounded: "
              "--bounds need --method lsq)", _fit_wls, reference="Veraart et al., NeuroImage 2013;81:335", bounded=False)
-LSQ = LeastSquares(description="bounded Levenberg-Marquardt fit of (S0, ADC) to the signal from the wls start")
+
+
+def lsq_start(model, Yn, C):
+    """Start of ``lsq``: the weighted log-linear solution (clipped into the bounds), else the initial guess."""
+    P, ok = _log_linear(model, Yn)
+    return np.where(ok[:, None], np.clip(P, model.lower, model.upper), model.initial[None, :])
+
+
+LSQ = LeastSquares(description="bounded Levenberg-Marquardt fit of (S0, ADC) to the signal from the wls start",
+                   start=lsq_start)
 
 
 class ADC(DiffusionModel):
@@ -153,10 +162,6 @@ class ADC(DiffusionModel):
     demo_parameters = ("ADC",)
     demo_phantom = {"snr": 30.0, "block": (16, 16, 4)}
     pretrained = {"n": 50_000, "snr": "10:60", "ensemble": 3}
-
-    def start(self, Yn, C):
-        P, ok = _log_linear(self, Yn)
-        return np.where(ok[:, None], np.clip(P, self.lower, self.upper), self.initial[None, :])
 
     @classmethod
     def phantom_definition(cls):

@@ -466,9 +466,30 @@ def _fit_segmented(model, Y, C):
     return res
 
 
+def lsq_start(model, Yn, C):
+    """Start of ``lsq``: a cheaper segmented fit (one reweighting, D* from the grid), enough for LM."""
+    P = model.segmented(Yn, 1, _START_GRID, 0)[0]
+    return np.where(np.isfinite(P), P, model.initial[None, :])
+
+
+def lsq_refine(model, res, Yn, C):
+    """``lsq``: D* on a flat cost at its upper bound lowered to the least extreme equivalent
+    value (:func:`dstar_plateau`)."""
+    names = model.spec.names
+    P = np.ascontiguousarray(np.stack([res.params[k] for k in names], axis=1))
+    moved, rmse, r2 = dstar_plateau(model.bvals, Yn, P, model.lower, model.upper)
+    if moved.any():
+        for j, k in enumerate(names):
+            res.params[k] = P[:, j]
+        res.rmse = np.where(moved, rmse, res.rmse)
+        res.r2 = np.where(moved, r2, res.r2)
+        if "Dstar" in res.se:
+            res.se["Dstar"] = np.where(moved, np.nan, res.se["Dstar"])
+
+
 LSQ = LeastSquares(description="full bounded Levenberg-Marquardt fit of (S0, f, D, Dstar) from a segmented start; "
                                "where Dstar ends on its upper bound on a flat cost, the smallest Dstar as good within "
-                               "0.1 residual variance (default)")
+                               "0.1 residual variance (default)", start=lsq_start, refine=lsq_refine)
 SEGMENTED = Method("segmented", "consensus fit: D from a reweighted log-linear fit over b >= threshold, f from "
                    "the intercept, Dstar by a one-parameter bounded fit", _fit_segmented,
                    reference="Sigmund et al. IVIM consensus recommendations; OSIPI TF2.4 reference fit",
@@ -614,22 +635,3 @@ class IVIM(DiffusionModel):
         _segmented_batch(self.bvals, Yn, self.bvals >= self.threshold, self.lower, self.upper, wls_iters,
                          n_grid, golden_iters, bool(self.kurtosis), P, status, rmse, r2)
         return P, status, rmse, r2
-
-    def refine(self, res, Yn, C):
-        """``lsq``: D* on a flat cost at its upper bound lowered to the least extreme equivalent
-        value (:func:`dstar_plateau`)."""
-        names = self.spec.names
-        P = np.ascontiguousarray(np.stack([res.params[k] for k in names], axis=1))
-        moved, rmse, r2 = dstar_plateau(self.bvals, Yn, P, self.lower, self.upper)
-        if moved.any():
-            for j, k in enumerate(names):
-                res.params[k] = P[:, j]
-            res.rmse = np.where(moved, rmse, res.rmse)
-            res.r2 = np.where(moved, r2, res.r2)
-            if "Dstar" in res.se:
-                res.se["Dstar"] = np.where(moved, np.nan, res.se["Dstar"])
-
-    def start(self, Yn, C):
-        # a cheaper segmented start (one reweighting, D* from the grid) is enough for LM
-        P = self.segmented(Yn, 1, _START_GRID, 0)[0]
-        return np.where(np.isfinite(P), P, self.initial[None, :])

@@ -40,7 +40,7 @@ import numpy as np
 from qmri.fitting.net.method import DNN
 from qmri.jit import FASTMATH, njit
 from qmri.models.base import Parameter, SignalModel, register
-from qmri.models.diffusion.ivim import IVIM, IVIM_MODEL, _fit_segmented
+from qmri.models.diffusion.ivim import IVIM, IVIM_MODEL, _fit_segmented, lsq_refine, lsq_start
 from qmri.models.methods import LeastSquares, Method, Validation, table
 
 
@@ -116,7 +116,7 @@ IVIMK_MODEL = register(SignalModel(
 
 LSQ = LeastSquares(description="full bounded Levenberg-Marquardt fit of (S0, f, D, Dstar, K) from a segmented start; "
                                "where Dstar ends on its upper bound on a flat cost, the smallest Dstar as good within "
-                               "0.1 residual variance, as IVIM (default)")
+                               "0.1 residual variance, as IVIM (default)", start=lsq_start, refine=lsq_refine)
 SEGMENTED = Method("segmented", "D and K from a reweighted log-linear fit quadratic in b over b >= threshold, f "
                    "from its intercept, Dstar by a one-parameter bounded fit", _fit_segmented,
                    reference="Sigmund et al. IVIM consensus recommendations (segmentation); Lu et al., JMRI "

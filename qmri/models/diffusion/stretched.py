@@ -99,6 +99,16 @@ STRETCHED_MODEL = register(SignalModel(
 ))
 
 
+def lsq_start(model, Yn, C):
+    """Start of ``lsq``: S0 and DDC of a log-linear fit with alpha = 1, else the initial guess."""
+    X = np.stack([-model.bvals / 1000.0, np.ones(model.bvals.size)], axis=1)  # b in ms/µm²
+    beta, ok, _ = solve_loglinear(X, Yn, method="wls", n_iter=1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        p0 = np.stack([np.exp(beta[:, 1]), beta[:, 0] * 1e-3, np.ones(Yn.shape[0])], axis=1)
+    p0 = np.where(ok[:, None] & np.isfinite(p0), p0, model.initial[None, :])
+    return np.clip(p0, model.lower, model.upper)
+
+
 class StretchedExponential(DiffusionModel):
     """Stretched-exponential diffusion model bound to a set of b-values.
 
@@ -133,21 +143,13 @@ class StretchedExponential(DiffusionModel):
     description = ("Fit S = S0 exp(-(b DDC)^alpha) voxel by voxel (Bennett et al. 2003) by bounded "
                    "Levenberg-Marquardt. b in s/mm2, DDC in mm2/s, alpha in (0, 1].")
     methods = table(LeastSquares(description="bounded Levenberg-Marquardt fit of (S0, DDC, alpha) from a "
-                                             "mono-exponential start"), DNN)
+                                             "mono-exponential start", start=lsq_start), DNN)
     default_method = "lsq"
     spec = STRETCHED_MODEL
     min_distinct_b = 3
     demo_parameters = ("DDC", "alpha")
     demo_phantom = {"snr": 50.0, "block": (16, 16, 4)}
     pretrained = {"n": 50_000, "snr": "10:60", "ensemble": 3}
-
-    def start(self, Yn, C):
-        X = np.stack([-self.bvals / 1000.0, np.ones(self.bvals.size)], axis=1)  # b in ms/µm²
-        beta, ok, _ = solve_loglinear(X, Yn, method="wls", n_iter=1)
-        with np.errstate(over="ignore", invalid="ignore"):
-            p0 = np.stack([np.exp(beta[:, 1]), beta[:, 0] * 1e-3, np.ones(Yn.shape[0])], axis=1)
-        p0 = np.where(ok[:, None] & np.isfinite(p0), p0, self.initial[None, :])
-        return np.clip(p0, self.lower, self.upper)
 
     @classmethod
     def phantom_definition(cls):

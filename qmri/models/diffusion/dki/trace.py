@@ -85,6 +85,21 @@ DKI_TRACE_MODEL = register(SignalModel(
 ))
 
 
+def lsq_start(model, Yn, C):
+    """Start of ``lsq``: a log-quadratic fit in b (b in ms/µm² for conditioning), clipped into the bounds."""
+    good = ~np.all(np.isnan(Yn), axis=1)  # rows the normalisation could not scale are all NaN
+    bs = model.bvals / 1000.0
+    Xq = np.stack([np.ones_like(bs), -bs, bs * bs], axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        coef = np.log(np.clip(np.where(good[:, None], Yn, 1.0), 1e-6, None)) @ np.linalg.pinv(Xq).T
+        D0 = coef[:, 1] * 1e-3
+        D0 = np.clip(np.where(np.isfinite(D0), D0, model.spec.initial[1]), model.lower[1], model.upper[1])
+        K0 = 6.0 * coef[:, 2] / (D0 * 1e3) ** 2
+        K0 = np.clip(np.where(np.isfinite(K0), K0, model.spec.initial[2]), model.lower[2], model.upper[2])
+        S00 = np.clip(np.exp(coef[:, 0]), model.lower[0], model.upper[0])
+    return np.stack([np.where(np.isfinite(S00), S00, 1.0), D0, K0], axis=1)
+
+
 class TraceDKI(DiffusionModel):
     """Trace (powder) DKI, ``S = S0 exp(-b D + b² D² K/6)``, on direction-averaged images.
 
@@ -117,7 +132,7 @@ class TraceDKI(DiffusionModel):
     """
 
     methods = table(LeastSquares(description="bounded Levenberg-Marquardt fit of (S0, D, K) from a "
-                                             "log-quadratic start"), DNN)
+                                             "log-quadratic start", start=lsq_start), DNN)
     default_method = "lsq"
     spec = DKI_TRACE_MODEL
     kurtosis_pair = ("D", "K")
@@ -186,17 +201,3 @@ class TraceDKI(DiffusionModel):
         if not self.averaged:
             return [self]
         return [TraceDKI(self.bvals, bounds=dict(zip(self.spec.names, zip(self.lower, self.upper))))]
-
-    def start(self, Yn, C):
-        # log-quadratic start (b in ms/µm² for conditioning)
-        good = ~np.all(np.isnan(Yn), axis=1)  # rows the normalisation could not scale are all NaN
-        bs = self.bvals / 1000.0
-        Xq = np.stack([np.ones_like(bs), -bs, bs * bs], axis=1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            coef = np.log(np.clip(np.where(good[:, None], Yn, 1.0), 1e-6, None)) @ np.linalg.pinv(Xq).T
-            D0 = coef[:, 1] * 1e-3
-            D0 = np.clip(np.where(np.isfinite(D0), D0, self.spec.initial[1]), self.lower[1], self.upper[1])
-            K0 = 6.0 * coef[:, 2] / (D0 * 1e3) ** 2
-            K0 = np.clip(np.where(np.isfinite(K0), K0, self.spec.initial[2]), self.lower[2], self.upper[2])
-            S00 = np.clip(np.exp(coef[:, 0]), self.lower[0], self.upper[0])
-        return np.stack([np.where(np.isfinite(S00), S00, 1.0), D0, K0], axis=1)
