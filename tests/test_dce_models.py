@@ -207,3 +207,20 @@ def test_thinned_aif_reproduces_every_sample_within_its_tolerance():
     assert thinned.acq.shape[1] < full.acq.shape[1] / 2
     truth = dict(Ktrans=0.4, ve=0.1, vp=0.05)
     np.testing.assert_allclose(thinned.concentration(truth), full.concentration(truth), atol=1e-4 * ca.max())
+
+
+def test_dce_and_the_file_workflow_check_frame_times_alike():
+    """One check of frame times: the Python model refuses what the file workflow refuses, with the
+    same message (times in ms spanning more than a day; a time that does not increase, 1-based)."""
+    from qmri.workflows.dce import check_times
+
+    t_ms = np.arange(0.0, 300.0, 2.0) * 1000.0
+    t_bad = np.array([0.0, 2.0, 2.0, 6.0])
+    for t in (t_ms, t_bad):
+        with pytest.raises(QMRIInputError) as workflow:
+            check_times(t, t.size)
+        with pytest.raises(QMRIInputError) as model:
+            DCE(t, example_aif(t), "tofts")
+        assert str(model.value) == str(workflow.value)
+    assert "more than a day" in str(pytest.raises(QMRIInputError, DCE, t_ms, example_aif(t_ms)).value)
+    assert "time 3 (2 s) follows 2 s" in str(pytest.raises(QMRIInputError, DCE, t_bad, example_aif(t_bad)).value)

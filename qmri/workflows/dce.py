@@ -14,6 +14,7 @@ import numpy as np
 from qmri.bids import ignore_sidecar_option
 from qmri.errors import QMRIInputError
 from qmri.models.dce.aif import DEFAULT_HCT
+from qmri.models.dce.model import MAX_SERIES_S, check_frame_times  # noqa: F401 (MAX_SERIES_S: its name here before)
 from qmri.models.dce.relaxation import DEFAULT_R1
 from qmri.options import Option
 from qmri.plot import plot_curves
@@ -59,7 +60,8 @@ _INPUTS = (
 # The pipeline on arrays
 # ---------------------------------------------------------------------------------------------
 def check_times(t, n_frames: int, where: str = "frame times") -> np.ndarray:
-    """Frame times (s) as a strictly increasing float array of ``n_frames`` values.
+    """Frame times (s) as a strictly increasing float array of ``n_frames`` values
+    (:func:`qmri.models.dce.model.check_frame_times`).
 
     Raises
     ------
@@ -67,24 +69,7 @@ def check_times(t, n_frames: int, where: str = "frame times") -> np.ndarray:
         Wrong count, not finite, not strictly increasing, or spanning more than
         :data:`MAX_SERIES_S` (times in ms; the message names ``where``).
     """
-    t = np.asarray(t, dtype=np.float64)
-    if t.ndim != 1 or t.size != n_frames:
-        raise QMRIInputError(f"{where}: {t.size} frame times but the series has {n_frames} frames")
-    if not np.all(np.isfinite(t)):
-        raise QMRIInputError(f"{where}: frame times must be finite numbers of seconds")
-    if np.any(np.diff(t) <= 0):
-        i = int(np.flatnonzero(np.diff(t) <= 0)[0])
-        raise QMRIInputError(f"{where}: frame times must be strictly increasing; time {i + 2} "
-                             f"({t[i + 1]:g} s) follows {t[i]:g} s")
-    if t.size and t[-1] - t[0] > MAX_SERIES_S:
-        raise QMRIInputError(f"{where}: the frames span {t[-1] - t[0]:g} s, more than a day; frame times must "
-                             "be in s (times in ms: divide them by 1000)")
-    return t
-
-
-#: Longest plausible DCE series in s: clinical protocols last 5-20 min, preclinical ones up to about
-#: an hour; a span above a day means another unit (ms).
-MAX_SERIES_S = 86400.0
+    return check_frame_times(t, n_frames, where)
 
 
 def check_t10(t10, mask=None, where: str = "T1 map"):

@@ -69,6 +69,46 @@ LINEAR = Method("linear", "linear estimate only (integrated model equations; fas
 #: Default tolerance (relative to the peak) of the AIF samples left out of the convolution grid.
 AIF_RTOL = 1e-4
 
+#: Longest plausible DCE series in s: clinical protocols last 5-20 min, preclinical ones up to about
+#: an hour; a span above a day means another unit (ms).
+MAX_SERIES_S = 86400.0
+
+
+def check_frame_times(t, n_frames: int | None = None, where: str = "frame times") -> np.ndarray:
+    """Frame times (s) as a strictly increasing float array: the one check of :class:`DCE` and of
+    the file workflow (:func:`qmri.workflows.dce.check_times`).
+
+    Parameters
+    ----------
+    t : array_like, shape (n,)
+        Frame times in s.
+    n_frames : int, optional
+        The number of frames the series has (default: any number of at least 3).
+    where : str
+        What the times came from (a file, an option), named in the errors.
+
+    Raises
+    ------
+    QMRIInputError
+        Not 1-D, fewer than 3 (or not ``n_frames``), not finite, not strictly increasing, or
+        spanning more than :data:`MAX_SERIES_S` (times in ms).
+    """
+    t = np.asarray(t, dtype=np.float64)
+    if n_frames is not None and (t.ndim != 1 or t.size != n_frames):
+        raise QMRIInputError(f"{where}: {t.size} frame times but the series has {n_frames} frames")
+    if t.ndim != 1 or t.size < 3:
+        raise QMRIInputError(f"{where}: frame times must be a 1-D list of at least 3 values, got shape {t.shape}")
+    if not np.all(np.isfinite(t)):
+        raise QMRIInputError(f"{where}: frame times must be finite numbers of seconds")
+    if np.any(np.diff(t) <= 0):
+        i = int(np.flatnonzero(np.diff(t) <= 0)[0])
+        raise QMRIInputError(f"{where}: frame times must be strictly increasing; time {i + 2} "
+                             f"({t[i + 1]:g} s) follows {t[i]:g} s")
+    if t[-1] - t[0] > MAX_SERIES_S:
+        raise QMRIInputError(f"{where}: the frames span {t[-1] - t[0]:g} s, more than a day; frame times must "
+                             "be in s (times in ms: divide them by 1000)")
+    return t
+
 
 class DCE(Model):
     """A pharmacokinetic model bound to frame times and an arterial input function.
@@ -159,16 +199,8 @@ class DCE(Model):
                  aif_times=None, aif_rtol: float = AIF_RTOL):
         if model not in PK_MODELS:
             raise QMRIInputError(f"unknown DCE model {model!r}; choose one of {', '.join(PK_MODELS)}")
-        t = np.asarray(t, dtype=np.float64)
+        t = check_frame_times(t)
         cp = np.asarray(aif, dtype=np.float64)
-        if t.ndim != 1 or t.size < 3:
-            raise QMRIInputError(f"frame times must be a 1-D list of at least 3 values, got shape {t.shape}")
-        if not np.all(np.isfinite(t)):
-            raise QMRIInputError("frame times must be finite numbers (s)")
-        if np.any(np.diff(t) <= 0):
-            i = int(np.flatnonzero(np.diff(t) <= 0)[0])
-            raise QMRIInputError(f"frame times must be strictly increasing; time {i + 1} ({t[i + 1]:g} s) "
-                                 f"follows {t[i]:g} s")
         ta = t if aif_times is None else np.asarray(aif_times, dtype=np.float64)
         if cp.shape != ta.shape:
             raise QMRIInputError(f"AIF has {cp.size} samples but there are {ta.size} "
