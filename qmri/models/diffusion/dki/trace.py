@@ -190,11 +190,6 @@ class TraceDKI(DiffusionModel):
             Y = powder_average(Y, self.raw_bvals, self._bvecs, self.b0_threshold)[0]
         return normalise_to_lowest_b(Y, self.bvals)
 
-    def signal(self, params) -> np.ndarray:
-        """Noise-free signal for ``{"S0", "D", "K"}`` (scalars or arrays) at the fitted b-values
-        (the shells, when b-vectors were given); shape (..., n_b): :meth:`~qmri.models.model.Model.predict`."""
-        return self.predict(params)
-
     def network_training_models(self, rng):
         """With b-vectors, the model of the shells alone: simulated training signals are the
         direction-averaged signals that :meth:`normalise` gives the network."""
