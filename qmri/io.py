@@ -62,7 +62,7 @@ def load_nifti(path, *, ndim: int | tuple[int, ...] | None = None, what: str = "
     return img
 
 
-def series_data(img) -> np.ndarray:
+def series_data(img, ahead: "ReadAhead | None" = None) -> np.ndarray:
     """Voxel data of an image in its stored type (scaling applied), in NIfTI's (Fortran) order.
 
     Unlike :func:`image_data`, integer or float32 data are not converted to float64 as a whole:
@@ -73,6 +73,13 @@ def series_data(img) -> np.ndarray:
     memory-mapped. The array may be read-only (a view of the decompressed bytes): copy it to
     change it.
 
+    Parameters
+    ----------
+    img : nibabel image
+    ahead : ReadAhead, optional
+        A read of the same file started earlier (:class:`ReadAhead`): its result is used when it
+        holds the image's data, else the file is read here.
+
     Raises
     ------
     QMRIInputError
@@ -80,16 +87,8 @@ def series_data(img) -> np.ndarray:
         size before anything is allocated, :func:`check_data_size`; a ``.nii.gz`` file against
         the length of its decompressed content too).
     """
-    path = img.get_filename()
-    ahead = None if path is None else _PREFETCH.pop(_prefetch_key(path), None)
-    if ahead is not None:
-        try:
-            data = ahead.result()
-        except Exception:  # noqa: BLE001 - read again below, which reports the problem
-            data = None
-        if data is not None and data.shape == img.shape:
-            return data
-    return _read_series(img)
+    data = None if ahead is None else ahead.take(img)
+    return data if data is not None else _read_series(img)
 
 
 def _read_series(img) -> np.ndarray:
@@ -155,46 +154,65 @@ def check_data_size(img, what: str = "image") -> None:
                              f"truncated file or wrong header?)")
 
 
-_PREFETCH: dict = {}
+class ReadAhead:
+    """A ``.nii.gz`` series read in a background thread while its owner does other work (checking the
+    inputs, building the model, loading compiled kernels: decompression releases the interpreter
+    lock), handed to :func:`series_data` of an image of that file.
 
+    The fit of a file (:func:`qmri.workflows.job.fit_files`) owns one for its series and closes it
+    when done. Nothing is read for other files. Any error is left to :func:`series_data`, which
+    then reads the file itself and reports it, as without the read ahead.
 
-def _prefetch_key(path) -> str:
-    return str(Path(path).resolve())
-
-
-def prefetch_series(path) -> None:
-    """Start reading the ``.nii.gz`` series at ``path`` in a background thread, so that
-    :func:`series_data` on an image of that file returns at once if the read is done (or waits
-    for it). Decompression releases the interpreter lock, so the caller's own work (checking
-    inputs, building the model, loading compiled kernels) goes on meanwhile. Does nothing for
-    other files. Any error is raised by :func:`series_data`, as without the read ahead. Call
-    :func:`drop_prefetch` when the series will not be read after all.
+    Parameters
+    ----------
+    path : path
+        The series file.
     """
-    if not str(path).endswith(".gz") or not Path(path).is_file():
-        return
-    from concurrent.futures import Future
 
-    key = _prefetch_key(path)
-    future: Future = Future()
-    _PREFETCH[key] = future
+    def __init__(self, path):
+        from concurrent.futures import Future
 
-    def read():
+        self.path = Path(path)
+        self._future: Future | None = None
+        if not str(path).endswith(".gz") or not self.path.is_file():
+            return
+        self._future = Future()
+        future = self._future
+
+        def read():
+            try:
+                import nibabel as nib
+
+                future.set_result(_read_series(nib.load(str(path))))
+            except BaseException as exc:  # noqa: BLE001 - series_data reads again and reports
+                future.set_exception(exc)
+
+        import threading
+
+        threading.Thread(target=read, daemon=True, name="qmri-read-ahead").start()
+
+    def take(self, img) -> np.ndarray | None:
+        """The data read ahead, if ``img`` is an image of this file and the read succeeded (waiting
+        for it), else None; handed out once (the reader keeps no reference to it afterwards)."""
+        future, path = self._future, img.get_filename()
+        if future is None or path is None or Path(path).resolve() != self.path.resolve():
+            return None
+        self._future = None
         try:
-            import nibabel as nib
+            data = future.result()
+        except Exception:  # noqa: BLE001 - the caller reads again, which reports the problem
+            return None
+        return data if data.shape == img.shape else None
 
-            future.set_result(_read_series(nib.load(str(path))))
-        except BaseException as exc:  # noqa: BLE001 - series_data reads again and reports
-            _PREFETCH.pop(key, None)
-            future.set_exception(exc)
+    def close(self) -> None:
+        """Forget the read (its memory is freed when the thread ends)."""
+        self._future = None
 
-    import threading
+    def __enter__(self) -> "ReadAhead":
+        return self
 
-    threading.Thread(target=read, daemon=True, name="qmri-read-ahead").start()
-
-
-def drop_prefetch(path) -> None:
-    """Forget a read ahead started by :func:`prefetch_series` (its memory is freed when done)."""
-    _PREFETCH.pop(_prefetch_key(path), None)
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 #: Files up to this size (compressed bytes) are decompressed in one call by :func:`read_gzip`.

@@ -13,7 +13,7 @@ import numpy as np
 
 from qmri import __version__, threads
 from qmri.errors import QMRIInputError
-from qmri.fitting.result import STATUS_CONVERGED, STATUS_FAILED, STATUS_LABELS, STATUS_NOT_FITTED, FitResult
+from qmri.fitting.result import STATUS_LABELS, STATUS_NOT_FITTED, FitResult
 
 #: Quality maps written with every fit, and their units (``rmse`` takes the unit of the fitted data,
 #: :attr:`qmri.models.model.Model.data_unit`; this default is for results built by hand).
@@ -65,10 +65,14 @@ class ParameterMaps(Mapping):
         Voxel-to-world transform of the fitted data (written with the maps).
     header : nibabel header or None
         Header of the fitted image (orientation codes, voxel sizes), kept in the written maps.
+    kinds : dict of str to str
+        The kind of each map (a sidecar's ``Kind``) as the fit declared it
+        (:attr:`qmri.models.request.FitRequest.outputs`) or the sidecars recorded it; a map not
+        named here takes the kind of where it is held (:func:`map_kind` for its name).
     """
 
     def __init__(self, params, units, quality, se, mask, provenance, *, affine=None, header=None, vectors=None,
-                 crlb=None):
+                 crlb=None, kinds=None):
         self.params = dict(params)
         self.crlb = dict(crlb or {})
         self.vectors = dict(vectors or {})
@@ -84,12 +88,14 @@ class ParameterMaps(Mapping):
             self.units.setdefault(f"{name}_crlb", self.units.get(name, ""))
         self.affine = None if affine is None else np.asarray(affine, dtype=np.float64)
         self.header = header
+        self.kinds = {name: kind for name, kind in (kinds or {}).items() if name in self._all()}
 
     @classmethod
     def from_flat(cls, result: FitResult, index: np.ndarray, shape: tuple, units: dict, provenance: dict,
-                  order: str = "C"):
+                  order: str = "C", *, kinds: dict | None = None, affine=None, header=None):
         """Scatter flat per-voxel results into volumes of ``shape`` (NaN, or -1 for the integer maps,
-        outside ``index``); ``index`` counts voxels in ``order`` ("C" or "F")."""
+        outside ``index``); ``index`` counts voxels in ``order`` ("C" or "F"). ``provenance`` is kept as
+        given; ``kinds`` (``{map: kind}``), ``affine`` and ``header`` are given to the maps."""
         n_total = int(np.prod(shape)) if len(shape) else 1
 
         def scatter(values, fill=np.nan, dtype=np.float64):
@@ -113,11 +119,8 @@ class ParameterMaps(Mapping):
             vol = np.full((n_total, v.shape[1]), np.nan)
             vol[index] = v
             vectors[k] = vol.reshape(tuple(shape) + (v.shape[1],), order=order)
-        prov = dict(provenance)
-        n = len(index)
-        prov["converged_fraction"] = float(np.mean(result.status == STATUS_CONVERGED)) if n else 0.0
-        prov["failed_fraction"] = float(np.mean(result.status == STATUS_FAILED)) if n else 0.0
-        return cls(params, units, quality, se, mask.reshape(shape, order=order), prov, vectors=vectors, crlb=crlb)
+        return cls(params, units, quality, se, mask.reshape(shape, order=order), provenance, vectors=vectors,
+                   crlb=crlb, kinds=kinds, affine=affine, header=header)
 
     # Mapping protocol -------------------------------------------------------------------------
     def _all(self) -> dict:
@@ -342,6 +345,9 @@ class ParameterMaps(Mapping):
         return rs.targets
 
     def _kind(self, name: str) -> str:
+        """The map's kind: as declared (:attr:`kinds`), else from where it is held and its name."""
+        if name in self.kinds:
+            return self.kinds[name]
         if name in self.params:
             return "parameter"
         if name in self.quality:
@@ -393,7 +399,7 @@ class ParameterMaps(Mapping):
         if first is None:
             raise QMRIInputError(f"{directory}: no qmri maps{f' with prefix {prefix!r}' if prefix else ''} "
                                  "(expected NIfTI files with JSON sidecars written by qmri)")
-        params, se, crlb, quality, units, vectors = {}, {}, {}, {}, {}, {}
+        params, se, crlb, quality, units, vectors, kinds = {}, {}, {}, {}, {}, {}, {}
         affine = header = None
         for name in first["Maps"]:
             nii = directory / _map_file(first, name, prefix)
@@ -408,6 +414,8 @@ class ParameterMaps(Mapping):
                 raise QMRIInputError(f"{side_path}: written by another run than the sidecar of {first['Parameter']} "
                                      "(maps of two runs mixed in one folder); fit again with --force")
             units[name] = side.get("Units", "")
+            if isinstance(side.get("Kind"), str):
+                kinds[name] = side["Kind"]
             if affine is None:
                 affine, header = img.affine, img.header
             if name in INTEGER_MAPS:
@@ -426,7 +434,7 @@ class ParameterMaps(Mapping):
         status = quality.get("status")
         mask = status >= 0 if status is not None else np.all([np.isfinite(v) for v in params.values()], axis=0)
         return cls(params, units, quality, se, mask, provenance, affine=affine, header=header, vectors=vectors,
-                   crlb=crlb)
+                   crlb=crlb, kinds=kinds)
 
 
 def map_kind(name: str) -> str:

@@ -208,7 +208,7 @@ BAD_CONFIGS = [
     ("[fit.a]\nmodel = 'ivim'\nseries = {suffix = 'dwi'}\n[fit.a.options]\nthreshhold = 3\n",
      "[fit.a.options]: unknown option 'threshhold'"),
     ("[fit.a]\nmodel = 'ivim'\nmethod = 'segmented'\nseries = {suffix = 'dwi'}\n[fit.a.options]\ncompute_se = true\n",
-     "compute_se: not an option of method segmented"),
+     "[fit.a.options] method 'segmented' of IVIM does not use option 'compute_se'"),
     ("[fit.a]\nmodel = 'dce'\nseries = {suffix = 'dce'}\n[fit.a.options]\nmodel = 'toft'\n", "options] model"),
     ("[fit.a]\nmodel = 'ivim'\nseries = {suffix = 'dwi'}\nbounds = {D = [1, 0]}\n", "bounds: D must be [lower, upper]"),
     ("[fit.a]\nmodel = 'ivim'\nseries = {suffix = 'dwi'}\n[habitat]\nmaps = ['a.D']\n", "[habitat] needs [roi]"),

@@ -69,20 +69,24 @@ def test_read_ahead_gives_the_same_data_and_the_same_errors(tmp_path, monkeypatc
     data = np.arange(5 * 4 * 3 * 6, dtype=np.float32).reshape(5, 4, 3, 6)
     path = tmp_path / "s.nii.gz"
     nib.save(nib.Nifti1Image(data, np.eye(4)), path)
-    io.prefetch_series(path)
-    io._PREFETCH[io._prefetch_key(path)].result()  # read ahead done before the reader is replaced
+    ahead = io.ReadAhead(path)
+    ahead._future.result()  # read ahead done before the reader is replaced
     calls = []
     monkeypatch.setattr(io, "_read_series", lambda img: calls.append(img) or np.zeros(1))
-    got = io.series_data(nib.load(path))  # the read ahead's result: no second read
+    got = io.series_data(nib.load(path), ahead)  # the read ahead's result: no second read
     np.testing.assert_array_equal(got, data)
-    assert calls == [] and io._prefetch_key(path) not in io._PREFETCH
+    assert calls == [] and ahead._future is None  # handed out once, not kept
+    assert io.series_data(nib.load(path), ahead).shape == (1,)  # then read again
+    other = tmp_path / "t.nii.gz"
+    nib.save(nib.Nifti1Image(data + 1, np.eye(4)), other)
     monkeypatch.undo()
+    ahead = io.ReadAhead(path)
+    np.testing.assert_array_equal(io.series_data(nib.load(other), ahead), data + 1)  # another file: its own data
     # a file that breaks after its header: the read ahead fails, series_data reads again and reports it
     raw = gzip.decompress(path.read_bytes())
     path.write_bytes(gzip.compress(raw[:-100]))
-    io.prefetch_series(path)
     with pytest.raises(QMRIInputError, match="truncated"):
-        io.series_data(nib.load(path))
-    io.prefetch_series(path)
-    io.drop_prefetch(path)
-    assert io._prefetch_key(path) not in io._PREFETCH
+        io.series_data(nib.load(path), io.ReadAhead(path))
+    with io.ReadAhead(path) as ahead:
+        pass
+    assert ahead._future is None

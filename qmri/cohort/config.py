@@ -263,10 +263,10 @@ def _fit_step(path: Path, name: str, table: dict) -> FitStep:
     inputs, model_opts, method_opts = split_options(cls, options, f"{path}: [fit.{name}.options]")
     inputs_declared = workflow(cls.workflow).inputs(cls) + tuple(cls.options)
     declared = {o.name: o for o in inputs_declared}
-    chosen = cls.methods[method or cls.default_method]
-    unused = [k for k in method_opts if k not in {o.name for o in chosen.options}]
-    if unused:
-        raise QMRIInputError(f"{path}: [fit.{name}.options] {unused[0]}: not an option of method {chosen.name}")
+    try:  # the method's options by the rule of every fit (Model.method_options)
+        chosen, resolved = cls.method_options(method, method_opts)
+    except QMRIInputError as exc:
+        raise QMRIInputError(f"{path}: [fit.{name}.options] {exc}") from None
     declared.update({o.name: o for o in chosen.options})
     checked = {}
     for key, value in options.items():
@@ -275,7 +275,8 @@ def _fit_step(path: Path, name: str, table: dict) -> FitStep:
             checked[key] = selector(value, opt_where)
             continue
         # the value checked as the command line checks it; file paths relative to this file's folder
-        checked[key] = declared[key].relative_to(declared[key].convert(value, opt_where), path.parent)
+        value = resolved[key] if key in method_opts else declared[key].convert(value, opt_where)
+        checked[key] = declared[key].relative_to(value, path.parent)
     for o in inputs_declared:
         if o.required and not any(g.name in options for g in inputs_declared if g is o or (o.group and g.group == o.group)):
             raise QMRIInputError(f"{path}: [fit.{name}.options]: {o.name} missing (qmri {command} requires {o.cli_flag})")

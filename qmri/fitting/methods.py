@@ -227,21 +227,33 @@ class Method:
         """Unit of every parameter map this method produces for ``model`` (default the model's outputs)."""
         return model.output_units()
 
-    def output_names(self, model, options: dict) -> list[str]:
-        """Parameter, standard-error and CRLB map names this method produces for ``model``.
+    def vector_units(self, model, options: dict) -> dict[str, str]:
+        """Unit of every output of several values per voxel (written as a 4-D image, kind ``vector``)
+        this method produces for ``model`` with ``options`` (default none; DKI's ``DT``, ``KT``)."""
+        return {}
+
+    def output_kinds(self, model, options: dict) -> dict[str, str]:
+        """Every map (quality maps aside) this method produces for ``model`` with ``options``, in order,
+        with its kind: ``parameter`` (:meth:`output_units`), ``standard_error`` (``<param>_se``, with
+        ``compute_se``), ``crlb`` (``<param>_crlb``, with ``crlb``) and ``vector`` (:meth:`vector_units`).
 
         Raises
         ------
         QMRIInputError
             CRLB maps asked of a model that cannot give them (:meth:`~qmri.models.model.Model.check_crlb`).
         """
-        names = list(self.output_units(model, options))
+        kinds = dict.fromkeys(self.output_units(model, options), "parameter")
         if options.get("compute_se"):
-            names += [f"{k}_se" for k in model.spec.names]
+            kinds.update(dict.fromkeys((f"{k}_se" for k in model.spec.names), "standard_error"))
         if options.get("crlb"):
             model.check_crlb()
-            names += [f"{k}_crlb" for k in model.spec.names]
-        return names
+            kinds.update(dict.fromkeys((f"{k}_crlb" for k in model.spec.names), "crlb"))
+        kinds.update(dict.fromkeys(self.vector_units(model, options), "vector"))
+        return kinds
+
+    def output_names(self, model, options: dict) -> list[str]:
+        """Names of the maps of :meth:`output_kinds`."""
+        return list(self.output_kinds(model, options))
 
     def __repr__(self):
         return f"Method({self.name!r})"

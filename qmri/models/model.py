@@ -156,24 +156,77 @@ class Model:
         return units
 
     def output_names(self, method: str | None = None, **options) -> list[str]:
-        """Names of every map ``fit(method=method, **options)`` returns, quality maps included.
+        """Names of every map ``fit(method=method, **options)`` returns, quality maps included
+        (those of :attr:`FitRequest.outputs <qmri.models.request.FitRequest.outputs>`).
 
         Raises
         ------
         QMRIInputError
             Unknown method or option.
         """
+        return list(self.request(method, **options).outputs)
+
+    @classmethod
+    def method_options(cls, method: str | None, options: dict):
+        """The method called ``method`` (default :attr:`default_method`) and its options resolved: those
+        given converted and checked (:func:`qmri.options.resolve`), defaults for the others. The one rule
+        for a method's options, of :meth:`request` and of a cohort's configuration.
+
+        Returns
+        -------
+        (Method, dict)
+
+        Raises
+        ------
+        QMRIInputError
+            Unknown method, an option the method does not use, or a bad value.
+        """
+        m = cls.method(method)
+        others = tuple(o for other in cls.methods.values() for o in other.options)
+        return m, resolve(m.options, options, f"method {m.name!r} of {cls.__name__}", others)
+
+    def request(self, method: str | None = None, *, inputs: dict | None = None, affine=None, header=None,
+                **options):
+        """The fit ``fit(method=method, **options)`` would run, checked and resolved without fitting:
+        the method, its options (defaults filled in), the maps it returns with their kinds and units.
+
+        Parameters
+        ----------
+        method : str, optional
+            A name in :attr:`methods`; default :attr:`default_method`.
+        inputs : dict, optional
+            Facts of the inputs to record in the sidecars (lower-case ``snake_case`` keys).
+        affine : ndarray (4, 4), optional
+            Voxel-to-world transform of the data (given to the maps).
+        header : nibabel header, optional
+            Header of the fitted image (kept in the written maps).
+        **options
+            Options of the method.
+
+        Returns
+        -------
+        qmri.models.request.FitRequest
+
+        Raises
+        ------
+        QMRIInputError
+            Unknown method or option, an option value the method refuses, bounds set for a method
+            that does not apply them, an acquisition too poor for the method, Cramér–Rao bounds
+            asked of a model without them.
+        """
         from qmri.maps import QUALITY_UNITS
+        from qmri.models.methods import CRLB_NAMES
+        from qmri.models.request import FitRequest
 
-        m = self.method(method)
-        return m.output_names(self, self._method_options(m, options)) + list(QUALITY_UNITS)
-
-    def _method_options(self, m, options: dict) -> dict:
-        """The method's options resolved; bounds set on this model are checked to be used by it too."""
-        others = tuple(o for other in self.methods.values() for o in other.options)
-        resolved = resolve(m.options, options, f"method {m.name!r} of {type(self).__name__}", others)
+        m, opts = self.method_options(method, options)
         self.check_bounds_apply(m, self.bounds_set())
-        return resolved
+        self.check_method(m.name)
+        outputs = {**m.output_kinds(self, opts), **dict.fromkeys(QUALITY_UNITS, "quality")}
+        crlb = {k: opts.pop(k) for k in CRLB_NAMES if k in opts}
+        if crlb.get("crlb"):
+            self.check_crlb()
+        units = {**m.output_units(self, opts), **m.vector_units(self, opts), "rmse": self.data_unit}
+        return FitRequest(self, m, opts, crlb, outputs, units, dict(inputs or {}), affine, header)
 
     def bounds_set(self) -> list[str]:
         """Parameters whose bounds differ from the declaration's defaults (set with ``bounds=``)."""
@@ -508,7 +561,7 @@ class Model:
 
     # Fitting ---------------------------------------------------------------------------------
     def fit(self, data, mask=None, method: str | None = None, *, progress: bool = False,
-            chunk_size: int = 100_000, transform=None, **options):
+            chunk_size: int = 100_000, transform=None, request=None, **options):
         """Fit every voxel of ``data`` (inside ``mask``).
 
         The data are read chunk by chunk in their own type and memory layout (a float32 series in
@@ -532,6 +585,9 @@ class Model:
             ``transform(Y, index) -> Y'`` applied to each chunk of signals (float64, (n, m)) before
             fitting, given the voxels' flat C-order indices into the volume (``np.ravel_multi_index``
             of their positions) — e.g. signal to concentration with a per-voxel T10.
+        request : qmri.models.request.FitRequest, optional
+            The fit as :meth:`request` checked it (method, options, input facts, geometry); then
+            ``method`` and ``options`` are not given.
         **options
             Options of the method (e.g. ``compute_se=True`` for least-squares methods); an option
             the method does not use is an error.
@@ -539,7 +595,8 @@ class Model:
         Returns
         -------
         qmri.maps.ParameterMaps
-            Maps of shape ``data.shape[:-1]``.
+            Maps of shape ``data.shape[:-1]``, with the request's geometry and its provenance
+            (:meth:`qmri.models.request.Provenance.record`).
 
         Raises
         ------
@@ -548,15 +605,15 @@ class Model:
             the acquisition, mask or covariate map of the wrong shape.
         """
         from qmri.maps import ParameterMaps
+        from qmri.models.request import Provenance
 
-        from qmri.models.methods import CRLB_NAMES
-
-        m = self.method(method)
-        opts = self._method_options(m, options)
-        self.check_method(m.name)
-        bounds = {k: opts.pop(k) for k in CRLB_NAMES if k in opts}
-        if bounds.get("crlb"):
-            self.check_crlb()
+        if request is None:
+            request = self.request(method, **options)
+        elif method is not None or options:
+            raise TypeError("fit: give either request= or a method and its options, not both")
+        elif request.model is not self:
+            raise ValueError("fit: the request is another model's")
+        m, opts, crlb = request.method, dict(request.options), request.crlb
         data = np.asarray(data)
         if data.ndim < 1 or data.shape[-1] != self.n_measurements:
             raise QMRIInputError(
@@ -583,7 +640,7 @@ class Model:
             c_sel = sel if order == "C" else np.ravel_multi_index(np.unravel_index(sel, spatial, order="F"), spatial)
             return np.ascontiguousarray(transform(Y, c_sel), dtype=np.float64)
 
-        sigma = self._noise_level(bounds.get("sigma"), spatial, order) if bounds.get("crlb") else None
+        sigma = self._noise_level(crlb.get("sigma"), spatial, order) if request.wants_crlb else None
         state, prepared = m.prepare(self, rows, idx, C_all, progress=progress, **opts)
         parts = []
         chunk_size = max(int(chunk_size), 1)
@@ -597,8 +654,8 @@ class Model:
             Y = rows(sel)
             C = None if C_all is None else np.ascontiguousarray(C_all[sel])
             part = m.fit(self, Y, C, **opts, **state)
-            if bounds.get("crlb"):
-                self.add_crlb(part, C, sigma if np.ndim(sigma) == 0 else sigma[sel], bounds["noise"])
+            if request.wants_crlb:
+                self.add_crlb(part, C, sigma if np.ndim(sigma) == 0 else sigma[sel], crlb["noise"])
             parts.append(part)
             if bar is not None:
                 bar.update(len(sel))
@@ -606,27 +663,47 @@ class Model:
             bar.close()
         result = FitResult.concatenate(parts)
         seconds = time.perf_counter() - t0
-        prov = {"model": type(self).__name__, "model_id": self.model_id, "method": m.name, "method_description": m.description,
-                "n_voxels": int(len(idx)), "fit_seconds": round(seconds, 4)}
+        provenance = Provenance(self._fit_facts(request, len(idx), seconds), dict(prepared),
+                                self._model_facts(m), self._quality_facts(m, result), dict(request.inputs))
+        return ParameterMaps.from_flat(result, idx, spatial, request.units, provenance.record(), order=order,
+                                       kinds=request.outputs, affine=request.affine, header=request.header)
+
+    def _fit_facts(self, request, n_voxels: int, seconds: float) -> dict:
+        """The fit's part of the provenance (:attr:`qmri.models.request.Provenance.fit`)."""
+        m, crlb = request.method, request.crlb
+        out = {"model": type(self).__name__, "model_id": self.model_id, "method": m.name,
+               "method_description": m.description, "n_voxels": int(n_voxels), "fit_seconds": round(seconds, 4)}
         if m.reference:
-            prov["method_reference"] = m.reference
-        if bounds.get("crlb"):
-            opts.update({k: v for k, v in bounds.items() if np.ndim(v) == 0})
-            prov["crlb_noise_level"] = ("residuals: rmse * sqrt(m / (m - p)) per voxel" if bounds.get("sigma") is None
-                                        else "a noise map" if np.ndim(bounds["sigma"]) else "given")
-            prov["crlb_reference"] = CRLB_REFERENCE
+            out["method_reference"] = m.reference
+        opts = dict(request.options)
+        if request.wants_crlb:
+            opts.update({k: v for k, v in crlb.items() if np.ndim(v) == 0})
+            out["crlb_noise_level"] = ("residuals: rmse * sqrt(m / (m - p)) per voxel" if crlb.get("sigma") is None
+                                       else "a noise map" if np.ndim(crlb["sigma"]) else "given")
+            out["crlb_reference"] = CRLB_REFERENCE
         if opts:
-            prov["method_options"] = opts
-        prov.update(prepared)
-        prov.update(self.provenance())
-        if not m.bounded:  # the model's bounds played no part in these estimates
-            prov.pop("bounds", None)
-            prov.pop("bounds_note", None)
+            out["method_options"] = opts
+        return out
+
+    def _model_facts(self, m) -> dict:
+        """The model's part of the provenance: :meth:`provenance`, less the bounds when ``m`` does not
+        apply them (they played no part in its estimates)."""
+        out = self.provenance()
+        if not m.bounded:
+            out.pop("bounds", None)
+            out.pop("bounds_note", None)
+        return out
+
+    def _quality_facts(self, m, result: FitResult) -> dict:
+        """The quality part of the provenance: fractions at a bound (bounded methods), converged and failed."""
+        from qmri.fitting.result import STATUS_CONVERGED
+
         at_bound = self.at_bound(result) if m.bounded else {}
-        if at_bound:
-            prov["at_bound"] = at_bound
-        units = {**m.output_units(self, opts), "rmse": self.data_unit}
-        return ParameterMaps.from_flat(result, idx, spatial, units, prov, order=order)
+        out = {"at_bound": at_bound} if at_bound else {}
+        n = result.n
+        out["converged_fraction"] = float(np.mean(result.status == STATUS_CONVERGED)) if n else 0.0
+        out["failed_fraction"] = float(np.mean(result.status == STATUS_FAILED)) if n else 0.0
+        return out
 
     def _noise_level(self, sigma, spatial: tuple, order: str):
         """``--sigma`` as :meth:`add_crlb` reads it: None (from each voxel's residuals), a scalar, or a

@@ -278,10 +278,9 @@ def fit_dce(series, times, aif, *, model: str = "tofts", fit_delay: bool = False
     conc = to_concentration(data, input=input, t10=t10, fa=fa, tr=tr, r1=r1, baseline=baseline)
     ta, cp = arterial_input(aif, t, hct=hct, aif_delay=aif_delay, aif_blood=aif_blood, concentration=lambda m: conc[m])
     dce = DCE(t, cp, model, fit_delay=fit_delay, bounds=bounds, aif_times=ta)
-    maps = dce.fit(conc, mask=mask, method=method, progress=progress, **method_options)
-    maps.provenance.update(input_provenance(input, aif, hct=hct, aif_delay=aif_delay, aif_blood=aif_blood, r1=r1,
-                                            fa=fa, tr=tr, baseline=baseline, t10=t10))
-    return maps
+    facts = input_provenance(input, aif, hct=hct, aif_delay=aif_delay, aif_blood=aif_blood, r1=r1, fa=fa, tr=tr,
+                             baseline=baseline, t10=t10)
+    return dce.fit(conc, mask=mask, request=dce.request(method, inputs=facts, **method_options), progress=progress)
 
 
 def input_provenance(input, aif, *, hct, aif_delay, aif_blood, r1, fa, tr, baseline, t10) -> dict:
@@ -428,7 +427,8 @@ def acquisition_from_sidecar(series: Path, inputs: dict, n_frames: int) -> np.nd
     return t
 
 
-def prepare(model_cls, series: Path, mask: Path | None, inputs: dict, model_options: dict) -> FitJob:
+def prepare(model_cls, series: Path, mask: Path | None, inputs: dict, model_options: dict,
+            ahead=None) -> FitJob:
     """Read the series header, frame times, T1 and AIF, and build the model (the concentration is
     computed when the data are loaded, except for an arterial-mask AIF, which needs it now).
 
@@ -465,7 +465,7 @@ def prepare(model_cls, series: Path, mask: Path | None, inputs: dict, model_opti
 
     def load():
         if "data" not in cache:
-            cache["data"] = io.series_data(img)
+            cache["data"] = io.series_data(img, ahead)
         return cache["data"]
 
     conversion = dict(input=inputs["input"], fa=inputs.get("fa"), tr=inputs.get("tr"), r1=inputs["r1"],

@@ -117,7 +117,8 @@ def protocol_model(model_cls, inputs: dict, model_options: dict):
     return model_cls.from_acquisition(b, g, **model_options)
 
 
-def prepare(model_cls, series: Path, mask: Path | None, inputs: dict, model_options: dict) -> FitJob:
+def prepare(model_cls, series: Path, mask: Path | None, inputs: dict, model_options: dict,
+            ahead=None) -> FitJob:
     """Read the series header, b-values (and b-vectors), select volumes, build the model.
 
     ``--bval`` / ``--bvec`` default to the files beside the series (:func:`qmri.bids.companions`).
@@ -146,8 +147,8 @@ def prepare(model_cls, series: Path, mask: Path | None, inputs: dict, model_opti
     b, g, keep = read_acquisition(bval_path, bvec_path, inputs, model_options, series=series,
                                   n_volumes=img.shape[3])
     mask_arr = load_mask(mask, img, series)
-    model = model_cls.from_acquisition(b, g, **model_options)
-    model.bvec_frame = fsl_bvec_frame(img.affine)
+    frame = {"bvec_frame": fsl_bvec_frame(img.affine)} if model_cls.uses_bvecs else {}
+    model = model_cls.from_acquisition(b, g, **frame, **model_options)
     provenance = {k: inputs[k] for k in ("bmin", "bmax") if inputs.get(k) is not None}
     if not keep.all():
         provenance["volumes"] = np.flatnonzero(keep).tolist()  # of the series, fitted
@@ -156,7 +157,7 @@ def prepare(model_cls, series: Path, mask: Path | None, inputs: dict, model_opti
         provenance.update(file_provenance("bvec_file", bvec_path))
 
     def load():
-        data = io.series_data(img)
+        data = io.series_data(img, ahead)
         return data if keep.all() else data[..., keep]
 
     sources = [series, bval_path] + ([bvec_path] if bvec_path else []) + ([mask] if mask else [])

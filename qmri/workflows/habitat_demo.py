@@ -16,14 +16,12 @@ def fit_subject(s, out_dir, *, force: bool = False) -> tuple[Path, Path]:
     from qmri.workflows.dce import fit_dce
 
     ivim = IVIM(s.bvals).fit(s.dwi, mask=s.roi)
-    ivim.affine = s.dwi_affine
     a = s.dce_acquisition
     dce = fit_dce(s.dce, s.times, (s.times, s.aif), model="tofts", t10=a["T10"], fa=a["FA"], tr=a["TR"],
                   r1=a["r1"], baseline=a["n_baseline"], mask=s.dce_mask)
-    dce.affine = s.dce_affine
     out = Path(out_dir)
-    ivim.save(out / "ivim", force=force)
-    dce.save(out / "dce", force=force)
+    ivim.save(out / "ivim", affine=s.dwi_affine, force=force)
+    dce.save(out / "dce", affine=s.dce_affine, force=force)
     return out / "ivim", out / "dce"
 
 

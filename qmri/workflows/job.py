@@ -38,7 +38,9 @@ class Workflow:
     inputs : callable
         ``inputs(model_cls)`` → tuple of :class:`~qmri.options.Option`: the acquisition inputs.
     prepare : callable
-        ``prepare(model_cls, series, mask, inputs, model_options)`` → :class:`FitJob`.
+        ``prepare(model_cls, series, mask, inputs, model_options, ahead=None)`` → :class:`FitJob`;
+        ``ahead``, a :class:`qmri.io.ReadAhead` of the series or None, is what the job's ``load``
+        (and anything that reads the series while preparing) gives :func:`qmri.io.series_data`.
     protocol_inputs : callable or None
         ``protocol_inputs(model_cls)`` → the options that describe an acquisition without a series
         (what ``qmri train`` reads); None when the workflow cannot build a model without one.
@@ -244,30 +246,22 @@ def noise_map(job: FitJob, method_options: dict, series: Path) -> None:
     method_options["sigma"] = value
 
 
-def planned_maps(job: FitJob, method: str, method_options: dict, out_dir, naming) -> dict[str, tuple[str, Path]]:
-    """``{map name: (kind, NIfTI path)}`` of the maps :func:`fit_files` writes for ``job`` (kind:
-    :func:`qmri.maps.map_kind`; each NIfTI has a JSON sidecar beside it)."""
-    from qmri.maps import map_kind
-
+def planned_maps(request, out_dir, naming) -> dict[str, tuple[str, Path]]:
+    """``{map name: (kind, NIfTI path)}`` of the maps :func:`fit_files` writes for ``request`` (a
+    :class:`~qmri.models.request.FitRequest`: its outputs and their kinds), named by ``naming``; each
+    NIfTI has a JSON sidecar beside it."""
     folder = naming.folder(out_dir)
-    out = {}
-    for name in job.model.output_names(method, **method_options):
-        kind = map_kind(name)
-        out[name] = (kind, folder / naming.map_file(name, kind))
-    return out
+    return {name: (kind, folder / naming.map_file(name, kind)) for name, kind in request.outputs.items()}
 
 
-def planned_outputs(job: FitJob, method: str, method_options: dict, out_dir, prefix: str, plot: bool,
-                    naming=None, auto_mask: bool = False) -> list[Path]:
-    """Every file :func:`fit_files` writes for ``job`` (NIfTI and sidecar per map, extra files, PNGs,
-    ``mask.nii.gz`` with ``auto_mask``), named by ``naming`` (default :class:`qmri.maps.PrefixNaming`
-    with ``prefix``)."""
+def planned_outputs(job: FitJob, maps: dict, out_dir, plot: bool, naming, auto_mask: bool = False) -> list[Path]:
+    """Every file :func:`fit_files` writes for ``job``: the NIfTI and sidecar of each of ``maps``
+    (:func:`planned_maps`), the job's extra files, the PNGs with ``plot`` and ``mask.nii.gz`` with
+    ``auto_mask``, named by ``naming``."""
     from qmri import io
-    from qmri.maps import PrefixNaming
 
-    naming = naming or PrefixNaming(prefix)
     paths = []
-    for _, nii in planned_maps(job, method, method_options, out_dir, naming).values():
+    for _, nii in maps.values():
         paths += [nii, io.sidecar_path(nii)]
     extra = list(job.files) + (["maps.png", *job.plots] if plot else []) + ([AUTO_MASK_FILE] if auto_mask else [])
     paths += [naming.folder(out_dir) / naming.extra_file(name) for name in extra]
@@ -282,12 +276,13 @@ class FitPlan:
     Attributes
     ----------
     job : FitJob
-    method : qmri.models.methods.Method
-    method_options : dict
+    request : qmri.models.request.FitRequest
+        The fit, checked: the method, its resolved options, the maps with their kinds
+        (:meth:`qmri.models.model.Model.request`).
     workflow : Workflow
     out_dir : Path
-    naming : qmri.bids.BIDSNaming or None
-        BIDS derivative names, or None for qmri's own (with ``prefix``).
+    naming : qmri.bids.BIDSNaming or qmri.maps.PrefixNaming
+        BIDS derivative names, or qmri's own (with ``prefix``).
     prefix : str
     plot : bool
     mask : Path, "auto" or None
@@ -302,8 +297,7 @@ class FitPlan:
     """
 
     job: FitJob
-    method: object
-    method_options: dict
+    request: object
     workflow: Workflow
     out_dir: Path
     naming: object
@@ -315,12 +309,25 @@ class FitPlan:
     started: float
     bounds: dict | None = None
 
+    @property
+    def method(self):
+        """The method of the fit (:attr:`request`)."""
+        return self.request.method
+
+    @property
+    def bids(self) -> bool:
+        """Whether the outputs get BIDS derivative names."""
+        from qmri.maps import PrefixNaming
+
+        return not isinstance(self.naming, PrefixNaming)
+
 
 def plan_fit(model_cls, series, *, out_dir, mask=None, method: str | None = None, prefix: str = "",
              plot: bool = False, bounds: dict | None = None, model_options: dict | None = None,
-             method_options: dict | None = None, bids: bool | None = None, **inputs) -> FitPlan:
+             method_options: dict | None = None, bids: bool | None = None, ahead=None, **inputs) -> FitPlan:
     """Read and check the inputs of a fit and name its outputs, without fitting or writing
-    (parameters as :func:`fit_files`).
+    (parameters as :func:`fit_files`; ``ahead``: a :class:`qmri.io.ReadAhead` of the series, which
+    the job reads it from).
 
     Raises
     ------
@@ -339,18 +346,19 @@ def plan_fit(model_cls, series, *, out_dir, mask=None, method: str | None = None
         model_opts["bounds"] = bounds
     auto = is_auto(mask)
     mask = None if mask is None else mask if auto else Path(mask)
-    job = wf.prepare(model_cls, Path(series), None if auto else mask, inputs, model_opts)
+    job = wf.prepare(model_cls, Path(series), None if auto else mask, inputs, model_opts, ahead=ahead)
     if auto and job.reference is None:
         from qmri.errors import QMRIInputError
 
         raise QMRIInputError(f"--mask auto: no automatic mask for qmri {model_cls.command}; give --mask MASK.nii.gz")
     method_options = dict(method_options or {})
-    m = job.model.method(method)
+    job.model.method(method)  # an unknown method is named before the noise map is read
     noise_map(job, method_options, Path(series))
-    naming = derivative_naming(series, out_dir, job.model, wf.name, bids, prefix)
-    maps = planned_maps(job, m.name, method_options, out_dir, naming or PrefixNaming(prefix))
-    outputs = planned_outputs(job, m.name, method_options, out_dir, prefix, plot, naming, auto_mask=auto)
-    return FitPlan(job, m, method_options, wf, Path(out_dir), naming, prefix, plot, mask, maps, outputs, t0,
+    request = job.model.request(method, **method_options)
+    naming = derivative_naming(series, out_dir, job.model, wf.name, bids, prefix) or PrefixNaming(prefix)
+    maps = planned_maps(request, out_dir, naming)
+    outputs = planned_outputs(job, maps, out_dir, plot, naming, auto_mask=auto)
+    return FitPlan(job, request, wf, Path(out_dir), naming, prefix, plot, mask, maps, outputs, t0,
                    bounds=dict(bounds) if bounds else None)
 
 
@@ -377,7 +385,7 @@ def run_fit(plan: FitPlan, *, force: bool = False, progress: bool = False, on_st
     from qmri.masking import auto_mask, is_auto
     from qmri.resultset import refuse_existing
 
-    job, m, method_options = plan.job, plan.method, plan.method_options
+    job, m = plan.job, plan.method
     refuse_existing(plan.outputs, force)
     if on_start is not None:
         on_start(job.model.describe(m.name))
@@ -388,18 +396,15 @@ def run_fit(plan: FitPlan, *, force: bool = False, progress: bool = False, on_st
     warm.join()
     auto = is_auto(plan.mask)
     reference = job.reference(data) if job.reference is not None else None
-    mask_provenance = {}
+    inputs = dict(job.provenance)
     if auto:
         job.mask, mask_provenance = auto_mask(reference[0], plan.workflow.mask_method, reference[1])
-    maps = job.model.fit(data, mask=job.mask, method=m.name, progress=progress, transform=job.transform,
-                         **method_options)
-    maps.affine, maps.header = job.image.affine, job.image.header
-    maps.provenance.update(job.provenance)
-    if auto:
-        maps.provenance.update(mask_provenance)
+        inputs.update(mask_provenance)
     elif plan.mask is not None:
-        maps.provenance.update(file_provenance("mask", plan.mask))
-    maps.provenance.update(provenance or {})
+        inputs.update(file_provenance("mask", plan.mask))
+    inputs.update(provenance or {})
+    request = plan.request.with_inputs(inputs, affine=job.image.affine, header=job.image.header)
+    maps = job.model.fit(data, mask=job.mask, request=request, progress=progress, transform=job.transform)
     extra = {name: (lambda path, text=text: io.write_text(path, text(maps))) for name, text in job.files.items()}
     if auto:
         extra[AUTO_MASK_FILE] = lambda path: io.write_map(path, job.mask, affine=job.image.affine,
@@ -411,9 +416,8 @@ def run_fit(plan: FitPlan, *, force: bool = False, progress: bool = False, on_st
         extra["maps.png"] = lambda path: montage(maps, path, slices=slices, title=title)
         extra.update({name: (lambda path, draw=draw: draw(maps, data, path)) for name, draw in job.plots.items()})
     naming = plan.naming
-    written = maps.save(plan.out_dir, prefix=plan.prefix, force=force, sources=job.sources, extra=extra,
-                        naming=naming)
-    if naming is not None:
+    written = maps.save(plan.out_dir, force=force, sources=job.sources, extra=extra, naming=naming)
+    if plan.bids:
         from qmri.bids import write_dataset_description
 
         written += [p for p in [write_dataset_description(plan.out_dir, naming.dataset_links(plan.out_dir))] if p]
@@ -538,14 +542,11 @@ def fit_files(model_cls, series, *, out_dir, mask=None, method: str | None = Non
     """
     from qmri import io
 
-    io.prefetch_series(series)  # decompressed while the inputs are checked and the kernels load
-    try:
+    with io.ReadAhead(series) as ahead:  # decompressed while the inputs are checked and the kernels load
         plan = plan_fit(model_cls, series, out_dir=out_dir, mask=mask, method=method, prefix=prefix, plot=plot,
                         bounds=bounds, model_options=model_options, method_options=method_options, bids=bids,
-                        **inputs)
+                        ahead=ahead, **inputs)
         return run_fit(plan, force=force, progress=progress, on_start=on_start, slices=slices, provenance=provenance)
-    finally:
-        io.drop_prefetch(series)
 
 
 def derivative_naming(series, out_dir, model, workflow: str, bids: bool | None, prefix: str = ""):

@@ -52,7 +52,8 @@ def acquisition_from_sidecar(series: Path, inputs: dict):
     return fa, tr
 
 
-def prepare(model_cls, series: Path, mask: Path | None, inputs: dict, model_options: dict) -> FitJob:
+def prepare(model_cls, series: Path, mask: Path | None, inputs: dict, model_options: dict,
+            ahead=None) -> FitJob:
     """Check flip angles and TR against the series, read the B1 map, build the model.
 
     Flip angles and TR not given come from the sidecar (:func:`acquisition_from_sidecar`).
@@ -98,7 +99,7 @@ def prepare(model_cls, series: Path, mask: Path | None, inputs: dict, model_opti
     model = model_cls(fa, tr, b1=b1, **model_options)
     sources = [series] + ([b1_path] if b1_path else []) + ([mask] if mask else [])
     provenance = {"b1_units": inputs["b1_units"], **file_provenance("b1_map", b1_path)} if b1_path else {}
-    return FitJob(model=model, load=lambda: io.series_data(img), mask=mask_arr, image=img, sources=sources,
+    return FitJob(model=model, load=lambda: io.series_data(img, ahead), mask=mask_arr, image=img, sources=sources,
                   provenance=provenance, notes=notes, reference=mean_image)
 
 

@@ -180,6 +180,22 @@ def fsl_bvec_frame(affine) -> np.ndarray:
     return R @ F
 
 
+def check_rotation(matrix, what: str) -> np.ndarray:
+    """``matrix`` as a (3, 3) rotation (orthonormal to 1e-6, a reflection allowed: FSL's x flip).
+
+    Raises
+    ------
+    QMRIInputError
+        Not a finite (3, 3) array, or not orthonormal.
+    """
+    M = np.asarray(matrix, dtype=np.float64)
+    if M.shape != (3, 3) or not np.all(np.isfinite(M)):
+        raise QMRIInputError(f"{what} must be a finite 3 x 3 rotation, got shape {M.shape}")
+    if not np.allclose(M @ M.T, np.eye(3), atol=1e-6):
+        raise QMRIInputError(f"{what} is not a rotation (its rows are not orthonormal)")
+    return M
+
+
 def normalise_to_lowest_b(Y, bvals):
     """Divide each voxel's signals by its mean signal at the lowest b-value.
 
@@ -287,8 +303,9 @@ class DiffusionModel(Model):
     min_distinct_b = 2
     #: Whether the model reads b-vectors (full-tensor models); others fit b-values alone.
     uses_bvecs = False
-    #: Rotation from the b-vectors' frame to world coordinates (:func:`fsl_bvec_frame`), set by the
-    #: file workflow from the series' affine; None for arrays fitted in Python (b-vector frame).
+    #: Rotation from the b-vectors' frame to world coordinates (:func:`fsl_bvec_frame`): a setting of
+    #: the models that read b-vectors (:class:`~qmri.models.diffusion.dki.tensor.DKI`), given by the file
+    #: workflow from the series' affine; None: the b-vectors' frame.
     bvec_frame = None
     #: Largest b (s/mm²) up to which the model describes tissue signal (None: no such limit), and why
     #: (with its source): the file workflow warns above it and names ``--bmax`` with this value.

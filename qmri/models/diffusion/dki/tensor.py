@@ -20,8 +20,8 @@ from qmri.fitting.result import STATUS_CONVERGED, STATUS_FAILED, FitResult
 from qmri.jit import njit
 from qmri.models.base import Parameter, SignalModel, register
 from qmri.models.diffusion.acquisition import (B0_THRESHOLD, DiffusionModel, b0_threshold_option, check_b0_threshold,
-                                               check_bvals, check_bvecs, n_directions, normalise_to_lowest_b,
-                                               powder_average, shells)
+                                               check_bvals, check_bvecs, check_rotation, n_directions,
+                                               normalise_to_lowest_b, powder_average, shells)
 from qmri.models.diffusion.dki.constrained import constrained_fit
 from qmri.models.diffusion.dki.design import (DT_NAMES, KT_NAMES, KURTOSIS_MONOTONIC_C, N_CONSTRAINT_DIRECTIONS,
                                               design_matrix, dki_signal, hemisphere)
@@ -138,9 +138,22 @@ class TensorMethod(Method):
             vectors.update(predicted_signal(beta, model.X, Y))
         return FitResult(params=maps, status=status, n_iter=n_iter, rmse=rmse, r2=r2, vectors=vectors)
 
-    def output_names(self, model, options: dict) -> list[str]:
-        return (super().output_names(model, options) + (list(TENSOR_UNITS) if options.get("tensors") else [])
-                + (list(SIGNAL_UNITS) if options.get("predicted") else []))
+    def vector_units(self, model, options: dict) -> dict[str, str]:
+        return {**(TENSOR_UNITS if options.get("tensors") else {}), **(SIGNAL_UNITS if options.get("predicted") else {})}
+
+    def prepare(self, model, rows, index, covariates, *, progress: bool = False, **options):
+        """Record the layout and frame of the tensor images when they are asked for (``tensors``)."""
+        if not options.get("tensors"):
+            return {}, {}
+        return {}, {"tensor_layout": {
+            "DT": "D11, D22, D33, D12, D13, D23 (mm2/s; MRtrix3 dwi2tensor order)",
+            "KT": "W1111, W2222, W3333, W1112, W1113, W1222, W1333, W2223, W2333, W1122, W1133, W2233, W1123, "
+                  "W1223, W1233 (dimensionless W = MD^2 W / MD^2; MRtrix3 -dkt order)",
+            "frame": "world (scanner) coordinates, as MRtrix3" if model.bvec_frame is not None
+                     else "the b-vectors' frame",
+            "eigenvalues": "L1 >= L2 >= L3 (mm2/s)",
+            "V1": "unit principal eigenvector, b-vector frame (as FSL dtifit)",
+            "colour_FA": "FA * |V1| (R, G, B), b-vector frame"}}
 
 
 def _linear_status(ok, rounds):
@@ -247,6 +260,11 @@ class DKI(DiffusionModel):
         dipy's); the design matrix uses every volume's measured b-value.
     lm_options : qmri.fitting.LMOptions, optional
         Stopping rules of the ``nls`` fit.
+    bvec_frame : array_like, shape (3, 3), optional
+        Rotation from the b-vectors' frame to world (scanner) coordinates, into which the tensor
+        images (``tensors=True``) are turned (:func:`~qmri.models.diffusion.acquisition.fsl_bvec_frame`
+        of the series' affine for FSL b-vectors; the file workflow gives it); default None: the
+        tensors stay in the b-vectors' frame.
 
     Methods
     -------
@@ -288,8 +306,9 @@ class DKI(DiffusionModel):
 
     def __init__(self, bvals, bvecs, *, min_kurtosis=MIN_KURTOSIS, max_kurtosis=MAX_KURTOSIS,
                  min_signal=MIN_SIGNAL, wls_iter: int = 1, b0_threshold: float = B0_THRESHOLD,
-                 lm_options: LMOptions | None = None):
+                 lm_options: LMOptions | None = None, bvec_frame=None):
         self.b0_threshold = check_b0_threshold(b0_threshold)
+        self.bvec_frame = None if bvec_frame is None else check_rotation(bvec_frame, "bvec_frame")
         b = check_bvals(bvals)
         g = check_bvecs(b, bvecs, b0_threshold=self.b0_threshold)
         n_shells = np.unique(shells(b, self.b0_threshold)).size
@@ -345,6 +364,7 @@ class DKI(DiffusionModel):
             return cls(bvals, bvecs, b0_threshold=b0_threshold, **options)
         from qmri.models.diffusion.dki.trace import TraceDKI
 
+        options.pop("bvec_frame", None)  # trace DKI has no tensors to turn
         return TraceDKI(bvals, bvecs=bvecs, b0_threshold=b0_threshold, **options)
 
     @classmethod
@@ -444,21 +464,6 @@ class DKI(DiffusionModel):
 
     def output_units(self):
         return dict(MAP_UNITS)
-
-    def fit(self, data, mask=None, method=None, **options):
-        maps = super().fit(data, mask, method, **options)
-        maps.units.update({k: u for k, u in {**TENSOR_UNITS, **SIGNAL_UNITS}.items() if k in maps.vectors})
-        if "DT" in maps.vectors:
-            maps.provenance["tensor_layout"] = {
-                "DT": "D11, D22, D33, D12, D13, D23 (mm2/s; MRtrix3 dwi2tensor order)",
-                "KT": "W1111, W2222, W3333, W1112, W1113, W1222, W1333, W2223, W2333, W1122, W1133, W2233, W1123, "
-                      "W1223, W1233 (dimensionless W = MD^2 W / MD^2; MRtrix3 -dkt order)",
-                "frame": "world (scanner) coordinates, as MRtrix3" if self.bvec_frame is not None
-                         else "the b-vectors' frame",
-                "eigenvalues": "L1 >= L2 >= L3 (mm2/s)",
-                "V1": "unit principal eigenvector, b-vector frame (as FSL dtifit)",
-                "colour_FA": "FA * |V1| (R, G, B), b-vector frame"}
-        return maps
 
     def provenance(self):
         prov = {
