@@ -204,7 +204,8 @@ _TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 _CONVERTERS = {bool: switch, int: integer, float: number, str: text, Path: path}
 
 
-def resolve(options: tuple[Option, ...], given: dict, owner: str, others: tuple[Option, ...] = ()) -> dict:
+def resolve(options: tuple[Option, ...], given: dict, owner: str, others: tuple[Option, ...] = (),
+            where=None) -> dict:
     """Every declared option's value: those ``given`` (converted and checked), defaults for the rest.
 
     Parameters
@@ -217,6 +218,9 @@ def resolve(options: tuple[Option, ...], given: dict, owner: str, others: tuple[
         Named in the error, e.g. ``"method 'segmented' of IVIM"``.
     others : tuple of Option
         Options declared elsewhere (e.g. by the model's other methods), to name their flag in the error.
+    where : callable, optional
+        ``where(name)``: how a bad value's error names the option (:meth:`Option.convert`; default
+        its flag), e.g. a key of a configuration file.
 
     Raises
     ------
@@ -231,7 +235,7 @@ def resolve(options: tuple[Option, ...], given: dict, owner: str, others: tuple[
         raise QMRIInputError(f"{owner} does not use option {unknown[0]!r} ({flag}); it accepts {accepted}")
     out = {o.name: o.default for o in options}
     for k, v in given.items():
-        out[k] = known[k].convert(v)
+        out[k] = known[k].convert(v, None if where is None else where(k))
     return out
 
 

@@ -263,10 +263,11 @@ def _fit_step(path: Path, name: str, table: dict) -> FitStep:
     inputs, model_opts, method_opts = split_options(cls, options, f"{path}: [fit.{name}.options]")
     inputs_declared = workflow(cls.workflow).inputs(cls) + tuple(cls.options)
     declared = {o.name: o for o in inputs_declared}
+    in_options = f"{path}: [fit.{name}.options]"
     try:  # the method's options by the rule of every fit (Model.method_options)
-        chosen, resolved = cls.method_options(method, method_opts)
-    except QMRIInputError as exc:
-        raise QMRIInputError(f"{path}: [fit.{name}.options] {exc}") from None
+        chosen, resolved = cls.method_options(method, method_opts, where=lambda key: f"{in_options} {key}")
+    except QMRIInputError as exc:  # an option the method does not use: named with the file
+        raise QMRIInputError(str(exc) if str(exc).startswith(in_options) else f"{in_options} {exc}") from None
     declared.update({o.name: o for o in chosen.options})
     checked = {}
     for key, value in options.items():

@@ -167,10 +167,12 @@ class Model:
         return list(self.request(method, **options).outputs)
 
     @classmethod
-    def method_options(cls, method: str | None, options: dict):
+    def method_options(cls, method: str | None, options: dict, where=None):
         """The method called ``method`` (default :attr:`default_method`) and its options resolved: those
         given converted and checked (:func:`qmri.options.resolve`), defaults for the others. The one rule
         for a method's options, of :meth:`request` and of a cohort's configuration.
+
+        ``where(name)``, optional, names an option in the error of a bad value (default its flag).
 
         Returns
         -------
@@ -183,7 +185,7 @@ class Model:
         """
         m = cls.method(method)
         others = tuple(o for other in cls.methods.values() for o in other.options)
-        return m, resolve(m.options, options, f"method {m.name!r} of {cls.__name__}", others)
+        return m, resolve(m.options, options, f"method {m.name!r} of {cls.__name__}", others, where)
 
     def request(self, method: str | None = None, *, inputs: dict | None = None, affine=None, header=None,
                 **options):
