@@ -335,12 +335,6 @@ PROPOSED_ENTITIES = ("model", "param")
 #: Source entities that name one image of a collection (a flip angle, an echo...): a map fitted to
 #: the whole collection does not carry them.
 COLLECTION_ENTITIES = ("flip", "echo", "inv", "mt", "part")
-#: Suffix of the model maps by workflow: BEP016's ``dwimap`` for diffusion; by analogy (no BIDS
-#: proposal names DCE maps yet: provisional) ``dcemap`` for DCE and ``vfamap`` for the VFA outputs
-#: that have no ratified qMRI suffix.
-MAP_SUFFIX = {"diffusion": "dwimap", "dce": "dcemap", "vfa": "vfamap"}
-#: Datatype folder by workflow, when the series is not in a datatype folder of its own.
-DATATYPE = {"diffusion": "dwi", "dce": "perf", "vfa": "anat"}
 #: BIDS datatypes a series' folder may be.
 DATATYPES = ("anat", "dwi", "perf", "func", "fmap")
 
@@ -432,7 +426,7 @@ class BIDSNaming:
     Policy
     ------
     * Folder: ``<out_dir>/sub-<label>[/ses-<label>]/<datatype>/``, the datatype being the series'
-      folder (``dwi``, ``anat``, ``perf``...) or :data:`DATATYPE` of the workflow.
+      folder (``dwi``, ``anat``, ``perf``...) or ``datatype`` (the workflow's, :attr:`qmri.workflows.job.Workflow.bids_datatype`).
     * Entities: the series' own (``sub``, ``ses``, ``acq``, ``run``, ``dir``...), less those of one
       image of a collection (:data:`COLLECTION_ENTITIES`).
     * A parameter whose ``<name>map`` is a ratified qMRI suffix, on an ``anat`` series (VFA ``T1`` →
@@ -440,7 +434,7 @@ class BIDSNaming:
     * Every other map: ``<entities>_model-<model>_param-<name>_<suffix>`` (BEP016), e.g.
       ``sub-01_ses-1_model-ivim_param-D_dwimap.nii.gz``, DCE ``sub-01_model-etm_param-Ktrans_dcemap``;
       ``<model>`` is :meth:`qmri.models.model.Model.label`, ``<name>`` the map name as a label
-      (``n_iter`` → ``niter``); suffixes :data:`MAP_SUFFIX`.
+      (``n_iter`` → ``niter``); ``<suffix>`` the workflow's (:attr:`qmri.workflows.job.Workflow.bids_suffix`).
     * Standard errors: the parameter's name with ``desc-se`` (``..._param-D_desc-se_dwimap``,
       ``sub-01_desc-se_T1map``).
     * Other files of the set (figures, the AIF table): ``<entities>_model-<model>_<name>``.
@@ -455,8 +449,10 @@ class BIDSNaming:
     series : path
         The fitted series; its name must start with ``sub-<label>``.
     model_label : str
-    workflow : str
-        ``diffusion``, ``dce`` or ``vfa``.
+    suffix : str
+        Suffix of the model maps (``dwimap``...).
+    datatype : str
+        Datatype folder when the series is not in a datatype folder of its own (``dwi``, ``perf``, ``anat``).
 
     Raises
     ------
@@ -464,7 +460,7 @@ class BIDSNaming:
         The series' name is not a BIDS name with a subject.
     """
 
-    def __init__(self, series, model_label: str, workflow: str):
+    def __init__(self, series, model_label: str, suffix: str, datatype: str):
         self.series = Path(series)
         stem, _ = split_image_name(series)
         entities, _ = parse_name(stem)
@@ -473,9 +469,9 @@ class BIDSNaming:
                                  ".nii.gz); rename it or leave out --bids")
         self.entities = {k: v for k, v in entities.items() if k not in COLLECTION_ENTITIES}
         self.model = to_label(model_label)
-        self.suffix = MAP_SUFFIX[workflow]
+        self.suffix = suffix
         parent = self.series.resolve().parent.name
-        self.datatype = parent if parent in DATATYPES else DATATYPE[workflow]
+        self.datatype = parent if parent in DATATYPES else datatype
         self.source_root = dataset_root(series)
         folder = Path(f"sub-{self.entities['sub']}")
         if "ses" in self.entities:

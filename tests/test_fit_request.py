@@ -94,3 +94,23 @@ def test_dki_takes_the_bvec_frame_as_a_setting_and_keeps_it(dki_series, tmp_path
         DKI(b, g, bvec_frame=2 * np.eye(3))
     with pytest.raises(QMRIInputError, match="bvec_frame must be a finite 3 x 3"):
         DKI(b, g, bvec_frame=np.eye(2))
+
+
+def test_each_workflow_declares_its_bids_names():
+    from qmri.bids import DATATYPES
+    from qmri.workflows import NAMES, workflow
+
+    for name in NAMES:
+        wf = workflow(name)
+        assert wf.bids_suffix.endswith("map") and wf.bids_datatype in DATATYPES, name
+    assert (workflow("diffusion").bids_suffix, workflow("dce").bids_datatype) == ("dwimap", "perf")
+
+
+def test_every_model_is_found_by_name_without_a_list_of_exceptions():
+    import qmri.models
+    from qmri.models.model import MODEL_IDS, model_class
+
+    assert qmri.models.TraceDKI is model_class("tracedki") is model_class("TraceDKI")
+    assert {cls.__name__ for cls in MODEL_IDS.values()} >= {"IVIM", "DKI", "TraceDKI", "VFA", "DCE"}
+    with pytest.raises(AttributeError):
+        qmri.models.NotAModel  # noqa: B018

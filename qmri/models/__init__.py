@@ -3,8 +3,11 @@
 Each model has one module that declares it (its :class:`~qmri.models.base.SignalModel`, methods,
 command and phantom); importing the module registers it. :data:`MODULES` is the registration: a
 model's command name and its module, in display order. Modules are imported when first needed
-(``qmri ivim`` imports the IVIM module only); :func:`commands` imports them all. To add a model,
-see ``docs/adding-a-model.md``.
+(``qmri ivim`` imports the IVIM module only); :func:`commands` imports them all. A model reached
+through another's command (:class:`TraceDKI`, ``qmri dki --trace``) is declared in that family's
+package and registered with it. Every model class is found by its stable id, its class name or a
+former name in :data:`MODEL_IDS` (:func:`qmri.models.model.model_class`). To add a model, see
+``docs/adding-a-model.md``.
 
 =============================  ===========================================  ==================
 model                          module                                       command
@@ -27,6 +30,7 @@ import importlib
 from qmri.models.base import SIGNAL_MODELS, Parameter, SignalModel
 from qmri.models.model import Model
 from qmri.models.model import COMMANDS as _REGISTERED
+from qmri.models.model import MODEL_IDS
 
 #: The registration: command name -> module that declares the model, in display order.
 MODULES = {
@@ -38,9 +42,8 @@ MODULES = {
     "t1": "qmri.models.t1",
     "dce": "qmri.models.dce.model",
 }
-#: Public names that are not the class of a command, and where they live.
-_OTHER = {"TraceDKI": "qmri.models.diffusion.dki.trace", "aif": "qmri.models.dce.aif",
-          "relaxation": "qmri.models.dce.relaxation"}
+#: Submodules reached as attributes (``qmri.models.aif``): helpers of the DCE model, not models.
+_SUBMODULES = {"aif": "qmri.models.dce.aif", "relaxation": "qmri.models.dce.relaxation"}
 
 
 def command(name: str) -> type[Model]:
@@ -63,13 +66,12 @@ def commands() -> dict[str, type[Model]]:
 def __getattr__(name: str):
     if name == "COMMANDS":
         return commands()
-    if name in _OTHER:
-        module = importlib.import_module(_OTHER[name])
-        return getattr(module, name) if hasattr(module, name) else module
-    for cmd in MODULES:
-        cls = command(cmd)
-        if cls.__name__ == name:
-            return cls
+    if name in _SUBMODULES:
+        return importlib.import_module(_SUBMODULES[name])
+    commands()  # every model registered, those reached through another's command too (TraceDKI)
+    cls = MODEL_IDS.get(name)
+    if cls is not None and cls.__name__ == name:
+        return cls
     raise AttributeError(f"module 'qmri.models' has no attribute {name!r}")
 
 

@@ -836,8 +836,7 @@ def model_class(name: str) -> type[Model]:
     """
     import qmri.models
 
-    qmri.models.commands()  # imports (registers) every model
-    qmri.models.TraceDKI  # noqa: B018 (reached through qmri dki --trace: imported with it)
+    qmri.models.commands()  # imports (registers) every model, with those a family's module declares beside it
     if name not in MODEL_IDS:
         known = sorted({cls.model_id for cls in MODEL_IDS.values()})
         raise QMRIInputError(f"unknown model {name!r} (known: {', '.join(known)})")

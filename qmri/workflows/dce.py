@@ -609,9 +609,10 @@ def advice(plan, maps, data) -> tuple[list[str], list[str]]:
     return notes, causes
 
 
+# maps: "dcemap" by analogy with BEP016's dwimap (no BIDS proposal names DCE maps yet: provisional)
 WORKFLOW = Workflow("dce", "dce", "4-D DCE series (signal, or concentration in mM with --input concentration)",
-                    lambda cls: _INPUTS, prepare, measured=measured, protocol_inputs=protocol_inputs,
-                    protocol_model=protocol_model,
+                    lambda cls: _INPUTS, prepare, bids_suffix="dcemap", bids_datatype="perf", measured=measured,
+                    protocol_inputs=protocol_inputs, protocol_model=protocol_model,
                     mask_reference="the mean baseline image (--baseline frames; the mean concentration image for "
                                    "--input concentration)",
                     advice=advice,

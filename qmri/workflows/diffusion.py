@@ -244,7 +244,9 @@ def measured(values, provenance: dict, index) -> np.ndarray:
     return values[volumes]
 
 
+# maps: BEP016's dwimap suffix
 WORKFLOW = Workflow("diffusion", "dwi", "4-D diffusion-weighted NIfTI series", inputs, prepare, measured=measured,
+                    bids_suffix="dwimap", bids_datatype="dwi",
                     protocol_inputs=protocol_inputs, protocol_model=protocol_model, mask_method="median_otsu",
                     mask_reference="the mean b=0 image (b <= --b0-threshold; else the lowest b)",
                     advice=advice, hint="b-values not in volume order: check the --bval file against the series")

@@ -58,6 +58,10 @@ class Workflow:
         ``median_otsu`` or ``otsu``).
     mask_reference : str
         That reference image in words (``--help``).
+    bids_suffix : str
+        Suffix of the model maps in BIDS derivative names (:class:`qmri.bids.BIDSNaming`).
+    bids_datatype : str
+        BIDS datatype folder of the outputs when the series is not in a datatype folder of its own.
     advice : callable, optional
         ``advice(plan, maps, data) -> (notes, causes)``, from what the data and the fit show:
         ``notes``, warnings of their own (e.g. parameters the data do not determine), and ``causes``,
@@ -77,6 +81,8 @@ class Workflow:
     measured: Callable | None = None
     mask_method: str = "otsu"
     mask_reference: str = "the mean image"
+    bids_suffix: str = ""
+    bids_datatype: str = ""
     advice: Callable | None = None
 
     @property
@@ -355,7 +361,7 @@ def plan_fit(model_cls, series, *, out_dir, mask=None, method: str | None = None
     job.model.method(method)  # an unknown method is named before the noise map is read
     noise_map(job, method_options, Path(series))
     request = job.model.request(method, **method_options)
-    naming = derivative_naming(series, out_dir, job.model, wf.name, bids, prefix) or PrefixNaming(prefix)
+    naming = derivative_naming(series, out_dir, job.model, wf, bids, prefix) or PrefixNaming(prefix)
     maps = planned_maps(request, out_dir, naming)
     outputs = planned_outputs(job, maps, out_dir, plot, naming, auto_mask=auto)
     return FitPlan(job, request, wf, Path(out_dir), naming, prefix, plot, mask, maps, outputs, t0,
@@ -549,7 +555,7 @@ def fit_files(model_cls, series, *, out_dir, mask=None, method: str | None = Non
         return run_fit(plan, force=force, progress=progress, on_start=on_start, slices=slices, provenance=provenance)
 
 
-def derivative_naming(series, out_dir, model, workflow: str, bids: bool | None, prefix: str = ""):
+def derivative_naming(series, out_dir, model, workflow: Workflow, bids: bool | None, prefix: str = ""):
     """:class:`qmri.bids.BIDSNaming` for the fit when BIDS outputs are wanted
     (:func:`qmri.bids.wants_bids`), else None (qmri's own names).
 
@@ -567,7 +573,7 @@ def derivative_naming(series, out_dir, model, workflow: str, bids: bool | None, 
 
         raise QMRIInputError("--prefix cannot be combined with BIDS derivative names (--bids, or an output folder "
                              "under derivatives/ for a series in a BIDS dataset)")
-    return BIDSNaming(series, model.label(), workflow)
+    return BIDSNaming(series, model.label(), workflow.bids_suffix, workflow.bids_datatype)
 
 
 def load_series(path: Path, what: str):

@@ -109,6 +109,8 @@ def mean_image(data) -> tuple[np.ndarray, str]:
         return np.asarray(data, dtype=np.float64).mean(axis=-1), "mean image over the flip angles"
 
 
+# maps without a ratified qMRI suffix (T1map, M0map are ratified): "vfamap", by analogy with BEP016's dwimap
 WORKFLOW = Workflow("vfa", "vfa", "4-D NIfTI, one volume per flip angle", lambda cls: _INPUTS, prepare,
+                    bids_suffix="vfamap", bids_datatype="anat",
                     mask_reference="the mean image over the flip angles",
                     hint="flip angles (--fa, degrees, in volume order), TR (--tr, s) or the B1 map (--b1-units)")
