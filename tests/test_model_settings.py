@@ -252,3 +252,23 @@ def test_sidecars_record_the_id_and_a_renamed_class_still_loads(tmp_path):
     finally:
         MODEL_IDS.clear()
         MODEL_IDS.update(saved)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_every_model_is_bound_by_the_one_base_constructor(name, monkeypatch):
+    from qmri.models.model import Model
+
+    calls = []
+    base = Model.__init__
+
+    def counting(self, spec, acq, **kwargs):
+        calls.append((type(self).__name__, spec.name))
+        base(self, spec, acq, **kwargs)
+
+    monkeypatch.setattr(Model, "__init__", counting)
+    model = case(name)
+    assert calls == [(name, model.spec.name)]  # once, with the declaration the model fits
+    assert model.acq.flags.c_contiguous and model.acq.dtype == np.float64
+    assert model.lower.shape == model.upper.shape == model.initial.shape == (model.spec.n_params,)
+    assert np.all((model.initial >= model.lower) & (model.initial <= model.upper))
+    assert isinstance(model.covariates, dict)

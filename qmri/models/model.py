@@ -112,6 +112,47 @@ class Model:
     #: only when scalar; a map is recorded by the file workflow as the file it came from.
     map_settings: tuple[str, ...] = ()
 
+    def __init__(self, spec, acq, *, bounds: dict | None = None, initial: dict | None = None,
+                 covariates: dict | None = None, lm_options=None, n_measurements: int | None = None):
+        """Bind the declaration ``spec`` to an acquisition with the fit's settings: what every family's
+        constructor ends with (``super().__init__(spec, acq, ...)``) once it has checked its own inputs.
+
+        Parameters
+        ----------
+        spec : qmri.models.base.SignalModel
+            The declaration fitted by the generic methods.
+        acq : array_like
+            The acquisition array of ``spec``, laid out as its kernels read it: (n_measurements, k)
+            for b-values or flip angles and TR, (5, n_points) for DCE's frame times and AIF.
+        bounds : dict, optional
+            ``{name: (lower, upper)}`` replacing declared bounds (:func:`qmri.models.base.resolve_bounds`).
+        initial : dict, optional
+            ``{name: value}`` replacing declared starting values (clipped into the bounds).
+        covariates : dict, optional
+            Per-voxel inputs by covariate name (a scalar or a map of the data's spatial shape).
+        lm_options : qmri.fitting.LMOptions, optional
+            Stopping rules of the least-squares methods (default ``LMOptions()``).
+        n_measurements : int, optional
+            Length of the data's last axis (default the rows of ``acq``; trace DKI fits the shells
+            its volumes average to).
+
+        Raises
+        ------
+        QMRIInputError
+            Bounds or starting values of parameters ``spec`` does not declare, or bounds that
+            :func:`qmri.models.base.bound_pair` refuses.
+        """
+        from qmri.fitting.lm import LMOptions
+        from qmri.models.base import resolve_bounds, resolve_initial
+
+        self.spec = spec
+        self.acq = np.ascontiguousarray(acq, dtype=np.float64)
+        self.n_measurements = int(self.acq.shape[0] if n_measurements is None else n_measurements)
+        self.lower, self.upper = resolve_bounds(spec, bounds)
+        self.initial = np.clip(resolve_initial(spec, initial), self.lower, self.upper)
+        self.covariates = dict(covariates or {})
+        self.lm_options = lm_options or LMOptions()
+
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         if "model_id" not in cls.__dict__:
@@ -232,11 +273,9 @@ class Model:
 
     def bounds_set(self) -> list[str]:
         """Parameters whose bounds differ from the declaration's defaults (set with ``bounds=``)."""
-        spec = getattr(self, "spec", None)
-        lower, upper = getattr(self, "lower", None), getattr(self, "upper", None)
-        if spec is None or lower is None or upper is None:
-            return []
-        return [n for n, a, b, a0, b0 in zip(spec.names, lower, upper, spec.lower, spec.upper) if a != a0 or b != b0]
+        spec = self.spec
+        return [n for n, a, b, a0, b0 in zip(spec.names, self.lower, self.upper, spec.lower, spec.upper)
+                if a != a0 or b != b0]
 
     @classmethod
     def check_bounds_apply(cls, method, names) -> None:
@@ -512,7 +551,7 @@ class Model:
             A covariate map whose shape is not ``spatial``.
         """
         spec = self.spec
-        given = getattr(self, "covariates", {}) or {}
+        given = self.covariates
         if not spec.covariates or all(given.get(c.name) is None for c in spec.covariates):
             return None
         n = int(np.prod(spatial)) if spatial else 1
@@ -754,10 +793,7 @@ class Model:
         amplitude (whose bounds are relative to each voxel's signal) and fixed parameters (lower =
         upper). A value counts as at a bound
         within 1e-4 of the bounded range (or of the bound's magnitude when one side is open)."""
-        spec = getattr(self, "spec", None)
-        lower, upper = getattr(self, "lower", None), getattr(self, "upper", None)
-        if spec is None or lower is None or upper is None:
-            return {}
+        spec, lower, upper = self.spec, self.lower, self.upper
         out = {}
         for j, name in enumerate(spec.names):
             lo, hi = float(lower[j]), float(upper[j])

@@ -33,7 +33,7 @@ from qmri.errors import QMRIInputError
 from qmri.fitting.lm import LMOptions
 from qmri.fitting.result import STATUS_CONVERGED, STATUS_FAILED, FitResult
 from qmri.jit import njit, prange
-from qmri.models.base import Covariate, Parameter, SignalModel, register, resolve_bounds
+from qmri.models.base import Covariate, Parameter, SignalModel, register
 from qmri.models.dce.relaxation import spgr_scalar, spgr_signal
 from qmri.models.methods import LeastSquares, Method, table
 from qmri.models.model import Model
@@ -262,15 +262,11 @@ class VFA(Model):
             raise QMRIInputError(f"TR of {trs.max():g} s is implausible for SPGR; give TR in seconds (e.g. 0.005)")
         self.fa_deg = fa
         self.tr = trs
-        self.n_measurements = fa.size
         self.b1 = None if b1 is None else np.asarray(b1, dtype=np.float64)
         if self.b1 is not None and self.b1.ndim == 0 and not (np.isfinite(self.b1) and self.b1 > 0):
             raise QMRIInputError(f"B1 (relative flip-angle scale) must be finite and > 0, got {float(self.b1)}")
-        self.covariates = {"B1": self.b1}
-        self.acq = np.ascontiguousarray(np.column_stack([np.deg2rad(fa), trs]))
-        self.lower, self.upper = resolve_bounds(T1_VFA, bounds)
-        self.initial = np.clip(T1_VFA.initial, self.lower, self.upper)
-        self.lm_options = lm_options or LMOptions()
+        super().__init__(T1_VFA, np.column_stack([np.deg2rad(fa), trs]), bounds=bounds, covariates={"B1": self.b1},
+                         lm_options=lm_options)
 
     # Forward model ---------------------------------------------------------------------------
     def signal(self, params, b1=1.0) -> np.ndarray:

@@ -18,7 +18,6 @@ import numpy as np
 from qmri.errors import QMRIInputError
 from qmri.fitting.lm import LMOptions
 from qmri.fitting.result import STATUS_CONVERGED, STATUS_FAILED, FitResult
-from qmri.models.base import resolve_bounds, resolve_initial
 from qmri.models.dce.aif import check_signal, thin
 from qmri.models.dce.convolution import acquisition
 from qmri.models.dce.linear import linear_coefficients, shared_columns
@@ -218,20 +217,17 @@ class DCE(Model):
         self.model = model
         self.pk = PK_MODELS[model]
         self.fit_delay = bool(fit_delay)
-        self.spec = DCE_MODELS[(model, self.fit_delay)]
         self.t = t
         self.aif = cp
         self.aif_times = ta
-        self.n_measurements = t.size
-        self.lower, self.upper = resolve_bounds(self.spec, bounds)
-        self.initial = np.clip(resolve_initial(self.spec, initial_guess), self.lower, self.upper)
-        self.lm_options = lm_options or LMOptions()
         self.delay_step = float(delay_step)
         if aif_times is None:
-            self.acq = acquisition(t, cp)
+            acq = acquisition(t, cp)
         else:
             keep = thin(ta, cp, float(aif_rtol) * float(np.max(np.abs(cp))))
-            self.acq = acquisition(t, cp[keep], ta[keep])
+            acq = acquisition(t, cp[keep], ta[keep])
+        super().__init__(DCE_MODELS[(model, self.fit_delay)], acq, bounds=bounds, initial=initial_guess,
+                         lm_options=lm_options, n_measurements=t.size)
         self._delays = self._delay_grid()
         self._X = shared_columns(linear_form(self.pk), self.acq, self._delays)
 

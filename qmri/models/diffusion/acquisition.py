@@ -10,7 +10,6 @@ import numpy as np
 
 from qmri.errors import QMRIInputError
 from qmri.fitting.lm import LMOptions
-from qmri.models.base import resolve_bounds, resolve_initial
 from qmri.models.model import Model
 from qmri.options import Option
 
@@ -327,11 +326,12 @@ class DiffusionModel(Model):
             raise QMRIInputError(f"{type(self).__name__} needs at least {self.min_distinct_b} distinct b-values, "
                                  f"got {n_shells}: {sorted(set(shells(b).tolist()))}")
         self.bvals = b
-        self.n_measurements = b.size
-        self.acq = np.ascontiguousarray(b[:, None])
-        self.lower, self.upper = resolve_bounds(self.spec, bounds)
-        self.initial = np.clip(resolve_initial(self.spec, initial_guess), self.lower, self.upper)
-        self.lm_options = lm_options or LMOptions()
+        super().__init__(self.spec, self.design(b), bounds=bounds, initial=initial_guess, lm_options=lm_options)
+
+    def design(self, bvals) -> np.ndarray:
+        """The acquisition array of :attr:`spec` for these b-values (s/mm²): (n, 1), the b-values
+        (full-tensor DKI: its design matrix, which the b-vectors shape too)."""
+        return bvals[:, None]
 
     def sample_network_parameters(self, n: int, rng, prior: dict | None = None) -> np.ndarray:
         """Training parameters of the network estimator: uniform as every model's

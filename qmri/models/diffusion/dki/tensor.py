@@ -319,17 +319,14 @@ class DKI(DiffusionModel):
         if n_dirs < 15:
             raise QMRIInputError(f"full-tensor DKI needs at least 15 distinct gradient directions, got {n_dirs}")
         self.bvals, self.bvecs = b, g
-        self.n_measurements = b.size
         self.X = design_matrix(b, g)
         if np.linalg.matrix_rank(self.X) < 22:
             raise QMRIInputError("the acquisition does not determine the 22 DKI coefficients (rank-deficient "
                                  "design: need directions spread over the sphere on at least 2 non-zero shells)")
-        self.acq = np.ascontiguousarray(self.X[:, :21])
-        self.lower, self.upper, self.initial = DKI_TENSOR_MODEL.lower, DKI_TENSOR_MODEL.upper, DKI_TENSOR_MODEL.initial
+        super().__init__(b, lm_options=lm_options)
         self.min_kurtosis, self.max_kurtosis = float(min_kurtosis), float(max_kurtosis)
         self.min_signal = float(min_signal)
         self.wls_iter = int(wls_iter)
-        self.lm_options = lm_options or LMOptions()
         # dipy's eigenvalue floor: 1e-6 / -min(design matrix in s/mm²), in mm²/s
         self.min_diffusivity = 1e-6 / (-(self.X[:, :6] * 1000.0).min()) if (self.X[:, :6] < 0).any() else 0.0
         self.b_max = float(b.max())
@@ -456,6 +453,10 @@ class DKI(DiffusionModel):
                 "ylabel": f"signal ({self.data_unit})", "points": (self.bvals, y),
                 "measured_label": "measured, mean over each shell's directions",
                 "fitted_label": "fitted, mean over the same directions", "points_label": "measured, each volume"}
+
+    def design(self, bvals) -> np.ndarray:
+        """The first 21 columns of the design matrix (ms/µm²): the acquisition of the ``nls`` signal."""
+        return self.X[:, :21]
 
     def describe(self, method: str) -> str:
         from qmri.models.diffusion.acquisition import describe_shells

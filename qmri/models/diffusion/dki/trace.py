@@ -155,7 +155,7 @@ class TraceDKI(DiffusionModel):
         super().__init__(b_fit, bounds=bounds,
                          lm_options=lm_options or LMOptions(max_iter=200, xtol=1e-10, ftol=1e-14, gtol=1e-14))
         self._bvecs = bvecs
-        self.n_measurements = b_raw.size
+        self.n_measurements = b_raw.size  # the volumes, averaged into the shells of bvals by normalise
 
     def describe(self, method: str) -> str:
         how = "direction-averaged per b-shell" if self.averaged else "one b-value per volume"
