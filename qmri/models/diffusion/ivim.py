@@ -39,8 +39,8 @@ from qmri.fitting.lm import LMOptions
 from qmri.fitting.result import STATUS_CONVERGED, STATUS_FAILED, FitResult
 from qmri.jit import FASTMATH, njit, prange
 from qmri.models.base import Parameter, SignalModel, register
-from qmri.models.diffusion.acquisition import (DiffusionModel, DiffusionNetwork, b0_threshold_option, check_b0_threshold,
-                                               check_bvals)
+from qmri.models.diffusion.acquisition import (DiffusionModel, DiffusionNetwork, b0_threshold_option,
+                                               check_b0_threshold, check_bvals)
 from qmri.fitting.net.method import DNN
 from qmri.models.methods import LeastSquares, Method, Validation, table
 from qmri.options import Option
