@@ -278,9 +278,9 @@ def test_full_tensor_dki_network_gives_the_dki_maps():
     maps = model.fit(ph.data, mask=ph.mask, method="dnn", epochs=2)
     assert list(maps.params) == list(DKI.methods["wls"].output_units(model, {}))
     assert maps.units["MD"] == "mm2/s" and np.all(np.isfinite(maps["MD"][ph.mask]))
-    lo, hi = model.network_bounds()
+    lo, hi = model.network.bounds()
     assert np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))
-    P = model.sample_network_parameters(50, np.random.default_rng(0))
+    P = model.network.sample(50, np.random.default_rng(0))
     assert np.all((P >= lo) & (P <= hi))
 
 
@@ -299,8 +299,8 @@ def test_trace_dki_training_signals_decrease_with_b():
     and networks whose input scaling was fitted to them returned about the same D and K for every
     tissue."""
     model = TraceDKI([0, 1000, 1000, 2000, 2000])
-    P = model.sample_network_parameters(20000, np.random.default_rng(0))
-    lo, hi = model.network_bounds()
+    P = model.network.sample(20000, np.random.default_rng(0))
+    lo, hi = model.network.bounds()
     assert np.all((P >= lo) & (P <= hi))
     assert np.max(model.bvals.max() * P[:, 1] * P[:, 2]) <= 3 * (1 + 1e-12)
     S = model.signal(dict(zip(model.spec.names, P.T)))

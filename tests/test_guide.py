@@ -155,12 +155,13 @@ def test_every_method_recovers_its_noise_free_phantom(registered, tmp_path, monk
 
 
 def test_hooks_and_files_the_guide_names_exist():
-    """Every hook the guide names is an attribute of Model; every file or folder it names exists (but
-    the guide's new modules: its diffusion model's and its pharmacokinetic model's)."""
+    """Every hook the guide names is an attribute of Model or of its network facet; every file or
+    folder it names exists (but the guide's new modules: its diffusion model's and its
+    pharmacokinetic model's)."""
     hooks = {name for paragraph in re.split(r"\n\n|\n- ", TEXT) if "hook" in paragraph
              for name in re.findall(r"`([a-z][a-z_]+)`", paragraph)} - {"dnn"}
-    assert {"normalise", "complete", "network_bounds", "protocol"} <= hooks
-    assert [name for name in sorted(hooks) if not hasattr(Model, name)] == []
+    assert {"normalise", "complete", "network", "bounds", "channels", "protocol"} <= hooks
+    assert [name for name in sorted(hooks) if not hasattr(Model, name) and not hasattr(Model.network, name)] == []
     named = set(re.findall(r"`((?:qmri|cli|tests|tools|benchmarks|docs)/[\w./]*)`", TEXT))
     named |= set(re.findall(r"\b((?:qmri|tests|tools)/[\w/]+\.py)\b", "\n".join(BASH)))
     missing = [p for p in named if not (REPO / p).exists() and "mymodel" not in p and "onecm" not in p]
@@ -233,5 +234,5 @@ def test_pk_model_fits_through_dce(guide_pk, fit_delay):
         np.testing.assert_allclose(res[k], truth[k], rtol=1e-5, atol=1e-6, err_msg=k)
     lin = m.fit(conc, method="linear")
     np.testing.assert_allclose(lin["Fp"], truth["Fp"], rtol=0.05)
-    P = m.sample_network_parameters(2000, np.random.default_rng(0))
+    P = m.network.sample(2000, np.random.default_rng(0))
     assert P[:, 0].min() >= 1.0 and P[:, 0].max() <= 150.0 and P[:, 1].min() >= 0.01 and P[:, 1].max() <= 0.7

@@ -291,7 +291,7 @@ def test_non_finite_network_outputs_are_failed_voxels(monkeypatch):
         return out
 
     monkeypatch.setattr(training, "predict", broken)
-    b = np.asarray(model.protocol()["b-values (s/mm2)"])
+    b = np.asarray(model.network.protocol()["b-values (s/mm2)"])
     Y = 1000 * np.exp(-np.outer([1e-3, 2e-3, 1.5e-3], b))
     res = trained.estimate(model, Y, None)
     assert list(res.status[:2]) == [2, 2] and res.status[2] == 0

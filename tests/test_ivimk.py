@@ -149,8 +149,8 @@ def test_network_training_signals_decrease_with_b():
     protocol (b_max D K <= 3, the minimum of exp(-b D + b² D² K / 6) at b = 3 / (D K)), and still
     cover K up to its bound where D allows it."""
     model = IVIMKurtosis(B)
-    P = model.sample_network_parameters(20000, np.random.default_rng(0))
-    lo, hi = model.network_bounds()
+    P = model.network.sample(20000, np.random.default_rng(0))
+    lo, hi = model.network.bounds()
     assert np.all((P >= lo) & (P <= hi))
     assert np.max(B.max() * P[:, 2] * P[:, 4]) <= 3 * (1 + 1e-12)
     S = _reference_signal(B, *P.T)

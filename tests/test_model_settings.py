@@ -115,9 +115,9 @@ def test_a_model_is_rebuilt_from_its_provenance_with_every_setting(name):
     different = [k for k, v in attributes.items() if not _same(v, getattr(rebuilt, k))]
     assert not different, f"{name}: rebuilt with other {', '.join(different)}"
     rng = np.random.default_rng(3)
-    lo, hi = model.network_bounds()
+    lo, hi = model.network.bounds()
     open_ended = {n: (0.5, 2.0) for n, a, b in zip(model.spec.names, lo, hi) if not np.isfinite(b - a)}  # VFA M0
-    P = model.sample_network_parameters(20, rng, prior=open_ended)
+    P = model.network.sample(20, rng, prior=open_ended)
     C = model.covariate_maps((20,))
     assert np.array_equal(model.spec.evaluate(P, model.acq, C), rebuilt.spec.evaluate(P, rebuilt.acq, C))
 

@@ -1,6 +1,6 @@
 """Regenerate the networks shipped with qmri (``qmri/fitting/net/pretrained/*.pt``), exactly.
 
-Each network a model declares (its ``pretrained`` training keywords) is trained, supervised, on
+Each network a model declares (the ``pretrained`` training keywords of its ``network`` facet) is trained, supervised, on
 signals simulated for one built-in phantom's protocol
 (``qmri phantom <name>``; its b-values / gradient directions, or its frame times with its AIF as one
 of the varied training AIFs), over the model's default bounds, with the seeds below, in one torch
@@ -24,12 +24,12 @@ OUT = Path(__file__).resolve().parents[1] / "qmri" / "fitting" / "net" / "pretra
 
 def recipes() -> dict:
     """``{name: (model factory, training keywords)}``: every model's declared shipped networks
-    (:meth:`qmri.models.model.Model.pretrained_recipes`; the ``pretrained`` keywords of the
-    classes and of the DCE models of :mod:`qmri.models.dce.pk`), in the commands' order. SNR
-    ranges bracket the phantoms' default SNR."""
+    (``cls.network.recipes()``, :meth:`qmri.models.network.Network.recipes`; the ``pretrained``
+    keywords of the classes' network facets and of the DCE models of :mod:`qmri.models.dce.pk`), in
+    the commands' order. SNR ranges bracket the phantoms' default SNR."""
     from qmri.models import commands
 
-    return {name: recipe for cls in commands().values() for name, recipe in cls.pretrained_recipes().items()}
+    return {name: recipe for cls in commands().values() for name, recipe in cls.network.recipes().items()}
 
 
 def main(argv=None) -> int:

@@ -310,7 +310,7 @@ class LeastSquares(Method):
         """Percentile intervals of parametric-bootstrap refits (Efron & Tibshirani, *An Introduction to
         the Bootstrap*, 1993, §6.5 and §13.3): for each voxel, ``n_refits`` signals are simulated from its
         fitted parameters with noise of its residual σ (rmse·sqrt(m/(m − p)); Rician or Gaussian as the
-        model's :attr:`~qmri.models.model.Model.training_noise`; seed 0 for every block of voxels) and
+        model's :attr:`~qmri.models.network.Network.noise`; seed 0 for every block of voxels) and
         fitted like the data; ``<param>_lo``/``_hi`` are the 2.5 and 97.5 % percentiles of the refits."""
         from qmri.simulate import add_gaussian_noise, add_rician_noise
 
@@ -320,7 +320,7 @@ class LeastSquares(Method):
         sigma = res.rmse * np.sqrt(m / (m - p)) if m > p else np.full(res.n, np.nan)
         ok = np.all(np.isfinite(P), axis=1) & np.isfinite(sigma) & (sigma > 0)
         lo, hi = np.full(P.shape, np.nan), np.full(P.shape, np.nan)
-        add = add_rician_noise if model.training_noise == "rician" else add_gaussian_noise
+        add = add_rician_noise if model.network.noise == "rician" else add_gaussian_noise
         rng = np.random.default_rng(0)
         index = np.flatnonzero(ok)
         step = max(1, BOOTSTRAP_BLOCK // n_refits)

@@ -28,6 +28,7 @@ import numpy as np
 
 from qmri.errors import QMRIInputError
 from qmri.fitting.result import STATUS_FAILED, FitResult
+from qmri.models.network import Network
 from qmri.options import Option, resolve
 
 #: Model classes that have a command (``qmri <command>``), by command name, in import order.
@@ -491,21 +492,6 @@ class Model:
         """The model bound to a phantom's acquisition."""
         raise NotImplementedError
 
-    # Shipped networks (``tools/make_pretrained.py``) ----------------------------------------------
-    #: Training keywords of the network shipped for this model's phantom (``n``, ``snr``,
-    #: ``ensemble`` of :func:`qmri.fitting.net.train`); None: none is shipped.
-    pretrained: dict | None = None
-
-    @classmethod
-    def pretrained_recipes(cls) -> dict:
-        """The networks shipped for this model: ``{file stem: (model factory, training keywords)}``;
-        default one, named after the command, for the model bound to the noise-free phantom's
-        acquisition (:meth:`for_phantom`) when :attr:`pretrained` is set. ``tools/make_pretrained.py``
-        trains them (seed 0, one torch thread) into ``qmri/fitting/net/pretrained/<stem>.pt``."""
-        if cls.pretrained is None or not cls.__dict__.get("command"):
-            return {}
-        return {cls.command: (lambda: cls.for_phantom(cls.phantom(snr=np.inf, block=(1, 1, 1))), dict(cls.pretrained))}
-
     @classmethod
     def demo_cases(cls, ph) -> list:
         """What ``qmri demo`` fits on phantom ``ph``: ``(label, model, data, mask, method)`` tuples;
@@ -565,40 +551,10 @@ class Model:
         return np.stack(cols, axis=1)
 
     # Hooks of the network estimators (:mod:`qmri.fitting.net`) -------------------------------
-    #: Noise of the simulated signals that train a network: ``"rician"`` (magnitude images) or
-    #: ``"gaussian"`` (e.g. concentrations).
-    training_noise: str = "rician"
-
-    def network_bounds(self) -> tuple[np.ndarray, np.ndarray]:
-        """Ranges ``(lower, upper)`` of the ``spec`` parameters (n_params,) into which a network maps
-        its outputs (a scaled sigmoid) and from which simulated training parameters are drawn;
-        default the model's bounds. A model with infinite bounds overrides this with finite ranges."""
-        return self.lower, self.upper
-
-    def network_channels(self) -> np.ndarray | None:
-        """Curves shared by every voxel that a network reads beside each voxel's signal, shape
-        (n_channels, n_measurements) (e.g. the AIF of a DCE model), or None (default): a model with
-        channels is fitted by a network over time that takes them as inputs."""
-        return None
-
-    def network_training_models(self, rng) -> list["Model"]:
-        """Models whose acquisitions simulate a network's supervised training signals: their
-        ``spec.evaluate(P, acq)`` gives clean signals, their :meth:`normalise` the network input and
-        their :meth:`network_channels` the curves; default ``[self]``. (DCE varies the AIF here.)"""
-        return [self]
-
-    def sample_network_parameters(self, n: int, rng, prior: dict | None = None) -> np.ndarray:
-        """``n`` parameter vectors (n, n_params) for simulated training signals: uniform over
-        :meth:`network_bounds`, with ``prior`` ({name: (low, high)}) replacing some ranges."""
-        from qmri.simulate import sample_parameters
-
-        lo, hi = self.network_bounds()
-        return sample_parameters(self.spec, n, rng, prior=prior, lower=lo, upper=hi)
-
-    def protocol(self) -> dict:
-        """What a trained network is bound to, ``{label: array}`` (a network's weights record it and
-        are refused for another); default the acquisition array."""
-        return {"acquisition": np.asarray(self.acq)}
+    #: Output ranges, training simulation, protocol and shipped networks of the network estimators
+    #: (:class:`qmri.models.network.Network`, bound to the model it is read through); a family with
+    #: other hooks declares a subclass, one with other values an instance with other fields.
+    network = Network()
 
     # Fitting ---------------------------------------------------------------------------------
     def fit(self, data, mask=None, method: str | None = None, *, progress: bool = False,

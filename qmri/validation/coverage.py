@@ -123,7 +123,7 @@ def simulate(model, label: str, snr: float, sets: int, repeats: int, index: int)
     clean = spec.evaluate(truth, model.acq)
     sigma = np.repeat(np.abs(spec.evaluate(P, model.acq)).max(axis=1), repeats) / snr
     rng = np.random.default_rng(int(1000 * snr) + index)
-    add = add_rician_noise if model.training_noise == "rician" else add_gaussian_noise
+    add = add_rician_noise if model.network.noise == "rician" else add_gaussian_noise
     return truth, add(clean, sigma[:, None], rng), sigma, np.repeat(np.arange(sets), repeats)
 
 

@@ -94,7 +94,7 @@ def train(model, data=None, *, mask=None, n: int = 200_000, snr=(10.0, 50.0), pr
             raise QMRIInputError(f"--n-signals must be at least 2, got {n}")
         inputs = simulated_inputs(model, int(n), np.random.default_rng(seed), snr=(lo_snr, hi_snr), prior=prior)
         record = {"mode": "supervised", "data": "simulated signals (qmri.fitting.net.data.simulated_inputs)",
-                  "signals": inputs.n, "snr": [lo_snr, hi_snr], "noise": model.training_noise,
+                  "signals": inputs.n, "snr": [lo_snr, hi_snr], "noise": model.network.noise,
                   "prior": {k: [float(a), float(b)] for k, (a, b) in (prior or {}).items()},
                   "data_consistency": float(data_consistency), "simulation_seed": int(seed)}
         return train_networks(model, inputs, supervised=True, n_networks=ensemble, seed=seed, epochs=epochs,

@@ -1,10 +1,10 @@
 """What a network reads: normalised signals of voxels, or simulated signals with their parameters.
 
-Everything here comes from the model's declaration and hooks (:class:`qmri.models.model.Model`):
-``normalise`` (the network sees the signals as the least-squares fit does), ``network_channels``
-(curves shared by the voxels, e.g. the AIF), ``network_training_models`` (acquisitions to simulate),
-``sample_network_parameters`` and ``network_bounds`` (the training prior and output ranges),
-``training_noise`` and ``amplitude``. No torch here.
+Everything here comes from the model's declaration (:class:`qmri.models.model.Model`): ``normalise``
+(the network sees the signals as the least-squares fit does) and ``amplitude``, and its network
+facet ``model.network`` (:class:`qmri.models.network.Network`): ``channels`` (curves shared by the
+voxels, e.g. the AIF), ``training_models`` (acquisitions to simulate), ``sample`` and ``bounds``
+(the training prior and output ranges) and ``noise``. No torch here.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ class Inputs:
     acqs : list of ndarray (m, k_acq)
         Acquisition arrays (``model.acq``) of the groups: the torch twin decodes with them.
     channels : list of ndarray (n_channels, m), or None
-        Curves of each group read beside the signal (:meth:`~qmri.models.model.Model.network_channels`).
+        Curves of each group read beside the signal (:meth:`~qmri.models.network.Network.channels`).
     targets : ndarray (n, n_params) float32 or None
         Simulated parameters scaled to [0, 1] within the network ranges (supervised training).
     """
@@ -53,7 +53,7 @@ class Inputs:
 
 
 def _channels(model):
-    ch = model.network_channels()
+    ch = model.network.channels()
     return None if ch is None else np.asarray(ch, dtype=np.float32)
 
 
@@ -111,11 +111,11 @@ def parse_range(text, what: str = "range") -> tuple[float, float]:
 def simulated_inputs(model, n: int, rng, *, snr=(10.0, 50.0), prior: dict | None = None) -> Inputs:
     """Simulated training signals with their parameters (supervised training).
 
-    For each model of ``model.network_training_models(rng)`` (an equal share of ``n`` each):
-    parameters from ``model.sample_network_parameters`` (uniform over the network ranges, or
+    For each model of ``model.network.training_models(rng)`` (an equal share of ``n`` each):
+    parameters from ``model.network.sample`` (uniform over the network ranges, or
     ``prior``), clean signals from the declaration (``spec.evaluate``), noise of standard deviation
     ``level / SNR`` with the SNR uniform in ``snr`` per signal — Rician or Gaussian as the model's
-    ``training_noise`` says; ``level`` is the amplitude parameter (S0) when the model declares one,
+    ``network.noise`` says; ``level`` is the amplitude parameter (S0) when the model declares one,
     else the peak of each clean signal — then the model's normalisation. Targets are the
     parameters scaled to [0, 1] within the ranges (the amplitude divided by the normalisation).
 
@@ -137,18 +137,18 @@ def simulated_inputs(model, n: int, rng, *, snr=(10.0, 50.0), prior: dict | None
     """
     from qmri.simulate import add_gaussian_noise, add_rician_noise
 
-    lo, hi = (np.asarray(v, dtype=np.float64) for v in model.network_bounds())
-    variants = model.network_training_models(rng)
+    lo, hi = (np.asarray(v, dtype=np.float64) for v in model.network.bounds())
+    variants = model.network.training_models(rng)
     shares = np.diff(np.linspace(0, int(n), len(variants) + 1).round().astype(int))
     parts = []
     for g, (v, k) in enumerate(zip(variants, shares)):
-        P = v.sample_network_parameters(int(k), rng, prior)
+        P = v.network.sample(int(k), rng, prior)
         C = v.spec.covariate_array(None, int(k)) if v.spec.covariates else None  # declared defaults
         clean = v.spec.evaluate(P, v.acq, C)
         amp = v.spec.names.index(v.amplitude) if v.amplitude else None
         level = P[:, amp] if amp is not None else np.max(np.abs(clean), axis=1)
         sigma = level / rng.uniform(snr[0], snr[1], P.shape[0])
-        noisy = (add_rician_noise if v.training_noise == "rician" else add_gaussian_noise)(clean, sigma[:, None], rng)
+        noisy = (add_rician_noise if v.network.noise == "rician" else add_gaussian_noise)(clean, sigma[:, None], rng)
         Yn, scale, good = v.normalise(noisy, C)
         good &= np.all(np.isfinite(Yn), axis=1)
         if amp is not None:

@@ -1,8 +1,9 @@
 """The network estimator as a method of any declared model: ``method="dnn"``, ``--method dnn``.
 
 :data:`DNN` knows no model: it reads the model's declaration (``spec``: parameters, torch twin),
-acquisition (``acq``) and the hooks of :class:`qmri.models.model.Model` (``normalise``,
-``complete``, ``network_bounds``, ``network_channels``, ``protocol``...). Without weights it
+acquisition (``acq``), the hooks of :class:`qmri.models.model.Model` (``normalise``, ``complete``)
+and its network facet (``model.network``, :class:`qmri.models.network.Network`: ``bounds``,
+``channels``, ``protocol``...). Without weights it
 trains networks on the voxels being fitted (self-supervised, :mod:`qmri.fitting.net.training`)
 once per fit, before the voxel chunks; with ``weights`` it loads networks trained before
 (``qmri train``, or the ones shipped with qmri) and refuses them for another protocol. Either way
@@ -126,10 +127,10 @@ def add_interval(model, res, C) -> None:
     CRLB²) within the bounds (:func:`qmri.fitting.methods.set_interval`), SD the ensemble spread (0 for
     one network) and CRLB the Cramér–Rao bound at the estimate
     (:meth:`qmri.models.model.Model.add_crlb`, σ from each voxel's residuals, the noise the networks are
-    trained for: :attr:`~qmri.models.model.Model.training_noise`). The ensemble spread alone measures
+    trained for: :attr:`~qmri.models.network.Network.noise`). The ensemble spread alone measures
     how much the networks disagree, not the noise, and covers the truth far less than 95 % of the
     time; the bound adds the noise's share (coverage measured in ``benchmarks/results/coverage.md``)."""
-    model.add_crlb(res, C, noise=model.training_noise)
+    model.add_crlb(res, C, noise=model.network.noise)
     for k in model.spec.names:
         sd = res.params.get(f"{k}_sd", 0.0)
         half = Z95 * np.sqrt(np.square(sd) + np.square(res.crlb[k]))

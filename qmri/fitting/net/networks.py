@@ -1,6 +1,6 @@
 """The torch networks of the network estimator: inputs standardised, a body, outputs bounded.
 
-Two bodies, chosen by what the model declares (:meth:`qmri.models.model.Model.network_channels`):
+Two bodies, chosen by what the model declares (:meth:`qmri.models.network.Network.channels`):
 
 * :class:`ParameterNets` (signals only): one fully connected sub-network per parameter, each with
   ``depth`` hidden layers of ``width`` units, batch normalisation, ELU and dropout: the "parallel"
@@ -12,7 +12,7 @@ Two bodies, chosen by what the model declares (:meth:`qmri.models.model.Model.ne
   of DCE-NET, Ottens et al., Med Image Anal 2022;80:102512, which feeds the AIF so that one network
   serves any AIF).
 
-Every network ends in a scaled sigmoid over its ranges (:meth:`qmri.models.model.Model.network_bounds`),
+Every network ends in a scaled sigmoid over its ranges (:meth:`qmri.models.network.Network.bounds`),
 for the per-parameter networks widened by :data:`MARGIN` on each side,
 ``p = lower + (upper - lower) · ((1 + 2m) sigmoid(z) - m)``, then clipped to the ranges (with the
 gradient passed straight through): outputs always lie within them, and values near a bound are

@@ -149,7 +149,7 @@ def train_network(model, inputs, *, supervised: bool, seed: int = 0, epochs: int
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
-    lo, hi = (np.asarray(v, dtype=np.float64) for v in model.network_bounds())
+    lo, hi = (np.asarray(v, dtype=np.float64) for v in model.network.bounds())
     n = inputs.n
     order = rng.permutation(n)
     n_val = int(round(VALIDATION_FRACTION * n)) if n >= 20 else 0

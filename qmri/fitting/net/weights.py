@@ -4,9 +4,9 @@ A weights file (``torch.save`` of plain data, read back with ``weights_only=True
 
 ``contract``
     What the networks were trained for and how: the model class and declaration
-    (``signal_model``), its parameters, the **protocol** (:meth:`~qmri.models.model.Model.protocol`:
+    (``signal_model``), its parameters, the **protocol** (:meth:`~qmri.models.network.Network.protocol`:
     b-values, gradient directions or frame times), the output **ranges**
-    (:meth:`~qmri.models.model.Model.network_bounds`), the **training** (mode, data, SNR range,
+    (:meth:`~qmri.models.network.Network.bounds`), the **training** (mode, data, SNR range,
     prior, seeds, epochs) and the qmri and torch versions.
 ``architecture``, ``networks``, ``histories``
     The body's keywords, the state of each network of the ensemble and its loss curves.
@@ -40,10 +40,10 @@ def contract(model, training: dict) -> dict:
 
     from qmri import __version__
 
-    lo, hi = model.network_bounds()
+    lo, hi = model.network.bounds()
     names = model.spec.names
     c = {"model": type(model).__name__, "signal_model": model.spec.name, "parameters": list(names),
-         "protocol": {k: np.asarray(v, dtype=np.float64).tolist() for k, v in model.protocol().items()},
+         "protocol": {k: np.asarray(v, dtype=np.float64).tolist() for k, v in model.network.protocol().items()},
          "bounds": {k: [float(a), float(b)] for k, a, b in zip(names, lo, hi)},
          "training": training, "qmri_version": __version__, "torch_version": str(torch.__version__)}
     return json.loads(json.dumps(c, default=float))  # plain types only: the file loads with weights_only=True
@@ -157,7 +157,7 @@ class Trained:
         if (c["model"], c["signal_model"]) != (type(model).__name__, model.spec.name):
             raise QMRIInputError(f"{where}: trained for {c['model']} ({c['signal_model']}), not for "
                                  f"{type(model).__name__} ({model.spec.name})")
-        proto = model.protocol()
+        proto = model.network.protocol()
         for label in sorted(set(proto) | set(c["protocol"])):
             if label not in proto or label not in c["protocol"]:
                 raise QMRIInputError(f"{where}: protocol entries differ ({label!r})")
@@ -166,7 +166,7 @@ class Trained:
             if a.shape != b.shape or not np.allclose(a, b, rtol=1e-6, atol=1e-9 * max(1.0, float(np.abs(b).max()))):
                 raise QMRIInputError(f"{where}: trained for {label} {_short(b)}, the data have {_short(a)}; "
                                      "train a network for this protocol (qmri train)")
-        lo, hi = model.network_bounds()
+        lo, hi = model.network.bounds()
         for name, a, b in zip(model.spec.names, lo, hi):
             ca, cb = c["bounds"][name]
             if not (np.isclose(a, ca) and np.isclose(b, cb)):

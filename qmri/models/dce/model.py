@@ -13,6 +13,8 @@ The whole pipeline from a DCE series (AIF choice, T10, signal to concentration) 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from qmri.errors import QMRIInputError
@@ -25,6 +27,7 @@ from qmri.models.dce.pk import DCE_MODELS, PK_MODELS, linear_form
 from qmri.fitting.net.method import DNN
 from qmri.models.methods import LeastSquares, Method, Validation, table
 from qmri.models.model import Model
+from qmri.models.network import Network
 from qmri.options import Option
 
 
@@ -109,6 +112,60 @@ def check_frame_times(t, n_frames: int | None = None, where: str = "frame times"
     return t
 
 
+@dataclass(frozen=True)
+class DCENetwork(Network):
+    """The network facet of DCE (:class:`qmri.models.network.Network`; AIF variation and tissue prior:
+    :mod:`qmri.models.dce.network`): the AIF and frame times read as channels, training on varied
+    AIFs with Gaussian noise (concentrations), networks bound to the frame times, and the networks
+    each pharmacokinetic model declares (:attr:`qmri.models.dce.pk.PKModel.pretrained`)."""
+
+    def channels(self):
+        """The AIF (plasma, mM) at the frame times (interpolated from its own grid) and the frame
+        times (min): read by the network beside each curve, shape (2, n_frames)."""
+        m = self.model
+        return np.stack([np.interp(m.t, m.aif_times, m.aif), m.t / 60.0])
+
+    def training_models(self, rng):
+        """The model with :data:`~qmri.models.dce.network.N_AIFS` AIFs (its own first, then varied
+        population and shifted curves, on the AIF's own grid; same frame times, bounds and delay
+        setting)."""
+        from qmri.models.dce.network import aif_variants
+
+        m = self.model
+        bounds = dict(zip(m.spec.names, zip(m.lower, m.upper)))
+        return [DCE(m.t, cp, m.model, fit_delay=m.fit_delay, bounds=bounds, aif_times=m.aif_times)
+                for cp in aif_variants(m.aif_times, m.aif, rng)]
+
+    def sample(self, n, rng, prior=None):
+        """``n`` parameter vectors (n, n_params), uniform over the model's declared tissue ranges
+        (:attr:`qmri.models.dce.pk.PKModel.prior`, within the bounds), with ``prior``
+        ({name: (low, high)}) on top."""
+        from qmri.models.dce.network import tissue_prior
+        from qmri.simulate import sample_parameters
+
+        m = self.model
+        return sample_parameters(m.spec, n, rng, lower=m.lower, upper=m.upper,
+                                 prior=tissue_prior(m.pk.prior, m.spec.names, m.lower, m.upper, prior))
+
+    def protocol(self):
+        """The frame times (s) a network is bound to: ``{"frame times (s)": t}``."""
+        return {"frame times (s)": self.model.t}
+
+    def recipes(self) -> dict:
+        """``dce-<name>`` for every pharmacokinetic model declaring a shipped network
+        (:attr:`qmri.models.dce.pk.PKModel.pretrained`), bound to the phantom's frame times and AIF
+        (its own grid)."""
+        cls = self.owner
+
+        def make(name):
+            ph = cls.phantom(snr=np.inf, block=(1, 1, 1))
+            return cls(np.asarray(ph.acquisition["times"]), np.asarray(ph.acquisition["aif"]), name,
+                       aif_times=np.asarray(ph.acquisition["aif_times"]))
+
+        return {f"dce-{pk.name}": (lambda name=pk.name: make(name), dict(pk.pretrained))
+                for pk in PK_MODELS.values() if pk.pretrained is not None}
+
+
 class DCE(Model):
     """A pharmacokinetic model bound to frame times and an arterial input function.
 
@@ -191,6 +248,8 @@ class DCE(Model):
     )
     methods = table(LSQ, LINEAR, DNN)
     default_method = "lsq"
+    #: Network hooks; training noise Gaussian (the fit is to concentrations, not magnitudes).
+    network = DCENetwork(noise="gaussian")
     demo_parameters = ("Ktrans", "ve", "vp")
 
     def __init__(self, t, aif, model: str = "tofts", *, fit_delay: bool = False, bounds=None,
@@ -250,19 +309,6 @@ class DCE(Model):
 
     # Phantom and demo --------------------------------------------------------------------------
     demo_phantom = {"snr": 20.0, "block": (10, 10, 1)}
-
-    @classmethod
-    def pretrained_recipes(cls) -> dict:
-        """``dce-<name>`` for every pharmacokinetic model declaring a shipped network
-        (:attr:`qmri.models.dce.pk.PKModel.pretrained`), bound to the phantom's frame times and AIF
-        (its own grid)."""
-        def make(name):
-            ph = cls.phantom(snr=np.inf, block=(1, 1, 1))
-            return cls(np.asarray(ph.acquisition["times"]), np.asarray(ph.acquisition["aif"]), name,
-                       aif_times=np.asarray(ph.acquisition["aif_times"]))
-
-        return {f"dce-{pk.name}": (lambda name=pk.name: make(name), dict(pk.pretrained))
-                for pk in PK_MODELS.values() if pk.pretrained is not None}
 
     @classmethod
     def has_phantom(cls) -> bool:
@@ -365,36 +411,6 @@ class DCE(Model):
             "delay_convention": "positive when the tissue curve arrives later than the AIF",
             "reference": self.spec.reference,
         }
-
-    # Network estimator hooks (qmri.fitting.net; AIF variation: qmri.models.dce.network) -------
-    training_noise = "gaussian"
-
-    def network_channels(self):
-        """The AIF (plasma, mM) at the frame times (interpolated from its own grid) and the frame
-        times (min): read by the network beside each curve, shape (2, n_frames)."""
-        return np.stack([np.interp(self.t, self.aif_times, self.aif), self.t / 60.0])
-
-    def network_training_models(self, rng):
-        """The model with :data:`~qmri.models.dce.network.N_AIFS` AIFs (its own first, then varied
-        population and shifted curves, on the AIF's own grid; same frame times, bounds and delay
-        setting)."""
-        from qmri.models.dce.network import aif_variants
-
-        bounds = dict(zip(self.spec.names, zip(self.lower, self.upper)))
-        return [DCE(self.t, cp, self.model, fit_delay=self.fit_delay, bounds=bounds, aif_times=self.aif_times)
-                for cp in aif_variants(self.aif_times, self.aif, rng)]
-
-    def sample_network_parameters(self, n, rng, prior=None):
-        """Uniform over the model's declared tissue ranges (:attr:`qmri.models.dce.pk.PKModel.prior`,
-        within the bounds), with ``prior`` ({name: (low, high)}) on top."""
-        from qmri.models.dce.network import tissue_prior
-        from qmri.simulate import sample_parameters
-
-        return sample_parameters(self.spec, n, rng, lower=self.lower, upper=self.upper,
-                                 prior=tissue_prior(self.pk.prior, self.spec.names, self.lower, self.upper, prior))
-
-    def protocol(self):
-        return {"frame times (s)": self.t}
 
     # Starting values ---------------------------------------------------------------------------
     def _delay_grid(self):

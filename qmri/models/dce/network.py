@@ -1,7 +1,7 @@
 """What the network estimator needs to know about DCE: varied AIFs to train on, and a tissue prior.
 
 A DCE network reads each voxel's concentration curve with the AIF (and the frame times) as input
-channels (:meth:`qmri.models.dce.model.DCE.network_channels`), so that one network serves any AIF
+channels (:meth:`qmri.models.dce.model.DCENetwork.channels`), so that one network serves any AIF
 on the frame times it was trained for. It is therefore trained on curves simulated with many AIFs
 (:func:`aif_variants`): the model's own AIF and the Parker and Georgiou population AIFs, each with
 a random amplitude, bolus arrival and time dilation, as DCE-NET varied its training AIFs

@@ -6,11 +6,14 @@ b is in s/mm² and diffusivities in mm²/s at every interface.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from qmri.errors import QMRIInputError
 from qmri.fitting.lm import LMOptions
 from qmri.models.model import Model
+from qmri.models.network import Network
 from qmri.options import Option
 
 
@@ -268,6 +271,39 @@ def powder_average(data, bvals, bvecs=None, b0_threshold: float = B0_THRESHOLD):
     return avg, np.array([b[key == u].mean() for u in uniq])
 
 
+@dataclass(frozen=True)
+class DiffusionNetwork(Network):
+    """The network facet of the diffusion models (:class:`qmri.models.network.Network`): networks
+    bound to the b-values, training draws that keep a kurtosis term falling with b."""
+
+    def sample(self, n: int, rng, prior: dict | None = None) -> np.ndarray:
+        """Training parameters (n, n_params) of the network estimator: uniform as every model's
+        (:meth:`qmri.models.network.Network.sample`); with a :attr:`DiffusionModel.kurtosis_pair`
+        (D, K), K of each draw is scaled into ``[K_lo, min(K_hi, 3 / (b_max D))]`` (its draw's
+        position in the range kept). The term ``exp(-b D + b² D² K / 6)`` has its minimum at
+        b = 3 / (D K) and grows beyond it, which tissue does not (Jensen & Helpern, NMR Biomed
+        2010;23:698): draws past that point over the protocol's b-values would train the networks on
+        signals no tissue gives (with D 5e-3 mm²/s and K 3, a signal at b = 2000 s/mm² of e^40 times
+        S0), and the input scaling fitted to them would squash the tissue signals together."""
+        P = super().sample(n, rng, prior)
+        model = self.model
+        if model.kurtosis_pair is None:
+            return P
+        j_d, j_k = (model.spec.names.index(k) for k in model.kurtosis_pair)
+        b_max = float(np.max(model.bvals))
+        lower, upper = self.bounds()
+        lo, hi = map(float, (prior or {}).get(model.kurtosis_pair[1], (lower[j_k], upper[j_k])))
+        if b_max > 0 and hi > lo:
+            with np.errstate(divide="ignore"):
+                k_max = np.minimum(hi, 3.0 / (b_max * P[:, j_d]))
+            P[:, j_k] = lo + (P[:, j_k] - lo) * np.clip((k_max - lo) / (hi - lo), 0.0, 1.0)
+        return P
+
+    def protocol(self) -> dict:
+        """The b-values (s/mm²) a network is bound to: ``{"b-values (s/mm2)": bvals}``."""
+        return {"b-values (s/mm2)": self.model.bvals}
+
+
 class DiffusionModel(Model):
     """A model of a b-value series (IVIM, ADC, stretched exponential, trace DKI, ...).
 
@@ -316,8 +352,9 @@ class DiffusionModel(Model):
     needs_b_reason: str = ""
     #: Names ``(D, K)`` of a diffusivity and its kurtosis in a tissue term exp(-b D + b² D² K / 6)
     #: (None: the model has none): network training draws keep that term falling with b
-    #: (:meth:`sample_network_parameters`).
+    #: (:meth:`DiffusionNetwork.sample`).
     kurtosis_pair: tuple[str, str] | None = None
+    network = DiffusionNetwork()
 
     def __init__(self, bvals, *, bounds=None, initial_guess=None, lm_options: LMOptions | None = None):
         b = check_bvals(bvals)
@@ -332,28 +369,6 @@ class DiffusionModel(Model):
         """The acquisition array of :attr:`spec` for these b-values (s/mm²): (n, 1), the b-values
         (full-tensor DKI: its design matrix, which the b-vectors shape too)."""
         return bvals[:, None]
-
-    def sample_network_parameters(self, n: int, rng, prior: dict | None = None) -> np.ndarray:
-        """Training parameters of the network estimator: uniform as every model's
-        (:meth:`qmri.models.model.Model.sample_network_parameters`); with a :attr:`kurtosis_pair`
-        (D, K), K of each draw is scaled into ``[K_lo, min(K_hi, 3 / (b_max D))]`` (its draw's
-        position in the range kept). The term ``exp(-b D + b² D² K / 6)`` has its minimum at
-        b = 3 / (D K) and grows beyond it, which tissue does not (Jensen & Helpern, NMR Biomed
-        2010;23:698): draws past that point over the protocol's b-values would train the networks on
-        signals no tissue gives (with D 5e-3 mm²/s and K 3, a signal at b = 2000 s/mm² of e^40 times
-        S0), and the input scaling fitted to them would squash the tissue signals together."""
-        P = super().sample_network_parameters(n, rng, prior)
-        if self.kurtosis_pair is None:
-            return P
-        j_d, j_k = (self.spec.names.index(k) for k in self.kurtosis_pair)
-        b_max = float(np.max(self.bvals))
-        lower, upper = self.network_bounds()
-        lo, hi = map(float, (prior or {}).get(self.kurtosis_pair[1], (lower[j_k], upper[j_k])))
-        if b_max > 0 and hi > lo:
-            with np.errstate(divide="ignore"):
-                k_max = np.minimum(hi, 3.0 / (b_max * P[:, j_d]))
-            P[:, j_k] = lo + (P[:, j_k] - lo) * np.clip((k_max - lo) / (hi - lo), 0.0, 1.0)
-        return P
 
     @classmethod
     def from_acquisition(cls, bvals, bvecs=None, **options) -> "Model":
@@ -443,10 +458,6 @@ class DiffusionModel(Model):
 
     def normalise(self, Y, C):
         return normalise_to_lowest_b(Y, self.bvals)
-
-    def protocol(self) -> dict:
-        """The b-values (s/mm²) a network is bound to."""
-        return {"b-values (s/mm2)": self.bvals}
 
     def provenance(self) -> dict:
         names = self.spec.names

@@ -25,7 +25,7 @@ from qmri.fitting.linear import solve_loglinear
 from qmri.fitting.result import STATUS_CONVERGED, STATUS_FAILED, FitResult
 from qmri.jit import FASTMATH, njit
 from qmri.models.base import Parameter, SignalModel, register
-from qmri.models.diffusion.acquisition import DiffusionModel
+from qmri.models.diffusion.acquisition import DiffusionModel, DiffusionNetwork
 from qmri.fitting.net.method import DNN
 from qmri.models.methods import LeastSquares, Method, table
 
@@ -161,7 +161,8 @@ class ADC(DiffusionModel):
                       "Jensen et al., MRM 2005;53:1432)")
     demo_parameters = ("ADC",)
     demo_phantom = {"snr": 30.0, "block": (16, 16, 4)}
-    pretrained = {"n": 50_000, "snr": "10:60", "ensemble": 3}
+    #: The network shipped for the phantom (``tools/make_pretrained.py``).
+    network = DiffusionNetwork(pretrained={"n": 50_000, "snr": "10:60", "ensemble": 3})
 
     @classmethod
     def phantom_definition(cls):

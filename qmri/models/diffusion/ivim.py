@@ -39,7 +39,8 @@ from qmri.fitting.lm import LMOptions
 from qmri.fitting.result import STATUS_CONVERGED, STATUS_FAILED, FitResult
 from qmri.jit import FASTMATH, njit, prange
 from qmri.models.base import Parameter, SignalModel, register
-from qmri.models.diffusion.acquisition import DiffusionModel, b0_threshold_option, check_b0_threshold, check_bvals
+from qmri.models.diffusion.acquisition import (DiffusionModel, DiffusionNetwork, b0_threshold_option,
+                                               check_b0_threshold, check_bvals)
 from qmri.fitting.net.method import DNN
 from qmri.models.methods import LeastSquares, Method, Validation, table
 from qmri.options import Option
@@ -584,7 +585,8 @@ class IVIM(DiffusionModel):
 
     demo_parameters = ("f", "D", "Dstar")
     demo_phantom = {"snr": 30.0, "block": (16, 16, 4)}
-    pretrained = {"n": 100_000, "snr": "10:60", "ensemble": 3}
+    #: The network shipped for the phantom (``tools/make_pretrained.py``).
+    network = DiffusionNetwork(pretrained={"n": 100_000, "snr": "10:60", "ensemble": 3})
 
     @classmethod
     def phantom_definition(cls):

@@ -40,6 +40,7 @@ import numpy as np
 from qmri.fitting.net.method import DNN
 from qmri.jit import FASTMATH, njit
 from qmri.models.base import Parameter, SignalModel, register
+from qmri.models.diffusion.acquisition import DiffusionNetwork
 from qmri.models.diffusion.ivim import IVIM, IVIM_MODEL, _fit_segmented, lsq_refine, lsq_start
 from qmri.models.methods import LeastSquares, Method, Validation, table
 
@@ -188,7 +189,8 @@ class IVIMKurtosis(IVIM):
                       "up to 2000); below, fit qmri ivim")
     demo_parameters = ("f", "D", "Dstar", "K")
     demo_phantom = {"block": (16, 16, 4)}
-    pretrained = {"n": 100_000, "snr": "10:60", "ensemble": 3}
+    #: The network shipped for the phantom (``tools/make_pretrained.py``).
+    network = DiffusionNetwork(pretrained={"n": 100_000, "snr": "10:60", "ensemble": 3})
 
     @classmethod
     def phantom_definition(cls):

@@ -19,7 +19,7 @@ import numpy as np
 from qmri.fitting.linear import solve_loglinear
 from qmri.jit import njit
 from qmri.models.base import Parameter, SignalModel, register
-from qmri.models.diffusion.acquisition import DiffusionModel
+from qmri.models.diffusion.acquisition import DiffusionModel, DiffusionNetwork
 from qmri.fitting.net.method import DNN
 from qmri.models.methods import LeastSquares, table
 
@@ -149,7 +149,8 @@ class StretchedExponential(DiffusionModel):
     min_distinct_b = 3
     demo_parameters = ("DDC", "alpha")
     demo_phantom = {"snr": 50.0, "block": (16, 16, 4)}
-    pretrained = {"n": 50_000, "snr": "10:60", "ensemble": 3}
+    #: The network shipped for the phantom (``tools/make_pretrained.py``).
+    network = DiffusionNetwork(pretrained={"n": 50_000, "snr": "10:60", "ensemble": 3})
 
     @classmethod
     def phantom_definition(cls):

@@ -11,6 +11,9 @@ The signal model declared here (``dki_tensor``) is the nonlinear form used by th
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Mapping
+
 import numpy as np
 
 from qmri.errors import QMRIInputError
@@ -19,8 +22,9 @@ from qmri.fitting.lm import LMOptions, fit_lm
 from qmri.fitting.result import STATUS_CONVERGED, STATUS_FAILED, FitResult
 from qmri.jit import njit
 from qmri.models.base import Parameter, SignalModel, register
-from qmri.models.diffusion.acquisition import (B0_THRESHOLD, DiffusionModel, b0_threshold_option, check_b0_threshold,
-                                               check_bvals, check_bvecs, check_rotation, n_directions,
+from qmri.models.diffusion.acquisition import (B0_THRESHOLD, DiffusionModel, DiffusionNetwork, b0_threshold_option,
+                                               check_b0_threshold, check_bvals, check_bvecs, check_rotation,
+                                               n_directions,
                                                normalise_to_lowest_b, powder_average, shells)
 from qmri.models.diffusion.dki.constrained import constrained_fit
 from qmri.models.diffusion.dki.design import (DT_NAMES, KT_NAMES, KURTOSIS_MONOTONIC_C, N_CONSTRAINT_DIRECTIONS,
@@ -234,6 +238,83 @@ CWLS = TensorMethod("cwls", "WLS with D(n) >= 0 and 0 <= K(n) <= 3/(b_max D(n)) 
                     _solve_cwls, reference="Tabesh et al., MRM 2011;65:823 (constrained linear least squares)")
 
 
+@dataclass(frozen=True)
+class DKINetwork(DiffusionNetwork):
+    """The network facet of full-tensor DKI (:class:`qmri.models.diffusion.acquisition.DiffusionNetwork`):
+    finite ranges of the 22 tensor coefficients, training tensors from compartment mixtures, networks
+    bound to the b-values and gradient directions, and the shipped networks of both the full tensor
+    and trace DKI.
+
+    Attributes
+    ----------
+    pretrained_trace : mapping or None
+        Training keywords of the trace DKI network shipped for the DKI phantom (``dki-trace``); the
+        inherited ``pretrained`` is the full tensor's (``dki``).
+    """
+
+    pretrained_trace: Mapping | None = None
+
+    def bounds(self):
+        """Finite ranges of the 22 declared coefficients for a network, ``(lower, upper)`` each (22,):
+        S0 0.5–2 (relative to the mean b=0 signal), diagonal D 0–3.5 µm²/ms (above free water at
+        37 °C), off-diagonal D ±1.75, MD²·W: W_iiii −0.5–3, W_iijj −0.5–1.5, the others ±1
+        (µm⁴/ms²), which hold the tissue mixtures of ``phantoms/dki.json`` and the prior of
+        :meth:`sample`."""
+        d_lo, d_hi = np.array([0, -1.75, 0, -1.75, -1.75, 0.0]), np.array([3.5, 1.75, 3.5, 1.75, 1.75, 3.5])
+        w_lo = np.array([-0.5] * 3 + [-1.0] * 6 + [-0.5] * 3 + [-1.0] * 3)
+        w_hi = np.array([3.0] * 3 + [1.0] * 6 + [1.5] * 3 + [1.0] * 3)
+        return np.r_[0.5, d_lo, w_lo], np.r_[2.0, d_hi, w_hi]
+
+    def sample(self, n, rng, prior=None):
+        """``n`` coefficient vectors (n, 22) of random two-compartment Gaussian mixtures (as the
+        phantom's tissues): each compartment axially symmetric with a random direction, axial
+        diffusivity 0.2–3 µm²/ms, radial 5–100% of it, fraction 0–1; S0 uniform 0.5–2; mixtures
+        outside :meth:`bounds` are drawn again. ``prior`` is not supported (the 22 coefficients are
+        not independent).
+
+        Raises
+        ------
+        QMRIInputError
+            A ``prior`` was given.
+        """
+        from qmri.models.diffusion.dki.design import tensors_from_compartments
+
+        if prior:
+            raise QMRIInputError("full-tensor DKI draws its training tensors from compartment mixtures; a prior "
+                                 "over the coefficients is not supported")
+        lo, hi = self.bounds()
+        out = np.empty((0, 22))
+        while out.shape[0] < n:
+            k = n - out.shape[0]
+            P = np.empty((k, 22))
+            P[:, 0] = rng.uniform(lo[0], hi[0], k)
+            for i in range(k):
+                ax = rng.uniform(0.2e-3, 3e-3, 2)
+                evals = np.stack([ax, ax * rng.uniform(0.05, 1.0, 2), np.zeros(2)], axis=1)
+                evals[:, 2] = evals[:, 1]
+                f = rng.uniform()
+                dt, kt = tensors_from_compartments([f, 1 - f], evals, rng.normal(size=(2, 3)))
+                md = (dt[0] + dt[2] + dt[5]) / 3.0 * 1e3
+                P[i, 1:] = np.r_[dt * 1e3, kt * md * md]
+            out = np.concatenate([out, P[np.all((P >= lo) & (P <= hi), axis=1)]])
+        return out[:n]
+
+    def protocol(self):
+        """The b-values (s/mm²) and the design's gradient directions (ms/µm²) a network is bound to."""
+        return {"b-values (s/mm2)": self.model.bvals, "gradient directions (DKI design, ms/um2)": self.model.acq}
+
+    def recipes(self) -> dict:
+        """``dki-trace`` and ``dki``: the trace and the full-tensor model on the phantom's acquisition."""
+        cls = self.owner
+
+        def make(trace):
+            ph = cls.phantom(snr=np.inf, block=(1, 1, 1))
+            return cls.from_acquisition(ph.acquisition["bvals"], ph.acquisition["bvecs"], trace=trace)
+
+        return {"dki-trace": (lambda: make(True), dict(self.pretrained_trace)),
+                "dki": (lambda: make(False), dict(self.pretrained))}
+
+
 class DKI(DiffusionModel):
     """Full-tensor diffusion kurtosis model bound to an acquisition.
 
@@ -382,18 +463,8 @@ class DKI(DiffusionModel):
     demo_parameters = ("MD", "FA", "MK", "MKT")
     demo_phantom = {"snr": 30.0, "block": (16, 16, 4)}
     #: Shipped networks: the trace model (``dki-trace``, 3 networks) and the full tensor (``dki``).
-    pretrained = {"n": 100_000, "snr": "10:60", "ensemble": 1}
-    pretrained_trace = {"n": 50_000, "snr": "10:60", "ensemble": 3}
-
-    @classmethod
-    def pretrained_recipes(cls) -> dict:
-        """``dki-trace`` and ``dki``: the trace and the full-tensor model on the phantom's acquisition."""
-        def make(trace):
-            ph = cls.phantom(snr=np.inf, block=(1, 1, 1))
-            return cls.from_acquisition(ph.acquisition["bvals"], ph.acquisition["bvecs"], trace=trace)
-
-        return {"dki-trace": (lambda: make(True), dict(cls.pretrained_trace)),
-                "dki": (lambda: make(False), dict(cls.pretrained))}
+    network = DKINetwork(pretrained={"n": 100_000, "snr": "10:60", "ensemble": 1},
+                         pretrained_trace={"n": 50_000, "snr": "10:60", "ensemble": 3})
 
     @classmethod
     def has_phantom(cls) -> bool:
@@ -500,51 +571,6 @@ class DKI(DiffusionModel):
         """
         return dki_signal(self.bvals, self.bvecs, dt, kt, S0)
 
-    # Network estimator hooks (qmri.fitting.net) -----------------------------------------------
-    def network_bounds(self):
-        """Finite ranges of the 22 declared coefficients for a network: S0 0.5–2 (relative to the mean
-        b=0 signal), diagonal D 0–3.5 µm²/ms (above free water at 37 °C), off-diagonal D ±1.75,
-        MD²·W: W_iiii −0.5–3, W_iijj −0.5–1.5, the others ±1 (µm⁴/ms²), which hold the tissue
-        mixtures of ``phantoms/dki.json`` and the prior of :meth:`sample_network_parameters`."""
-        d_lo, d_hi = np.array([0, -1.75, 0, -1.75, -1.75, 0.0]), np.array([3.5, 1.75, 3.5, 1.75, 1.75, 3.5])
-        w_lo = np.array([-0.5] * 3 + [-1.0] * 6 + [-0.5] * 3 + [-1.0] * 3)
-        w_hi = np.array([3.0] * 3 + [1.0] * 6 + [1.5] * 3 + [1.0] * 3)
-        return np.r_[0.5, d_lo, w_lo], np.r_[2.0, d_hi, w_hi]
-
-    def sample_network_parameters(self, n, rng, prior=None):
-        """Coefficients of random two-compartment Gaussian mixtures (as the phantom's tissues): each
-        compartment axially symmetric with a random direction, axial diffusivity 0.2–3 µm²/ms,
-        radial 5–100% of it, fraction 0–1; S0 uniform 0.5–2; mixtures outside
-        :meth:`network_bounds` are drawn again. ``prior`` is not supported (the 22 coefficients
-        are not independent).
-
-        Raises
-        ------
-        QMRIInputError
-            A ``prior`` was given.
-        """
-        from qmri.models.diffusion.dki.design import tensors_from_compartments
-
-        if prior:
-            raise QMRIInputError("full-tensor DKI draws its training tensors from compartment mixtures; a prior "
-                                 "over the coefficients is not supported")
-        lo, hi = self.network_bounds()
-        out = np.empty((0, 22))
-        while out.shape[0] < n:
-            k = n - out.shape[0]
-            P = np.empty((k, 22))
-            P[:, 0] = rng.uniform(lo[0], hi[0], k)
-            for i in range(k):
-                ax = rng.uniform(0.2e-3, 3e-3, 2)
-                evals = np.stack([ax, ax * rng.uniform(0.05, 1.0, 2), np.zeros(2)], axis=1)
-                evals[:, 2] = evals[:, 1]
-                f = rng.uniform()
-                dt, kt = tensors_from_compartments([f, 1 - f], evals, rng.normal(size=(2, 3)))
-                md = (dt[0] + dt[2] + dt[5]) / 3.0 * 1e3
-                P[i, 1:] = np.r_[dt * 1e3, kt * md * md]
-            out = np.concatenate([out, P[np.all((P >= lo) & (P <= hi), axis=1)]])
-        return out[:n]
-
     def complete(self, res, scale, good):
         """The scalar maps (``MD``, ``FA``, ``MK``...) of the declared coefficients (S0 relative to
         ``scale``, D and MD²W), as every DKI method gives them; voxels not ``good`` fail."""
@@ -562,9 +588,6 @@ class DKI(DiffusionModel):
         raise QMRIInputError("--crlb: the full-tensor DKI maps (MD, FA, MK, ...) are functions of the 22 tensor "
                              "coefficients and have no Cramer-Rao bound maps here; use --trace (trace DKI: S0, D, K "
                              "have them)")
-
-    def protocol(self):
-        return {"b-values (s/mm2)": self.bvals, "gradient directions (DKI design, ms/um2)": self.acq}
 
     def coefficients(self, Y, method: str = "wls") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """β (n, 22), status (n,) and iterations (n,) of ``method`` on signals ``Y`` (n, m)."""

@@ -12,15 +12,16 @@ b-vectors are given: already trace-weighted images).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from qmri.errors import QMRIInputError
 from qmri.fitting.lm import LMOptions
 from qmri.jit import njit
 from qmri.models.base import Parameter, SignalModel, register
-from qmri.models.diffusion.acquisition import (B0_THRESHOLD, DiffusionModel, check_b0_threshold, check_bvals,
-                                               check_bvecs, normalise_to_lowest_b,
-                                               powder_average)
+from qmri.models.diffusion.acquisition import (B0_THRESHOLD, DiffusionModel, DiffusionNetwork, check_b0_threshold,
+                                               check_bvals, check_bvecs, normalise_to_lowest_b, powder_average)
 from qmri.fitting.net.method import DNN
 from qmri.models.methods import LeastSquares, table
 
@@ -100,6 +101,21 @@ def lsq_start(model, Yn, C):
     return np.stack([np.where(np.isfinite(S00), S00, 1.0), D0, K0], axis=1)
 
 
+@dataclass(frozen=True)
+class TraceDKINetwork(DiffusionNetwork):
+    """The network facet of trace DKI (:class:`qmri.models.diffusion.acquisition.DiffusionNetwork`):
+    a series with b-vectors is trained on its direction-averaged shells."""
+
+    def training_models(self, rng):
+        """With b-vectors, ``[the model of the shells alone]`` (same bounds): simulated training
+        signals are the direction-averaged signals that ``normalise`` gives the network; without,
+        ``[model]``."""
+        model = self.model
+        if not model.averaged:
+            return [model]
+        return [TraceDKI(model.bvals, bounds=dict(zip(model.spec.names, zip(model.lower, model.upper))))]
+
+
 class TraceDKI(DiffusionModel):
     """Trace (powder) DKI, ``S = S0 exp(-b D + b² D² K/6)``, on direction-averaged images.
 
@@ -136,6 +152,7 @@ class TraceDKI(DiffusionModel):
     default_method = "lsq"
     spec = DKI_TRACE_MODEL
     kurtosis_pair = ("D", "K")
+    network = TraceDKINetwork()
     min_distinct_b = 3
     valid_b_max = 3000.0
     valid_b_reason = ("the kurtosis expansion holds up to about 2000-3000 s/mm2 in tissue (Jensen & Helpern, NMR "
@@ -189,10 +206,3 @@ class TraceDKI(DiffusionModel):
         if self.averaged:
             Y = powder_average(Y, self.raw_bvals, self._bvecs, self.b0_threshold)[0]
         return normalise_to_lowest_b(Y, self.bvals)
-
-    def network_training_models(self, rng):
-        """With b-vectors, the model of the shells alone: simulated training signals are the
-        direction-averaged signals that :meth:`normalise` gives the network."""
-        if not self.averaged:
-            return [self]
-        return [TraceDKI(self.bvals, bounds=dict(zip(self.spec.names, zip(self.lower, self.upper))))]
