@@ -24,8 +24,7 @@ from qmri.jit import njit
 from qmri.models.base import Parameter, SignalModel, register
 from qmri.models.diffusion.acquisition import (B0_THRESHOLD, DiffusionModel, DiffusionNetwork, b0_threshold_option,
                                                check_b0_threshold, check_bvals, check_bvecs, check_rotation,
-                                               n_directions,
-                                               normalise_to_lowest_b, powder_average, shells)
+                                               n_directions, normalise_to_lowest_b, powder_average, shells)
 from qmri.models.diffusion.dki.constrained import constrained_fit
 from qmri.models.diffusion.dki.design import (DT_NAMES, KT_NAMES, KURTOSIS_MONOTONIC_C, N_CONSTRAINT_DIRECTIONS,
                                               design_matrix, dki_signal, hemisphere)
