@@ -6,11 +6,14 @@ b is in s/mm² and diffusivities in mm²/s at every interface.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from qmri.errors import QMRIInputError
 from qmri.fitting.lm import LMOptions
 from qmri.models.base import resolve_bounds, resolve_initial
+from qmri.models.facets import Demo
 from qmri.models.model import Model
 from qmri.options import Option
 
@@ -253,6 +256,15 @@ def powder_average(data, bvals, bvecs=None, b0_threshold: float = B0_THRESHOLD):
     return avg, np.array([b[key == u].mean() for u in uniq])
 
 
+@dataclasses.dataclass(frozen=True)
+class DiffusionDemo(Demo):
+    """The demo facet of a diffusion model (:class:`~qmri.models.facets.Demo`): ``qmri phantom`` also
+    offers the b-values of the block phantom (:meth:`DiffusionModel.phantom`, ``--bval``)."""
+
+    options: tuple = (Option("bvals", "FSL .bval file of the b-values to simulate (default: the phantom's "
+                             "protocol)", read_bvals_option, flag="--bval"),)
+
+
 class DiffusionModel(Model):
     """A model of a b-value series (IVIM, ADC, stretched exponential, trace DKI, ...).
 
@@ -345,8 +357,7 @@ class DiffusionModel(Model):
         return cls(bvals, **options)
 
     # Phantom and demo ----------------------------------------------------------------------
-    phantom_options = (Option("bvals", "FSL .bval file of the b-values to simulate (default: the phantom's "
-                              "protocol)", read_bvals_option, flag="--bval"),)
+    demo = DiffusionDemo()
 
     @classmethod
     def phantom_definition(cls) -> dict | None:
