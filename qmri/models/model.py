@@ -379,7 +379,6 @@ class Model:
     #: What ``qmri phantom`` offers and ``qmri demo`` fits and scores (:class:`~qmri.models.facets.Demo`).
     demo = Demo()
 
-
     @classmethod
     def has_phantom(cls) -> bool:
         """Whether :meth:`phantom` builds a phantom of this model."""
