@@ -22,7 +22,7 @@ def add_parser(sub, model_cls):
     from qmri.workflows import workflow
 
     wf = workflow(model_cls.workflow)
-    p = sub.add_parser(model_cls.command, help=model_cls.summary, description=model_cls.description)
+    p = sub.add_parser(model_cls.command, help=model_cls.cli.summary, description=model_cls.cli.description)
     p.add_argument("series", type=Path, metavar=wf.series.upper(), help=wf.series_help)
     add_options(p, wf.inputs(model_cls), title="acquisition")
     p.add_argument("--mask", type=mask_argument, metavar="MASK.nii.gz|auto",

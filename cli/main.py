@@ -58,7 +58,7 @@ def build_parser(only: str | None = None) -> Parser:
         if only == name:
             fit.add_parser(sub, command(name))
         elif only is None:
-            sub.add_parser(name, help=command(name).summary)
+            sub.add_parser(name, help=command(name).cli.summary)
     for name in COMMANDS:
         module = importlib.import_module(f"qmri.cli.{name}")
         if only == _command(name):

@@ -26,14 +26,14 @@ def add_parser(sub):
     for cls in COMMANDS.values():
         if not cls.has_phantom():
             continue
-        q = fam.add_parser(cls.command, help=(cls.phantom.__doc__ or cls.summary).strip().splitlines()[0])
+        q = fam.add_parser(cls.command, help=(cls.phantom.__doc__ or cls.cli.summary).strip().splitlines()[0])
         q.add_argument("--out-dir", required=True, type=Path)
         q.add_argument("--snr", type=float, help="S0 (or baseline signal) / sigma of the Rician noise; 'inf' for "
                                                  "noise-free (default: the phantom's)")
         q.add_argument("--seed", type=random_seed, default=0)
         q.add_argument("--block", type=int, nargs=3, metavar=("X", "Y", "Z"), help="voxels per region")
         q.add_argument("--force", action="store_true")
-        add_options(q, cls.phantom_options)
+        add_options(q, cls.demo.options)
         q.set_defaults(func=run, model_cls=cls)
     for module in map(importlib.import_module, OTHER_PHANTOMS):
         q = fam.add_parser(module.PHANTOM_NAME, help=module.PHANTOM_HELP)
@@ -59,7 +59,7 @@ def run(args) -> int:
     from qmri.simulate import save_phantom
 
     cls = args.model_cls
-    opts = resolve(cls.phantom_options, given(args, cls.phantom_options), f"qmri phantom {cls.command}")
+    opts = resolve(cls.demo.options, given(args, cls.demo.options), f"qmri phantom {cls.command}")
     ph = cls.phantom(snr=args.snr, seed=args.seed, block=args.block, **{k: v for k, v in opts.items() if v is not None})
     save_phantom(ph, args.out_dir, force=args.force)
     print(f"{cls.__name__} phantom {ph.data.shape} ({int(ph.mask.sum())} voxels, {len(ph.regions)} regions, "

@@ -31,7 +31,7 @@ def commands_table() -> str:
             required += " " + "\\|".join(o.cli_flag for o in wf.inputs(cls) if o.group == g) + " ..."
         usage = f"`qmri {cls.command} {wf.series.upper()} {required}".replace("  ", " ").rstrip() + "`"
         methods = ", ".join(f"`{m}`" for m in sorted(cls.methods, key=lambda k: k != cls.default_method))
-        rows.append(f"| {usage} | {cls.summary} | {methods} |")
+        rows.append(f"| {usage} | {cls.cli.summary} | {methods} |")
     phantoms = "\\|".join(cls.command for cls in COMMANDS.values() if cls.has_phantom())
     for name in MAIN_COMMANDS:  # other commands that declare a table row
         module = importlib.import_module(f"qmri.cli.{name}")

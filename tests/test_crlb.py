@@ -45,7 +45,7 @@ def _phantom_fits():
             continue
         ph = cls.phantom(snr=np.inf)
         seen = set()
-        for label, model, data, mask, _ in cls.demo_cases(ph):
+        for label, model, data, mask, _ in cls.demo.cases(ph):
             if id(model) in seen or "lsq" not in type(model).methods:
                 continue
             seen.add(id(model))

@@ -23,7 +23,7 @@ WITH_PHANTOM = [name for name, cls in COMMANDS.items() if cls.has_phantom()]
 @pytest.mark.parametrize("name", list(COMMANDS))
 def test_declaration_is_complete(name):
     cls = COMMANDS[name]
-    assert cls.summary and cls.description and cls.workflow
+    assert cls.cli.summary and cls.cli.description and cls.workflow
     assert cls.methods and cls.default_method in cls.methods
     for method in cls.methods.values():
         assert method.description, method.name
@@ -56,11 +56,11 @@ def test_command_reference_in_readme_is_generated():
 def test_noise_free_phantom_is_recovered_by_the_default_method(name):
     cls = COMMANDS[name]
     ph = cls.phantom(snr=np.inf, block=(2, 2, 1))
-    for label, model, data, mask, method in cls.demo_cases(ph):
+    for label, model, data, mask, method in cls.demo.cases(ph):
         if method != type(model).default_method:
             continue
         maps = model.fit(data, mask=mask, method=method)
-        for k in cls.demo_parameters:
+        for k in cls.demo.parameters:
             if k in maps.params:
                 np.testing.assert_allclose(maps[k][mask], ph.truth[k][mask], rtol=2e-4, atol=1e-7,
                                            err_msg=f"{name} {label} {k}")
@@ -91,7 +91,7 @@ def test_phantom_then_its_fit_hint_end_to_end(name, tmp_path, capsys):
 def test_an_option_a_method_does_not_use_is_an_error(name):
     cls = COMMANDS[name]
     ph = cls.phantom(snr=np.inf, block=(1, 1, 1))
-    _, model, data, mask, _ = cls.demo_cases(ph)[0]
+    _, model, data, mask, _ = cls.demo.cases(ph)[0]
     for method in type(model).methods.values():
         if "compute_se" not in {o.name for o in method.options}:
             with pytest.raises(QMRIInputError, match=f"method {method.name!r} of .* does not use option 'compute_se'"):

@@ -266,7 +266,7 @@ def test_dce_self_supervised_training_fits_the_curves_instead_of_sticking_at_a_b
     """Outputs clipped to their ranges once had zero gradient there, so self-supervised DCE
     networks stalled at Ktrans = 0 everywhere (median R2 -7); now they fit the phantom's curves."""
     ph = DCE.phantom(snr=20.0, block=(3, 3, 1))
-    model, conc = DCE.demo_cases(ph)[1][1], ph.images["dce_conc"]  # extended Tofts on every voxel
+    model, conc = DCE.demo.cases(ph)[1][1], ph.images["dce_conc"]  # extended Tofts on every voxel
     maps = model.fit(conc, mask=ph.mask, method="dnn", epochs=30)
     assert np.nanmedian(maps["r2"][ph.mask]) > 0.7
     assert np.mean(maps["Ktrans"][ph.mask] <= model.lower[0]) < 0.1

@@ -114,7 +114,7 @@ def test_qmri_help_lists_it_and_train_offers_it_with_dnn(registered, capsys):
             main(argv)
         assert exc.value.code == 0
         shown[argv[0]] = " ".join(capsys.readouterr().out.split())
-    assert f" {name} {cls.summary} " in shown["--help"]
+    assert f" {name} {cls.cli.summary} " in shown["--help"]
     assert (f" {name} networks for qmri {name} --method dnn" in shown["train"]) == ("dnn" in cls.methods)
 
 
@@ -125,7 +125,7 @@ def test_the_readme_table_gets_its_row(registered):
     name, cls = registered
     methods = "`lsq`, `dnn`" if "dnn" in cls.methods else "`lsq`"
     table = commands_table().splitlines()
-    assert f"| `qmri {name} DWI` | {cls.summary} | {methods} |" in table
+    assert f"| `qmri {name} DWI` | {cls.cli.summary} | {methods} |" in table
     train = next(row for row in table if row.startswith("| `qmri train "))
     assert (f"\\|{name} " in train) == ("dnn" in cls.methods), train
 

@@ -16,6 +16,7 @@ argument.
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 
 class Facet:
@@ -37,3 +38,63 @@ class Facet:
         object.__setattr__(bound, "model", obj)  # also for a facet that is a frozen dataclass
         object.__setattr__(bound, "owner", cls)
         return bound
+
+
+@dataclasses.dataclass(frozen=True)
+class Demo(Facet):
+    """The phantom and demo declaration of a model, read by ``qmri phantom``, ``qmri demo`` and
+    ``qmri validate`` (:mod:`qmri.workflows.demo`, :mod:`qmri.validation`): ``Model.demo``.
+
+    The phantom itself is built by the model (:meth:`~qmri.models.model.Model.phantom`,
+    :meth:`~qmri.models.model.Model.for_phantom`); this says what the commands offer and score on it.
+    A model whose demo fits other cases, or reports further columns, declares a subclass that
+    overrides :meth:`cases` or :meth:`extra`.
+
+    Attributes
+    ----------
+    options : tuple of qmri.options.Option
+        Keywords of :meth:`~qmri.models.model.Model.phantom` beyond ``snr``, ``seed`` and ``block``,
+        offered by ``qmri phantom`` (default none).
+    parameters : tuple of str
+        Parameters whose NRMSE and bias ``qmri demo`` reports (default none).
+    phantom : dict
+        Keywords of :meth:`~qmri.models.model.Model.phantom` for ``qmri demo`` (e.g. a larger block;
+        default none).
+    columns : dict of str to str
+        What each column of :meth:`extra` means, printed under the demo's table (default none).
+    """
+
+    options: tuple = ()
+    parameters: tuple[str, ...] = ()
+    phantom: dict = dataclasses.field(default_factory=dict)
+    columns: dict = dataclasses.field(default_factory=dict)
+
+    def cases(self, ph) -> list:
+        """What ``qmri demo`` fits on phantom ``ph``: ``(label, model, data, mask, method)`` tuples;
+        default every method on every voxel of the phantom."""
+        model = self.owner.for_phantom(ph)
+        return [(name, model, ph.data, ph.mask, name) for name in self.owner.methods]
+
+    def extra(self, model, ph, maps, method: str, mask) -> dict:
+        """Further ``{column: value}`` cells of a demo row (default none)."""
+        return {}
+
+
+@dataclasses.dataclass(frozen=True)
+class CommandText(Facet):
+    """The text the command line shows for a model's command: ``Model.cli``.
+
+    The command's name (``Model.command``) and its constructor keywords (``Model.options``) stay on
+    the model class: the library reads them too (the registry of commands, cohort configurations,
+    the file workflows).
+
+    Attributes
+    ----------
+    summary : str
+        The command's line in ``qmri --help`` and in the README's table of commands.
+    description : str
+        The description ``qmri <command> --help`` prints.
+    """
+
+    summary: str = ""
+    description: str = ""

@@ -29,6 +29,7 @@ import numpy as np
 from qmri.errors import QMRIInputError
 from qmri.fitting.result import STATUS_FAILED, FitResult
 from qmri.models.network import Network
+from qmri.models.facets import CommandText, Demo
 from qmri.options import Option, resolve
 
 #: Model classes that have a command (``qmri <command>``), by command name, in import order.
@@ -59,12 +60,13 @@ class Model:
         Earlier class names or ids of the model, so that sidecars recording them still load.
     command : str or None
         Subcommand name (``qmri ivim``); None for a model reached through another's command.
-    summary, description : str
-        ``qmri --help`` line and the command's description.
+    cli : CommandText
+        The command's text: its ``qmri --help`` line and description (a :mod:`facet <qmri.models.facets>`).
     workflow : str
         How files become this model's data (a name in :data:`qmri.workflows.NAMES`).
     options : tuple of Option
-        Constructor keywords the command line offers (``--threshold``, ``--preset``...).
+        Constructor keywords the command line offers (``--threshold``, ``--preset``...), also read
+        by cohort configurations and the file workflows.
     methods : dict of str to Method
         The estimation methods, the first being listed first; extend with :meth:`add_method`.
     default_method : str
@@ -73,6 +75,9 @@ class Model:
     data_unit : str
         Unit of the fitted data, hence of the ``rmse`` map (``a.u.`` for signals, ``mM`` for
         concentrations).
+    demo : Demo
+        What ``qmri phantom`` offers and ``qmri demo`` fits and scores on the model's phantom
+        (:meth:`phantom`; a :mod:`facet <qmri.models.facets>`).
 
     Instance attributes (set by the subclass constructor)
     -----------------------------------------------------
@@ -99,8 +104,7 @@ class Model:
     model_id: str = ""
     former_names: tuple[str, ...] = ()
     command: str | None = None
-    summary: str = ""
-    description: str = ""
+    cli = CommandText()
     workflow: str = ""
     options: tuple[Option, ...] = ()
     methods: dict = {}
@@ -467,14 +471,8 @@ class Model:
         default: they have (the bounds of the declared parameters, :mod:`qmri.fitting.crlb`)."""
 
     # Phantom and demo (read by ``qmri phantom`` and ``qmri demo``) ----------------------------
-    #: Keywords of :meth:`phantom` beyond ``snr``, ``seed`` and ``block``, for ``qmri phantom``.
-    phantom_options: tuple[Option, ...] = ()
-    #: Parameters whose NRMSE and bias ``qmri demo`` reports.
-    demo_parameters: tuple[str, ...] = ()
-    #: Keywords of :meth:`phantom` for ``qmri demo`` (e.g. a larger block).
-    demo_phantom: dict = {}
-    #: What each column of :meth:`demo_extra` means, printed under the demo's table.
-    demo_columns: dict = {}
+    #: What ``qmri phantom`` offers and ``qmri demo`` fits and scores (:class:`~qmri.models.facets.Demo`).
+    demo = Demo()
 
     @classmethod
     def has_phantom(cls) -> bool:
@@ -492,17 +490,6 @@ class Model:
         """The model bound to a phantom's acquisition."""
         raise NotImplementedError
 
-    @classmethod
-    def demo_cases(cls, ph) -> list:
-        """What ``qmri demo`` fits on phantom ``ph``: ``(label, model, data, mask, method)`` tuples;
-        default every method on every voxel of the phantom."""
-        model = cls.for_phantom(ph)
-        return [(name, model, ph.data, ph.mask, name) for name in cls.methods]
-
-    @classmethod
-    def demo_extra(cls, model, ph, maps, method: str, mask) -> dict:
-        """Further ``{column: value}`` cells of a demo row (default none)."""
-        return {}
 
     # Hooks of the generic methods -------------------------------------------------------------
     def derived(self) -> dict:

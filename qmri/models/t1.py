@@ -35,6 +35,7 @@ from qmri.fitting.result import STATUS_CONVERGED, STATUS_FAILED, FitResult
 from qmri.jit import njit, prange
 from qmri.models.base import Covariate, Parameter, SignalModel, register
 from qmri.models.dce.relaxation import spgr_scalar, spgr_signal
+from qmri.models.facets import CommandText
 from qmri.models.methods import LeastSquares, Method, table
 from qmri.models.model import Model
 
@@ -233,10 +234,11 @@ class VFA(Model):
     """
 
     command = "t1"
-    summary = "map T1 (s) and M0 from variable-flip-angle SPGR images"
-    description = ("Fit the spoiled gradient-echo signal to a variable-flip-angle series voxel by voxel (DESPOT1 "
-                   "line fit or bounded Levenberg-Marquardt from it). T1 in s, flip angles in degrees, TR in s. "
-                   "Writes T1, M0 and the fit quality maps.")
+    cli = CommandText(
+        summary="map T1 (s) and M0 from variable-flip-angle SPGR images",
+        description=("Fit the spoiled gradient-echo signal to a variable-flip-angle series voxel by voxel (DESPOT1 "
+                     "line fit or bounded Levenberg-Marquardt from it). T1 in s, flip angles in degrees, TR in s. "
+                     "Writes T1, M0 and the fit quality maps."))
     workflow = "vfa"
     methods = table(NONLINEAR, LINEAR)
     default_method = "nonlinear"

@@ -2,9 +2,9 @@
 
 Everything comes from the declarations: the models with a phantom (:data:`qmri.models.COMMANDS`,
 :meth:`~qmri.models.model.Model.has_phantom`, :meth:`~qmri.models.model.Model.phantom`), what is
-fitted on it (:meth:`~qmri.models.model.Model.demo_cases`: each distinct model of those cases is
-fitted with every method of its ``methods`` table), the parameters scored
-(``demo_parameters``) and how each method is validated (:class:`qmri.models.methods.Validation`:
+fitted on it (the model's ``demo.cases``, :meth:`qmri.models.facets.Demo.cases`: each distinct model
+of those cases is fitted with every method of its ``methods`` table), the parameters scored
+(``demo.parameters``) and how each method is validated (:class:`qmri.models.methods.Validation`:
 its tolerance without noise and its options). A model or method added later is validated without
 editing this module.
 
@@ -13,7 +13,7 @@ Per model (a demo case) and method, one case:
 * **recovery**: the noise-free phantom (``snr=inf``); every voxel must be fitted (status not failed,
   finite values) and the NRMSE (:func:`qmri.simulate.nrmse_bias`) of every parameter that has a
   ground truth must not exceed the method's ``Validation.recovery``;
-* **accuracy** (reported, not judged): NRMSE and relative bias of the ``demo_parameters`` on the
+* **accuracy** (reported, not judged): NRMSE and relative bias of the ``demo.parameters`` on the
   phantom at its default SNR (seed 0), and the fraction of voxels that converged.
 """
 
@@ -35,7 +35,7 @@ MAX_POINTS = 2000
 
 def _fit(cls, ph, index: int, method: str):
     """The model of demo case ``index`` on ``ph``, its maps fitted by ``method`` and the mask."""
-    _, model, data, mask, _ = cls.demo_cases(ph)[index]
+    _, model, data, mask, _ = cls.demo.cases(ph)[index]
     return model, validated_fit(model, data, method, mask), mask
 
 
@@ -60,7 +60,7 @@ def recovery(cls, ph, index: int, method: str) -> Outcome:
 
 
 def accuracy(cls, ph, index: int, method: str) -> Outcome:
-    """NRMSE and bias of the ``demo_parameters`` on the noisy phantom ``ph`` (demo case ``index``)
+    """NRMSE and bias of the ``demo.parameters`` on the noisy phantom ``ph`` (demo case ``index``)
     fitted by ``method``, and the estimates against the truth (at most :data:`MAX_POINTS` voxels)."""
     from qmri.simulate import nrmse_bias
 
@@ -71,7 +71,7 @@ def accuracy(cls, ph, index: int, method: str) -> Outcome:
     keep = np.flatnonzero(mask)
     if keep.size > MAX_POINTS:
         keep = np.sort(np.random.default_rng(0).choice(keep, MAX_POINTS, replace=False))
-    for k in cls.demo_parameters:
+    for k in cls.demo.parameters:
         if k in maps.params and k in ph.truth:
             e, b = nrmse_bias(maps[k], ph.truth[k], mask)
             metrics[f"NRMSE {k}"], metrics[f"bias {k}"] = e, b
@@ -81,10 +81,10 @@ def accuracy(cls, ph, index: int, method: str) -> Outcome:
 
 
 def model_groups(cls, ph) -> list[tuple[int, str, type]]:
-    """The distinct models of ``cls.demo_cases(ph)``: ``(index of its first case, label, model class)``;
+    """The distinct models of ``cls.demo.cases(ph)``: ``(index of its first case, label, model class)``;
     the label is empty when the demo labels its cases by method only."""
     seen = {}
-    for i, (label, model, _, _, method) in enumerate(cls.demo_cases(ph)):
+    for i, (label, model, _, _, method) in enumerate(cls.demo.cases(ph)):
         if id(model) not in seen:
             seen[id(model)] = (i, "" if label in type(model).methods else label, type(model))
     return list(seen.values())

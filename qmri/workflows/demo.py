@@ -1,12 +1,12 @@
 """``qmri demo``: build each model's phantom, fit it with every method, report accuracy and speed.
 
-Everything comes from the model declarations: the phantom (:meth:`Model.phantom`), the cases to fit
-(:meth:`Model.demo_cases`), the parameters to score (``demo_parameters``) and any further column
-(:meth:`Model.demo_extra`, described by ``demo_columns``). Accuracy is NRMSE and relative bias against
-the phantom's ground truth (:func:`qmri.simulate.nrmse_bias`), explained under each table: relative
-to what, and for each bias of 5 % or more the phantom regions its error comes from. Speed is voxels
-per second of a warm fit (Numba compiled or loaded from its cache by a first fit on a corner of the
-data).
+Everything comes from the model declarations: the phantom (:meth:`Model.phantom`) and the model's
+demo facet (``Model.demo``, :class:`qmri.models.facets.Demo`): the cases to fit (``demo.cases``), the
+parameters to score (``demo.parameters``) and any further column (``demo.extra``, described by
+``demo.columns``). Accuracy is NRMSE and relative bias against the phantom's ground truth
+(:func:`qmri.simulate.nrmse_bias`), explained under each table: relative to what, and for each bias
+of 5 % or more the phantom regions its error comes from. Speed is voxels per second of a warm fit
+(Numba compiled or loaded from its cache by a first fit on a corner of the data).
 """
 
 from __future__ import annotations
@@ -35,8 +35,9 @@ def timed_fit(model, data, mask, method=None):
 
 
 def demo_part(model_cls, out_dir, *, force: bool = False) -> str:
-    """Fit ``model_cls``'s phantom with every case of :meth:`demo_cases`; write the phantom, maps and
-    PNGs under ``out_dir``; return the table (one row per case).
+    """Fit ``model_cls``'s phantom with every case of its ``demo.cases``
+    (:meth:`qmri.models.facets.Demo.cases`); write the phantom, maps and PNGs under ``out_dir``;
+    return the table (one row per case).
 
     Raises
     ------
@@ -47,18 +48,18 @@ def demo_part(model_cls, out_dir, *, force: bool = False) -> str:
     from qmri.simulate import nrmse_bias, save_phantom
 
     out_dir = Path(out_dir)
-    ph = model_cls.phantom(**model_cls.demo_phantom)
+    ph = model_cls.phantom(**model_cls.demo.phantom)
     save_phantom(ph, out_dir / "phantom", force=force)
-    keys = model_cls.demo_parameters
+    keys = model_cls.demo.parameters
     rows, fits = [], []
-    for label, model, data, mask, method in model_cls.demo_cases(ph):
+    for label, model, data, mask, method in model_cls.demo.cases(ph):
         maps, rate = timed_fit(model, data, mask, method)
         fits.append((label, maps, mask))
         shown = [k for k in maps.params if k in ph.truth] or None
         maps.save(out_dir / label, force=force, extra={"maps.png": lambda path, maps=maps, label=label: montage(
             maps, path, names=shown, title=f"{model_cls.__name__} {label}")})
         cells = {"voxels": int(mask.sum()), "vox/s": rate, "conv %": 100 * maps.converged_fraction}
-        cells.update(model_cls.demo_extra(model, ph, maps, method, mask))
+        cells.update(model_cls.demo.extra(model, ph, maps, method, mask))
         for k in keys:
             if k in maps.params:
                 e, b = nrmse_bias(maps[k], ph.truth[k], mask)
@@ -85,8 +86,8 @@ def _notes(model_cls, ph, fits, snr) -> list[str]:
     lines = [f"vox/s: voxels per second of a warm fit; conv %: voxels whose fit converged. NRMSE = RMS error / "
              f"mean |true value| and bias = mean error / mean |true value|, against the phantom's ground truth "
              f"over the fitted voxels of all {len(ph.regions)} regions pooled, at SNR {snr:g}."]
-    lines += [f"{col}: {text}" for col, text in model_cls.demo_columns.items()]
-    for k in model_cls.demo_parameters:
+    lines += [f"{col}: {text}" for col, text in model_cls.demo.columns.items()]
+    for k in model_cls.demo.parameters:
         scored = [(label, maps, mask, nrmse_bias_of(maps, ph, k, mask))
                   for label, maps, mask in fits if k in maps.params]
         scored = [s for s in scored if np.isfinite(s[3]) and abs(s[3]) >= BIAS_EXPLAINED]

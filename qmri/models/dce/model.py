@@ -25,6 +25,7 @@ from qmri.models.dce.convolution import acquisition
 from qmri.models.dce.linear import linear_coefficients, shared_columns
 from qmri.models.dce.pk import DCE_MODELS, PK_MODELS, linear_form
 from qmri.fitting.net.method import DNN
+from qmri.models.facets import CommandText, Demo
 from qmri.models.methods import LeastSquares, Method, Validation, table
 from qmri.models.model import Model
 from qmri.models.network import Network
@@ -166,6 +167,20 @@ class DCENetwork(Network):
                 for pk in PK_MODELS.values() if pk.pretrained is not None}
 
 
+class DCEDemo(Demo):
+    """The DCE demo: two pharmacokinetic models fitted to the phantom's concentration curves."""
+
+    def cases(self, ph):
+        """Tofts on the patches without plasma volume, extended Tofts on all, both on the concentration
+        derived from the noisy signal."""
+        cls = self.owner
+        t, cp = np.asarray(ph.acquisition["times"]), np.asarray(ph.acquisition["aif"])
+        ta = np.asarray(ph.acquisition["aif_times"])
+        conc = ph.images["dce_conc"]
+        return [("tofts", cls(t, cp, "tofts", aif_times=ta), conc, ph.mask & (ph.truth["vp"] == 0), "lsq"),
+                ("etm", cls(t, cp, "etm", aif_times=ta), conc, ph.mask, "lsq")]
+
+
 class DCE(Model):
     """A pharmacokinetic model bound to frame times and an arterial input function.
 
@@ -235,10 +250,11 @@ class DCE(Model):
     """
 
     command = "dce"
-    summary = f"fit a pharmacokinetic model ({', '.join(pk.label for pk in PK_MODELS.values())}) to a DCE series"
-    description = ("Fit a DCE-MRI pharmacokinetic model voxel by voxel. Time in s; Ktrans, kep and PS in 1/min; "
-                   "Fp in mL/min/100mL; ve and vp fractions; delay and Tc in s (delay positive when the tissue "
-                   "arrives after the AIF).")
+    cli = CommandText(
+        summary=f"fit a pharmacokinetic model ({', '.join(pk.label for pk in PK_MODELS.values())}) to a DCE series",
+        description=("Fit a DCE-MRI pharmacokinetic model voxel by voxel. Time in s; Ktrans, kep and PS in 1/min; "
+                     "Fp in mL/min/100mL; ve and vp fractions; delay and Tc in s (delay positive when the tissue "
+                     "arrives after the AIF)."))
     workflow = "dce"
     data_unit = "mM"  # the fit is to concentration curves
     options = (
@@ -250,7 +266,6 @@ class DCE(Model):
     default_method = "lsq"
     #: Network hooks; training noise Gaussian (the fit is to concentrations, not magnitudes).
     network = DCENetwork(noise="gaussian")
-    demo_parameters = ("Ktrans", "ve", "vp")
 
     def __init__(self, t, aif, model: str = "tofts", *, fit_delay: bool = False, bounds=None,
                  initial_guess=None, delay_step: float = 1.0, lm_options: LMOptions | None = None,
@@ -308,7 +323,7 @@ class DCE(Model):
         return self.predict(params)
 
     # Phantom and demo --------------------------------------------------------------------------
-    demo_phantom = {"snr": 20.0, "block": (10, 10, 1)}
+    demo = DCEDemo(parameters=("Ktrans", "ve", "vp"), phantom={"snr": 20.0, "block": (10, 10, 1)})
 
     @classmethod
     def has_phantom(cls) -> bool:
@@ -320,16 +335,6 @@ class DCE(Model):
         from qmri.models.dce.phantom import dce_phantom
 
         return dce_phantom(snr=20.0 if snr is None else snr, seed=seed, block=block)
-
-    @classmethod
-    def demo_cases(cls, ph):
-        """Tofts on the patches without plasma volume, extended Tofts on all, both on the concentration
-        derived from the noisy signal."""
-        t, cp = np.asarray(ph.acquisition["times"]), np.asarray(ph.acquisition["aif"])
-        ta = np.asarray(ph.acquisition["aif_times"])
-        conc = ph.images["dce_conc"]
-        return [("tofts", cls(t, cp, "tofts", aif_times=ta), conc, ph.mask & (ph.truth["vp"] == 0), "lsq"),
-                ("etm", cls(t, cp, "etm", aif_times=ta), conc, ph.mask, "lsq")]
 
     # Declaration hooks -------------------------------------------------------------------------
     @classmethod

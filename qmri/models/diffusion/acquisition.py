@@ -7,11 +7,13 @@ b is in s/mm² and diffusivities in mm²/s at every interface.
 from __future__ import annotations
 
 from dataclasses import dataclass
+import dataclasses
 
 import numpy as np
 
 from qmri.errors import QMRIInputError
 from qmri.fitting.lm import LMOptions
+from qmri.models.facets import Demo
 from qmri.models.model import Model
 from qmri.models.network import Network
 from qmri.options import Option
@@ -304,6 +306,15 @@ class DiffusionNetwork(Network):
         return {"b-values (s/mm2)": self.model.bvals}
 
 
+@dataclasses.dataclass(frozen=True)
+class DiffusionDemo(Demo):
+    """The demo facet of a diffusion model (:class:`~qmri.models.facets.Demo`): ``qmri phantom`` also
+    offers the b-values of the block phantom (:meth:`DiffusionModel.phantom`, ``--bval``)."""
+
+    options: tuple = (Option("bvals", "FSL .bval file of the b-values to simulate (default: the phantom's "
+                             "protocol)", read_bvals_option, flag="--bval"),)
+
+
 class DiffusionModel(Model):
     """A model of a b-value series (IVIM, ADC, stretched exponential, trace DKI, ...).
 
@@ -377,8 +388,7 @@ class DiffusionModel(Model):
         return cls(bvals, **options)
 
     # Phantom and demo ----------------------------------------------------------------------
-    phantom_options = (Option("bvals", "FSL .bval file of the b-values to simulate (default: the phantom's "
-                              "protocol)", read_bvals_option, flag="--bval"),)
+    demo = DiffusionDemo()
 
     @classmethod
     def phantom_definition(cls) -> dict | None:

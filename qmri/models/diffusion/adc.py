@@ -25,7 +25,8 @@ from qmri.fitting.linear import solve_loglinear
 from qmri.fitting.result import STATUS_CONVERGED, STATUS_FAILED, FitResult
 from qmri.jit import FASTMATH, njit
 from qmri.models.base import Parameter, SignalModel, register
-from qmri.models.diffusion.acquisition import DiffusionModel, DiffusionNetwork
+from qmri.models.diffusion.acquisition import DiffusionDemo, DiffusionModel, DiffusionNetwork
+from qmri.models.facets import CommandText
 from qmri.fitting.net.method import DNN
 from qmri.models.methods import LeastSquares, Method, table
 
@@ -148,10 +149,11 @@ class ADC(DiffusionModel):
     """
 
     command = "adc"
-    summary = "fit the mono-exponential ADC (S0, ADC) to a diffusion series"
-    description = ("Fit S = S0 exp(-b ADC) voxel by voxel: log-linear weighted least squares (wls, default) or "
-                   "bounded Levenberg-Marquardt (lsq). b in s/mm2, ADC in mm2/s; use --bmin 200 for an ADC "
-                   "free of perfusion.")
+    cli = CommandText(
+        summary="fit the mono-exponential ADC (S0, ADC) to a diffusion series",
+        description=("Fit S = S0 exp(-b ADC) voxel by voxel: log-linear weighted least squares (wls, default) or "
+                     "bounded Levenberg-Marquardt (lsq). b in s/mm2, ADC in mm2/s; use --bmin 200 for an ADC "
+                     "free of perfusion."))
     methods = table(WLS, LSQ, DNN)
     default_method = "wls"
     spec = ADC_MODEL
@@ -159,8 +161,7 @@ class ADC(DiffusionModel):
     valid_b_max = 1500.0
     valid_b_reason = ("above about 1000-1500 s/mm2 tissue signal is no longer mono-exponential (diffusion kurtosis; "
                       "Jensen et al., MRM 2005;53:1432)")
-    demo_parameters = ("ADC",)
-    demo_phantom = {"snr": 30.0, "block": (16, 16, 4)}
+    demo = DiffusionDemo(parameters=("ADC",), phantom={"snr": 30.0, "block": (16, 16, 4)})
     #: The network shipped for the phantom (``tools/make_pretrained.py``).
     network = DiffusionNetwork(pretrained={"n": 50_000, "snr": "10:60", "ensemble": 3})
 

@@ -39,8 +39,9 @@ from qmri.fitting.lm import LMOptions
 from qmri.fitting.result import STATUS_CONVERGED, STATUS_FAILED, FitResult
 from qmri.jit import FASTMATH, njit, prange
 from qmri.models.base import Parameter, SignalModel, register
-from qmri.models.diffusion.acquisition import (DiffusionModel, DiffusionNetwork, b0_threshold_option,
+from qmri.models.diffusion.acquisition import (DiffusionDemo, DiffusionModel, DiffusionNetwork, b0_threshold_option,
                                                check_b0_threshold, check_bvals)
+from qmri.models.facets import CommandText
 from qmri.fitting.net.method import DNN
 from qmri.models.methods import LeastSquares, Method, Validation, table
 from qmri.options import Option
@@ -544,8 +545,9 @@ class IVIM(DiffusionModel):
     """
 
     command = "ivim"
-    summary = "fit IVIM (S0, f, D, Dstar) to a diffusion series"
-    description = "Fit the bi-exponential IVIM model voxel by voxel. D and Dstar in mm2/s, b in s/mm2, f a fraction."
+    cli = CommandText(
+        summary="fit IVIM (S0, f, D, Dstar) to a diffusion series",
+        description="Fit the bi-exponential IVIM model voxel by voxel. D and Dstar in mm2/s, b in s/mm2, f a fraction.")
     options = (
         Option("threshold", "b (s/mm2) from which perfusion is neglected in the segmented step (default 200)",
                float, DEFAULT_THRESHOLD),
@@ -583,8 +585,7 @@ class IVIM(DiffusionModel):
         self.threshold = float(threshold)
         self.preset = preset
 
-    demo_parameters = ("f", "D", "Dstar")
-    demo_phantom = {"snr": 30.0, "block": (16, 16, 4)}
+    demo = DiffusionDemo(parameters=("f", "D", "Dstar"), phantom={"snr": 30.0, "block": (16, 16, 4)})
     #: The network shipped for the phantom (``tools/make_pretrained.py``).
     network = DiffusionNetwork(pretrained={"n": 100_000, "snr": "10:60", "ensemble": 3})
 

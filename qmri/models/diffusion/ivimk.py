@@ -40,8 +40,9 @@ import numpy as np
 from qmri.fitting.net.method import DNN
 from qmri.jit import FASTMATH, njit
 from qmri.models.base import Parameter, SignalModel, register
-from qmri.models.diffusion.acquisition import DiffusionNetwork
+from qmri.models.diffusion.acquisition import DiffusionDemo, DiffusionNetwork
 from qmri.models.diffusion.ivim import IVIM, IVIM_MODEL, _fit_segmented, lsq_refine, lsq_start
+from qmri.models.facets import CommandText
 from qmri.models.methods import LeastSquares, Method, Validation, table
 
 
@@ -170,10 +171,11 @@ class IVIMKurtosis(IVIM):
     """
 
     command = "ivimk"
-    summary = "fit IVIM-kurtosis (S0, f, D, Dstar, K) to a diffusion series"
-    description = ("Fit S = S0 (f exp(-b Dstar) + (1 - f) exp(-b D + b^2 D^2 K / 6)) voxel by voxel (IVIM with a "
-                   "kurtosis term, Lu et al. 2012), for b up to 2000 s/mm2. D and Dstar in mm2/s, b in s/mm2, f a "
-                   "fraction, K dimensionless.")
+    cli = CommandText(
+        summary="fit IVIM-kurtosis (S0, f, D, Dstar, K) to a diffusion series",
+        description=("Fit S = S0 (f exp(-b Dstar) + (1 - f) exp(-b D + b^2 D^2 K / 6)) voxel by voxel (IVIM with a "
+                     "kurtosis term, Lu et al. 2012), for b up to 2000 s/mm2. D and Dstar in mm2/s, b in s/mm2, f a "
+                     "fraction, K dimensionless."))
     methods = table(LSQ, SEGMENTED, DNN)
     default_method = "lsq"
     spec = IVIMK_MODEL
@@ -187,8 +189,7 @@ class IVIMKurtosis(IVIM):
     needs_b_reason = ("K is told apart from D only by the curvature of the tissue signal, which needs b-values up to "
                       "about 1500-2000 s/mm2 (Jensen & Helpern, NMR Biomed 2010;23:698; Lu et al., JMRI 2012;36:1088 "
                       "up to 2000); below, fit qmri ivim")
-    demo_parameters = ("f", "D", "Dstar", "K")
-    demo_phantom = {"block": (16, 16, 4)}
+    demo = DiffusionDemo(parameters=("f", "D", "Dstar", "K"), phantom={"block": (16, 16, 4)})
     #: The network shipped for the phantom (``tools/make_pretrained.py``).
     network = DiffusionNetwork(pretrained={"n": 100_000, "snr": "10:60", "ensemble": 3})
 

@@ -19,7 +19,8 @@ import numpy as np
 from qmri.fitting.linear import solve_loglinear
 from qmri.jit import njit
 from qmri.models.base import Parameter, SignalModel, register
-from qmri.models.diffusion.acquisition import DiffusionModel, DiffusionNetwork
+from qmri.models.diffusion.acquisition import DiffusionDemo, DiffusionModel, DiffusionNetwork
+from qmri.models.facets import CommandText
 from qmri.fitting.net.method import DNN
 from qmri.models.methods import LeastSquares, table
 
@@ -139,16 +140,16 @@ class StretchedExponential(DiffusionModel):
     """
 
     command = "stretched"
-    summary = "fit the stretched exponential (S0, DDC, alpha) to a diffusion series"
-    description = ("Fit S = S0 exp(-(b DDC)^alpha) voxel by voxel (Bennett et al. 2003) by bounded "
-                   "Levenberg-Marquardt. b in s/mm2, DDC in mm2/s, alpha in (0, 1].")
+    cli = CommandText(
+        summary="fit the stretched exponential (S0, DDC, alpha) to a diffusion series",
+        description=("Fit S = S0 exp(-(b DDC)^alpha) voxel by voxel (Bennett et al. 2003) by bounded "
+                     "Levenberg-Marquardt. b in s/mm2, DDC in mm2/s, alpha in (0, 1]."))
     methods = table(LeastSquares(description="bounded Levenberg-Marquardt fit of (S0, DDC, alpha) from a "
                                              "mono-exponential start", start=lsq_start), DNN)
     default_method = "lsq"
     spec = STRETCHED_MODEL
     min_distinct_b = 3
-    demo_parameters = ("DDC", "alpha")
-    demo_phantom = {"snr": 50.0, "block": (16, 16, 4)}
+    demo = DiffusionDemo(parameters=("DDC", "alpha"), phantom={"snr": 50.0, "block": (16, 16, 4)})
     #: The network shipped for the phantom (``tools/make_pretrained.py``).
     network = DiffusionNetwork(pretrained={"n": 50_000, "snr": "10:60", "ensemble": 3})
 

@@ -30,6 +30,7 @@ from qmri.models.diffusion.dki.design import (DT_NAMES, KT_NAMES, KURTOSIS_MONOT
                                               design_matrix, dki_signal, hemisphere)
 from qmri.models.diffusion.dki.metrics import MAP_UNITS, MAX_KURTOSIS, MIN_KURTOSIS, tensor_maps
 from qmri.models.diffusion.dki.tensors import SIGNAL_UNITS, TENSOR_UNITS, predicted_signal, tensor_outputs
+from qmri.models.facets import CommandText, Demo
 from qmri.fitting.net.method import DNN
 from qmri.models.methods import Method, table
 from qmri.options import Option
@@ -314,6 +315,20 @@ class DKINetwork(DiffusionNetwork):
                 "dki": (lambda: make(False), dict(self.pretrained))}
 
 
+class DKIDemo(Demo):
+    """The DKI demo: a further column, the voxels whose fitted tensors give a negative apparent kurtosis."""
+
+    def extra(self, model, ph, maps, method, mask):
+        """Percentage of voxels with a negative apparent kurtosis along one of 100 directions (tensor
+        methods: those that give the coefficients)."""
+        from qmri.models.diffusion.dki.design import apparent_kurtosis
+
+        if not isinstance(self.owner.methods[method], TensorMethod):
+            return {}
+        beta = model.coefficients(ph.data[mask], method)[0]
+        return {"K<0 %": float(np.mean(np.nanmin(apparent_kurtosis(beta, hemisphere(100)), axis=1) < 0)) * 100}
+
+
 class DKI(DiffusionModel):
     """Full-tensor diffusion kurtosis model bound to an acquisition.
 
@@ -367,11 +382,12 @@ class DKI(DiffusionModel):
     """
 
     command = "dki"
-    summary = "fit diffusion kurtosis (full tensor, or trace/powder DKI for body imaging)"
-    description = ("Fit DKI voxel by voxel. Full tensor (S0, MD, AD, RD, FA, MK, AK, RK, MKT, KFA) when a "
-                   ".bvec with >= 15 directions is given and --trace is not set; otherwise trace DKI "
-                   "S = S0 exp(-b D + b^2 D^2 K/6) on direction-averaged images (S0, D, K), fitted by "
-                   "bounded LM. b in s/mm2, diffusivities in mm2/s, kurtosis unitless.")
+    cli = CommandText(
+        summary="fit diffusion kurtosis (full tensor, or trace/powder DKI for body imaging)",
+        description=("Fit DKI voxel by voxel. Full tensor (S0, MD, AD, RD, FA, MK, AK, RK, MKT, KFA) when a "
+                     ".bvec with >= 15 directions is given and --trace is not set; otherwise trace DKI "
+                     "S = S0 exp(-b D + b^2 D^2 K/6) on direction-averaged images (S0, D, K), fitted by "
+                     "bounded LM. b in s/mm2, diffusivities in mm2/s, kurtosis unitless."))
     options = (Option("trace", "trace/powder DKI: average the volumes of each b-shell (b rounded to 50 s/mm2) "
                       "when a .bvec is given, else fit each volume as one b-value", bool, False),
                b0_threshold_option(f"not counted as a direction or shell, b-vector not checked (default "
@@ -458,9 +474,10 @@ class DKI(DiffusionModel):
         bounds for the full tensor)."""
 
     # Phantom and demo ----------------------------------------------------------------------
-    phantom_options = ()
-    demo_parameters = ("MD", "FA", "MK", "MKT")
-    demo_phantom = {"snr": 30.0, "block": (16, 16, 4)}
+    demo = DKIDemo(parameters=("MD", "FA", "MK", "MKT"), phantom={"snr": 30.0, "block": (16, 16, 4)},
+                   columns={"K<0 %": "voxels (%) whose fitted tensors give a negative apparent kurtosis along one "
+                                     "of 100 directions (not physical; cwls constrains it away; '-': the method "
+                                     "gives no tensors)"})
     #: Shipped networks: the trace model (``dki-trace``, 3 networks) and the full tensor (``dki``).
     network = DKINetwork(pretrained={"n": 100_000, "snr": "10:60", "ensemble": 1},
                          pretrained_trace={"n": 50_000, "snr": "10:60", "ensemble": 3})
@@ -475,20 +492,6 @@ class DKI(DiffusionModel):
         from qmri.models.diffusion.dki.phantom import dki_phantom
 
         return dki_phantom(snr=30.0 if snr is None else snr, seed=seed, block=block)
-
-    demo_columns = {"K<0 %": "voxels (%) whose fitted tensors give a negative apparent kurtosis along one of 100 "
-                             "directions (not physical; cwls constrains it away; '-': the method gives no tensors)"}
-
-    @classmethod
-    def demo_extra(cls, model, ph, maps, method, mask):
-        """Percentage of voxels with a negative apparent kurtosis along one of 100 directions (tensor
-        methods: those that give the coefficients)."""
-        from qmri.models.diffusion.dki.design import apparent_kurtosis
-
-        if not isinstance(cls.methods[method], TensorMethod):
-            return {}
-        beta = model.coefficients(ph.data[mask], method)[0]
-        return {"K<0 %": float(np.mean(np.nanmin(apparent_kurtosis(beta, hemisphere(100)), axis=1) < 0)) * 100}
 
     @classmethod
     def settings_before_recorded(cls, provenance: dict) -> dict:
