@@ -29,7 +29,7 @@ from qmri.cli.main import main
 from qmri.errors import QMRIInputError
 from qmri.models import MODULES
 from qmri.models.base import SIGNAL_MODELS
-from qmri.models.model import COMMANDS, Model
+from qmri.models.model import COMMANDS, MODEL_IDS, Model
 
 REPO = Path(__file__).resolve().parents[1]
 GUIDE = REPO / "docs" / "adding-a-model.md"
@@ -48,7 +48,7 @@ def guide_model(tmp_path_factory):
     (command, module_name), = ast.literal_eval("{" + registration + "}").items()
     path = tmp_path_factory.mktemp("guide") / "mymodel.py"
     path.write_text(declaration + "\n\n" + binding)
-    saved = dict(MODULES), dict(COMMANDS), dict(SIGNAL_MODELS)
+    saved = dict(MODULES), dict(COMMANDS), dict(SIGNAL_MODELS), dict(MODEL_IDS)
     try:
         MODULES[command] = module_name
         spec = importlib.util.spec_from_file_location(module_name, path)
@@ -58,7 +58,7 @@ def guide_model(tmp_path_factory):
         yield command, module
     finally:
         sys.modules.pop(module_name, None)
-        for registry, before in zip((MODULES, COMMANDS, SIGNAL_MODELS), saved):
+        for registry, before in zip((MODULES, COMMANDS, SIGNAL_MODELS, MODEL_IDS), saved):
             registry.clear()
             registry.update(before)
 
