@@ -5,7 +5,7 @@ Phantom: ``qmri.models.diffusion.dki.phantom.dki_phantom`` with 32×32×16-voxel
 
 Rows
 ----
-* qmri ``wls``, ``ols``, ``cwls``, ``nls``: whole phantom, all scalar maps included, warm (Numba
+* qmri ``wls``, ``ols``, ``cwls``, ``lsq``: whole phantom, all scalar maps included, warm (Numba
   compiled beforehand), voxels per second over the ``Model.fit`` call.
 * dipy ``DiffusionKurtosisModel`` WLS and OLS on a random subset (fit + md/fa/mk/ak/rk/mkt), and
   CWLS on a smaller subset with b in ms/µm² (with b in s/mm² dipy's CWLS silently returns the
@@ -92,7 +92,7 @@ def main(argv=None):
     sub = rng.choice(n, size=min(args.dipy_voxels, n), replace=False)  # dipy's voxels
     rows = []
     model = DKI(bvals, bvecs)
-    for method in ("wls", "ols", "cwls", "nls"):
+    for method in ("wls", "ols", "cwls", "lsq"):
         model.fit(Y[:64], method=method)  # compile
         dt = np.inf
         for _ in range(args.repeat):

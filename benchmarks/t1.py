@@ -1,4 +1,4 @@
-"""VFA T1 mapping speed and accuracy: qmri (linear DESPOT1, nonlinear LM) vs scipy least_squares per voxel.
+"""VFA T1 mapping speed and accuracy: qmri (linear DESPOT1, lsq: LM) vs scipy least_squares per voxel.
 
 Synthetic B1-corrected VFA data: the QIBA T1 DRO protocol (flip angles 3, 6, 9, 15, 24, 35°,
 TR 5 ms), T1 uniform in 0.3–3 s, M0 1000, a relative B1 map uniform in 0.8–1.2, Gaussian noise
@@ -49,7 +49,7 @@ def main(argv=None):
 
     rows = []
     model = VFA(fa, tr, b1=b1)
-    for method in ("linear", "nonlinear"):
+    for method in ("linear", "lsq"):
         VFA(fa, tr, b1=b1[:64]).fit(Y[:64], method=method)  # compile
         best = np.inf
         for _ in range(args.repeats):

@@ -114,3 +114,21 @@ def test_every_model_is_found_by_name_without_a_list_of_exceptions():
     assert {cls.__name__ for cls in MODEL_IDS.values()} >= {"IVIM", "DKI", "TraceDKI", "VFA", "DCE"}
     with pytest.raises(AttributeError):
         qmri.models.NotAModel  # noqa: B018
+
+
+def test_every_least_squares_fit_is_called_lsq_and_the_former_names_still_work(dki_series, tmp_path):
+    from qmri.models import VFA
+    from qmri.models.model import COMMANDS
+
+    for cls in COMMANDS.values():  # the LM engine has one name wherever it fits the declared signal
+        assert not {"nonlinear", "nls"} & set(cls.methods), cls.__name__
+    model = VFA([2, 5, 10, 15], tr=0.005)
+    sig = model.predict({"M0": 1000.0, "T1": 1.2})[None]
+    old, new = model.fit(sig, method="nonlinear"), model.fit(sig)
+    assert new.provenance["method"] == old.provenance["method"] == "lsq"
+    np.testing.assert_array_equal(old["T1"], new["T1"])
+    d, _ = dki_series
+    assert main(["dki", str(d / "dwi.nii.gz"), "--method", "nls", "--out-dir", str(tmp_path / "nls"), "--quiet"]) == 0
+    assert ParameterMaps.load(tmp_path / "nls").provenance["method"] == "lsq"
+    with pytest.raises(QMRIInputError, match="unknown method 'nonlinear' for IVIM"):
+        IVIM(B).method("nonlinear")

@@ -317,7 +317,7 @@ def mask_for(draw, shape, name="mask"):
 DIFFUSION_PARAMS = {"ivim": ("S0", "f", "D", "Dstar"), "adc": ("S0", "ADC"), "stretched": ("S0", "DDC", "alpha"),
                     "dki": ("S0", "D", "K"), "ivimk": ("S0", "f", "D", "Dstar", "K")}
 DIFFUSION_METHODS = {"ivim": ["lsq", "segmented"], "adc": ["wls", "lsq"], "stretched": ["lsq"],
-                     "dki": ["wls", "ols", "nls"], "ivimk": ["lsq", "segmented"]}
+                     "dki": ["wls", "ols", "lsq"], "ivimk": ["lsq", "segmented"]}
 
 
 @st.composite

@@ -172,7 +172,7 @@ def test_full_tensor_dki_refuses_bounds_and_trace_dki_applies_them(dki_series, t
 
     from qmri.cli.main import main
 
-    for method in ("wls", "nls", "ols", "cwls"):
+    for method in ("wls", "lsq", "ols", "cwls"):
         assert main(["dki", str(dki_series), "--out-dir", str(tmp_path / method), "--method", method,
                      "--bounds", "K=0:2", "--quiet"]) == 2
         err = capsys.readouterr().err.strip().splitlines()[-1]

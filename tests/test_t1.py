@@ -10,7 +10,7 @@ from qmri.fitting import STATUS_CONVERGED, STATUS_FAILED
 from qmri.models import VFA
 from qmri.validation import osipi_t1
 
-METHODS = ["linear", "nonlinear"]
+METHODS = ["linear", "lsq"]
 
 
 @pytest.mark.parametrize("case", case_params(osipi_t1.cases()))
@@ -52,8 +52,8 @@ def test_ignoring_b1_biases_t1():
     """A 20 % flip-angle error left uncorrected changes T1 by far more than the tolerance."""
     model = VFA(FA, TR)
     sig = model.signal(dict(M0=1000.0, T1=1.0), b1=1.2)
-    t1_nominal = model.fit(sig[None], method="nonlinear")["T1"][0]
-    t1_corrected = VFA(FA, TR, b1=1.2).fit(sig[None], method="nonlinear")["T1"][0]
+    t1_nominal = model.fit(sig[None], method="lsq")["T1"][0]
+    t1_corrected = VFA(FA, TR, b1=1.2).fit(sig[None], method="lsq")["T1"][0]
     assert t1_corrected == pytest.approx(1.0, rel=1e-6)
     assert abs(t1_nominal - 1.0) > 0.3
 
@@ -65,10 +65,10 @@ def test_continuous_b1_map_is_exact_per_voxel():
     t1, m0, b1 = _volume(rng)
     model = VFA(FA, TR, b1=b1)
     data = model.signal(dict(M0=m0, T1=t1), b1=b1)
-    maps = model.fit(data, method="nonlinear")
+    maps = model.fit(data, method="lsq")
     np.testing.assert_allclose(maps["T1"], t1, rtol=1e-6)
     for idx in [(0, 0, 0), (3, 2, 1), (1, 2, 0)]:
-        alone = VFA(FA, TR, b1=float(b1[idx])).fit(data[idx][None], method="nonlinear")["T1"][0]
+        alone = VFA(FA, TR, b1=float(b1[idx])).fit(data[idx][None], method="lsq")["T1"][0]
         assert alone == pytest.approx(maps["T1"][idx], rel=1e-9)
 
 
@@ -79,7 +79,7 @@ def test_nonlinear_is_unbiased_and_more_precise_than_linear_in_noise():
     clean = model.signal(dict(M0=np.full(n, 10000.0), T1=np.full(n, 1.0)))
     noisy = clean + rng.normal(0, 20.0, clean.shape)
     lin = model.fit(noisy, method="linear")["T1"]
-    nl = model.fit(noisy, method="nonlinear")["T1"]
+    nl = model.fit(noisy, method="lsq")["T1"]
     assert abs(np.median(nl) - 1.0) < 0.01
     assert np.std(nl) < np.std(lin)
 
@@ -88,7 +88,7 @@ def test_per_flip_angle_tr_needs_nonlinear():
     tr = [0.005, 0.005, 0.008, 0.008]
     model = VFA([3, 8, 12, 20], tr)
     sig = model.signal(dict(M0=800.0, T1=0.9))
-    assert model.fit(sig[None], method="nonlinear")["T1"][0] == pytest.approx(0.9, rel=1e-6)
+    assert model.fit(sig[None], method="lsq")["T1"][0] == pytest.approx(0.9, rel=1e-6)
     with pytest.raises(QMRIInputError, match="one TR"):
         model.fit(sig[None], method="linear")
 
@@ -110,7 +110,7 @@ def test_nonlinear_starts_without_a_linear_solution():
     sig = 100.0 * np.tan(np.deg2rad(FA))
     lin = model.fit(sig[None], method="linear")
     assert lin["status"][0] == STATUS_FAILED
-    nl = model.fit(sig[None], method="nonlinear")
+    nl = model.fit(sig[None], method="lsq")
     assert nl["status"][0] != STATUS_FAILED
     assert model.lower[1] <= nl["T1"][0] <= model.upper[1]
 
@@ -118,7 +118,7 @@ def test_nonlinear_starts_without_a_linear_solution():
 def test_invalid_b1_voxels_fail():
     model = VFA(FA, TR, b1=np.array([1.0, 0.0, np.nan]))
     sig = model.signal(dict(M0=1000.0, T1=1.0))
-    maps = model.fit(np.stack([sig] * 3), method="nonlinear")
+    maps = model.fit(np.stack([sig] * 3), method="lsq")
     assert maps["status"][0] == STATUS_CONVERGED
     assert np.all(maps["status"][1:] == STATUS_FAILED)
 

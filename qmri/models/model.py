@@ -70,6 +70,10 @@ class Model:
     methods : dict of str to Method
         The estimation methods, the first being listed first; extend with :meth:`add_method`.
     default_method : str
+    method_aliases : dict of str to str
+        Earlier names of methods (``{"nonlinear": "lsq"}``), accepted wherever a method is named
+        (``method=``, ``--method``, a cohort configuration, a sidecar's ``Method``); fits record the
+        method's name.
     amplitude : str or None
         Parameter scaled back by the signal normalisation of :meth:`normalise` (``S0``, ``M0``).
     data_unit : str
@@ -109,6 +113,7 @@ class Model:
     options: tuple[Option, ...] = ()
     methods: dict = {}
     default_method: str = ""
+    method_aliases: dict = {}
     amplitude: str | None = None
     data_unit: str = "a.u."
     n_measurements: int = 0
@@ -184,7 +189,7 @@ class Model:
         QMRIInputError
             Unknown method.
         """
-        name = name or cls.default_method
+        name = cls.method_aliases.get(name, name) if name else cls.default_method
         if name not in cls.methods:
             raise QMRIInputError(f"unknown method {name!r} for {cls.__name__}; choose one of {', '.join(cls.methods)}")
         return cls.methods[name]

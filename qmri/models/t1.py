@@ -12,7 +12,7 @@ Methods
     The signal equation is linear in the transformed variables ``y = S/sin α`` and
     ``x = S/tan α``: ``y = E1 · x + M0 (1 - E1)``; an ordinary least-squares line gives
     ``T1 = -TR / ln(slope)`` and ``M0 = intercept / (1 - slope)``. Needs one common TR.
-``nonlinear`` (default)
+``lsq`` (default; formerly ``nonlinear``, still accepted)
     Bounded Levenberg–Marquardt fit of (M0, T1) to the signals (:func:`qmri.fitting.fit_lm`),
     started from the linear solution. Allows a different TR per flip angle.
 
@@ -179,7 +179,7 @@ def _fit_linear(model, Y, C):
 
 
 def lsq_start(model, Yn, C):
-    """Start of ``nonlinear``: the DESPOT1 solution, else T1 = 1 s with M0 matching the first flip angle."""
+    """Start of ``lsq``: the DESPOT1 solution, else T1 = 1 s with M0 matching the first flip angle."""
     p0 = model.despot1(Yn, C)[0]
     miss = ~np.all(np.isfinite(p0), axis=1)
     if miss.any():
@@ -191,9 +191,9 @@ def lsq_start(model, Yn, C):
     return np.clip(np.where(np.isfinite(p0), p0, 1.0), model.lower, model.upper)
 
 
-NONLINEAR = LeastSquares("nonlinear", "bounded Levenberg-Marquardt fit of (M0, T1) from the DESPOT1 start "
-                         "(default)", reference=REFERENCE, start=lsq_start)
-LINEAR = Method("linear", "DESPOT1 line fit (one TR for all flip angles; unbounded: --bounds need the nonlinear "
+LSQ = LeastSquares("lsq", "bounded Levenberg-Marquardt fit of (M0, T1) from the DESPOT1 start (default; formerly "
+                   "'nonlinear')", reference=REFERENCE, start=lsq_start)
+LINEAR = Method("linear", "DESPOT1 line fit (one TR for all flip angles; unbounded: --bounds need the lsq "
                 "method)", _fit_linear, reference="DESPOT1: " + REFERENCE, bounded=False)
 
 
@@ -240,8 +240,9 @@ class VFA(Model):
                      "line fit or bounded Levenberg-Marquardt from it). T1 in s, flip angles in degrees, TR in s. "
                      "Writes T1, M0 and the fit quality maps."))
     workflow = "vfa"
-    methods = table(NONLINEAR, LINEAR)
-    default_method = "nonlinear"
+    methods = table(LSQ, LINEAR)
+    default_method = "lsq"
+    method_aliases = {"nonlinear": "lsq"}  # its name before every least-squares fit was called lsq
     amplitude = "M0"
     spec = T1_VFA
 
@@ -294,7 +295,7 @@ class VFA(Model):
     # Fitting ---------------------------------------------------------------------------------
     def check_method(self, method):
         if method == "linear" and np.unique(self.tr).size > 1:
-            raise QMRIInputError("the linear (DESPOT1) method needs one TR for all flip angles; use method='nonlinear'")
+            raise QMRIInputError("the linear (DESPOT1) method needs one TR for all flip angles; use method='lsq'")
 
     def describe(self, method: str) -> str:
         return (f"VFA T1, method {method}, flip angles {', '.join(f'{a:g}' for a in self.fa_deg)} deg, "

@@ -93,7 +93,7 @@ def models() -> dict:
     acq = {k: np.asarray(ph.acquisition[k]) for k in ("times", "aif", "aif_times")}
     out["DCE Tofts"] = (DCE(acq["times"], acq["aif"], "tofts", aif_times=acq["aif_times"]), "lsq", False)
     out["DCE ETM"] = (DCE(acq["times"], acq["aif"], "etm", aif_times=acq["aif_times"]), "lsq", False)
-    out["VFA T1"] = (VFA([2, 5, 10, 15, 20], 0.005), "nonlinear", False)
+    out["VFA T1"] = (VFA([2, 5, 10, 15, 20], 0.005), "lsq", False)
     return out
 
 
@@ -156,7 +156,7 @@ def _case(label: str, method: str, name: str, snr: float, cache: dict) -> Outcom
 
 
 #: What the suite's method labels fit: ``{label: (method, options besides interval=True)}``.
-METHODS = {"lsq": ("lsq", {}), "nonlinear": ("nonlinear", {}), "dnn": ("dnn", {"weights": "builtin"}),
+METHODS = {"lsq": ("lsq", {}), "dnn": ("dnn", {"weights": "builtin"}),
            "lsq-bootstrap": ("lsq", {"bootstrap": 200})}
 #: Models whose least-squares t intervals are not calibrated at low SNR: their bootstrap intervals are measured too.
 BOOTSTRAPPED = ("IVIM",)
@@ -167,7 +167,7 @@ def methods(label: str) -> list[str]:
     least-squares method; its parametric bootstrap where the t interval is not calibrated
     (:data:`BOOTSTRAPPED`); and ``dnn`` with the shipped networks where qmri ships them for the
     model's protocol (:data:`SHIPPED`)."""
-    out = ["nonlinear" if label == "VFA T1" else "lsq"]
+    out = ["lsq"]
     out += ["lsq-bootstrap"] if label in BOOTSTRAPPED else []
     return out + (["dnn"] if label in SHIPPED else [])
 

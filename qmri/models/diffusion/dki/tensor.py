@@ -5,7 +5,7 @@ Signal and coefficients: :mod:`qmri.models.diffusion.dki.design`; scalar maps:
 :mod:`qmri.models.diffusion.dki.constrained`. The acquisition needs at least 3 distinct b-values
 (b=0 included) and 15 non-collinear directions (Jensen & Helpern, NMR Biomed 2010;23:698).
 
-The signal model declared here (``dki_tensor``) is the nonlinear form used by the ``nls`` method:
+The signal model declared here (``dki_tensor``) is the nonlinear form used by the ``lsq`` method:
 ``S = S0 exp(x · β[:21])`` with the 21 tensor coefficients of the design matrix (b in ms/µm²).
 """
 
@@ -37,7 +37,7 @@ from qmri.options import Option
 
 
 # ---------------------------------------------------------------------------------------------
-# Full-tensor nonlinear model (declared: used by the ``nls`` method)
+# Full-tensor nonlinear model (declared: used by the ``lsq`` method)
 # ---------------------------------------------------------------------------------------------
 @njit(cache=True)
 def dki_tensor_signal(p, acq, cov, out):
@@ -233,7 +233,8 @@ def _solve_nls(model, Y):
 WLS = TensorMethod("wls", "weighted linear least squares on log S, weights from the OLS prediction "
                    "(dipy's WLS; default)", _solve_wls, reference="Veraart et al., NeuroImage 2013;81:335")
 OLS = TensorMethod("ols", "ordinary linear least squares on log S", _solve_ols)
-NLS = TensorMethod("nls", "bounded Levenberg-Marquardt on the signal (S0 >= 0) from the WLS solution", _solve_nls)
+LSQ = TensorMethod("lsq", "bounded Levenberg-Marquardt on the signal (S0 >= 0) from the WLS solution (formerly 'nls')",
+                   _solve_nls)
 CWLS = TensorMethod("cwls", "WLS with D(n) >= 0 and 0 <= K(n) <= 3/(b_max D(n)) on the whole sphere",
                     _solve_cwls, reference="Tabesh et al., MRM 2011;65:823 (constrained linear least squares)")
 
@@ -354,7 +355,7 @@ class DKI(DiffusionModel):
         and b-vectors checked (default :data:`~qmri.models.diffusion.acquisition.B0_THRESHOLD` = 50,
         dipy's); the design matrix uses every volume's measured b-value.
     lm_options : qmri.fitting.LMOptions, optional
-        Stopping rules of the ``nls`` fit.
+        Stopping rules of the ``lsq`` fit.
     bvec_frame : array_like, shape (3, 3), optional
         Rotation from the b-vectors' frame to world (scanner) coordinates, into which the tensor
         images (``tensors=True``) are turned (:func:`~qmri.models.diffusion.acquisition.fsl_bvec_frame`
@@ -364,7 +365,7 @@ class DKI(DiffusionModel):
     Methods
     -------
     ``wls`` (default), ``ols``: linear least squares on log S (:mod:`qmri.fitting.linear`).
-    ``nls``: bounded Levenberg–Marquardt on S (S0 >= 0) from the WLS solution.
+    ``lsq``: bounded Levenberg–Marquardt on S (S0 >= 0) from the WLS solution.
     ``cwls``: WLS subject to D(n) >= 0, K(n) >= 0 and K(n) <= 3 / (b_max D(n)) on
     :data:`~qmri.models.diffusion.dki.design.N_CONSTRAINT_DIRECTIONS` directions plus each voxel's
     worst directions (Tabesh et al. 2011 CLLS constraints; the upper bound keeps the signal
@@ -392,8 +393,9 @@ class DKI(DiffusionModel):
                       "when a .bvec is given, else fit each volume as one b-value", bool, False),
                b0_threshold_option(f"not counted as a direction or shell, b-vector not checked (default "
                                    f"{B0_THRESHOLD:g}, as dipy)"))
-    methods = table(WLS, OLS, NLS, CWLS, DNN)
+    methods = table(WLS, OLS, LSQ, CWLS, DNN)
     default_method = "wls"
+    method_aliases = {"nls": "lsq"}  # its name before every least-squares fit was called lsq
     spec = DKI_TENSOR_MODEL
     uses_bvecs = True
     valid_b_max = 3000.0
@@ -434,7 +436,7 @@ class DKI(DiffusionModel):
         on the direction-averaged shells.
 
         ``bounds`` apply to trace DKI only (its parameters S0, D, K): the full-tensor maps are derived
-        from the 22 tensor coefficients, which no method bounds (``wls``, ``ols`` are linear, ``nls``
+        from the 22 tensor coefficients, which no method bounds (``wls``, ``ols`` are linear, ``lsq``
         keeps S0 >= 0 alone, ``cwls`` applies its own constraints on D(n) and K(n)).
 
         Raises
@@ -528,7 +530,7 @@ class DKI(DiffusionModel):
                 "fitted_label": "fitted, mean over the same directions", "points_label": "measured, each volume"}
 
     def design(self, bvals) -> np.ndarray:
-        """The first 21 columns of the design matrix (ms/µm²): the acquisition of the ``nls`` signal."""
+        """The first 21 columns of the design matrix (ms/µm²): the acquisition of the ``lsq`` signal."""
         return self.X[:, :21]
 
     def describe(self, method: str) -> str:
