@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as _dt
-import os
 import re
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -254,6 +253,8 @@ class ParameterMaps(Mapping):
     # Output -----------------------------------------------------------------------------------
     def output_paths(self, out_dir, prefix: str = "", naming=None) -> dict[str, Path]:
         """The NIfTI path of every map that :meth:`save` writes (sidecars sit beside, ``.json``)."""
+        from qmri.naming import PrefixNaming
+
         naming = naming or PrefixNaming(prefix)
         folder = naming.folder(out_dir)
         return {name: folder / naming.map_file(name, self._kind(name)) for name in self._all()}
@@ -286,8 +287,8 @@ class ParameterMaps(Mapping):
             Further files of the set, ``{file name: write(path)}`` (e.g. a figure or a table):
             each function writes its file at the path it is given.
         naming : optional
-            How files are named and where they go: :class:`PrefixNaming` (default, with ``prefix``)
-            or :class:`qmri.bids.BIDSNaming` (BIDS derivative names and sidecar keys). Every
+            How files are named and where they go (:mod:`qmri.naming`): ``PrefixNaming`` (default,
+            with ``prefix``) or ``BIDSNaming`` (BIDS derivative names and sidecar keys). Every
             sidecar records the file of every map (``MapFiles``), which :meth:`load` reads.
 
         Returns
@@ -303,6 +304,7 @@ class ParameterMaps(Mapping):
             A provenance key that is not lower-case ``snake_case`` (it could not be read back).
         """
         from qmri import io
+        from qmri.naming import PrefixNaming
         from qmri.resultset import ResultSet
 
         if naming is not None and prefix:
@@ -448,39 +450,6 @@ def map_kind(name: str) -> str:
     if name.endswith("_crlb"):
         return "crlb"
     return "parameter"
-
-
-class PrefixNaming:
-    """qmri's own names: ``<out_dir>/<prefix><map>.nii.gz`` with ``<prefix><map>.json``, extra files
-    ``<prefix><name>``; sidecar ``Units`` as qmri writes units (``mm2/s``), ``Sources`` the paths
-    given. (The other policy, BIDS derivative names: :class:`qmri.bids.BIDSNaming`.)
-
-    Raises :class:`QMRIInputError` for a prefix with a path separator (``../x_``): the files of a
-    set stay in its folder."""
-
-    def __init__(self, prefix: str = ""):
-        prefix = str(prefix)
-        if any(sep and sep in prefix for sep in (os.sep, os.altsep, "\0")):
-            raise QMRIInputError(f"--prefix {prefix!r}: a prefix is the start of a file name and cannot hold a path "
-                                 "separator; give the folder with --out-dir")
-        self.prefix = prefix
-
-    def folder(self, out_dir) -> Path:
-        return Path(out_dir)
-
-    def map_file(self, name: str, kind: str) -> str:
-        return f"{self.prefix}{name}.nii.gz"
-
-    def extra_file(self, name: str) -> str:
-        return f"{self.prefix}{name}"
-
-    def sources(self, paths) -> list[str]:
-        return [str(p) for p in paths]
-
-    def sidecar(self, unit: str, provenance: dict) -> dict:
-        from qmri.bids import estimation
-
-        return {"Units": unit, **estimation(provenance)}
 
 
 def _map_file(sidecar: dict, name: str, prefix: str) -> str:

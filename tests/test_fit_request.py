@@ -97,7 +97,7 @@ def test_dki_takes_the_bvec_frame_as_a_setting_and_keeps_it(dki_series, tmp_path
 
 
 def test_each_workflow_declares_its_bids_names():
-    from qmri.bids import DATATYPES
+    from qmri.naming import DATATYPES
     from qmri.workflows import NAMES, workflow
 
     for name in NAMES:
@@ -132,3 +132,19 @@ def test_every_least_squares_fit_is_called_lsq_and_the_former_names_still_work(d
     assert ParameterMaps.load(tmp_path / "nls").provenance["method"] == "lsq"
     with pytest.raises(QMRIInputError, match="unknown method 'nonlinear' for IVIM"):
         IVIM(B).method("nonlinear")
+
+
+def test_both_naming_policies_live_in_one_module_and_answer_the_same_questions():
+    import inspect
+
+    import qmri.bids
+    import qmri.maps
+    from qmri import naming
+
+    questions = ("folder", "map_file", "extra_file", "sources", "sidecar")
+    for policy in (naming.PrefixNaming, naming.BIDSNaming):
+        assert policy.__module__ == "qmri.naming"
+        assert all(callable(getattr(policy, q)) for q in questions), policy.__name__
+    assert [list(inspect.signature(getattr(naming.PrefixNaming, q)).parameters) for q in questions] == \
+        [list(inspect.signature(getattr(naming.BIDSNaming, q)).parameters) for q in questions]
+    assert not hasattr(qmri.maps, "PrefixNaming") and not hasattr(qmri.bids, "BIDSNaming")

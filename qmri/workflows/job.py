@@ -59,7 +59,7 @@ class Workflow:
     mask_reference : str
         That reference image in words (``--help``).
     bids_suffix : str
-        Suffix of the model maps in BIDS derivative names (:class:`qmri.bids.BIDSNaming`).
+        Suffix of the model maps in BIDS derivative names (:class:`qmri.naming.BIDSNaming`).
     bids_datatype : str
         BIDS datatype folder of the outputs when the series is not in a datatype folder of its own.
     advice : callable, optional
@@ -287,7 +287,7 @@ class FitPlan:
         (:meth:`qmri.models.model.Model.request`).
     workflow : Workflow
     out_dir : Path
-    naming : qmri.bids.BIDSNaming or qmri.maps.PrefixNaming
+    naming : qmri.naming.BIDSNaming or qmri.naming.PrefixNaming
         BIDS derivative names, or qmri's own (with ``prefix``).
     prefix : str
     plot : bool
@@ -323,7 +323,7 @@ class FitPlan:
     @property
     def bids(self) -> bool:
         """Whether the outputs get BIDS derivative names."""
-        from qmri.maps import PrefixNaming
+        from qmri.naming import PrefixNaming
 
         return not isinstance(self.naming, PrefixNaming)
 
@@ -340,7 +340,7 @@ def plan_fit(model_cls, series, *, out_dir, mask=None, method: str | None = None
     QMRIInputError
         Any bad input (one line naming the file and the problem).
     """
-    from qmri.maps import PrefixNaming
+    from qmri.naming import PrefixNaming
     from qmri.masking import is_auto
     from qmri.workflows import workflow
 
@@ -527,9 +527,9 @@ def fit_files(model_cls, series, *, out_dir, mask=None, method: str | None = Non
     on_start : callable, optional
         Called with a one-line description once the inputs are checked, before the fit.
     bids : bool, optional
-        Write a BIDS derivative dataset in ``out_dir`` (:class:`qmri.bids.BIDSNaming`, and
+        Write a BIDS derivative dataset in ``out_dir`` (:class:`qmri.naming.BIDSNaming`, and
         ``dataset_description.json`` unless present); default (None): when the series is in a BIDS
-        dataset and ``out_dir`` is a derivatives folder (:func:`qmri.bids.wants_bids`).
+        dataset and ``out_dir`` is a derivatives folder (:func:`qmri.naming.wants_bids`).
     provenance : dict, optional
         Further keys recorded in every sidecar (:func:`run_fit`).
     **inputs
@@ -556,15 +556,15 @@ def fit_files(model_cls, series, *, out_dir, mask=None, method: str | None = Non
 
 
 def derivative_naming(series, out_dir, model, workflow: Workflow, bids: bool | None, prefix: str = ""):
-    """:class:`qmri.bids.BIDSNaming` for the fit when BIDS outputs are wanted
-    (:func:`qmri.bids.wants_bids`), else None (qmri's own names).
+    """:class:`qmri.naming.BIDSNaming` for the fit when BIDS outputs are wanted
+    (:func:`qmri.naming.wants_bids`), else None (qmri's own names).
 
     Raises
     ------
     QMRIInputError
         BIDS outputs with a prefix, or for a series without a BIDS name.
     """
-    from qmri.bids import BIDSNaming, wants_bids
+    from qmri.naming import BIDSNaming, wants_bids
 
     if not wants_bids(series, out_dir, bids):
         return None
