@@ -14,13 +14,14 @@ from pathlib import Path
 
 from qmri.cli import logs
 from qmri.cli.options import add_options, given
+from qmri.errors import QMRIInputError
+from qmri.models.model import parse_bounds
+from qmri.workflows import fit_files, workflow
 from qmri.workflows.job import method_options
 
 
 def add_parser(sub, model_cls):
     """Add ``qmri <model_cls.command>`` to the subparsers ``sub``."""
-    from qmri.workflows import workflow
-
     wf = workflow(model_cls.workflow)
     p = sub.add_parser(model_cls.command, help=model_cls.cli.summary, description=model_cls.cli.description)
     p.add_argument("series", type=Path, metavar=wf.series.upper(), help=wf.series_help)
@@ -82,7 +83,6 @@ def parse_slices(text):
     """
     if text is None:
         return None
-    from qmri.errors import QMRIInputError
 
     try:
         return [int(v) for v in text.replace(" ", "").split(",") if v]
@@ -102,9 +102,7 @@ def run(args) -> int:
 
 def _run(args, log) -> int:
     from qmri import io
-    from qmri.models.model import parse_bounds
     from qmri.resultset import refuse_existing
-    from qmri.workflows import fit_files, workflow
 
     cls = args.model_cls
     wf = workflow(cls.workflow)

@@ -13,6 +13,8 @@ import contextlib
 import logging
 import sys
 
+from qmri.errors import QMRIInputError
+
 
 def add_arguments(group) -> None:
     """``--verbose`` and ``--log-file`` (the group has ``--quiet`` already or gets it elsewhere)."""
@@ -45,8 +47,6 @@ def session(args, prog: str):
         try:
             to_file = logging.FileHandler(log_file, encoding="utf-8")
         except OSError as exc:
-            from qmri.errors import QMRIInputError
-
             raise QMRIInputError(f"--log-file {log_file}: cannot open ({exc.strerror})") from None
         to_file.setLevel(logging.DEBUG)
         to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

@@ -6,7 +6,7 @@ import importlib
 from pathlib import Path
 
 from qmri.cli.options import add_options, given
-from qmri.options import random_seed
+from qmri.options import random_seed, resolve
 
 #: Phantoms that belong to no single model: modules declaring ``PHANTOM_NAME``, ``PHANTOM_HELP``,
 #: ``PHANTOM_OPTIONS`` (:class:`qmri.options.Option` tuple) and
@@ -46,8 +46,6 @@ def add_parser(sub):
 
 
 def run_other(args) -> int:
-    from qmri.options import resolve
-
     m = args.module
     opts = resolve(m.PHANTOM_OPTIONS, given(args, m.PHANTOM_OPTIONS), f"qmri phantom {m.PHANTOM_NAME}")
     print(m.write_phantom(args.out_dir, seed=args.seed, force=args.force, **opts))
@@ -55,7 +53,6 @@ def run_other(args) -> int:
 
 
 def run(args) -> int:
-    from qmri.options import resolve
     from qmri.simulate import save_phantom
 
     cls = args.model_cls

@@ -7,6 +7,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import numpy as np
+
 from qmri.cli.options import add_options, given
 from qmri.errors import QMRIInputError
 
@@ -107,8 +109,6 @@ def run(args) -> int:
                     f"{yd.get('specificity', float('nan')):.2f}; Brier {m['brier']:.3f}; calibration intercept "
                     f"{m['calibration']['intercept']:.2f}, slope {m['calibration']['slope']:.2f}")
             if "fold_aucs" in m:
-                import numpy as np
-
                 line += f"; fold AUCs {np.nanmean(m['fold_aucs']):.3f} +- {np.nanstd(m['fold_aucs']):.3f}"
             print(line)
         print(f"wrote {len(out.written)} files to {args.out_dir}  (total {out.seconds:.1f} s)")

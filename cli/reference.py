@@ -11,16 +11,18 @@ import importlib
 import sys
 from pathlib import Path
 
+from qmri.cli.main import COMMANDS as MAIN_COMMANDS
+from qmri.cli.phantom import OTHER_PHANTOMS
+from qmri.workflows import workflow
+from qmri.workflows.train import trainable
+
 START, END = "<!-- commands -->", "<!-- /commands -->"
 
 
 def commands_table() -> str:
     """Markdown table: one row per fitting command (usage, outputs with units, methods), then the other
     commands that declare ``USAGE`` and ``SUMMARY`` (``habitat``), the phantoms, ``train`` and ``demo``."""
-    from qmri.cli.main import COMMANDS as MAIN_COMMANDS
-    from qmri.cli.phantom import OTHER_PHANTOMS
     from qmri.models import COMMANDS
-    from qmri.workflows import workflow
 
     rows = ["| command | fits | methods (first = default) |", "|---|---|---|"]
     for cls in COMMANDS.values():
@@ -43,7 +45,6 @@ def commands_table() -> str:
         flags = " ".join(f"[{o.cli_flag}]" if o.is_switch else f"[{o.cli_flag} {o.name.upper()}]"
                          for o in module.PHANTOM_OPTIONS)
         rows.append(f"| `qmri phantom {module.PHANTOM_NAME} --out-dir OUT {flags}` | {module.PHANTOM_HELP} | |")
-    from qmri.workflows.train import trainable
 
     nets = "\\|".join(cls.command for cls in COMMANDS.values() if trainable(cls))
     rows.append(f"| `qmri train {nets} ... --out WEIGHTS.pt [--snr 10:50]` | networks for `--method dnn --weights`, "

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from qmri.cli.fit import show_progress
 from qmri.cli.options import add_options, given
+from qmri.models.model import parse_bounds
 
 SUMMARY = "train a network estimator (--method dnn) for an acquisition on simulated signals"
 
@@ -38,8 +40,6 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    from qmri.cli.fit import show_progress
-    from qmri.models.model import parse_bounds
     from qmri.workflows import WORKFLOWS
     from qmri.workflows.train import OPTIONS, train_files
 

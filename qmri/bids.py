@@ -32,7 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
+from qmri import __version__
 from qmri.errors import QMRIInputError
+from qmri.options import Option
 
 log = logging.getLogger(__name__)
 
@@ -320,8 +322,6 @@ def take_file(given, found, *, flag: str, what: str):
 
 def ignore_sidecar_option():
     """``--ignore-sidecar``: the workflows' switch to read nothing beside the series."""
-    from qmri.options import Option
-
     return Option("ignore_sidecar", "read nothing beside the series (X.json, X.bval, X.bvec for X.nii.gz); by "
                   "default they supply what no flag gives", bool, False)
 
@@ -368,8 +368,6 @@ def bids_version() -> str:
 
 def dataset_description(links: dict | None = None) -> dict:
     """``dataset_description.json`` of a qmri derivative dataset (BIDS derivatives)."""
-    from qmri import __version__
-
     out = {"Name": "qmri parameter maps", "BIDSVersion": bids_version(), "DatasetType": "derivative",
            "GeneratedBy": [{"Name": "qmri", "Version": __version__,
                             "Description": "voxel-wise quantitative MRI model fits (IVIM, DKI, T1, DCE)"}]}

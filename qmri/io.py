@@ -8,10 +8,13 @@ it into place, so an interrupted run never leaves a half-written file.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import math
 import os
 import secrets
+import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -187,8 +190,6 @@ class ReadAhead:
             except BaseException as exc:  # noqa: BLE001 - series_data reads again and reports
                 future.set_exception(exc)
 
-        import threading
-
         threading.Thread(target=read, daemon=True, name="qmri-read-ahead").start()
 
     def take(self, img) -> np.ndarray | None:
@@ -312,12 +313,9 @@ def _dipy_read_bvals_bvecs():
     the standard library and NumPy, so it is loaded here on its own, under its own name,
     unless ``dipy.io`` is imported already.
     """
-    import sys
-
     done = sys.modules.get("dipy.io.gradients") or sys.modules.get("qmri._dipy_gradients")
     if done is not None:
         return done.read_bvals_bvecs
-    import importlib.util
 
     dipy = importlib.util.find_spec("dipy")
     path = Path(dipy.submodule_search_locations[0]) / "io" / "gradients.py"

@@ -266,8 +266,6 @@ def float_list(text):
     QMRIInputError
         Not comma-separated finite numbers.
     """
-    import numpy as np
-
     if not isinstance(text, str):
         values = np.atleast_1d(np.asarray(text, dtype=np.float64))
     else:

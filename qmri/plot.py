@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from qmri.errors import QMRIInputError
+
 
 def colour_range(values, mask=None, percentiles=(1.0, 99.0)) -> tuple[float, float]:
     """Display range of a map: the ``percentiles`` of its finite values inside ``mask`` (the whole
@@ -126,8 +128,6 @@ def slice_figure(maps, *, names=None, slices=None, title=None):
     depth = first.shape[2] if first.ndim == 3 else 1
     bad = [z for z in slices if not 0 <= z < depth]
     if bad:
-        from qmri.errors import QMRIInputError
-
         raise QMRIInputError(f"--slices: slice {bad[0]} outside 0..{depth - 1}")
     edges = orientation_labels(getattr(maps, "affine", None))
     ranges = {}
@@ -182,8 +182,6 @@ def parse_voxel(text: str) -> tuple[int, int, int]:
     QMRIInputError
         Not three integers.
     """
-    from qmri.errors import QMRIInputError
-
     try:
         ijk = tuple(int(v) for v in str(text).replace(" ", "").split(","))
     except ValueError:

@@ -22,6 +22,8 @@ import numpy as np
 
 from qmri import __version__
 from qmri.errors import QMRIInputError
+from qmri.mapsources import parse_map_argument, read_source, same_grid
+from qmri.resultset import refuse_existing, write_sets
 
 #: Statistics of one region, in the order of the table's columns.
 STATISTICS = ("mean", "sd", "median", "q1", "q3", "p10", "p90", "nan_fraction")
@@ -247,8 +249,6 @@ def stats_from_files(maps, labels, *, names=None, out=None, wide: bool = False, 
         ``out`` exists and ``force`` is False.
     """
     from qmri import io
-    from qmri.mapsources import parse_map_argument, read_source, same_grid
-    from qmri.resultset import refuse_existing, write_sets
 
     t0 = time.perf_counter()
     if out is not None:

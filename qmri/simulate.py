@@ -15,7 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from qmri import io
 from qmri.errors import QMRIInputError
+from qmri.resultset import ResultSet
 
 
 # ---------------------------------------------------------------------------------------------
@@ -259,9 +261,6 @@ def save_phantom(ph: Phantom, out_dir, *, force: bool = False) -> list[Path]:
     OutputExistsError
         A target exists and ``force`` is False.
     """
-    from qmri import io
-    from qmri.resultset import ResultSet
-
     with ResultSet(out_dir, ph.file_names(), force=force) as rs:
         io.write_map(rs.path(f"{ph.name}.nii.gz"), ph.data, affine=ph.affine)
         io.write_map(rs.path("mask.nii.gz"), ph.mask.astype(np.float32), affine=ph.affine)

@@ -18,6 +18,8 @@ import numbers
 import os
 import sys
 
+from qmri.errors import QMRIInputError
+
 _count: int | None = None
 
 
@@ -41,8 +43,6 @@ def check_threads(n) -> int:
         ``n`` is not an integer, below 1, or above the cores this process may use (the message
         names the limit).
     """
-    from qmri.errors import QMRIInputError
-
     if isinstance(n, bool) or not isinstance(n, numbers.Real) or not math.isfinite(n) or int(n) != n or n < 1:
         raise QMRIInputError(f"--threads must be a positive integer, got {n}")
     limit = available()

@@ -34,12 +34,27 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from qmri import io
+from qmri.bids import write_dataset_description
 from qmri.cohort.config import digest, load_config
 from qmri.cohort.dataset import Datasets, Selector, participants
-from qmri.cohort.tasks import (DONE, FAILED, GROUP, LOGS, SKIPPED, FitTask, HabitatTask, PredictTask, StatsTask,
-                               TaskResult, read_sidecar)
+from qmri.cohort.tasks import (
+    DONE,
+    FAILED,
+    GROUP,
+    LOGS,
+    SKIPPED,
+    FitTask,
+    HabitatTask,
+    PredictTask,
+    StatsTask,
+    TaskResult,
+    read_sidecar,
+)
 from qmri.errors import QMRIInputError
 from qmri.masking import is_auto
+from qmri.resultset import ResultSet, check_writable
+from qmri.roistats import rows_to_csv
 
 LEVELS = ("participant", "group")
 TABLE, TABLE_SIDECAR = "cohort.csv", "cohort.json"
@@ -154,8 +169,6 @@ def run_cohort(bids_dir, out_dir, level: str, config, *, participant_labels=None
     QMRIInputError
         Bad configuration, dataset, level or engine settings (nothing runs).
     """
-    from qmri.resultset import check_writable
-
     t0 = time.perf_counter()
     if level not in LEVELS:
         raise QMRIInputError(f"analysis level must be participant or group, got {level!r}")
@@ -179,9 +192,6 @@ def run_cohort(bids_dir, out_dir, level: str, config, *, participant_labels=None
 
 
 def _prepare_out_dir(bids_dir: Path, out_dir: Path) -> None:
-    from qmri import io
-    from qmri.bids import write_dataset_description
-
     out_dir.mkdir(parents=True, exist_ok=True)
     write_dataset_description(out_dir, {"raw": os.path.relpath(bids_dir.resolve(), out_dir.resolve())})
     ignore = out_dir / ".bidsignore"
@@ -243,9 +253,6 @@ def _participant(cfg, people, datasets, out_dir, force, engine_args, progress, o
 
 
 def _group(cfg, people, datasets, out_dir, force, engine_args, progress, on_start) -> CohortOutcome:
-    from qmri import io
-    from qmri.resultset import ResultSet
-
     if cfg.roi is None:
         raise QMRIInputError(f"{cfg.path}: the group level needs a [roi] table (the ROI masks)")
     features = tuple((f, s, m) for f, (s, m) in cfg.habitat.features.items()) if cfg.habitat else ()
@@ -307,7 +314,6 @@ def _group(cfg, people, datasets, out_dir, force, engine_args, progress, on_star
             "Participants": list(stats), "Failed": [{"participant": r.participant, "step": r.step,
                                                     "error": r.message} for r in outcome.failures],
             "Columns": {k: {"Units": u} for k, u in units.items() if u}}
-    from qmri.roistats import rows_to_csv
 
     with ResultSet(group, [TABLE, TABLE_SIDECAR], force=True) as rs:
         io.write_text(rs.path(TABLE), rows_to_csv(rows))
@@ -341,9 +347,6 @@ def cohort_rows(stats: dict, habitat_rows: dict, habitat_units: dict) -> tuple[l
 
 def _write_task_table(out_dir: Path, outcome: CohortOutcome) -> None:
     """``OUT_DIR/logs/<level>_tasks.csv``: one row per task of this run."""
-    from qmri import io
-    from qmri.roistats import rows_to_csv
-
     if not outcome.results or not out_dir.is_dir():
         return
     rows = [{"participant": r.participant, "step": r.step, "status": r.status, "seconds": float(r.seconds),

@@ -44,9 +44,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from qmri import io
+from qmri.bids import schema_entities
 from qmri.cohort.dataset import SPECIAL_KEYS, Selector
 from qmri.errors import QMRIInputError
+from qmri.habitats.analysis import OPTIONS as HABITAT_OPTIONS
+from qmri.habitats.analysis import resolve_settings
 from qmri.masking import is_auto
+from qmri.models import MODULES
+from qmri.models import command as model_command
+from qmri.models.base import bound_pair
+from qmri.options import resolve
+from qmri.roistats import STATISTICS
+from qmri.workflows import workflow
+from qmri.workflows.job import split_options
 
 FIT_KEYS = ("model", "method", "series", "mask", "bounds", "options")
 ROI_KEYS = ("mask", "statistics")
@@ -83,9 +93,7 @@ class FitStep:
     bounds: dict | None = None
 
     def model_cls(self):
-        from qmri.models import command
-
-        return command(self.command)
+        return model_command(self.command)
 
     def record(self) -> dict:
         """JSON-ready description (part of the configuration hash)."""
@@ -209,8 +217,6 @@ def selector(value, where: str) -> Selector:
     QMRIInputError
         Not a table, an unknown entity, ``sub``/``ses`` given, a value that is not text or a list of text.
     """
-    from qmri.bids import schema_entities
-
     if not isinstance(value, dict) or not value:
         raise QMRIInputError(f"{where}: expected a table of BIDS entities, e.g. {{ suffix = \"dwi\", acq = \"ivim\" }}")
     entities, _ = schema_entities()
@@ -236,11 +242,6 @@ def selector(value, where: str) -> Selector:
 
 
 def _fit_step(path: Path, name: str, table: dict) -> FitStep:
-    from qmri.models import MODULES
-    from qmri.models.base import bound_pair
-    from qmri.workflows import workflow
-    from qmri.workflows.job import split_options
-
     where = f"{path}: [fit.{name}]"
     _known(table, FIT_KEYS, where)
     command = table.get("model")
@@ -253,7 +254,6 @@ def _fit_step(path: Path, name: str, table: dict) -> FitStep:
     mask = table.get("mask")
     if mask is not None and not is_auto(mask):
         mask = selector(mask, f"{where} mask")
-    from qmri.models import command as model_command
 
     cls = model_command(command)
     method = table.get("method")
@@ -300,8 +300,6 @@ def _fit_step(path: Path, name: str, table: dict) -> FitStep:
 
 
 def _roi(path: Path, table: dict) -> RoiSpec:
-    from qmri.roistats import STATISTICS
-
     where = f"{path}: [roi]"
     _known(table, ROI_KEYS, where)
     if "mask" not in table:
@@ -314,10 +312,8 @@ def _roi(path: Path, table: dict) -> RoiSpec:
 
 
 def _habitat(path: Path, table: dict, fits: dict) -> HabitatStep:
-    from qmri.habitats.analysis import OPTIONS, resolve_settings
-
     where = f"{path}: [habitat]"
-    _known(table, HABITAT_KEYS + tuple(o.name for o in OPTIONS), where)
+    _known(table, HABITAT_KEYS + tuple(o.name for o in HABITAT_OPTIONS), where)
     maps = table.get("maps")
     if isinstance(maps, list):
         pairs = [(str(m).split(".", 1)[-1], m) for m in maps]
@@ -348,7 +344,7 @@ def _habitat(path: Path, table: dict, fits: dict) -> HabitatStep:
         if not model.is_file():
             raise QMRIInputError(f"{where} model: {model} not found")
     else:
-        by_name = {o.name: o for o in OPTIONS}
+        by_name = {o.name: o for o in HABITAT_OPTIONS}
         for key, value in settings.items():  # each value as the command line checks it, named by its key
             by_name[key].convert(value, f"{where} {key}")
         try:
@@ -359,11 +355,11 @@ def _habitat(path: Path, table: dict, fits: dict) -> HabitatStep:
 
 
 def _predict(path: Path, table: dict, habitat: HabitatStep | None) -> PredictStep:
-    from qmri.options import resolve
-    from qmri.workflows.predict import OPTIONS, habitat_settings
+    from qmri.workflows.predict import OPTIONS as PREDICT_OPTIONS
+    from qmri.workflows.predict import habitat_settings
 
     where = f"{path}: [predict]"
-    names = tuple(o.name for o in OPTIONS if o.name != "min_icc")
+    names = tuple(o.name for o in PREDICT_OPTIONS if o.name != "min_icc")
     _known(table, PREDICT_KEYS + names, where)
     if habitat is None:
         raise QMRIInputError(f"{where}: needs [habitat] (its maps and settings; the habitat model is refitted in "
@@ -376,7 +372,7 @@ def _predict(path: Path, table: dict, habitat: HabitatStep | None) -> PredictSte
                              "outcome = \"lnm\"")
     settings = {k: v for k, v in table.items() if k not in PREDICT_KEYS}
     try:
-        resolve(OPTIONS, settings, "[predict]")
+        resolve(PREDICT_OPTIONS, settings, "[predict]")
         habitat_settings(habitat.settings)
     except QMRIInputError as exc:
         raise QMRIInputError(f"{where}: {exc}") from None

@@ -29,13 +29,17 @@ Dask is imported only here, when a run starts (``qmri --help`` never imports it)
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.util
 import logging
 import uuid
 from dataclasses import dataclass
 
-from qmri.errors import QMRIInputError
+from tqdm import tqdm
 
+from qmri.cohort.tasks import FAILED, TaskResult, execute
+from qmri.errors import QMRIInputError
+from qmri.threads import available, check_threads
 
 #: Cores per local worker process by default. Every process pays its start-up and the loading of
 #: qmri's compiled kernels once (1-3 s), and a fit uses its threads well (Numba over voxels): on 2
@@ -107,8 +111,6 @@ def connect(*, scheduler: str | None = None, workers: int | None = None, threads
         that is not ``tls://`` or ``tcp://``; ``tls://`` without TLS credentials in Dask's configuration;
         no scheduler at the address (or the credentials refused).
     """
-    from qmri.threads import available, check_threads
-
     if workers is not None and workers < 1:
         raise QMRIInputError(f"--workers must be at least 1, got {workers}")
     if threads is not None:
@@ -171,12 +173,7 @@ def run_tasks(engine: Engine, tasks: list, *, progress: bool = False, desc: str 
     scheduler allows, ``KilledWorker``) is reported as failed too. A progress bar (tqdm, on standard
     error) counts finished tasks.
     """
-    import dataclasses
-
     from distributed import as_completed
-    from tqdm import tqdm
-
-    from qmri.cohort.tasks import FAILED, TaskResult, execute
 
     if not tasks:
         return []

@@ -28,11 +28,18 @@ The official BIDS validator accepts it without error:
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 
+from qmri import io
+from qmri.bids import bids_version
+from qmri.errors import QMRIInputError
+from qmri.habitats.phantom import definition, draw_outcome, habitat_subject
 from qmri.options import Option
+from qmri.resultset import refuse_existing, write_sets
+from qmri.simulate import bval_text, bvec_text
 
 #: The configuration printed by ``qmri cohort --example-config`` (it runs on the example dataset).
 EXAMPLE_CONFIG = '''\
@@ -160,13 +167,6 @@ def write_example_dataset(bids_dir, *, subjects: int = 4, sessions: int = 0, vox
     OutputExistsError
         A file exists and ``force`` is False (nothing is written).
     """
-    from qmri import io
-    from qmri.bids import bids_version
-    from qmri.errors import QMRIInputError
-    from qmri.habitats.phantom import definition, habitat_subject
-    from qmri.resultset import refuse_existing, write_sets
-    from qmri.simulate import bval_text, bvec_text
-
     if subjects < 1 or sessions < 0:
         raise QMRIInputError(f"subjects must be >= 1 and sessions >= 0, got {subjects} and {sessions}")
     if repeat and sessions:
@@ -218,8 +218,6 @@ def write_example_dataset(bids_dir, *, subjects: int = 4, sessions: int = 0, vox
             p, {"Name": f"true sub-regions ({regions})", "DatasetType": "derivative", **desc}),
     }
     if outcome:
-        from qmri.habitats.phantom import draw_outcome
-
         firsts = [s for s, (_, ses) in zip(made, people) if ses in (None, "1")]
         o = draw_outcome(firsts, seed=seed, d=d)
         y = dict(zip(shapes, o["outcome"]))
@@ -249,8 +247,6 @@ def write_phantom(out_dir, *, seed: int = 0, force: bool = False, subjects: int 
             f"  qmri cohort {out} {out / 'derivatives/qmri'} participant --config steps.toml\n"
             f"  qmri cohort {out} {out / 'derivatives/qmri'} group --config steps.toml")
     if outcome:
-        import json
-
         truth = json.loads((out / "derivatives/truth/outcome.json").read_text())
         text += (f"\noutcome: participants.tsv column outcome ({truth['prevalence']:.0%} positive), logistic in the "
                  f"true fraction of the {truth['region']}; best achievable AUC {truth['best_auc_expected']:.3f} "

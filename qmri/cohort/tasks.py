@@ -33,8 +33,16 @@ from pathlib import Path
 
 import numpy as np
 
+from qmri import __version__, io
 from qmri.cohort.dataset import Participant
 from qmri.errors import QMRIInputError
+from qmri.habitats.features import MapSource, load_roi, map_on_grid
+from qmri.habitats.files import habitats_from_files, summary
+from qmri.habitats.statistics import cohort_row
+from qmri.models import command
+from qmri.resultset import recover
+from qmri.roistats import region_statistics
+from qmri.workflows.job import plan_fit, run_fit, split_options
 
 DONE, SKIPPED, FAILED = "done", "skipped", "failed"
 #: Provenance keys a cohort adds to every map's sidecar (there ``CohortStep``, ``CohortConfigSha256``).
@@ -129,7 +137,6 @@ def execute(task: Task) -> TaskResult:
     Never raises for a failure of the task itself: a :class:`~qmri.errors.QMRIInputError` gives its
     message, any other exception ``<type>: <message>`` (traceback in the log).
     """
-    from qmri import __version__, io
     from qmri.threads import set_threads
 
     t0 = time.perf_counter()
@@ -189,9 +196,6 @@ class FitTask(Task):
 
     def plan(self):
         """The fit's :class:`~qmri.workflows.job.FitPlan` (inputs read and checked, outputs named)."""
-        from qmri.models import command
-        from qmri.workflows.job import plan_fit, split_options
-
         cls = command(self.command)
         inputs, model_opts, method_opts = split_options(cls, self.options, f"step {self.step}")
         return plan_fit(cls, self.series, out_dir=self.out_dir, mask=self.mask, method=self.method, bounds=self.bounds,
@@ -210,8 +214,6 @@ class FitTask(Task):
             logging.disable(previous)
 
     def run(self, log):
-        from qmri.workflows.job import run_fit
-
         plan = self.plan()
         state, why = outputs_state(plan, self.digest)
         if state == "current" and not self.force:
@@ -230,8 +232,6 @@ class FitTask(Task):
 
 def read_sidecar(path) -> dict:
     """A JSON sidecar as a dict ({} when missing or unreadable)."""
-    from qmri import io
-
     try:
         data = io.read_json(path, "JSON sidecar")
     except QMRIInputError:
@@ -243,9 +243,6 @@ def outputs_state(plan, digest: str) -> tuple[str, str]:
     """Whether a planned fit's outputs are ``absent``, ``current`` (every file there, every map's
     sidecar with configuration hash ``digest``) or from ``other`` work (with why). Result sets left
     by killed runs in the output folder are settled first (:func:`qmri.resultset.recover`)."""
-    from qmri import io
-    from qmri.resultset import recover
-
     for folder in dict.fromkeys(p.parent for p in plan.outputs):
         recover(folder)
     existing = [p for p in plan.outputs if p.exists()]
@@ -275,9 +272,6 @@ def step_maps(folder, step: str, digest: str) -> dict:
     QMRIInputError
         No maps of that step, or maps of another configuration (the participant level must run first).
     """
-    from qmri import io
-    from qmri.resultset import recover
-
     folder = Path(folder)
     found, other = None, None
     for side_path in sorted(folder.glob("*/*.json")) if folder.is_dir() else []:
@@ -319,9 +313,6 @@ class StatsTask(Task):
     features: tuple = ()
 
     def run(self, log):
-        from qmri.habitats.features import MapSource, load_roi, map_on_grid
-        from qmri.roistats import region_statistics
-
         p = Participant(self.subject, self.session)
         maps = {step: step_maps(Path(self.out_dir) / p.folder(), step, d) for step, d in self.steps}
         roi, affine, _ = load_roi(self.roi)
@@ -365,10 +356,6 @@ class HabitatTask(Task):
     model: Path | None = None
 
     def run(self, log):
-        from qmri import io
-        from qmri.habitats.files import habitats_from_files, summary
-        from qmri.habitats.statistics import cohort_row
-
         group = Path(self.out_dir) / GROUP
         names = [f for f, _ in self.subjects[0][2]]
         lines = [",".join(["id", "mask"] + names)]

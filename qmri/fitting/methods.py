@@ -11,11 +11,13 @@ code anywhere dispatches on a method's name.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from qmri.errors import QMRIInputError
+from qmri.fitting.lm import fit_lm
 from qmri.options import Option
 
 #: Standard errors from the Jacobian at the solution (least-squares methods).
@@ -71,8 +73,6 @@ def noise_level(value):
     QMRIInputError
         A number that is not positive and finite; an array without a positive finite value.
     """
-    from pathlib import Path
-
     if np.ndim(value) > 0:
         try:
             a = np.asarray(value, dtype=np.float64)
@@ -337,8 +337,6 @@ class LeastSquares(Method):
             set_interval(model, res, k, lo[:, j], hi[:, j])
 
     def _least_squares(self, model, Y, C, compute_se, interval):
-        from qmri.fitting.lm import fit_lm
-
         Yn, scale, good = model.normalise(Y, C)
         p0 = self.starting_values(model, Yn, C)
         opts = dataclasses.replace(model.lm_options, compute_se=bool(compute_se or interval))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from qmri import io
+
 #: Most slices in the overlay grid and points in the scatter.
 MAX_SLICES = 8
 MAX_POINTS = 4000
@@ -24,8 +26,6 @@ def habitat_figure(result, path, *, title: str = "") -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.colors import ListedColormap
-
-    from qmri import io
 
     x = result.subject
     labels = result.labels

@@ -22,7 +22,8 @@ import numpy as np
 
 from qmri import __version__
 from qmri.errors import QMRIInputError
-from qmri.resultset import refuse_existing
+from qmri.resultset import refuse_existing, write_sets
+from qmri.roistats import rows_to_csv
 
 SUBJECT_OUTPUTS = ("habitats.nii.gz", "habitats.json", "habitats.csv")
 FIGURE = "habitats.png"
@@ -211,8 +212,6 @@ def write_outputs(result, out_dir, *, cohort: bool, plot: bool, force: bool = Fa
     one :class:`qmri.resultset.ResultSet` (all of them or none, even if the process is killed)."""
     from qmri import io
     from qmri.habitats.statistics import cohort_row, habitat_table
-    from qmri.roistats import rows_to_csv
-    from qmri.resultset import write_sets
 
     model = result.model
     writers = {}  # final path -> function(path to write)

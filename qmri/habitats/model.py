@@ -22,6 +22,7 @@ from qmri.habitats import spatial
 from qmri.habitats.clustering import Mixture
 from qmri.habitats.features import describe_features
 from qmri.habitats.normalise import normalise
+from qmri.resultset import ResultSet
 
 #: Format version of the model file.
 MODEL_FORMAT = 1
@@ -175,7 +176,6 @@ class HabitatModel:
             The file exists and ``force`` is False.
         """
         from qmri import io
-        from qmri.resultset import ResultSet
 
         path = Path(path)
         with ResultSet(path.parent, [path.name], force=force) as rs:

@@ -21,8 +21,15 @@ from pathlib import Path
 
 import numpy as np
 
+from qmri import io
 from qmri.errors import QMRIInputError
+from qmri.models.dce.aif import parker
+from qmri.models.dce.model import DCE
+from qmri.models.dce.relaxation import concentration_to_signal, spgr_signal
+from qmri.models.diffusion.ivim import IVIM
 from qmri.options import Option
+from qmri.resultset import ResultSet, refuse_existing
+from qmri.simulate import add_rician_noise, bval_text, load_definition
 
 #: Files written per subject folder by :func:`write_habitat_phantom`.
 SUBJECT_FILES = ("dwi.nii.gz", "dwi.bval", "roi.nii.gz", "labels.nii.gz", "truth_D.nii.gz", "truth_f.nii.gz",
@@ -88,8 +95,6 @@ class HabitatSubject:
 
 def definition() -> dict:
     """``phantoms/habitat.json``."""
-    from qmri.simulate import load_definition
-
     return load_definition("habitat")
 
 
@@ -220,12 +225,6 @@ def habitat_subject(index: int, *, voxels: int | None = None, seed: int = 0, d: 
     QMRIInputError
         ``voxels`` below 200.
     """
-    from qmri.models.dce.aif import parker
-    from qmri.models.dce.model import DCE
-    from qmri.models.dce.relaxation import concentration_to_signal, spgr_signal
-    from qmri.models.diffusion.ivim import IVIM
-    from qmri.simulate import add_rician_noise
-
     d = definition() if d is None else d
     n_vox = int(d["voxels"] if voxels is None else voxels)
     if n_vox < 200:
@@ -364,10 +363,6 @@ def write_subject(out_dir, s: HabitatSubject, *, force: bool = False) -> None:
     OutputExistsError
         A target exists and ``force`` is False.
     """
-    from qmri import io
-    from qmri.resultset import ResultSet
-    from qmri.simulate import bval_text
-
     units = definition()["units"]
     with ResultSet(Path(out_dir) / s.id, SUBJECT_FILES, force=force) as rs:
         io.write_map(rs.path("dwi.nii.gz"), s.dwi, affine=s.dwi_affine)
@@ -398,9 +393,6 @@ def write_habitat_phantom(out_dir, *, subjects: int = 4, voxels: int | None = No
     QMRIInputError
         Bad ``subjects`` or ``voxels``.
     """
-    from qmri import io
-    from qmri.resultset import ResultSet, refuse_existing
-
     if int(subjects) < 1:
         raise QMRIInputError(f"--subjects must be at least 1, got {subjects}")
     refuse_existing(planned_files(out_dir, int(subjects)), force)

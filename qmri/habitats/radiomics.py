@@ -38,6 +38,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from qmri.habitats.statistics import adjacency, entropy_bits
+
 #: Version of the feature definitions below (a saved outcome model records it; change it with them).
 FEATURES_VERSION = 1
 #: Grey levels of the GLCM quantisation.
@@ -141,8 +143,6 @@ def ith_score(labels: np.ndarray, k: int) -> float:
 def msi(labels: np.ndarray, k: int) -> dict:
     """``{(a, b): fraction}`` for a <= b in 0..k, (0, 0) excluded: face-adjacent pairs by labels over
     all such pairs (:func:`qmri.habitats.statistics.adjacency`)."""
-    from qmri.habitats.statistics import adjacency
-
     m = adjacency(labels, k).astype(np.float64)
     pairs = {(a, b): m[a, b] for a in range(k + 1) for b in range(a, k + 1) if (a, b) != (0, 0)}
     total = sum(pairs.values())
@@ -180,7 +180,6 @@ def subject_features(labels: np.ndarray, subject, k: int) -> tuple[dict, dict]:
         vals[f"largest_h{h}"] = sizes.max() / counts[h - 1] if sizes.size else np.nan
         units.update({f"fraction_h{h}": "1", f"volume_ml_h{h}": "mL", f"components_h{h}": "1",
                       f"largest_h{h}": "1"})
-    from qmri.habitats.statistics import entropy_bits
 
     vals["entropy_bits"], units["entropy_bits"] = entropy_bits(counts / max(n, 1)), "bits"
     vals["ith_score"], units["ith_score"] = ith_score(labels, k), "1"

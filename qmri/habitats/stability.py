@@ -15,7 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
+from qmri import io
 from qmri.errors import QMRIInputError
+from qmri.habitats.analysis import analyse
+from qmri.habitats.features import load_subject, read_cohort, resample_to_grid, same_grid
+from qmri.habitats.radiomics import subject_features
+from qmri.outcomestats import dice, icc
+from qmri.resultset import write_sets
+from qmri.roistats import rows_to_csv
 
 STABILITY_TABLE, DICE_TABLE = "stability.csv", "dice.csv"
 
@@ -41,8 +48,6 @@ def pair_ids(first, second, where: str) -> list[tuple[int, int]]:
 
 def labels_on_grid(labels, affine, shape, target_affine) -> np.ndarray:
     """A label map taken onto another grid by nearest neighbour (scanner coordinates)."""
-    from qmri.habitats.features import resample_to_grid, same_grid
-
     if same_grid(labels.shape, affine, shape, target_affine):
         return labels
     out = resample_to_grid(labels.astype(np.float64), affine, shape, target_affine, order=0)
@@ -62,9 +67,6 @@ def stability(first, second, k: int, where: str = "retest") -> tuple[list[dict],
     -------
     (icc rows, dice rows)
     """
-    from qmri.habitats.radiomics import subject_features
-    from qmri.outcomestats import dice, icc
-
     pairs = pair_ids([r.subject.id for r in first], [r.subject.id for r in second], where)
     vals, units = [], None
     dice_rows = []
@@ -99,12 +101,6 @@ def stability_from_files(result, retest, out_dir, *, resample: bool = True, forc
     OutputExistsError
         An output exists and ``force`` is False.
     """
-    from qmri import io
-    from qmri.habitats.analysis import analyse
-    from qmri.habitats.features import load_subject, read_cohort
-    from qmri.resultset import write_sets
-    from qmri.roistats import rows_to_csv
-
     _, rows = read_cohort(retest)
     subjects = [load_subject(sid, m, srcs, resample=resample) for sid, m, srcs in rows]
     again = analyse(subjects, model=result.model, statistics=False)

@@ -26,6 +26,7 @@ a row marking the frames, so that m is the number of frames) declares ``measurem
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -284,8 +285,6 @@ def bound_pair(name: str, pair) -> tuple[float, float]:
         Not two numbers (text and booleans are not numbers), a bound that is not finite (``1e400``
         overflows to ``inf``), or ``lower > upper``.
     """
-    import numbers
-
     values = list(pair) if isinstance(pair, (list, tuple, np.ndarray)) else []
     numeric = len(values) == 2 and all(isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
                                        for v in values)

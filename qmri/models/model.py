@@ -27,9 +27,10 @@ import time
 import numpy as np
 
 from qmri.errors import QMRIInputError
-from qmri.fitting.result import STATUS_FAILED, FitResult
-from qmri.models.network import Network
+from qmri.fitting.lm import LMOptions
+from qmri.fitting.result import STATUS_CONVERGED, STATUS_FAILED, FitResult
 from qmri.models.facets import CommandText, Demo
+from qmri.models.network import Network
 from qmri.options import Option, resolve
 
 #: Model classes that have a command (``qmri <command>``), by command name, in import order.
@@ -152,7 +153,6 @@ class Model:
             Bounds or starting values of parameters ``spec`` does not declare, or bounds that
             :func:`qmri.models.base.bound_pair` refuses.
         """
-        from qmri.fitting.lm import LMOptions
         from qmri.models.base import resolve_bounds, resolve_initial
 
         self.spec = spec
@@ -360,8 +360,6 @@ class Model:
             return cls.settings_before_recorded(provenance)
         settings = dict(settings)
         if isinstance(settings.get("lm_options"), dict):
-            from qmri.fitting.lm import LMOptions
-
             settings["lm_options"] = LMOptions(**settings["lm_options"])
         return settings
 
@@ -685,8 +683,6 @@ class Model:
 
     def _quality_facts(self, m, result: FitResult) -> dict:
         """The quality part of the provenance: fractions at a bound (bounded methods), converged and failed."""
-        from qmri.fitting.result import STATUS_CONVERGED
-
         at_bound = self.at_bound(result) if m.bounded else {}
         out = {"at_bound": at_bound} if at_bound else {}
         n = result.n

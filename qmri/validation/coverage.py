@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from qmri.simulate import add_gaussian_noise, add_rician_noise, sample_parameters
 from qmri.validation.cases import Case, Outcome
 
 SUITE = "coverage"
@@ -109,8 +110,6 @@ def simulate(model, label: str, snr: float, sets: int, repeats: int, index: int)
     groups : ndarray of int (sets·repeats,)
         The parameter set of each voxel.
     """
-    from qmri.simulate import add_gaussian_noise, add_rician_noise, sample_parameters
-
     spec = model.spec
     lo, hi = model.lower.copy(), model.upper.copy()
     prior = {k: v for k, v in PRIORS[label].items() if k in spec.names}

@@ -11,6 +11,7 @@ whole blood (``hct = 0`` returns Cb unchanged) and give time in minutes; the pre
 
 from __future__ import annotations
 
+from qmri.models.dce import aif
 from qmri.validation import osipi
 from qmri.validation.cases import Case, compare, missing
 
@@ -44,27 +45,19 @@ GEORGIOU_MEASURED = {
 
 
 def _parker(c):
-    from qmri.models.dce import aif
-
     return aif.parker(c["time"] * 60.0, hct=0.0, delay=c["delay"])
 
 
 def _parker_shifted(c):
-    from qmri.models.dce import aif
-
     t = c["time"] * 60.0
     return aif.shift(t, aif.parker(t, hct=0.0), c["delay"])
 
 
 def _georgiou(c):
-    from qmri.models.dce import aif
-
     return aif.georgiou(c["time"] * 60.0, hct=0.0)
 
 
 def _preclinical(c):
-    from qmri.models.dce import aif
-
     return aif.preclinical(c["time"], delay=c["delay"])
 
 

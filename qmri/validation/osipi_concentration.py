@@ -8,6 +8,7 @@ Pass rule (OSIPI ``test/SI_to_Conc/SI2Conc_data.py``): ``|meas - ref| <= 1e-5 mM
 
 from __future__ import annotations
 
+from qmri.models.dce.relaxation import signal_to_concentration
 from qmri.validation import osipi
 from qmri.validation.cases import Case, compare, missing
 
@@ -23,8 +24,6 @@ A_TOL, R_TOL = 1e-5, 1e-5
 
 def check(row: dict):
     """Convert one OSIPI row's signal and judge the concentration (:class:`Outcome`)."""
-    from qmri.models.dce.relaxation import signal_to_concentration
-
     conc = signal_to_concentration(row["s"], t10=row["T1base"], r1=row["r1"], tr=row["TR"], fa=row["FA"],
                                    n_baseline=int(row["numbaselinepts"]), skip=1)
     return compare(conc, row["conc"], A_TOL, R_TOL, row["label"], "concentration (mM)")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from qmri.models.dce import DCE
 from qmri.validation import osipi
 from qmri.validation.cases import Case, Outcome, compare_parameters, missing, validated_fit
 
@@ -56,8 +57,6 @@ def _delay(row) -> float:
 
 def check(spec, row: dict, fit_delay: bool, method: str) -> Outcome:
     """Fit one OSIPI row (``spec`` an entry of :data:`FILES`) and judge it by the OSIPI tolerances."""
-    from qmri.models.dce import DCE
-
     _, model, cols, ccol, acol, nshift = spec
     t, c, ca = row["t"], row[ccol], row[acol]
     ref = {ours: float(row[theirs]) for ours, theirs in cols.items()}
@@ -77,8 +76,6 @@ def check(spec, row: dict, fit_delay: bool, method: str) -> Outcome:
 
 def methods() -> list[str]:
     """DCE methods held to these cases (those whose validation runs reference cases)."""
-    from qmri.models.dce import DCE
-
     return [name for name, m in DCE.methods.items() if m.validation.reference_cases]
 
 
@@ -90,8 +87,6 @@ def rows(fname: str) -> list[dict]:
 def cases() -> list[Case]:
     """One case per row, delay fixed (undelayed rows) or fitted, and method
     (``<file stem>-<label>-delay|nodelay``, ``-<method>`` added for other methods than the default)."""
-    from qmri.models.dce import DCE
-
     out = []
     for spec in FILES:
         fname, model = spec[0], spec[1]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from qmri.simulate import nrmse_bias
 from qmri.validation.cases import Case, Outcome, validated_fit
 
 SUITE = "phantoms"
@@ -42,8 +43,6 @@ def _fit(cls, ph, index: int, method: str):
 def recovery(cls, ph, index: int, method: str) -> Outcome:
     """Fit the noise-free phantom ``ph`` (demo case ``index``) with ``method``; judge every parameter
     with a ground truth by the method's declared tolerance."""
-    from qmri.simulate import nrmse_bias
-
     model, maps, mask = _fit(cls, ph, index, method)
     tol = type(model).method(method).validation.recovery
     names = [k for k in ph.truth if k in maps.params]
@@ -62,8 +61,6 @@ def recovery(cls, ph, index: int, method: str) -> Outcome:
 def accuracy(cls, ph, index: int, method: str) -> Outcome:
     """NRMSE and bias of the ``demo.parameters`` on the noisy phantom ``ph`` (demo case ``index``)
     fitted by ``method``, and the estimates against the truth (at most :data:`MAX_POINTS` voxels)."""
-    from qmri.simulate import nrmse_bias
-
     _, maps, mask = _fit(cls, ph, index, method)
     metrics = {"SNR": float(ph.acquisition["snr"]), "voxels": int(mask.sum()),
                "converged %": 100.0 * float(maps.converged_fraction)}

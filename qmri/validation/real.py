@@ -33,7 +33,13 @@ from pathlib import Path
 
 import numpy as np
 
+from qmri import io
+from qmri.habitats.files import habitats_from_files
+from qmri.models import command as model_command
+from qmri.validation import osipi
 from qmri.validation.cases import Case, Outcome, compare
+from qmri.validation.osipi_t1 import A_TOL, R_TOL
+from qmri.workflows import fit_files
 
 SUITE = "real"
 TITLE = "Real acquisitions"
@@ -157,17 +163,12 @@ def brain_mask() -> np.ndarray:
 def _write_mask(path: Path, mask: np.ndarray, like: Path) -> Path:
     import nibabel as nib
 
-    from qmri import io
-
     io.write_map(path, mask.astype(np.uint8), affine=nib.load(like).affine, dtype=np.uint8, intent="brain mask")
     return path
 
 
 def fit_brain(command: str, out_dir: Path, **options):
     """``qmri <command>`` on ``small_101D`` inside its brain mask (files written to ``out_dir``)."""
-    from qmri.models import command as model_command
-    from qmri.workflows import fit_files
-
     series, bval, bvec = brain_files()
     cls = model_command(command)
     mask = _write_mask(Path(out_dir) / "brain_mask.nii.gz", brain_mask(), series)
@@ -237,8 +238,6 @@ def habitat_case() -> Outcome:
     runs to the end and labels every ROI voxel 1 or 2."""
     import nibabel as nib
 
-    from qmri.habitats.files import habitats_from_files
-
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         fit_brain("dki", tmp, bmax=DKI_BMAX)
@@ -279,8 +278,6 @@ def write_kidney_inputs(scan: dict, folder) -> dict:
     right kidney, frames along the 4th axis), ``time.txt``, ``aorta.nii.gz`` (the AIF ROI),
     ``kidneys.nii.gz`` (fit mask), ``t1.nii.gz`` (blood T1 at 3 T in the aorta, the measured kidney
     T1s); returns the ``fit_files`` inputs (``qmri dce`` options by keyword)."""
-    from qmri import io
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     series = np.stack([scan["aorta"], scan["LK"], scan["RK"]])[:, None, None, :]
@@ -299,14 +296,11 @@ def write_kidney_inputs(scan: dict, folder) -> dict:
 def fit_kidney(name: str) -> dict:
     """``qmri dce --model patlak`` on one shipped scan: ``{"Ktrans", "vp", "status"}`` of the left
     and right kidney, and the MR SK-GFR (Ktrans × volume, mL/min)."""
-    from qmri.models import command
-    from qmri.workflows import fit_files
-
     scan = kidney_scans()[name]
     with tempfile.TemporaryDirectory() as tmp:
         inputs = write_kidney_inputs(scan, Path(tmp) / "in")
         series, mask = inputs.pop("series"), inputs.pop("mask")
-        maps = fit_files(command("dce"), series, out_dir=Path(tmp) / "out", mask=mask, bids=False,
+        maps = fit_files(model_command("dce"), series, out_dir=Path(tmp) / "out", mask=mask, bids=False,
                          model_options={"model": "patlak"}, **inputs).maps
     out = {k: np.asarray(maps[k]).ravel()[1:].astype(float) for k in ("Ktrans", "vp", "status")}
     out["gfr"] = out["Ktrans"] * np.array([scan["LK_vol_mL"], scan["RK_vol_mL"]])
@@ -362,12 +356,6 @@ def t1_case() -> Outcome:
     The grey-matter and CSF medians are reported, not judged: a three-angle VFA without B1
     correction overestimates long T1s (flip-angle errors; Stikov et al. 2015), and the reference
     values of this file do too (grey matter ≈ 2.0 s, CSF ≈ 6.3 s)."""
-    from qmri import io
-    from qmri.models import command
-    from qmri.validation import osipi
-    from qmri.validation.osipi_t1 import A_TOL, R_TOL
-    from qmri.workflows import fit_files
-
     rows = osipi.read_rows(*T1_FILE)
     fa, tr = np.atleast_1d(rows[0]["FA"]), np.atleast_1d(rows[0]["TR"])
     if any(not np.array_equal(np.atleast_1d(r["FA"]), fa) or not np.array_equal(np.atleast_1d(r["TR"]), tr)
@@ -376,7 +364,7 @@ def t1_case() -> Outcome:
     signal = np.array([r["s"] for r in rows], dtype=np.float64)[:, None, None, :]
     with tempfile.TemporaryDirectory() as tmp:
         io.write_map(Path(tmp) / "vfa.nii.gz", signal)
-        maps = fit_files(command("t1"), Path(tmp) / "vfa.nii.gz", out_dir=Path(tmp) / "out", bids=False,
+        maps = fit_files(model_command("t1"), Path(tmp) / "vfa.nii.gz", out_dir=Path(tmp) / "out", bids=False,
                          fa=",".join(f"{a:g}" for a in fa), tr=",".join(f"{t:g}" for t in tr)).maps
     t1 = np.asarray(maps["T1"]).ravel()
     tissue = np.array([r["label"].split()[1] for r in rows])  # "brain WM voxel 1" -> WM

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from qmri import __version__, io
 from qmri.validation.runner import EXPECTED, FAILED, PASSED, UNEXPECTED_PASS
 
 REPORT = "validation.md"
@@ -25,8 +26,6 @@ def file_names(suites) -> list[str]:
 
 def environment() -> dict[str, str]:
     """What the suites ran on: qmri and package versions, Python, platform, CPUs, date (UTC)."""
-    from qmri import __version__
-
     env = {"qmri": __version__, "Python": platform.python_version(),
            "platform": f"{platform.platform()} ({platform.machine()})"}
     for name in PACKAGES:
@@ -163,8 +162,6 @@ def figure(run, path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from qmri import io
 
     panels: dict[str, dict[str, list]] = {}
     for r in run.results:

@@ -11,20 +11,20 @@ from pathlib import Path
 
 import numpy as np
 
-from qmri.bids import ignore_sidecar_option
+from qmri.bids import companions, ignore_sidecar_option, reconcile
 from qmri.errors import QMRIInputError
-from qmri.models.dce.aif import DEFAULT_HCT
-from qmri.models.dce.model import MAX_SERIES_S, check_frame_times  # noqa: F401 (MAX_SERIES_S: its name here before)
-from qmri.models.dce.relaxation import DEFAULT_R1
+from qmri.models.dce import aif as A
+from qmri.models.dce.aif import DEFAULT_HCT, POPULATION_AIFS
+from qmri.models.dce.model import DCE, MAX_SERIES_S, check_frame_times  # noqa: F401 (MAX_SERIES_S: its name here before)
+from qmri.models.dce.relaxation import DEFAULT_R1, signal_to_concentration
 from qmri.options import Option
 from qmri.plot import plot_curves
-from qmri.workflows.job import FitJob, Workflow, load_mask, load_series, unusable_note
+from qmri.workflows.job import FitJob, Workflow, file_provenance, load_mask, load_series, unusable_note
+
 
 def _aif_paths(value: str, folder: Path) -> str:
     """``--aif`` with the file it names made absolute against ``folder`` (:meth:`qmri.options.Option.relative_to`):
     ``FILE.csv`` and ``roi:MASK``; a population AIF's name as it is."""
-    from qmri.models.dce.aif import POPULATION_AIFS
-
     if value in POPULATION_AIFS:
         return value
     prefix, file = ("roi:", value[4:]) if value.startswith("roi:") else ("", value)
@@ -128,8 +128,6 @@ def to_concentration(data, *, input: str = "signal", t10=None, fa=None, tr=None,
     QMRIInputError
         As :func:`check_conversion`.
     """
-    from qmri.models.dce.relaxation import signal_to_concentration
-
     if input == "concentration":
         return np.asarray(data, dtype=np.float64)
     check_conversion(np.shape(data)[-1], fa=fa, tr=tr, baseline=baseline, has_t10=t10 is not None)
@@ -180,8 +178,6 @@ def arterial_input(aif, t, *, hct=DEFAULT_HCT, aif_delay=0.0, aif_blood=False, c
         empty mask, an AIF without signal over the frames (:func:`qmri.models.dce.aif.check_signal`:
         zero, negative, or arriving after the last frame).
     """
-    from qmri.models.dce import aif as A
-
     if isinstance(aif, np.ndarray) and aif.dtype == bool:
         if not aif.any():
             raise QMRIInputError("AIF mask is empty")
@@ -269,8 +265,6 @@ def fit_dce(series, times, aif, *, model: str = "tofts", fit_delay: bool = False
     QMRIInputError
         Any inconsistent input (one line).
     """
-    from qmri.models.dce.model import DCE
-
     data = np.asarray(series)
     t = check_times(times, data.shape[-1])
     if input == "signal" and t10 is not None:
@@ -289,9 +283,6 @@ def input_provenance(input, aif, *, hct, aif_delay, aif_blood, r1, fa, tr, basel
     haematocrit where it was used, and for signal input the conversion (T10 value or map, r1, flip
     angle, TR, baseline frames). ``aif`` and ``t10`` as given to :func:`fit_dce` or on the command
     line (``roi:MASK``, a T1 map's path)."""
-    from qmri.models.dce import aif as A
-    from qmri.workflows.job import file_provenance
-
     prov = {"input": input}
     population = {"parker": A.PARKER_PARAMS, "georgiou": A.GEORGIOU_PARAMS, "preclinical": A.MCGRATH_B_PARAMS}
     if isinstance(aif, str) and aif in A.POPULATION_AIFS:
@@ -402,8 +393,6 @@ def acquisition_from_sidecar(series: Path, inputs: dict, n_frames: int) -> np.nd
     QMRIInputError
         No frame timing anywhere, a bad ``--tr-frame``, a value contradicting the sidecar.
     """
-    from qmri.bids import companions, reconcile
-
     side = companions(series, use=not inputs.get("ignore_sidecar")).sidecar()
     t = frame_times(inputs, n_frames)
     found, key = side.frame_times(n_frames)

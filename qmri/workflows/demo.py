@@ -17,6 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from qmri.plot import montage
+from qmri.simulate import nrmse_bias, save_phantom
+
 
 def timed_fit(model, data, mask, method=None):
     """Fit once on a corner of ``data`` (Numba compilation / cache load), then time the real fit.
@@ -44,9 +47,6 @@ def demo_part(model_cls, out_dir, *, force: bool = False) -> str:
     OutputExistsError
         Outputs exist and ``force`` is False.
     """
-    from qmri.plot import montage
-    from qmri.simulate import nrmse_bias, save_phantom
-
     out_dir = Path(out_dir)
     ph = model_cls.phantom(**model_cls.demo.phantom)
     save_phantom(ph, out_dir / "phantom", force=force)
@@ -102,8 +102,6 @@ def _notes(model_cls, ph, fits, snr) -> list[str]:
 
 
 def nrmse_bias_of(maps, ph, k, mask) -> float:
-    from qmri.simulate import nrmse_bias
-
     return nrmse_bias(maps[k], ph.truth[k], mask)[1]
 
 

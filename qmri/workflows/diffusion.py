@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from qmri.bids import ignore_sidecar_option
+from qmri.bids import companions, ignore_sidecar_option, split_image_name, take_file
 from qmri.errors import QMRIInputError
 from qmri.maps import MAX_AT_BOUND, MIN_MEDIAN_R2
+from qmri.models.diffusion.acquisition import B0_THRESHOLD, check_bval_units, check_bvecs, fsl_bvec_frame
 from qmri.options import Option
 from qmri.workflows.job import FitJob, Workflow, file_provenance, load_mask, load_series
 
@@ -83,7 +84,6 @@ def read_acquisition(bval_path: Path, bvec_path: Path | None, inputs: dict, mode
         check_bval_units`), b-value count not ``n_volumes``, b-vectors not unit length, no volume left.
     """
     from qmri import io
-    from qmri.models.diffusion.acquisition import B0_THRESHOLD, check_bval_units, check_bvecs
 
     bvals = check_bval_units(io.read_bvals(bval_path), where=str(bval_path))
     if n_volumes is not None and bvals.size != n_volumes:
@@ -131,15 +131,11 @@ def prepare(model_cls, series: Path, mask: Path | None, inputs: dict, model_opti
         an acquisition the model cannot fit.
     """
     from qmri import io
-    from qmri.bids import companions, take_file
-    from qmri.models.diffusion.acquisition import B0_THRESHOLD, fsl_bvec_frame
 
     img = load_series(series, "DWI series")
     beside = companions(series, use=not inputs.get("ignore_sidecar"))
     bval_path = take_file(inputs.get("bval"), beside.bval, flag="--bval", what="b-values")
     if bval_path is None:
-        from qmri.bids import split_image_name
-
         raise QMRIInputError(f"{series}: no b-values: give --bval FILE.bval (or put "
                              f"{split_image_name(series)[0]}.bval beside the series)")
     bvec_path = take_file(inputs.get("bvec"), beside.bvec, flag="--bvec", what="b-vectors") \

@@ -8,12 +8,16 @@ from pathlib import Path
 
 import numpy as np
 
+from qmri import io
+from qmri.habitats.files import habitats_from_files
+from qmri.habitats.phantom import definition, write_habitat_phantom
+from qmri.workflows.dce import fit_dce
+
 
 def fit_subject(s, out_dir, *, force: bool = False) -> tuple[Path, Path]:
     """Fit one phantom subject: IVIM (``lsq``) on its ROI, Tofts (``lsq``) on its DCE mask; write both
     map sets (with their own grids) to ``out_dir/ivim`` and ``out_dir/dce``."""
     from qmri.models import IVIM
-    from qmri.workflows.dce import fit_dce
 
     ivim = IVIM(s.bvals).fit(s.dwi, mask=s.roi)
     a = s.dce_acquisition
@@ -30,8 +34,6 @@ def write_cohort_table(path, rows) -> Path:
     folder, dce folder)`` at ``path``, with the paths relative to the table's folder (the rule
     :func:`qmri.habitats.features.read_cohort` reads them by), so the table holds wherever it is read
     from and whatever the current folder was when it was written."""
-    from qmri import io
-
     path = Path(path)
     lines = ["id,mask,D,f,Ktrans"]
     for sid, mask, ivim, dce in rows:
@@ -61,9 +63,6 @@ def demo_habitats(out_dir, *, subjects: int = 4, voxels: int | None = None, forc
     OutputExistsError
         Outputs exist and ``force`` is False.
     """
-    from qmri.habitats.files import habitats_from_files
-    from qmri.habitats.phantom import definition, write_habitat_phantom
-
     out = Path(out_dir)
     subs = write_habitat_phantom(out / "phantom", subjects=subjects, voxels=voxels, force=force)
     rows = []

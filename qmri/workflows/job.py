@@ -17,6 +17,7 @@ from typing import Callable
 
 import numpy as np
 
+from qmri.errors import QMRIInputError
 from qmri.options import Option, resolve
 
 #: The automatic mask's file in the result set (``--mask auto``).
@@ -210,7 +211,6 @@ def split_options(model_cls, options: dict, where: str) -> tuple[dict, dict, dic
     QMRIInputError
         A name that is none of them (the message names ``where`` and the options there are).
     """
-    from qmri.errors import QMRIInputError
     from qmri.workflows import workflow
 
     groups = (workflow(model_cls.workflow).inputs(model_cls), model_cls.options, method_options(model_cls))
@@ -234,7 +234,6 @@ def noise_map(job: FitJob, method_options: dict, series: Path) -> None:
         Unreadable map, another grid, or no positive finite value.
     """
     from qmri import io
-    from qmri.errors import QMRIInputError
     from qmri.models.methods import CRLB_OPTIONS
 
     if method_options.get("sigma") is None:
@@ -340,8 +339,8 @@ def plan_fit(model_cls, series, *, out_dir, mask=None, method: str | None = None
     QMRIInputError
         Any bad input (one line naming the file and the problem).
     """
-    from qmri.naming import PrefixNaming
     from qmri.masking import is_auto
+    from qmri.naming import PrefixNaming
     from qmri.workflows import workflow
 
     t0 = time.perf_counter()
@@ -354,8 +353,6 @@ def plan_fit(model_cls, series, *, out_dir, mask=None, method: str | None = None
     mask = None if mask is None else mask if auto else Path(mask)
     job = wf.prepare(model_cls, Path(series), None if auto else mask, inputs, model_opts, ahead=ahead)
     if auto and job.reference is None:
-        from qmri.errors import QMRIInputError
-
         raise QMRIInputError(f"--mask auto: no automatic mask for qmri {model_cls.command}; give --mask MASK.nii.gz")
     method_options = dict(method_options or {})
     job.model.method(method)  # an unknown method is named before the noise map is read
@@ -569,8 +566,6 @@ def derivative_naming(series, out_dir, model, workflow: Workflow, bids: bool | N
     if not wants_bids(series, out_dir, bids):
         return None
     if prefix:
-        from qmri.errors import QMRIInputError
-
         raise QMRIInputError("--prefix cannot be combined with BIDS derivative names (--bids, or an output folder "
                              "under derivatives/ for a series in a BIDS dataset)")
     return BIDSNaming(series, model.label(), workflow.bids_suffix, workflow.bids_datatype)

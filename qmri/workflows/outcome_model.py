@@ -26,8 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
-from qmri import __version__
+from qmri import __version__, io
 from qmri.errors import QMRIInputError
+from qmri.habitats.model import HabitatModel
+from qmri.habitats.radiomics import FEATURES_VERSION
+from qmri.io import json_text
+from qmri.resultset import ResultSet
 
 MODEL_FORMAT = 1
 SAVED_CLASSIFIERS = ("lasso", "logistic")
@@ -79,8 +83,6 @@ class OutcomeModel:
         QMRIInputError
             A classifier that is not saved (:data:`SAVED_CLASSIFIERS`) or a harmonised pipeline.
         """
-        from qmri.habitats.radiomics import FEATURES_VERSION
-
         if classifier not in SAVED_CLASSIFIERS:
             raise QMRIInputError(f"only linear classifiers ({', '.join(SAVED_CLASSIFIERS)}) are saved as data; "
                                  f"--classifier {classifier} is cross-validated but not saved")
@@ -89,7 +91,6 @@ class OutcomeModel:
         s = pipe.named_steps
         keep = s["variance"].get_support().copy()
         keep[keep] = s["select"].get_support()
-        from qmri.io import json_text
 
         # as it reads back from the file (NumPy values, NaN as null), so its checksum holds on reading
         hm = None if habitat_model is None else json.loads(json_text(habitat_model.to_dict()))
@@ -112,8 +113,6 @@ class OutcomeModel:
 
     def habitat_model(self):
         """The embedded :class:`~qmri.habitats.model.HabitatModel` (None for a table model)."""
-        from qmri.habitats.model import HabitatModel
-
         hm = self.contract.get("HabitatModel")
         return None if hm is None else HabitatModel.from_dict(hm, "embedded habitat model")
 
@@ -149,9 +148,6 @@ class OutcomeModel:
                 "Info": self.info}
 
     def save(self, path, *, force: bool = False) -> Path:
-        from qmri import io
-        from qmri.resultset import ResultSet
-
         path = Path(path)
         with ResultSet(path.parent, [path.name], force=force) as rs:
             io.write_json(rs.path(path.name), self.to_dict())
@@ -167,8 +163,6 @@ class OutcomeModel:
             Missing file, not JSON (a pickle, say), not a qmri outcome model, another format or qmri
             version, another habitat-feature definition, arrays of the wrong type or length.
         """
-        from qmri.habitats.radiomics import FEATURES_VERSION
-
         path = Path(path)
         if not path.is_file():
             raise QMRIInputError(f"{path}: outcome model file not found")

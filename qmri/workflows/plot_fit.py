@@ -5,6 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from qmri import io
+from qmri.errors import QMRIInputError
+from qmri.maps import ParameterMaps
+from qmri.models.model import model_class
+from qmri.plot import draw_curve
+from qmri.resultset import refuse_existing
+from qmri.workflows import workflow
+
 
 def plot_fit(series, maps_dir, voxel, out, *, prefix: str = "", force: bool = False) -> dict:
     """Measured and fitted signal of one voxel: what ``qmri plot-fit`` draws.
@@ -37,14 +45,6 @@ def plot_fit(series, maps_dir, voxel, out, *, prefix: str = "", force: bool = Fa
         Maps that cannot be read or rebuilt, a series not on the maps' grid or with another number
         of volumes than the fit saw, a voxel outside the grid or not fitted.
     """
-    from qmri import io
-    from qmri.errors import QMRIInputError
-    from qmri.maps import ParameterMaps
-    from qmri.models.model import model_class
-    from qmri.plot import draw_curve
-    from qmri.resultset import refuse_existing
-    from qmri.workflows import workflow
-
     refuse_existing([out], force)
     maps = ParameterMaps.load(maps_dir, prefix)
     prov = maps.provenance

@@ -32,6 +32,7 @@ pipeline, hyper-parameters by the inner cross-validation) and saved as data
 from __future__ import annotations
 
 import csv
+import inspect
 import json
 import time
 import warnings
@@ -41,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from qmri.errors import QMRIInputError
+from qmri.habitats.analysis import analyse, resolve_settings
 from qmri.options import Option
 
 CLASSIFIERS = ("lasso", "logistic", "svm", "rf", "gbm")
@@ -297,8 +299,6 @@ class HabitatSource:
 
     def features(self, model) -> FeatureTable:
         """Every subject's features under a habitat model."""
-        from qmri.habitats.analysis import analyse
-
         return self._table(analyse(self.subjects, model=model, statistics=False).subjects, model.k)
 
     def _table(self, results, k) -> FeatureTable:
@@ -314,8 +314,6 @@ class HabitatSource:
         return FeatureTable([r.subject.id for r in results], X, names, [units[n] for n in names])
 
     def fold(self, train) -> tuple[FeatureTable, object]:
-        from qmri.habitats.analysis import analyse
-
         train = list(train)
         fitted = analyse([self.subjects[i] for i in train], statistics=False, **self.settings)
         rest = [i for i in range(len(self.subjects)) if i not in set(train)]
@@ -335,8 +333,6 @@ def habitat_settings(settings: dict) -> dict:
     QMRIInputError
         ``k`` auto, bad settings.
     """
-    from qmri.habitats.analysis import resolve_settings
-
     s = dict(settings)
     s.setdefault("k", DEFAULT_K)
     resolved = resolve_settings(s)
@@ -350,8 +346,6 @@ def habitat_settings(settings: dict) -> dict:
 # The pipeline fitted in a training fold
 # ---------------------------------------------------------------------------------------------
 def _logistic(l1: bool, seed: int):
-    import inspect
-
     from sklearn.linear_model import LogisticRegression
 
     if inspect.signature(LogisticRegression).parameters["penalty"].default == "deprecated":
@@ -395,8 +389,8 @@ class ComBat:
         return self
 
     def fit(self, X, y=None):
-        from neuroHarmonize import harmonizationLearn
         import pandas as pd
+        from neuroHarmonize import harmonizationLearn
 
         data, site = X[:, :-1], X[:, -1]
         self.sd_ = np.where(np.nanstd(data, axis=0) > 0, 1.0, 0.0)
@@ -411,8 +405,8 @@ class ComBat:
         return np.where(self.sd_[None, :] > 0, data, 0.0) + (self.sd_[None, :] == 0) * np.arange(len(data))[:, None]
 
     def transform(self, X):
-        from neuroHarmonize import harmonizationApply
         import pandas as pd
+        from neuroHarmonize import harmonizationApply
 
         data, site = X[:, :-1], X[:, -1]
         with warnings.catch_warnings():
@@ -558,8 +552,8 @@ def cross_validate(source, y, *, classifier: str = "lasso", folds: int = 5, repe
     QMRIInputError
         Too few subjects of a class for the folds; bad settings; no column left.
     """
-    from threadpoolctl import threadpool_limits
     from sklearn.model_selection import StratifiedKFold
+    from threadpoolctl import threadpool_limits
 
     t0 = time.perf_counter()
     y = np.asarray(y, dtype=int)

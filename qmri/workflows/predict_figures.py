@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from qmri import io
+from qmri.outcomestats import net_benefit
+
 
 def _save(fig, path) -> None:
     import matplotlib.pyplot as plt
-
-    from qmri import io
 
     fig.tight_layout()
     with io.atomic_path(path) as tmp:
@@ -79,8 +80,6 @@ def calibration_figure(path, y, p, metrics: dict, bins: int = 5) -> None:
 
 def decision_figure(path, y, p, thresholds) -> None:
     """Net benefit of the model, of treating all and of treating none against the threshold."""
-    from qmri.outcomestats import net_benefit
-
     nb = net_benefit(y, p, thresholds)
     fig, ax = _figure()
     ax.plot(nb["threshold"], nb["model"], color="C0", lw=2, label="model")

@@ -22,8 +22,17 @@ from pathlib import Path
 
 import numpy as np
 
-from qmri import __version__
+from qmri import __version__, io
+from qmri import outcomestats as st
 from qmri.errors import QMRIInputError
+from qmri.habitats.features import load_subject, read_cohort
+from qmri.options import resolve
+from qmri.resultset import refuse_existing, write_sets
+from qmri.roistats import rows_to_csv
+from qmri.workflows import predict as P
+from qmri.workflows.outcome_model import OutcomeModel
+from qmri.workflows.predict import TableSource, importances, kept_columns, read_feature_table, read_table
+from qmri.workflows.predict_figures import calibration_figure, decision_figure, roc_figure
 
 METRICS, PREDICTIONS, MODEL = "metrics.json", "predictions.csv", "model.json"
 FIGURES = ("roc.png", "calibration.png", "decision_curve.png")
@@ -45,15 +54,12 @@ class PredictOutcome:
 
 def _inputs(cohort, table):
     """``(source, ids, notes)`` of a cohort of maps or a feature table."""
-    from qmri.workflows.predict import TableSource, read_feature_table
-
     if (cohort is None) == (table is None):
         raise QMRIInputError("give --cohort SUBJECTS.csv (maps, habitats refitted per fold) or --table FEATURES.csv")
     if table is not None:
         t, dropped = read_feature_table(table)
         notes = [f"{table}: non-numeric column(s) left out: {', '.join(dropped)}"] if dropped else []
         return TableSource(t), notes
-    from qmri.habitats.features import load_subject, read_cohort
 
     _, rows = read_cohort(cohort)
     return [load_subject(sid, m, srcs) for sid, m, srcs in rows], []
@@ -68,8 +74,6 @@ def read_stability(path, min_icc: float) -> list[str]:
     QMRIInputError
         Missing file or columns; no feature passes.
     """
-    from qmri.workflows.predict import read_table
-
     head, rows = read_table(path, "stability table")
     if "feature" not in head or "icc2_1_ci_low" not in head:
         raise QMRIInputError(f"{path}: needs columns feature and icc2_1_ci_low (qmri habitat --stability writes it)")
@@ -142,10 +146,6 @@ def predict_from_files(*, out_dir, cohort=None, table=None, outcome=None, model=
     OutputExistsError
         An output exists and ``force`` is False.
     """
-    from qmri.options import resolve
-    from qmri.resultset import refuse_existing
-    from qmri.workflows import predict as P
-
     t0 = time.perf_counter()
     if model is not None:
         return _apply(out_dir, model, cohort, table, outcome, positive, plot, force, on_start, settings, habitat, t0)
@@ -195,8 +195,6 @@ def predict_from_files(*, out_dir, cohort=None, table=None, outcome=None, model=
 
 
 def _train_metrics(res, out, cohort, table, hab, s, keep_cols, stability, site, notes) -> dict:
-    from qmri import outcomestats as st
-
     m = res.metrics()
     m["decision_curve"] = st.net_benefit(res.y, res.probability, THRESHOLDS)
     return {"QmriVersion": __version__, "Input": {"cohort": None if cohort is None else str(cohort),
@@ -214,12 +212,6 @@ def _train_metrics(res, out, cohort, table, hab, s, keep_cols, stability, site, 
 
 
 def _write_training(out_dir, res, metrics, out, hab, s, plot, save, force) -> list[Path]:
-    from qmri import io
-    from qmri.resultset import write_sets
-    from qmri.roistats import rows_to_csv
-    from qmri.workflows.outcome_model import OutcomeModel
-    from qmri.workflows.predict import importances
-
     o = Path(out_dir)
     writers = {}
     pred = _prediction_rows(res.ids, res.probability, res.y, out.labels, sd=res.oof.std(axis=0))
@@ -256,8 +248,6 @@ def _write_training(out_dir, res, metrics, out, hab, s, plot, save, force) -> li
 
 
 def _used(res) -> list[str]:
-    from qmri.workflows.predict import kept_columns
-
     return kept_columns(res.final, res.final_table.names)
 
 
@@ -281,21 +271,12 @@ def _prediction_rows(ids, prob, y, labels, sd=None) -> list[dict]:
 
 
 def _figure_writers(writers, o: Path, y, p, m, oof=None) -> None:
-    from qmri.workflows.predict_figures import calibration_figure, decision_figure, roc_figure
-
     writers[o / "roc.png"] = lambda path: roc_figure(path, y, p, m, oof)
     writers[o / "calibration.png"] = lambda path: calibration_figure(path, y, p, m)
     writers[o / "decision_curve.png"] = lambda path: decision_figure(path, y, p, THRESHOLDS)
 
 
 def _apply(out_dir, model_path, cohort, table, outcome, positive, plot, force, on_start, settings, habitat, t0):
-    from qmri import io
-    from qmri import outcomestats as st
-    from qmri.resultset import refuse_existing, write_sets
-    from qmri.roistats import rows_to_csv
-    from qmri.workflows import predict as P
-    from qmri.workflows.outcome_model import OutcomeModel
-
     if settings or habitat:
         given = list(settings) + list(habitat or {})
         raise QMRIInputError(f"--model fixes the model and its habitats; drop "
@@ -310,7 +291,6 @@ def _apply(out_dir, model_path, cohort, table, outcome, positive, plot, force, o
     refuse_existing(planned(out_dir, training=False, evaluate=out is not None, plot=plot, save=False), force)
     if kind == "habitats":
         hm = om.habitat_model()
-        from qmri.habitats.features import read_cohort
 
         names, _ = read_cohort(cohort)
         if list(names) != list(hm.names):
@@ -381,8 +361,6 @@ def read_predictions(path) -> dict:
     QMRIInputError
         Missing file, no ``id``/``outcome``/``probability`` column.
     """
-    from qmri.workflows.predict import read_table
-
     head, rows = read_table(path, "predictions table")
     for c in ("id", "outcome", "probability"):
         if c not in head:
@@ -399,8 +377,6 @@ def compare_predictions(a, b) -> dict:
     QMRIInputError
         Fewer than two common subjects of a class, outcomes that differ for a subject.
     """
-    from qmri import outcomestats as st
-
     pa, pb = read_predictions(a), read_predictions(b)
     common = [k for k in pa if k in pb]
     bad = [k for k in common if pa[k][0] != pb[k][0]]

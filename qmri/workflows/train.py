@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qmri.errors import QMRIInputError
+from qmri.fitting.net import train
+from qmri.models.model import parse_bounds
 from qmri.options import Option, random_seed, resolve
 
 #: The training options (Python keywords of :func:`train_files` and flags of ``qmri train``).
@@ -89,10 +91,8 @@ def train_files(model_cls, *, out, force: bool = False, plot: bool = False, prog
     OutputExistsError
         An output exists and ``force`` is False.
     """
-    from qmri.fitting.net import train
-    from qmri.models.model import parse_bounds
-    from qmri.workflows import WORKFLOWS
     from qmri.resultset import refuse_existing
+    from qmri.workflows import WORKFLOWS
 
     t0 = time.perf_counter()
     if not trainable(model_cls):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qmri.bids import ignore_sidecar_option
+from qmri.bids import companions, ignore_sidecar_option, reconcile
 from qmri.errors import QMRIInputError
 from qmri.options import Option, float_list
 from qmri.workflows.job import FitJob, Workflow, file_provenance, load_mask, load_series, unusable_note
@@ -37,8 +37,6 @@ def acquisition_from_sidecar(series: Path, inputs: dict):
     QMRIInputError
         Neither gives them (naming what is missing), or they contradict each other.
     """
-    from qmri.bids import companions, reconcile
-
     side = companions(series, use=not inputs.get("ignore_sidecar")).sidecar()
     fa = reconcile(inputs.get("fa"), side.flip_angle(), flag="--fa", where=side.where("FlipAngle"),
                    what="flip angles (deg)")

@@ -17,6 +17,9 @@ trained or used.
 
 from __future__ import annotations
 
+import numpy as np
+
+from qmri.errors import QMRIInputError
 from qmri.fitting.net.method import DNN, NetworkMethod
 
 # A model offers the network estimator by listing DNN in its methods table; nothing here names a model.
@@ -67,12 +70,10 @@ def train(model, data=None, *, mask=None, n: int = 200_000, snr=(10.0, 50.0), pr
         Bad SNR range, prior, ensemble, epochs, data-consistency weight, number of signals (at
         least 2) or device; data not matching the acquisition.
     """
-    import numpy as np
-
-    from qmri.errors import QMRIInputError
     from qmri.fitting.net.data import parse_range, simulated_inputs
     from qmri.fitting.net.method import train_on_voxels
-    from qmri.fitting.net.training import resolve_device, threads as torch_threads, train_networks
+    from qmri.fitting.net.training import resolve_device, train_networks
+    from qmri.fitting.net.training import threads as torch_threads
 
     dev = resolve_device(device)
     with torch_threads(threads):

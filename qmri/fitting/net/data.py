@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from qmri.errors import QMRIInputError
+from qmri.simulate import add_gaussian_noise, add_rician_noise
 
 
 @dataclass
@@ -135,8 +136,6 @@ def simulated_inputs(model, n: int, rng, *, snr=(10.0, 50.0), prior: dict | None
     Inputs
         With ``targets``; signals that cannot be normalised are dropped.
     """
-    from qmri.simulate import add_gaussian_noise, add_rician_noise
-
     lo, hi = (np.asarray(v, dtype=np.float64) for v in model.network.bounds())
     variants = model.network.training_models(rng)
     shares = np.diff(np.linspace(0, int(n), len(variants) + 1).round().astype(int))

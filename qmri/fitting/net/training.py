@@ -28,8 +28,12 @@ import time
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
-from qmri.fitting.net.networks import Network, architecture
+from qmri.errors import QMRIInputError
+from qmri.fitting.net.networks import Network, Stacked, architecture
+from qmri.fitting.net.weights import Trained, contract
+from qmri.threads import chosen
 
 #: Batches per epoch at most (IVIM-NET_optim: 500).
 STEPS_PER_EPOCH = 500
@@ -219,8 +223,6 @@ def predict(networks, inputs, device: str = "cpu", batch: int = PREDICT_BATCH, s
     the same estimates to float32 round-off, several times faster for an ensemble); ``stacked=False``
     runs each network's own ``forward``.
     """
-    from qmri.fitting.net.networks import Stacked
-
     n = inputs.n
     out = np.empty((len(networks), n, len(networks[0].lower)))
     t = Tensors(inputs, "cpu")
@@ -269,8 +271,6 @@ def resolve_device(device: str = "auto") -> str:
     QMRIInputError
         ``"cuda"`` asked for and none is available.
     """
-    from qmri.errors import QMRIInputError
-
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
@@ -286,16 +286,12 @@ class threads:
     :func:`qmri.threads.chosen`, when one was set, else unchanged), restored on exit."""
 
     def __init__(self, n: int | None = None):
-        from qmri.threads import chosen
-
         self.n = chosen() if n is None else n
 
     def __enter__(self):
         self.before = torch.get_num_threads()
         if self.n is not None:
             if int(self.n) < 1:
-                from qmri.errors import QMRIInputError
-
                 raise QMRIInputError(f"--threads must be at least 1, got {self.n}")
             torch.set_num_threads(int(self.n))
         return self
@@ -328,10 +324,6 @@ def train_networks(model, inputs, *, supervised: bool, n_networks: int = 1, seed
     QMRIInputError
         ``n_networks`` or ``epochs`` below 1, ``data_consistency`` negative or not finite.
     """
-    from qmri.fitting.net.weights import Trained, contract
-
-    from qmri.errors import QMRIInputError
-
     if int(n_networks) < 1:
         raise QMRIInputError(f"--ensemble must be at least 1, got {n_networks}")
     if int(epochs) < 1:
@@ -342,8 +334,6 @@ def train_networks(model, inputs, *, supervised: bool, n_networks: int = 1, seed
     for k in range(int(n_networks)):
         bar = None
         if progress:
-            from tqdm import tqdm
-
             bar = tqdm(total=int(epochs), unit="epoch", leave=False,
                        desc=f"training {type(model).__name__} network {k + 1}/{n_networks}")
         net, hist = train_network(model, inputs, supervised=supervised, seed=int(seed) + k, epochs=epochs,

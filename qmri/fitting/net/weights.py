@@ -27,7 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from qmri.errors import QMRIInputError
+from qmri import __version__, io
+from qmri.errors import OutputExistsError, QMRIInputError
+from qmri.fitting.net.data import voxel_inputs
 from qmri.fitting.result import STATUS_CONVERGED, STATUS_FAILED, FitResult
 
 FORMAT = "qmri-network"
@@ -37,8 +39,6 @@ FORMAT_VERSION = 1
 def contract(model, training: dict) -> dict:
     """The contract of networks trained for ``model`` as ``training`` describes (JSON-able)."""
     import torch
-
-    from qmri import __version__
 
     lo, hi = model.network.bounds()
     names = model.spec.names
@@ -103,9 +103,6 @@ class Trained:
         OutputExistsError
             ``path`` exists and ``force`` is False.
         """
-        from qmri import io
-        from qmri.errors import OutputExistsError
-
         path = Path(path)
         if path.exists() and not force:
             raise OutputExistsError(f"{path} exists; use --force to overwrite")
@@ -193,7 +190,6 @@ class Trained:
         Status: converged (0) for every voxel with finite normalised signals and finite estimates
         (parameters and fit quality), else failed (2, NaN).
         """
-        from qmri.fitting.net.data import voxel_inputs
         from qmri.fitting.net.training import predict
 
         inputs, scale, good = voxel_inputs(model, Y, C)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from qmri.models.dce import aif as A
+
 #: AIFs simulated for supervised training (an equal share of the training curves each).
 N_AIFS = 64
 
@@ -24,8 +26,6 @@ def aif_variants(t, cp, rng, n: int = N_AIFS) -> list[np.ndarray]:
     scaled by 0.5–1.5, with its time axis dilated by 0.7–1.4 about a bolus arrival drawn between
     the first frame and 25% of the acquisition (the model's own AIF: shifted by ±10 s instead).
     """
-    from qmri.models.dce import aif as A
-
     t = np.asarray(t, dtype=np.float64)
     span = t[-1] - t[0]
     out = [np.asarray(cp, dtype=np.float64)]

@@ -6,6 +6,7 @@ import numpy as np
 
 from qmri.errors import QMRIInputError
 from qmri.models.dce.aif import population_samples
+from qmri.models.dce.model import DCE
 from qmri.models.dce.relaxation import concentration_to_signal, signal_to_concentration
 from qmri.simulate import Phantom, add_rician_noise, check_snr, checked_block, load_definition
 
@@ -48,8 +49,6 @@ def dce_phantom(*, snr: float = 20.0, seed: int = 0, block=None, times=None, vp=
     QMRIInputError
         SNR not positive, bad block, times or vp.
     """
-    from qmri.models.dce.model import DCE
-
     d = load_definition("dce")
     snr = check_snr(snr)
     block = checked_block(block, d["block"])

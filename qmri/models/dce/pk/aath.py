@@ -20,6 +20,7 @@ import dataclasses
 
 import numpy as np
 
+from qmri.fitting.lm import fit_lm
 from qmri.jit import njit
 from qmri.models.dce.convolution import expconv, expconv_torch
 from qmri.models.dce.kernels import zero, zero2
@@ -151,8 +152,6 @@ def refine(model, res, Yn, C):
     always in AATH's basin: with low flow and a long transit (Fp ≈ 10 mL/min/100mL, Tc 35–55 s) the
     first fit can end at a Tc longer than the acquisition with vp far too large, and with a fitted
     delay and high flow (Tc ≈ 5 s) at Tc < 1 s with vp at its lower bound."""
-    from qmri.fitting.lm import fit_lm
-
     names = model.spec.names
     lo, hi = TC_RANGE
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -11,8 +11,17 @@ import numpy as np
 
 from qmri.models.diffusion.dki.design import design_matrix, hemisphere, tensors_from_compartments
 from qmri.models.diffusion.dki.metrics import MAP_UNITS, tensor_maps
-from qmri.simulate import (Phantom, add_rician_noise, block_layout, bval_text, bvec_text, check_snr, checked_block,
-                           load_definition)
+from qmri.models.diffusion.dki.tensor import DKI
+from qmri.simulate import (
+    Phantom,
+    add_rician_noise,
+    block_layout,
+    bval_text,
+    bvec_text,
+    check_snr,
+    checked_block,
+    load_definition,
+)
 
 
 def dki_protocol(n_b0: int = 3, shells=(1000.0, 2000.0), directions_per_shell: int = 30):
@@ -66,8 +75,6 @@ def dki_phantom(*, snr: float = 30.0, seed: int = 0, block=None, bvals=None, bve
     QMRIInputError
         SNR not positive, bad block size or acquisition.
     """
-    from qmri.models.diffusion.dki.tensor import DKI
-
     d = load_definition("dki")
     snr = check_snr(snr)
     shape, labels = block_layout(len(d["regions"]), checked_block(block, d["block"]))

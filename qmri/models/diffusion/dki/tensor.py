@@ -19,19 +19,38 @@ import numpy as np
 from qmri.errors import QMRIInputError
 from qmri.fitting.linear import MIN_SIGNAL, solve_loglinear
 from qmri.fitting.lm import LMOptions, fit_lm
+from qmri.fitting.net.method import DNN
 from qmri.fitting.result import STATUS_CONVERGED, STATUS_FAILED, FitResult
 from qmri.jit import njit
 from qmri.models.base import Parameter, SignalModel, register
-from qmri.models.diffusion.acquisition import (B0_THRESHOLD, DiffusionModel, DiffusionNetwork, b0_threshold_option,
-                                               check_b0_threshold, check_bvals, check_bvecs, check_rotation,
-                                               n_directions, normalise_to_lowest_b, powder_average, shells)
+from qmri.models.diffusion.acquisition import (
+    B0_THRESHOLD,
+    DiffusionModel,
+    DiffusionNetwork,
+    b0_threshold_option,
+    check_b0_threshold,
+    check_bvals,
+    check_bvecs,
+    check_rotation,
+    describe_shells,
+    n_directions,
+    normalise_to_lowest_b,
+    powder_average,
+    shells,
+)
 from qmri.models.diffusion.dki.constrained import constrained_fit
-from qmri.models.diffusion.dki.design import (DT_NAMES, KT_NAMES, KURTOSIS_MONOTONIC_C, N_CONSTRAINT_DIRECTIONS,
-                                              design_matrix, dki_signal, hemisphere)
+from qmri.models.diffusion.dki.design import (
+    DT_NAMES,
+    KT_NAMES,
+    KURTOSIS_MONOTONIC_C,
+    N_CONSTRAINT_DIRECTIONS,
+    design_matrix,
+    dki_signal,
+    hemisphere,
+)
 from qmri.models.diffusion.dki.metrics import MAP_UNITS, MAX_KURTOSIS, MIN_KURTOSIS, tensor_maps
 from qmri.models.diffusion.dki.tensors import SIGNAL_UNITS, TENSOR_UNITS, predicted_signal, tensor_outputs
 from qmri.models.facets import CommandText, Demo
-from qmri.fitting.net.method import DNN
 from qmri.models.methods import Method, table
 from qmri.options import Option
 
@@ -534,8 +553,6 @@ class DKI(DiffusionModel):
         return self.X[:, :21]
 
     def describe(self, method: str) -> str:
-        from qmri.models.diffusion.acquisition import describe_shells
-
         return f"full-tensor DKI, method {method}, {describe_shells(self.bvals, self.bvecs, self.b0_threshold)}"
 
     def output_units(self):

@@ -18,6 +18,8 @@ eigenvector) and ``colour_FA`` (FA·|V1|, RGB) stay in the b-vector frame, as FS
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from qmri.models.diffusion.dki.design import DT_NAMES, KT_NAMES
@@ -48,8 +50,6 @@ def dt_matrix(dt6) -> np.ndarray:
 
 def kt_tensor(kt15) -> np.ndarray:
     """(..., 3, 3, 3, 3) fully symmetric tensors from (..., 15) elements in dipy order."""
-    import itertools
-
     kt15 = np.asarray(kt15, dtype=np.float64)
     W = np.empty(kt15.shape[:-1] + (3, 3, 3, 3))
     for k, name in enumerate(KT_NAMES):
