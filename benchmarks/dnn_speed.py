@@ -20,8 +20,11 @@ Also the largest difference between the stacked and the network-by-network estim
 
 Usage::
 
-    python benchmarks/dnn_speed.py [--voxels 500000] [--threads 2] [--repeats 5] [--batch 16384 65536]
-                                   [--out benchmarks/results/dnn.md]
+    python benchmarks/dnn_speed.py [--voxels 500000] [--threads 2] [--device cpu] [--repeats 5]
+                                   [--batch 16384 65536] [--out benchmarks/results/dnn.md]
+
+With ``--device cuda`` the networks run on the GPU (the signals are normalised on the CPU and sent
+batch by batch; the estimates come back to the CPU); the heading names the device.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--voxels", type=int, default=500_000)
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where the networks run (default cpu)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--batch", type=int, nargs="+", default=None, help="inference batches (default the library's)")
     ap.add_argument("--out", type=Path, help="also write the table as a section of this file (e.g. "
@@ -83,19 +87,23 @@ def main(argv=None):
 
     for batch in args.batch or [PREDICT_BATCH]:
         for how, stacked in (("stacked", True), ("network by network", False)):
-            row("forward", how, batch, *timed(lambda: predict(trained.networks, inputs, batch=batch, stacked=stacked),
+            row("forward", how, batch, *timed(lambda: predict(trained.networks, inputs, args.device, batch=batch,
+                                                                  stacked=stacked),
                                               args.repeats))
-    plain = predict(trained.networks, inputs, stacked=False)
-    diff = np.abs(predict(trained.networks, inputs) - plain).max(axis=(0, 1))
+    plain = predict(trained.networks, inputs, args.device, stacked=False)
+    diff = np.abs(predict(trained.networks, inputs, args.device) - plain).max(axis=(0, 1))
     span = np.asarray(trained.networks[0].span, dtype=np.float64)
     data = Y.reshape(n, 1, 1, -1)
     row("fit", "model.fit(method='dnn', weights='builtin')", PREDICT_BATCH,
-        *timed(lambda: model.fit(data, method="dnn", weights="builtin"), args.repeats))
+        *timed(lambda: model.fit(data, method="dnn", weights="builtin", device=args.device), args.repeats))
+    where = (f"networks on {torch.cuda.get_device_name()} (CUDA {torch.version.cuda}), " if args.device == "cuda"
+             else "")
     head = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared with other jobs), torch "
-            f"{torch.__version__} ({torch.backends.cpu.get_cpu_capability()}), {args.threads} torch threads; "
+            f"{torch.__version__} ({torch.backends.cpu.get_cpu_capability()}), {where}{args.threads} torch threads; "
             f"{n:,} IVIM voxels (13 b-values), {trained.n_networks} networks (builtin ivim.pt); median of "
             f"{args.repeats} runs, warm; load average before {load_before:.2f}, after {os.getloadavg()[0]:.2f}")
-    lines = [HEADING, "", head, "", "| boundary | how | batch | vox/s | wall s | CPU s |", "|---|---|---:|---:|---:|---:|"]
+    heading = HEADING if args.device == "cpu" else f"{HEADING[:-1]} --device {args.device})"
+    lines = [heading, "", head, "", "| boundary | how | batch | vox/s | wall s | CPU s |", "|---|---|---:|---:|---:|---:|"]
     lines += [f"| {b} | {h} | {bt} | {n / w:,.0f} | {w:.3f} | {c:.3f} |" for b, h, bt, w, c in rows]
     lines += ["", "Largest |stacked − network by network| per parameter: "
               + ", ".join(f"{k} {d:.2g} ({d / s:.1g} of its range)" for k, d, s in zip(model.spec.names, diff, span))]
@@ -106,8 +114,9 @@ def main(argv=None):
     if args.out:
         old = args.out.read_text() if args.out.exists() else ""
         before, after = old, ""
-        if HEADING in old:  # replace this section only, keep the sections after it
-            before, rest = old[:old.index(HEADING)], old[old.index(HEADING) + len(HEADING):]
+        if heading + "\n" in old:  # replace this section only, keep the sections after it
+            at = old.index(heading + "\n")
+            before, rest = old[:at], old[at + len(heading):]
             after = rest[rest.index("\n## ") + 1:] if "\n## " in rest else ""
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text((before.rstrip() + "\n\n" if before.strip() else "") + text + "\n"
