@@ -47,6 +47,8 @@ def main(argv=None) -> None:
     ap.add_argument("--noise", default="residuals", choices=("residuals", "gaussian"))
     ap.add_argument("--tight", action="store_true", help="network outputs over the training parameters' range")
     ap.add_argument("--width", type=int, default=64)
+    ap.add_argument("--features", default="none", choices=("none", "lsq"),
+                    help="lsq: each curve's least-squares estimate is read beside it (a learned correction)")
     ap.add_argument("--signals", type=int, default=200_000)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path)
@@ -107,7 +109,16 @@ def main(argv=None) -> None:
     YT = noisy(CT)
     S = np.clip((PT - lo) / (hi - lo), 0.0, 1.0)
     acq = [np.asarray(model.acq)]
-    inputs = Inputs(YT.astype(np.float32), None, np.zeros(n, np.int64), acq, None, S.astype(np.float32))
+    blo, bhi = (np.asarray(v, dtype=np.float64) for v in model.network.bounds())
+
+    def features(X, fitted=None):
+        if args.features == "none":
+            return None
+        fitted = model.fit(X, method="lsq") if fitted is None else fitted
+        F = np.stack([np.nan_to_num(np.asarray(fitted[nm], dtype=np.float64), nan=0.0) for nm in names], axis=1)
+        return np.clip(F, blo, bhi).astype(np.float32)
+
+    inputs = Inputs(YT.astype(np.float32), features(YT), np.zeros(n, np.int64), acq, None, S.astype(np.float32))
 
     class Ranges:  # the network's output ranges: those of the training parameters with --tight
         def __init__(self, m):
@@ -115,21 +126,24 @@ def main(argv=None) -> None:
 
     t0 = time.perf_counter()
     net, hist = train_network(Ranges(model), inputs, supervised=True, seed=0,
-                              arch=architecture(t.size, 0, len(names), 0, width=args.width))
+                              arch=architecture(t.size, 0 if args.features == "none" else len(names), len(names), 0,
+                                                width=args.width))
     train_s = time.perf_counter() - t0
     assert isinstance(net, Network)
 
-    def est(X):
-        return predict([net], Inputs(X.astype(np.float32), None, np.zeros(X.shape[0], np.int64), acq, None))[0]
+    def est(X, fitted=None):
+        return predict([net], Inputs(X.astype(np.float32), features(X, fitted), np.zeros(X.shape[0], np.int64),
+                                     acq, None))[0]
 
-    PD = est(Y)
+    PD = est(Y, {nm: np.asarray(lsq[nm])[mask] for nm in names})
     held = rng.integers(0, n, 20_000)
     Yh, Ph = noisy(CT[held]), PT[held]
     lh = model.fit(Yh, method="lsq")
-    Dh = est(Yh)
+    Dh = est(Yh, lh)
     everywhere = np.ones(mask.sum(), bool)
     head = (f"SNR {args.snr:g}, {args.interval:g} s frames, {args.model}{' + delay' if args.delay else ''}, "
-            f"prior {args.prior}, noise {args.noise}, {'tight' if args.tight else 'bounds'} ranges, width "
+            f"prior {args.prior}, noise {args.noise}, {'tight' if args.tight else 'bounds'} ranges, "
+            f"{'lsq estimates as inputs, ' if args.features == 'lsq' else ''}width "
             f"{args.width}, {n} signals: trained in {train_s:.0f} s ({hist['epochs_run']} epochs), "
             f"{int(mask.sum())} phantom voxels")
     lines = [f"### {head}", "", "| parameter | data | lsq NRMSE | lsq bias | dnn NRMSE | dnn bias | dnn/lsq |",

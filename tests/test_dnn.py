@@ -64,7 +64,7 @@ def test_importing_qmri_and_building_the_command_line_do_not_import_torch():
 @pytest.mark.parametrize("cls", [IVIM, ADC, StretchedExponential, DKI, TraceDKI, DCE], ids=lambda c: c.__name__)
 def test_every_listed_model_offers_dnn_with_its_options(cls):
     assert "dnn" in cls.methods
-    assert {o.name for o in cls.methods["dnn"].options} == {"weights", "ensemble", "epochs", "seed", "device",
+    assert {o.name for o in cls.methods["dnn"].options} == {"weights", "ensemble", "epochs", "seed", "training", "device",
                                                             "interval", "crlb", "noise", "sigma"}
 
 
@@ -257,7 +257,7 @@ def test_dce_self_supervised_with_a_fitted_delay():
 
     model = DCE(t, parker(t, delay=10.0), "tofts", fit_delay=True)
     conc = model.concentration({"Ktrans": np.linspace(0.05, 0.3, 30), "ve": 0.3, "delay": 2.0})
-    maps = model.fit(conc, method="dnn", epochs=2)
+    maps = model.fit(conc, method="dnn", epochs=2, training="self")
     assert set(maps.params) == {"Ktrans", "ve", "delay", "kep"} and maps.units["delay"] == "s"
     assert np.all(np.abs(maps["delay"]) <= 10) and np.all(maps["status"] == 0)
 
@@ -267,7 +267,7 @@ def test_dce_self_supervised_training_fits_the_curves_instead_of_sticking_at_a_b
     networks stalled at Ktrans = 0 everywhere (median R2 -7); now they fit the phantom's curves."""
     ph = DCE.phantom(snr=20.0, block=(3, 3, 1))
     model, conc = DCE.demo.cases(ph)[1][1], ph.images["dce_conc"]  # extended Tofts on every voxel
-    maps = model.fit(conc, mask=ph.mask, method="dnn", epochs=30)
+    maps = model.fit(conc, mask=ph.mask, method="dnn", epochs=30, training="self")
     assert np.nanmedian(maps["r2"][ph.mask]) > 0.7
     assert np.mean(maps["Ktrans"][ph.mask] <= model.lower[0]) < 0.1
 

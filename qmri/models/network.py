@@ -11,7 +11,7 @@ read as ``cls.network.recipes()`` by ``tools/make_pretrained.py``).
 A family whose hooks differ declares a subclass with the methods it overrides (diffusion models:
 ``DiffusionNetwork``; full-tensor DKI, trace DKI, DCE: their own, each in its model's module); one
 whose values differ declares an instance with other fields (``network = DiffusionNetwork(pretrained=...)``).
-Nothing here imports torch or :mod:`qmri.fitting.net`.
+Nothing here imports torch; of :mod:`qmri.fitting.net` only its method (:data:`~qmri.fitting.net.method.TRAININGS`).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Mapping
 
 import numpy as np
 
+from qmri.fitting.net.method import TRAININGS
 from qmri.models.facets import Facet
 
 #: Noise models of simulated training signals (:attr:`Network.noise`).
@@ -44,19 +45,28 @@ class Network(Facet):
     pretrained : mapping or None
         Training keywords (``n``, ``snr``, ``ensemble`` of :func:`qmri.fitting.net.train`) of the
         network shipped for the class's phantom (:meth:`recipes`); None (default): none is shipped.
+    training : {"self", "pilot"}
+        How ``--method dnn`` trains networks for a fit given no weights (its ``--training``
+        default): ``"self"`` (default) self-supervised on the voxels
+        (:func:`qmri.fitting.net.method.train_on_voxels`), ``"pilot"`` supervised on signals
+        simulated from a least-squares pilot fit (:mod:`qmri.fitting.net.pilot`; DCE).
 
     Raises
     ------
     ValueError
-        ``noise`` not one of :data:`NOISES` (a declaration error).
+        ``noise`` not one of :data:`NOISES`, ``training`` not one of :data:`TRAININGS` (a
+        declaration error).
     """
 
     noise: str = "rician"
     pretrained: Mapping | None = None
+    training: str = "self"
 
     def __post_init__(self):
         if self.noise not in NOISES:
             raise ValueError(f"Network noise must be one of {NOISES}, got {self.noise!r}")
+        if self.training not in TRAININGS:
+            raise ValueError(f"Network training must be one of {TRAININGS}, got {self.training!r}")
 
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """Ranges ``(lower, upper)``, each (n_params,) in the units of the ``spec`` parameters, into

@@ -34,6 +34,9 @@ class Inputs:
         Curves of each group read beside the signal (:meth:`~qmri.models.network.Network.channels`).
     targets : ndarray (n, n_params) float32 or None
         Simulated parameters scaled to [0, 1] within the network ranges (supervised training).
+    estimates : ndarray (n, n_params) float32 or None
+        Each row's least-squares estimate, read by the network beside the signal and covariates
+        (networks trained on a pilot fit, :mod:`qmri.fitting.net.pilot`); never used to decode.
     """
 
     signals: np.ndarray
@@ -42,6 +45,7 @@ class Inputs:
     acqs: list
     channels: list | None
     targets: np.ndarray | None = None
+    estimates: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -49,8 +53,11 @@ class Inputs:
 
     def subset(self, rows) -> "Inputs":
         """The rows ``rows`` (index array)."""
-        return Inputs(self.signals[rows], None if self.covariates is None else self.covariates[rows],
-                      self.groups[rows], self.acqs, self.channels, None if self.targets is None else self.targets[rows])
+        def take(a):
+            return None if a is None else a[rows]
+
+        return Inputs(self.signals[rows], take(self.covariates), self.groups[rows], self.acqs, self.channels,
+                      take(self.targets), take(self.estimates))
 
 
 def _channels(model):
@@ -85,6 +92,26 @@ def voxel_inputs(model, Y, C) -> tuple[Inputs, np.ndarray, np.ndarray]:
     ch = _channels(model)
     return (Inputs(X, Cf, np.zeros(X.shape[0], np.int64), [np.asarray(model.acq)], None if ch is None else [ch]),
             scale, good)
+
+
+def lsq_estimates(model, Y, C, scale) -> np.ndarray:
+    """Each row's least-squares estimate (``lsq`` with its defaults), as a network reads it
+    (:attr:`Inputs.estimates`): the amplitude divided by the normalisation ``scale`` (n,), clipped
+    to the network ranges, the middle of the ranges where the fit gives no finite value.
+
+    Returns
+    -------
+    ndarray (n, n_params) float32
+    """
+    res = model.method("lsq").fit(model, Y, C)
+    names = model.spec.names
+    E = np.stack([np.asarray(res.params[k], dtype=np.float64) for k in names], axis=1)
+    if model.amplitude:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            E[:, names.index(model.amplitude)] /= scale
+    lo, hi = (np.asarray(v, dtype=np.float64) for v in model.network.bounds())
+    E = np.where(np.isfinite(E), E, 0.5 * (lo + hi))
+    return np.clip(E, lo, hi).astype(np.float32)
 
 
 def parse_range(text, what: str = "range") -> tuple[float, float]:

@@ -35,6 +35,14 @@ EPOCHS = Option("epochs", "most epochs of self-supervised training (early stoppi
                 "100)", int, None)
 SEED = Option("seed", "seed of self-supervised training: initial weights, validation split, batches (default 0)",
               random_seed, None)
+#: How networks are trained for a fit without weights (``--training``; a model's default is
+#: :attr:`qmri.models.network.Network.training`).
+TRAININGS = ("self", "pilot")
+TRAINING = Option("training", "how networks are trained for the fit without --weights: self (self-supervised on "
+                  "the voxels, IVIM-NET style) or pilot (supervised on signals simulated from a least-squares fit "
+                  "of 2,000 of the voxels, with their residuals as noise; the network reads each voxel's lsq "
+                  "estimate beside its signal); default: the model's (pilot for DCE, self for the others)", str,
+                  None, choices=TRAININGS)
 DEVICE = Option("device", "where the networks run: auto (CUDA when available), cpu or cuda", str, "auto",
                 choices=("auto", "cpu", "cuda"))
 
@@ -42,7 +50,7 @@ _UNPREPARED = object()
 
 
 def _training_options(options: dict) -> dict:
-    given = [k for k in ("ensemble", "epochs", "seed") if options.get(k) is not None]
+    given = [k for k in ("ensemble", "epochs", "seed", "training") if options.get(k) is not None]
     if options.get("weights") is not None and given:
         raise QMRIInputError(f"--{given[0]} applies to training; it cannot be used with --weights (trained networks)")
     defaults = {"ensemble": 1, "epochs": 100, "seed": 0}  # a value given as 0 is kept (and checked), not replaced
@@ -57,9 +65,9 @@ class NetworkMethod(Method):
             "dnn", "neural network: trained on the voxels being fitted (self-supervised, IVIM-NET style) or "
             "loaded with --weights; outputs within the bounds; --ensemble N adds <param>_sd maps, --interval 95 % "
             "intervals",
-            options=(WEIGHTS, ENSEMBLE, EPOCHS, SEED, DEVICE, INTERVAL_OPTION),
+            options=(WEIGHTS, ENSEMBLE, EPOCHS, SEED, TRAINING, DEVICE, INTERVAL_OPTION),
             reference="Barbieri et al., MRM 2020;83:312; Kaandorp et al., MRM 2021;86:2250; Ottens et al., "
-                      "Med Image Anal 2022;80:102512",
+                      "Med Image Anal 2022;80:102512 (pilot: trained for the fit's acquisition)",
             validation=Validation(
                 recovery=None, options={"weights": "builtin"}, reference_cases=False,
                 note="the networks shipped for the phantoms' protocols (--weights builtin); a network is not exact "
@@ -69,11 +77,13 @@ class NetworkMethod(Method):
         """Nothing: a network is trained or loaded by the fit itself (never on a made-up voxel)."""
 
     def prepare(self, model, rows, index, covariates, *, progress: bool = False, weights=None, ensemble=None,
-                epochs=None, seed=None, device="auto", interval=False):
+                epochs=None, seed=None, training=None, device="auto", interval=False):
+        from qmri.fitting.net.pilot import train_on_pilot
         from qmri.fitting.net.training import resolve_device
         from qmri.fitting.net.training import threads as torch_threads
 
-        opts = _training_options({"weights": weights, "ensemble": ensemble, "epochs": epochs, "seed": seed})
+        opts = _training_options({"weights": weights, "ensemble": ensemble, "epochs": epochs, "seed": seed,
+                                  "training": training})
         dev = resolve_device(device)
         with torch_threads():
             if weights is not None:
@@ -81,8 +91,9 @@ class NetworkMethod(Method):
 
                 trained = load(weights, model)
             else:
-                trained = train_on_voxels(model, rows, index, covariates, n_networks=opts["ensemble"],
-                                          epochs=opts["epochs"], seed=opts["seed"], device=dev, progress=progress)
+                how = train_on_pilot if (training or model.network.training) == "pilot" else train_on_voxels
+                trained = how(model, rows, index, covariates, n_networks=opts["ensemble"], epochs=opts["epochs"],
+                              seed=opts["seed"], device=dev, progress=progress)
         prov = {"network_device": dev}
         if trained is not None:
             prov.update(trained.describe())

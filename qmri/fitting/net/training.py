@@ -66,6 +66,7 @@ class Tensors:
         f32 = dict(dtype=torch.float32, device=device)
         self.signals = torch.as_tensor(inputs.signals, **f32)
         self.covariates = None if inputs.covariates is None else torch.as_tensor(inputs.covariates, **f32)
+        self.estimates = None if inputs.estimates is None else torch.as_tensor(inputs.estimates, **f32)
         self.targets = None if inputs.targets is None else torch.as_tensor(inputs.targets, **f32)
         # each parameter's error counts relative to the spread of its training values
         self.target_sd = None if inputs.targets is None else torch.as_tensor(
@@ -80,21 +81,22 @@ class Tensors:
         if self.channels is not None:
             ch = self.channels[group]
             return torch.cat([s[:, None, :], ch[None].expand(s.shape[0], *ch.shape)], dim=1)
-        return s if self.covariates is None else torch.cat([s, self.covariates[rows]], dim=1)
+        extra = [a[rows] for a in (self.covariates, self.estimates) if a is not None]
+        return torch.cat([s, *extra], dim=1) if extra else s
 
     def cov(self, rows):
         return None if self.covariates is None else self.covariates[rows]
 
 
 def input_statistics(inputs) -> tuple[np.ndarray, np.ndarray]:
-    """Standardisation of the network input: per feature (signals and covariates), or per channel
-    (signal, curves) for a network over time."""
+    """Standardisation of the network input: per feature (signals, covariates and estimates), or per
+    channel (signal, curves) for a network over time."""
     if inputs.channels is not None:
         curves = np.stack(inputs.channels)                               # (G, k, m)
         mean = np.r_[np.mean(inputs.signals), curves.mean(axis=(0, 2))]
         sd = np.r_[np.std(inputs.signals), curves.std(axis=(0, 2))]
         return mean[:, None], np.maximum(sd, 1e-6)[:, None]
-    X = inputs.signals if inputs.covariates is None else np.concatenate([inputs.signals, inputs.covariates], axis=1)
+    X = np.concatenate([a for a in (inputs.signals, inputs.covariates, inputs.estimates) if a is not None], axis=1)
     return X.mean(axis=0), np.maximum(X.std(axis=0), 1e-6)
 
 
@@ -121,7 +123,7 @@ def _loss(net, spec, t: Tensors, rows, g, supervised: bool, data_consistency: fl
 
 def train_network(model, inputs, *, supervised: bool, seed: int = 0, epochs: int = MAX_EPOCHS,
                   patience: int = PATIENCE, data_consistency: float = 0.0, device: str = "cpu", arch=None,
-                  bar=None) -> tuple[Network, dict]:
+                  bar=None, ranges=None) -> tuple[Network, dict]:
     """Train one network on ``inputs`` (:class:`~qmri.fitting.net.data.Inputs`) for ``model``.
 
     Parameters
@@ -142,6 +144,9 @@ def train_network(model, inputs, *, supervised: bool, seed: int = 0, epochs: int
         Architecture (default :func:`qmri.fitting.net.networks.architecture`).
     bar : tqdm, optional
         Updated once per epoch with the losses.
+    ranges : (ndarray, ndarray), optional
+        Output ranges ``(lower, upper)``, each (n_params,), within which ``targets`` are scaled;
+        default ``model.network.bounds()``.
 
     Returns
     -------
@@ -153,14 +158,14 @@ def train_network(model, inputs, *, supervised: bool, seed: int = 0, epochs: int
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
-    lo, hi = (np.asarray(v, dtype=np.float64) for v in model.network.bounds())
+    lo, hi = (np.asarray(v, dtype=np.float64) for v in (model.network.bounds() if ranges is None else ranges))
     n = inputs.n
     order = rng.permutation(n)
     n_val = int(round(VALIDATION_FRACTION * n)) if n >= 20 else 0
     val_rows, train_rows = (order[:n_val], order[n_val:]) if n_val else (order, order)
     if arch is None:
         n_ch = 0 if inputs.channels is None else inputs.channels[0].shape[0]
-        n_cov = 0 if inputs.covariates is None else inputs.covariates.shape[1]
+        n_cov = sum(0 if a is None else a.shape[1] for a in (inputs.covariates, inputs.estimates))
         arch = architecture(inputs.signals.shape[1], n_cov, len(lo), n_ch)
     mean, scale = input_statistics(inputs.subset(train_rows))
     net = Network(arch, lo, hi, mean, scale).to(device)
@@ -302,13 +307,13 @@ class threads:
 
 def train_networks(model, inputs, *, supervised: bool, n_networks: int = 1, seed: int = 0, epochs: int = MAX_EPOCHS,
                    patience: int = PATIENCE, data_consistency: float = 0.0, device: str = "cpu",
-                   progress: bool = False, record: dict | None = None):
+                   progress: bool = False, record: dict | None = None, ranges=None, arch=None):
     """Train an ensemble of ``n_networks`` (seeds ``seed``, ``seed + 1``, ...) and wrap it with its contract.
 
     Parameters
     ----------
-    model, inputs, supervised, seed, epochs, patience, data_consistency, device
-        As :func:`train_network`.
+    model, inputs, supervised, seed, epochs, patience, data_consistency, device, ranges, arch
+        As :func:`train_network` (``arch`` that of every network of the ensemble).
     n_networks : int
     progress : bool
         A progress bar per network: epoch, training and validation loss.
@@ -330,7 +335,7 @@ def train_networks(model, inputs, *, supervised: bool, n_networks: int = 1, seed
         raise QMRIInputError(f"--epochs must be at least 1, got {epochs}")
     if not 0 <= float(data_consistency) < np.inf:
         raise QMRIInputError(f"--data-consistency must be a finite number >= 0, got {data_consistency}")
-    nets, histories, arch = [], [], None
+    nets, histories = [], []
     for k in range(int(n_networks)):
         bar = None
         if progress:
@@ -338,7 +343,7 @@ def train_networks(model, inputs, *, supervised: bool, n_networks: int = 1, seed
                        desc=f"training {type(model).__name__} network {k + 1}/{n_networks}")
         net, hist = train_network(model, inputs, supervised=supervised, seed=int(seed) + k, epochs=epochs,
                                   patience=patience, data_consistency=data_consistency, device=device, arch=arch,
-                                  bar=bar)
+                                  bar=bar, ranges=ranges)
         if bar is not None:
             bar.close()
         arch = arch or net.architecture

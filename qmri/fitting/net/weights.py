@@ -30,6 +30,7 @@ import numpy as np
 from qmri import __version__, io
 from qmri.errors import OutputExistsError, QMRIInputError
 from qmri.fitting.net.data import voxel_inputs
+from qmri.fitting.net.pilot import with_pilot
 from qmri.fitting.result import STATUS_CONVERGED, STATUS_FAILED, FitResult
 
 FORMAT = "qmri-network"
@@ -81,6 +82,12 @@ class Trained:
     @property
     def n_networks(self) -> int:
         return len(self.networks)
+
+    @property
+    def reads_estimates(self) -> bool:
+        """Whether the networks read each signal's least-squares estimate beside it (trained on a
+        pilot fit, :mod:`qmri.fitting.net.pilot`; the contract's training ``reads`` is ``"lsq"``)."""
+        return self.contract["training"].get("reads") == "lsq"
 
     # Files --------------------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
@@ -188,12 +195,18 @@ class Trained:
         outputs); ``rmse`` and ``r2`` are those of its decoded signal. With more than one network,
         ``<output>_sd`` is the standard deviation over the networks of each completed output.
         Status: converged (0) for every voxel with finite normalised signals and finite estimates
-        (parameters and fit quality), else failed (2, NaN).
+        (parameters and fit quality), else failed (2, NaN). Networks trained on a pilot fit
+        (:attr:`reads_estimates`) also read each voxel's ``lsq`` estimate, fitted here first, and
+        give it for the parameters their contract's training lists in ``lsq_for``.
         """
         from qmri.fitting.net.training import predict
 
         inputs, scale, good = voxel_inputs(model, Y, C)
+        if self.reads_estimates:
+            inputs = with_pilot(model, inputs, Y, C, scale)
         P_all = predict(self.networks, inputs, device)
+        for name in self.contract["training"].get("lsq_for", []):  # where lsq was closer (pilot training)
+            P_all[:, :, model.spec.names.index(name)] = inputs.estimates[:, model.spec.names.index(name)]
         res = self._result(model, P_all.mean(axis=0), inputs, scale, good, quality=True)
         if self.n_networks > 1:
             members = [self._result(model, P, inputs, scale, good, quality=False) for P in P_all]

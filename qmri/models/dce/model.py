@@ -265,7 +265,7 @@ class DCE(Model):
     methods = table(LSQ, LINEAR, DNN)
     default_method = "lsq"
     #: Network hooks; training noise Gaussian (the fit is to concentrations, not magnitudes).
-    network = DCENetwork(noise="gaussian")
+    network = DCENetwork(noise="gaussian", training="pilot")
 
     def __init__(self, t, aif, model: str = "tofts", *, fit_delay: bool = False, bounds=None,
                  initial_guess=None, delay_step: float = 1.0, lm_options: LMOptions | None = None,
