@@ -99,9 +99,25 @@ def lsq_estimates(model, Y, C, scale) -> np.ndarray:
     (:attr:`Inputs.estimates`): the amplitude divided by the normalisation ``scale`` (n,), clipped
     to the network ranges, the middle of the ranges where the fit gives no finite value.
 
+    Parameters
+    ----------
+    model : qmri.models.model.Model
+        With an ``lsq`` method.
+    Y : ndarray (n, n_measurements)
+        Signals as the fit sees them (not normalised).
+    C : ndarray (n, n_covariates) or None
+    scale : ndarray (n,)
+        The normalisation of each row (:meth:`~qmri.models.model.Model.normalise`).
+
     Returns
     -------
     ndarray (n, n_params) float32
+        In the parameters' units (the amplitude relative to ``scale``).
+
+    Raises
+    ------
+    QMRIInputError
+        The model has no ``lsq`` method.
     """
     res = model.method("lsq").fit(model, Y, C)
     names = model.spec.names

@@ -22,15 +22,15 @@ trained for its acquisition; here the prior is empirical):
    least-squares estimate towards the mean parameter given the signal. It is a per-parameter
    network (:class:`~qmri.fitting.net.networks.ParameterNets`, :data:`WIDTH` units; no channels:
    the AIF of a DCE fit is fixed, so the network need not read it), trained on the scaled
-   parameters, with outputs over the range of the training parameters.
-
+   parameters, with outputs over the range of the training parameters;
 5. :data:`PILOT_SIGNALS` / 10 more simulated signals, held out, decide per parameter (:func:`lsq_for`):
    where the network's estimate is further from the truth than the least-squares estimate it
    reads (RMSE), the method gives the ``lsq`` estimate for that parameter and the contract says so
    (``lsq_for``): it is never worse than ``lsq`` on the data it simulates.
 
 At inference every voxel is fitted by ``lsq`` first (:func:`with_pilot`).
-Measured on the DCE phantom (``benchmarks/dce_own_aif.py``, ``benchmarks/results/dce_own_aif.md``).
+Measured on the DCE phantom against ``lsq`` (``benchmarks/dce_pilot.py``, ``benchmarks/results/dce_pilot.md``;
+the experiments that led here: ``benchmarks/dce_own_aif.py``).
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ def pilot_inputs(model, Y: np.ndarray, C, rng, *, n_signals: int | None = None):
         level = model.normalise(Y[ok], Cp)[1]
         P[:, amp] /= level
         R /= level[:, None]
-    n = int(n_signals)
+    n = n_signals
     pick, noise = rng.integers(0, P.shape[0], n), rng.integers(0, P.shape[0], n)
     PT = jitter(P[pick], lo, hi, rng)
     CT = None if Cp is None else Cp[pick]
@@ -121,7 +121,7 @@ def pilot_inputs(model, Y: np.ndarray, C, rng, *, n_signals: int | None = None):
     rlo, rhi = PT[good].min(axis=0), PT[good].max(axis=0)
     rhi = np.where(rhi > rlo, rhi, rlo + 1e-6 * np.maximum(hi - lo, 1e-12))
     inputs.targets = np.clip((PT - rlo) / (rhi - rlo), 0.0, 1.0).astype(np.float32)
-    record = {"pilot_voxels": int(Y.shape[0]), "pilot_converged": int(ok.sum()), "signals": int(good.sum()),
+    record = {"pilot_voxels": int(Y.shape[0]), "pilot_converged": int(ok.sum()),
               "prior": f"pilot lsq estimates, jittered (log-normal SD {JITTER}; additive for parameters below 0)",
               "noise": "pilot residuals x sqrt(m/(m-p)), random signs", "reads": "lsq"}
     return inputs.subset(np.flatnonzero(good)), (rlo, rhi), record
@@ -129,7 +129,24 @@ def pilot_inputs(model, Y: np.ndarray, C, rng, *, n_signals: int | None = None):
 
 def with_pilot(model, inputs: Inputs, Y, C, scale) -> Inputs:
     """``inputs`` as a pilot-trained network reads them: with each row's least-squares estimate
-    (:func:`qmri.fitting.net.data.lsq_estimates`) and without channels."""
+    (:func:`qmri.fitting.net.data.lsq_estimates`) and without channels.
+
+    Parameters
+    ----------
+    model : qmri.models.model.Model
+    inputs : Inputs
+        The rows' network inputs (:func:`~qmri.fitting.net.data.voxel_inputs`).
+    Y : ndarray (n, n_measurements)
+        The same rows as the fit sees them (not normalised).
+    C : ndarray (n, n_covariates) or None
+    scale : ndarray (n,)
+        Their normalisation (from ``voxel_inputs``).
+
+    Returns
+    -------
+    Inputs
+        The same signals, covariates, groups, acquisitions and targets; ``estimates`` (n, n_params).
+    """
     return Inputs(inputs.signals, inputs.covariates, inputs.groups, inputs.acqs, None, inputs.targets,
                   lsq_estimates(model, Y, C, scale))
 
@@ -137,10 +154,32 @@ def with_pilot(model, inputs: Inputs, Y, C, scale) -> Inputs:
 def train_on_pilot(model, rows, index, covariates, *, n_networks: int = 1, epochs: int = 100, seed: int = 0,
                    device: str = "cpu", progress: bool = False):
     """Networks trained for this fit on curves simulated from a pilot fit of the voxels ``index``
-    (signals ``rows(sel)``, float64 (len(sel), m); see the module docstring).
+    (see the module docstring).
 
-    Returns a :class:`~qmri.fitting.net.weights.Trained` (its contract's training ``mode`` is
-    ``"pilot"`` and ``reads`` ``"lsq"``), or None when no voxel can be used.
+    Parameters
+    ----------
+    model : qmri.models.model.Model
+        Needs an ``lsq`` method and a torch-free ``spec.evaluate``; nothing else of it is named.
+    rows : callable
+        ``rows(sel)`` gives the signals of voxels ``sel`` as the fit sees them, float64
+        (len(sel), n_measurements) (:meth:`qmri.fitting.methods.Method.prepare`).
+    index : ndarray of int
+        The voxels being fitted.
+    covariates : ndarray (n_total, n_covariates) or None
+    n_networks, epochs, seed, device, progress
+        As :func:`qmri.fitting.net.training.train_networks`; ``seed`` also picks the pilot voxels
+        and draws the simulated signals.
+
+    Returns
+    -------
+    qmri.fitting.net.weights.Trained or None
+        Its contract's training has ``mode`` ``"pilot"``, ``reads`` ``"lsq"`` and ``lsq_for``;
+        None when no voxel can be used (every voxel of the fit then fails).
+
+    Raises
+    ------
+    QMRIInputError
+        ``n_networks`` or ``epochs`` below 1 (:func:`~qmri.fitting.net.training.train_networks`).
     """
     from qmri.fitting.net.networks import architecture
     from qmri.fitting.net.training import train_networks
@@ -178,7 +217,22 @@ def lsq_for(trained, held: Inputs, ranges, names) -> list[str]:
     """The parameters whose least-squares estimate (read by the networks) is closer to the truth than
     the networks' ensemble mean on the held-out simulated signals ``held`` (RMSE): for those the
     networks give the ``lsq`` estimate itself (:meth:`~qmri.fitting.net.weights.Trained.estimate`).
-    Measured: Tofts Ktrans at SNR 20 with 2 s frames (``benchmarks/results/dce_pilot.md``)."""
+    Measured: Tofts Ktrans at SNR 20 with 2 s frames (``benchmarks/results/dce_pilot.md``).
+
+    Parameters
+    ----------
+    trained : qmri.fitting.net.weights.Trained
+    held : Inputs
+        With ``targets`` (scaled within ``ranges``) and ``estimates``.
+    ranges : (ndarray, ndarray)
+        The networks' output ranges, each (n_params,), in the parameters' units.
+    names : sequence of str
+        The parameters, in order.
+
+    Returns
+    -------
+    list of str
+    """
     from qmri.fitting.net.training import predict
 
     lo, hi = ranges
