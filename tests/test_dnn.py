@@ -73,7 +73,7 @@ def test_outputs_have_the_lsq_names_units_shapes_and_lie_within_the_bounds():
     mask = np.ones(data.shape[:-1], bool)
     mask[0] = False
     model = IVIM(B, bounds={"f": (0.0, 0.5)})
-    maps = model.fit(data, mask=mask, method="dnn", epochs=2)
+    maps = model.fit(data, mask=mask, method="dnn", epochs=2, training="self")
     ref = model.fit(data, mask=mask, method="lsq")
     assert list(maps) == list(ref) and maps.units == ref.units
     for k in ("S0", "f", "D", "Dstar", "rmse", "r2"):
@@ -89,7 +89,7 @@ def test_outputs_have_the_lsq_names_units_shapes_and_lie_within_the_bounds():
 
 def test_ensemble_gives_sd_maps_with_the_parameter_units():
     _, data = _ivim_volume((40,))
-    maps = IVIM(B).fit(data, method="dnn", ensemble=2, epochs=2)
+    maps = IVIM(B).fit(data, method="dnn", ensemble=2, epochs=2, training="self")
     for k in ("S0", "f", "D", "Dstar"):
         assert maps.units[f"{k}_sd"] == maps.units[k]
         assert np.all(np.isfinite(maps[f"{k}_sd"])) and np.all(maps[f"{k}_sd"] >= 0)
@@ -114,9 +114,9 @@ def test_self_supervised_training_recovers_noise_free_parameters():
 
 def test_same_seed_same_network_and_another_seed_another():
     _, data = _ivim_volume((60,), snr=50)
-    a = IVIM(B).fit(data, method="dnn", epochs=2, seed=3)
-    b = IVIM(B).fit(data, method="dnn", epochs=2, seed=3)
-    c = IVIM(B).fit(data, method="dnn", epochs=2, seed=4)
+    a = IVIM(B).fit(data, method="dnn", epochs=2, seed=3, training="self")
+    b = IVIM(B).fit(data, method="dnn", epochs=2, seed=3, training="self")
+    c = IVIM(B).fit(data, method="dnn", epochs=2, seed=4, training="self")
     np.testing.assert_array_equal(a["D"], b["D"])
     assert not np.array_equal(a["D"], c["D"])
 
@@ -386,5 +386,5 @@ def test_cuda_training_and_inference_match_the_cpu():
     gpu = trained.estimate(IVIM(B), data.reshape(-1, B.size), None, device="cuda")
     for k in ("f", "D", "Dstar"):
         np.testing.assert_allclose(gpu.params[k], cpu.params[k], rtol=1e-4, atol=1e-7)
-    maps = IVIM(B).fit(data, method="dnn", epochs=2, device="cuda")
+    maps = IVIM(B).fit(data, method="dnn", epochs=2, device="cuda", training="self")
     assert maps.provenance["network_device"] == "cuda" and np.all(maps["status"] == 0)

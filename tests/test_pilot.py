@@ -1,4 +1,5 @@
-"""Networks trained for a fit on signals simulated from a least-squares pilot fit (``--training pilot``)."""
+"""Networks trained for a fit on signals simulated from a pilot fit (``--training pilot``): least squares
+(DCE, ADC) or a self-supervised network (IVIM)."""
 
 import numpy as np
 import pytest
@@ -8,14 +9,14 @@ torch = pytest.importorskip("torch")
 from qmri.errors import QMRIInputError  # noqa: E402
 from qmri.fitting.net import pilot  # noqa: E402
 from qmri.fitting.net.weights import Trained  # noqa: E402
-from qmri.models import DCE, IVIM  # noqa: E402
+from qmri.models import ADC, DCE, IVIM  # noqa: E402
 from qmri.models.dce.phantom import dce_phantom  # noqa: E402
 from qmri.simulate import nrmse_bias  # noqa: E402
 
 
 @pytest.fixture
 def few_signals(monkeypatch):
-    """20,000 simulated signals instead of 200,000: the same training, ten times cheaper."""
+    """20,000 simulated signals instead of 100,000: the same training, five times cheaper."""
     monkeypatch.setattr(pilot, "PILOT_SIGNALS", 20_000)
 
 
@@ -79,15 +80,17 @@ def test_pilot_networks_read_each_voxels_lsq_estimate_and_load_from_a_file(few_s
         model.fit(Y, method="dnn", weights=str(path), training="pilot")
 
 
-def test_pilot_training_knows_no_model_ivim_with_its_amplitude(few_signals):
-    ph = IVIM.phantom(snr=30, block=(6, 6, 1), seed=3)
-    model = IVIM.for_phantom(ph)
+@pytest.mark.parametrize("cls, key, source", [(IVIM, "D", "self"), (ADC, "ADC", "lsq")], ids=["IVIM", "ADC"])
+def test_pilot_training_knows_no_model_with_its_amplitude(few_signals, cls, key, source):
+    ph = cls.phantom(snr=30, block=(6, 6, 1), seed=3)
+    model = cls.for_phantom(ph)
     maps = model.fit(ph.data, mask=ph.mask, method="dnn", training="pilot", epochs=10)
-    assert maps.provenance["network_training"]["mode"] == "pilot"
+    assert (maps.provenance["network_training"]["mode"], maps.provenance["network_training"]["pilot"]) == ("pilot",
+                                                                                                          source)
     assert np.all(maps["status"][ph.mask] == 0)
     # S0 is learned relative to the normalisation and scaled back: the phantom's S0 is 1000
     assert np.median(maps["S0"][ph.mask]) == pytest.approx(1000.0, rel=0.05)
-    assert np.median(np.abs(maps["D"][ph.mask] - ph.truth["D"][ph.mask]) / ph.truth["D"][ph.mask]) < 0.2
+    assert np.median(np.abs(maps[key][ph.mask] - ph.truth[key][ph.mask]) / ph.truth[key][ph.mask]) < 0.2
 
 
 def test_no_pilot_voxel_converges_and_every_voxel_fails(few_signals):
@@ -116,3 +119,48 @@ def test_a_parameter_the_network_estimates_worse_than_lsq_on_held_out_signals_is
     low, high = model.network.bounds()
     np.testing.assert_allclose(got["Ktrans"], np.clip(ref["Ktrans"], low[0], high[0]), rtol=1e-6)
     assert not np.allclose(got["ve"], ref["ve"], rtol=1e-3)
+
+
+def test_ivim_trains_by_default_on_a_self_supervised_pilot_and_reads_the_signal_alone(few_signals, tmp_path):
+    ph = IVIM.phantom(snr=20, block=(8, 8, 1), seed=20)
+    model = IVIM.for_phantom(ph)
+    Y = ph.data[ph.mask]
+    trained = pilot.train_on_pilot(model, lambda sel: Y[sel], np.arange(Y.shape[0]), None, epochs=5)
+    rec = trained.contract["training"]
+    assert (rec["mode"], rec["pilot"], rec["pilot_network"]["mode"]) == ("pilot", "self", "self-supervised")
+    assert rec["pilot_network"]["voxels"] == Y.shape[0] and rec["noise"].startswith("Rician")
+    assert not trained.reads_estimates and "reads" not in rec
+    assert trained.architecture["n_in"] == model.n_measurements          # the signal alone
+    path = trained.save(tmp_path / "pilot.pt")
+    np.testing.assert_allclose(model.fit(Y, method="dnn", weights=str(path))["D"], trained.estimate(model, Y, None).params["D"],
+                               rtol=1e-6)
+    maps = model.fit(ph.data, mask=ph.mask, method="dnn", epochs=5)       # IVIM's default: --training pilot
+    assert maps.provenance["network_training"]["pilot"] == "self"
+    # a parameter listed in lsq_for is the voxel's lsq estimate, though the network does not read it
+    trained.contract["training"]["lsq_for"] = ["D"]
+    got = trained.estimate(model, Y, None).params
+    low, high = model.network.bounds()
+    np.testing.assert_allclose(got["D"], np.clip(model.fit(Y, method="lsq")["D"], low[2], high[2]), rtol=1e-5)
+    assert not np.allclose(got["f"], model.fit(Y, method="lsq")["f"], rtol=1e-3)
+
+
+def test_pilot_signals_of_magnitude_images_get_rician_noise_with_its_floor():
+    """Pilot voxels whose signal has decayed to ~0 at b = 1000 s/mm², given their true parameters, so
+    that their residuals are the noise (SD σ): Rician noise of σ' = σ sqrt(m / (m - p)) (the
+    correction for fitted residuals) puts the simulated signal's mean there at σ' sqrt(π/2), the
+    noise floor; Gaussian noise would put it at ~0."""
+    from qmri.fitting.result import FitResult
+
+    b = np.array([0, 10, 20, 50, 100, 200, 400, 600, 800, 1000.0])
+    model = IVIM(b)
+    n, sigma = 200, 0.05
+    P = {"S0": np.ones(n), "f": np.full(n, 0.1), "D": np.full(n, 0.005), "Dstar": np.full(n, 0.05)}
+    rng = np.random.default_rng(0)
+    Y = model.signal(P) + rng.normal(0.0, sigma, (n, b.size))
+    res = FitResult(params=P, status=np.zeros(n, np.int8), n_iter=np.zeros(n, np.int32), rmse=np.zeros(n),
+                    r2=np.zeros(n))
+    inputs, _, _ = pilot.pilot_inputs(model, Y, None, rng, n_signals=20_000, pilot=res, source="self")
+    floor = sigma * np.sqrt(b.size / (b.size - 4)) * np.sqrt(np.pi / 2)
+    mean_last = float(np.mean(inputs.signals[:, -1]))   # normalised by the b = 0 signal, ~1
+    assert mean_last == pytest.approx(floor, rel=0.1), (mean_last, floor)
+    assert np.all(inputs.signals[:, -1] >= 0)

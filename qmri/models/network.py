@@ -11,7 +11,8 @@ read as ``cls.network.recipes()`` by ``tools/make_pretrained.py``).
 A family whose hooks differ declares a subclass with the methods it overrides (diffusion models:
 ``DiffusionNetwork``; full-tensor DKI, trace DKI, DCE: their own, each in its model's module); one
 whose values differ declares an instance with other fields (``network = DiffusionNetwork(pretrained=...)``).
-Nothing here imports torch; of :mod:`qmri.fitting.net` only its method (:data:`~qmri.fitting.net.method.TRAININGS`).
+Nothing here imports torch; of :mod:`qmri.fitting.net` only its method (:data:`~qmri.fitting.net.method.TRAININGS`,
+:data:`~qmri.fitting.net.method.PILOTS`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Mapping
 
 import numpy as np
 
-from qmri.fitting.net.method import TRAININGS
+from qmri.fitting.net.method import PILOTS, TRAININGS
 from qmri.models.facets import Facet
 
 #: Noise models of simulated training signals (:attr:`Network.noise`).
@@ -49,24 +50,31 @@ class Network(Facet):
         How ``--method dnn`` trains networks for a fit given no weights (its ``--training``
         default): ``"self"`` (default) self-supervised on the voxels
         (:func:`qmri.fitting.net.method.train_on_voxels`), ``"pilot"`` supervised on signals
-        simulated from a least-squares pilot fit (:mod:`qmri.fitting.net.pilot`; DCE).
+        simulated from a pilot fit of the voxels (:mod:`qmri.fitting.net.pilot`; DCE, IVIM).
+    pilot : {"lsq", "self"}
+        The estimator of that pilot fit: ``"lsq"`` (default) the least-squares method, whose
+        estimate the network then also reads (DCE), or ``"self"`` a self-supervised network trained
+        on the voxels (IVIM: least squares scatters D* and f too widely to serve as a prior).
 
     Raises
     ------
     ValueError
-        ``noise`` not one of :data:`NOISES`, ``training`` not one of :data:`TRAININGS` (a
-        declaration error).
+        ``noise`` not one of :data:`NOISES`, ``training`` not one of :data:`TRAININGS`, ``pilot``
+        not one of :data:`PILOTS` (a declaration error).
     """
 
     noise: str = "rician"
     pretrained: Mapping | None = None
     training: str = "self"
+    pilot: str = "lsq"
 
     def __post_init__(self):
         if self.noise not in NOISES:
             raise ValueError(f"Network noise must be one of {NOISES}, got {self.noise!r}")
         if self.training not in TRAININGS:
             raise ValueError(f"Network training must be one of {TRAININGS}, got {self.training!r}")
+        if self.pilot not in PILOTS:
+            raise ValueError(f"Network pilot must be one of {PILOTS}, got {self.pilot!r}")
 
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """Ranges ``(lower, upper)``, each (n_params,) in the units of the ``spec`` parameters, into

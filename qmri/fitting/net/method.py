@@ -38,11 +38,13 @@ SEED = Option("seed", "seed of self-supervised training: initial weights, valida
 #: How networks are trained for a fit without weights (``--training``; a model's default is
 #: :attr:`qmri.models.network.Network.training`).
 TRAININGS = ("self", "pilot")
+#: Estimators of the pilot fit of ``--training pilot`` (:attr:`qmri.models.network.Network.pilot`).
+PILOTS = ("lsq", "self")
 TRAINING = Option("training", "how networks are trained for the fit without --weights: self (self-supervised on "
-                  "the voxels, IVIM-NET style) or pilot (supervised on signals simulated from a least-squares fit "
-                  "of 2,000 of the voxels, with their residuals as noise; the network reads each voxel's lsq "
-                  "estimate beside its signal); default: the model's (pilot for DCE, self for the others)", str,
-                  None, choices=TRAININGS)
+                  "the voxels, IVIM-NET style) or pilot (supervised on signals simulated from a pilot fit of 2,000 "
+                  "of the voxels, with their residuals as noise: for DCE a least-squares fit, whose estimate the "
+                  "network also reads, for IVIM a self-supervised network); default: the model's (pilot for DCE "
+                  "and IVIM, self for the others)", str, None, choices=TRAININGS)
 DEVICE = Option("device", "where the networks run: auto (CUDA when available), cpu or cuda", str, "auto",
                 choices=("auto", "cpu", "cuda"))
 

@@ -1,36 +1,47 @@
-"""Networks trained for one fit on curves simulated from a least-squares pilot fit (``--training pilot``).
+"""Networks trained for one fit on signals simulated from a pilot fit (``--training pilot``).
 
 Self-supervised training (:func:`qmri.fitting.net.method.train_on_voxels`) fits the signal; supervised
 training on a declared prior (:func:`qmri.fitting.net.train`) learns the mean parameter of signals
 drawn from that prior, which is far from the data's own distribution when the prior is wide (DCE:
 Ktrans 0-1 /min). Training on a pilot fit instead learns, for this acquisition, the data's own
 distribution and noise (the approach of DCE-NET, Ottens et al., Med Image Anal 2022;80:102512,
-trained for its acquisition; here the prior is empirical):
+trained for its acquisition; here the prior is empirical, estimated from the voxels themselves):
 
-1. ``lsq`` (:class:`qmri.fitting.methods.LeastSquares`, its defaults) fits at most
-   :data:`PILOT_VOXELS` of the voxels being fitted (a random subset, chosen by the seed);
-2. :data:`PILOT_SIGNALS` parameter vectors are drawn from the converged pilot estimates, each
-   jittered (:func:`jitter`) and clipped to the network ranges (``model.network.bounds()``);
-3. their clean signals (``model.spec.evaluate``) get the residual vector of a random pilot voxel,
-   scaled by sqrt(m / (m − p)) (the residuals of a fit are smaller than the noise by that factor)
-   and with a random sign per measurement: the noise level, its variation over voxels and its
-   shape over the measurements are the data's. For a model with an amplitude (S0) the jitter and
-   the ranges apply to it relative to each voxel's normalisation, and the residual is scaled from
+1. the pilot fit estimates at most :data:`PILOT_VOXELS` of the voxels being fitted (a random subset,
+   chosen by the seed), with the estimator the model's network facet names
+   (:attr:`qmri.models.network.Network.pilot`): ``"lsq"``
+   (:class:`qmri.fitting.methods.LeastSquares`, its defaults; DCE) or ``"self"`` (a self-supervised
+   network trained on all the voxels being fitted, :func:`qmri.fitting.net.method.train_on_voxels`;
+   IVIM, where least squares scatters D* and f far wider than the tissue does);
+2. :data:`PILOT_SIGNALS` parameter vectors are drawn from the pilot estimates of the voxels it
+   fitted (converged), each jittered (:func:`jitter`) and clipped to the network ranges
+   (``model.network.bounds()``);
+3. their clean signals (``model.spec.evaluate``) get the noise of a random pilot voxel: its residual
+   vector, scaled by sqrt(m / (m − p)) (the residuals of a fit are smaller than the noise by that
+   factor), with a random sign per measurement (Gaussian noise, :attr:`~qmri.models.network.Network.noise`:
+   the noise level, its variation over voxels and its shape over the measurements are the data's),
+   or for magnitude images (Rician noise) Rician noise whose σ is that scaled residual's RMS (the
+   noise floor of the low signals is then simulated too: on the IVIM phantom at SNR 10 it took
+   the bias of D from −11 % to −6 %). For a model with an amplitude (S0) the jitter and
+   the ranges apply to it relative to each voxel's normalisation, and the noise is scaled from
    its voxel's normalisation to that of the voxel whose parameters it is added to;
-4. every simulated signal is fitted by ``lsq`` too, and the network reads that estimate beside the
-   signal (:attr:`qmri.fitting.net.data.Inputs.estimates`): it learns a correction of the
-   least-squares estimate towards the mean parameter given the signal. It is a per-parameter
-   network (:class:`~qmri.fitting.net.networks.ParameterNets`, :data:`WIDTH` units; no channels:
-   the AIF of a DCE fit is fixed, so the network need not read it), trained on the scaled
-   parameters, with outputs over the range of the training parameters;
+4. every simulated signal is fitted by ``lsq`` too. With an ``lsq`` pilot the network reads that
+   estimate beside the signal (:attr:`qmri.fitting.net.data.Inputs.estimates`): it learns a
+   correction of the least-squares estimate towards the mean parameter given the signal; with a
+   ``self`` pilot it reads the signal alone. It is a per-parameter network
+   (:class:`~qmri.fitting.net.networks.ParameterNets`, :data:`WIDTH` units; no channels: the AIF of
+   a DCE fit is fixed, so the network need not read it), trained on the scaled parameters, with
+   outputs over the range of the training parameters;
 5. :data:`PILOT_SIGNALS` / 10 more simulated signals, held out, decide per parameter (:func:`lsq_for`):
-   where the network's estimate is further from the truth than the least-squares estimate it
-   reads (RMSE), the method gives the ``lsq`` estimate for that parameter and the contract says so
-   (``lsq_for``): it is never worse than ``lsq`` on the data it simulates.
+   where the network's estimate is further from the truth than the least-squares estimate of the
+   same signal (RMSE), the method gives the ``lsq`` estimate for that parameter and the contract
+   says so (``lsq_for``): it is never worse than ``lsq`` on the data it simulates.
 
-At inference every voxel is fitted by ``lsq`` first (:func:`with_pilot`).
-Measured on the DCE phantom against ``lsq`` (``benchmarks/dce_pilot.py``, ``benchmarks/results/dce_pilot.md``;
-the experiments that led here: ``benchmarks/dce_own_aif.py``).
+At inference every voxel is fitted by ``lsq`` first (:func:`with_pilot`) when the network reads that
+estimate or ``lsq_for`` names a parameter.
+Measured against ``lsq`` on the DCE phantom (``benchmarks/dce_pilot.py``, ``benchmarks/results/dce_pilot.md``;
+the experiments that led here: ``benchmarks/dce_own_aif.py``) and against IVIM-NET on the IVIM phantom
+(``benchmarks/dnn.py``, ``benchmarks/results/dnn.md``).
 """
 
 from __future__ import annotations
@@ -38,11 +49,14 @@ from __future__ import annotations
 import numpy as np
 
 from qmri.fitting.net.data import Inputs, lsq_estimates, voxel_inputs
+from qmri.fitting.net.method import train_on_voxels
+from qmri.simulate import add_rician_noise
 
-#: Voxels fitted by the pilot ``lsq`` fit (a random subset of larger fits).
+#: Voxels estimated by the pilot fit (a random subset of larger fits).
 PILOT_VOXELS = 2000
-#: Simulated training signals.
-PILOT_SIGNALS = 200_000
+#: Simulated training signals. 200,000 gave the same accuracy on the IVIM phantom (NRMSE of f, D and
+#: D* within 2 %) in twice the time; 50,000 lost up to 3 % on f and D (``benchmarks/results/ivim_pilot.md``).
+PILOT_SIGNALS = 100_000
 #: Hidden units of each parameter's sub-network.
 WIDTH = 64
 #: Jitter of the pilot estimates (:func:`jitter`): the log-normal SD of the parameters bounded
@@ -63,7 +77,8 @@ def jitter(P: np.ndarray, lo: np.ndarray, hi: np.ndarray, rng) -> np.ndarray:
     return np.clip(out, lo, hi)
 
 
-def pilot_inputs(model, Y: np.ndarray, C, rng, *, n_signals: int | None = None):
+def pilot_inputs(model, Y: np.ndarray, C, rng, *, n_signals: int | None = None, pilot=None,
+                 source: str = "lsq"):
     """Simulated training inputs from a pilot fit of the voxels ``Y`` (see the module docstring).
 
     Parameters
@@ -75,12 +90,17 @@ def pilot_inputs(model, Y: np.ndarray, C, rng, *, n_signals: int | None = None):
     rng : numpy.random.Generator
     n_signals : int, optional
         Simulated signals (default :data:`PILOT_SIGNALS`).
+    pilot : qmri.fitting.result.FitResult, optional
+        The pilot estimates of ``Y`` (default: ``lsq`` fits them here); voxels with a status other
+        than converged (0) or a non-finite estimate are left out.
+    source : str
+        The pilot estimator, as the record names it (``"lsq"`` or ``"self"``).
 
     Returns
     -------
     inputs : Inputs or None
-        Signals, targets (scaled within ``ranges``) and least-squares estimates; None when no
-        pilot voxel converged or the model has as many parameters as measurements.
+        Signals, targets (scaled within ``ranges``) and each signal's least-squares estimate; None
+        when no pilot voxel converged or the model has as many parameters as measurements.
     ranges : (ndarray, ndarray)
         The output ranges: those of the training parameters.
     record : dict
@@ -89,7 +109,7 @@ def pilot_inputs(model, Y: np.ndarray, C, rng, *, n_signals: int | None = None):
     names = model.spec.names
     m, p = Y.shape[1], len(names)
     n_signals = PILOT_SIGNALS if n_signals is None else int(n_signals)
-    res = model.method("lsq").fit(model, Y, C)
+    res = model.method("lsq").fit(model, Y, C) if pilot is None else pilot
     P = np.stack([np.asarray(res.params[k], dtype=np.float64) for k in names], axis=1)
     clean = model.spec.evaluate(P, model.acq, C)
     R = Y - clean
@@ -112,8 +132,14 @@ def pilot_inputs(model, Y: np.ndarray, C, rng, *, n_signals: int | None = None):
     raw = PT.copy()
     if amp is not None:
         raw[:, amp] *= level[pick]
-    noisy = (model.spec.evaluate(raw, model.acq, CT)
-             + R[noise] * level[pick][:, None] * rng.choice([-1.0, 1.0], (n, m)))
+    clean = model.spec.evaluate(raw, model.acq, CT)
+    if model.network.noise == "rician":  # magnitude images: Rician noise of each pilot voxel's residual SD
+        sigma = np.sqrt(np.mean(np.square(R), axis=1))[noise] * level[pick]
+        noisy = add_rician_noise(clean, sigma[:, None], rng)
+        how = "Rician, of the SD of a random pilot voxel's residuals x sqrt(m/(m-p))"
+    else:
+        noisy = clean + R[noise] * level[pick][:, None] * rng.choice([-1.0, 1.0], (n, m))
+        how = "pilot residuals x sqrt(m/(m-p)), random signs"
     inputs, scale, good = voxel_inputs(model, noisy, CT)
     inputs = with_pilot(model, inputs, noisy, CT, scale)
     if amp is not None:
@@ -121,9 +147,9 @@ def pilot_inputs(model, Y: np.ndarray, C, rng, *, n_signals: int | None = None):
     rlo, rhi = PT[good].min(axis=0), PT[good].max(axis=0)
     rhi = np.where(rhi > rlo, rhi, rlo + 1e-6 * np.maximum(hi - lo, 1e-12))
     inputs.targets = np.clip((PT - rlo) / (rhi - rlo), 0.0, 1.0).astype(np.float32)
-    record = {"pilot_voxels": int(Y.shape[0]), "pilot_converged": int(ok.sum()),
-              "prior": f"pilot lsq estimates, jittered (log-normal SD {JITTER}; additive for parameters below 0)",
-              "noise": "pilot residuals x sqrt(m/(m-p)), random signs", "reads": "lsq"}
+    record = {"pilot": source, "pilot_voxels": int(Y.shape[0]), "pilot_converged": int(ok.sum()),
+              "prior": f"pilot {source} estimates, jittered (log-normal SD {JITTER}; additive for parameters below 0)",
+              "noise": how}
     return inputs.subset(np.flatnonzero(good)), (rlo, rhi), record
 
 
@@ -159,7 +185,8 @@ def train_on_pilot(model, rows, index, covariates, *, n_networks: int = 1, epoch
     Parameters
     ----------
     model : qmri.models.model.Model
-        Needs an ``lsq`` method and a torch-free ``spec.evaluate``; nothing else of it is named.
+        Needs an ``lsq`` method and a torch-free ``spec.evaluate``; its network facet names the pilot
+        estimator (:attr:`~qmri.models.network.Network.pilot`); nothing else of it is named.
     rows : callable
         ``rows(sel)`` gives the signals of voxels ``sel`` as the fit sees them, float64
         (len(sel), n_measurements) (:meth:`qmri.fitting.methods.Method.prepare`).
@@ -167,14 +194,15 @@ def train_on_pilot(model, rows, index, covariates, *, n_networks: int = 1, epoch
         The voxels being fitted.
     covariates : ndarray (n_total, n_covariates) or None
     n_networks, epochs, seed, device, progress
-        As :func:`qmri.fitting.net.training.train_networks`; ``seed`` also picks the pilot voxels
-        and draws the simulated signals.
+        As :func:`qmri.fitting.net.training.train_networks`; ``seed`` also picks the pilot voxels,
+        draws the simulated signals and trains a ``self`` pilot's network (``epochs`` too).
 
     Returns
     -------
     qmri.fitting.net.weights.Trained or None
-        Its contract's training has ``mode`` ``"pilot"``, ``reads`` ``"lsq"`` and ``lsq_for``;
-        None when no voxel can be used (every voxel of the fit then fails).
+        Its contract's training has ``mode`` ``"pilot"``, ``pilot`` (the estimator), ``lsq_for`` and,
+        with an ``lsq`` pilot, ``reads`` ``"lsq"``; None when no voxel can be used (every voxel of
+        the fit then fails).
 
     Raises
     ------
@@ -184,6 +212,7 @@ def train_on_pilot(model, rows, index, covariates, *, n_networks: int = 1, epoch
     from qmri.fitting.net.networks import architecture
     from qmri.fitting.net.training import train_networks
 
+    source = model.network.pilot
     rng = np.random.default_rng(seed)
     index = np.asarray(index)
     Y = np.ascontiguousarray(rows(index), dtype=np.float64)
@@ -194,36 +223,58 @@ def train_on_pilot(model, rows, index, covariates, *, n_networks: int = 1, epoch
         usable = np.sort(rng.choice(usable, PILOT_VOXELS, replace=False))
     if usable.size == 0:
         return None
+    Yp, Cp = Y[usable], None if C is None else C[usable]
+    res, extra = None, {}
+    if source == "self":  # a self-supervised network of every voxel estimates the pilot voxels
+        net = train_on_voxels(model, rows, index, covariates, epochs=epochs, seed=seed, device=device,
+                              progress=progress)
+        if net is None:
+            return None
+        res = net.estimate(model, Yp, Cp, device)
+        extra = {"pilot_network": {"mode": net.contract["training"]["mode"],
+                                   "voxels": net.contract["training"]["voxels"],
+                                   "epochs": net.histories[0].get("epochs_run") if net.histories else None}}
     n_check = PILOT_SIGNALS // 10
-    inputs, ranges, record = pilot_inputs(model, Y[usable], None if C is None else C[usable], rng,
-                                          n_signals=PILOT_SIGNALS + n_check)
+    inputs, ranges, record = pilot_inputs(model, Yp, Cp, rng, n_signals=PILOT_SIGNALS + n_check, pilot=res,
+                                          source=source)
     if inputs is None or inputs.n < 20:
         return None
     n_check = min(n_check, inputs.n // 10)
     held, inputs = inputs.subset(np.arange(inputs.n - n_check, inputs.n)), inputs.subset(np.arange(inputs.n - n_check))
-    record.update(signals=inputs.n, check_signals=n_check)
+    reads = source == "lsq"
+    if not reads:
+        inputs = signals_only(inputs)
+    record.update(extra, signals=inputs.n, check_signals=n_check)
+    if reads:
+        record["reads"] = "lsq"
     n_cov = 0 if inputs.covariates is None else inputs.covariates.shape[1]
-    arch = architecture(inputs.signals.shape[1], n_cov + inputs.estimates.shape[1], len(model.spec.names), 0,
-                        width=WIDTH)
-    record = {"mode": "pilot", "data": "signals simulated from a least-squares fit of the voxels being fitted",
-              **record}
+    n_est = inputs.estimates.shape[1] if reads else 0
+    arch = architecture(inputs.signals.shape[1], n_cov + n_est, len(model.spec.names), 0, width=WIDTH)
+    data = {"lsq": "a least-squares fit", "self": "a self-supervised network's fit"}[source]
+    record = {"mode": "pilot", "data": f"signals simulated from {data} of the voxels being fitted", **record}
     trained = train_networks(model, inputs, supervised=True, n_networks=n_networks, seed=seed, epochs=epochs,
                              device=device, progress=progress, record=record, ranges=ranges, arch=arch)
     trained.contract["training"]["lsq_for"] = lsq_for(trained, held, ranges, model.spec.names)
     return trained
 
 
+def signals_only(inputs: Inputs) -> Inputs:
+    """``inputs`` without the least-squares estimates (what a network that reads none is given)."""
+    return Inputs(inputs.signals, inputs.covariates, inputs.groups, inputs.acqs, inputs.channels, inputs.targets)
+
+
 def lsq_for(trained, held: Inputs, ranges, names) -> list[str]:
-    """The parameters whose least-squares estimate (read by the networks) is closer to the truth than
-    the networks' ensemble mean on the held-out simulated signals ``held`` (RMSE): for those the
-    networks give the ``lsq`` estimate itself (:meth:`~qmri.fitting.net.weights.Trained.estimate`).
+    """The parameters whose least-squares estimate is closer to the truth than the networks' ensemble
+    mean on the held-out simulated signals ``held`` (RMSE): for those the networks give the ``lsq``
+    estimate itself (:meth:`~qmri.fitting.net.weights.Trained.estimate`).
     Measured: Tofts Ktrans at SNR 20 with 2 s frames (``benchmarks/results/dce_pilot.md``).
 
     Parameters
     ----------
     trained : qmri.fitting.net.weights.Trained
     held : Inputs
-        With ``targets`` (scaled within ``ranges``) and ``estimates``.
+        With ``targets`` (scaled within ``ranges``) and ``estimates`` (read by the networks only
+        when they read estimates, :attr:`~qmri.fitting.net.weights.Trained.reads_estimates`).
     ranges : (ndarray, ndarray)
         The networks' output ranges, each (n_params,), in the parameters' units.
     names : sequence of str
@@ -237,7 +288,7 @@ def lsq_for(trained, held: Inputs, ranges, names) -> list[str]:
 
     lo, hi = ranges
     truth = held.targets * (hi - lo) + lo
-    P = predict(trained.networks, held).mean(axis=0)
+    P = predict(trained.networks, held if trained.reads_estimates else signals_only(held)).mean(axis=0)
     net = np.sqrt(np.mean(np.square(P - truth), axis=0))
     lsq = np.sqrt(np.mean(np.square(held.estimates - truth), axis=0))
     return [name for name, a, b in zip(names, net, lsq) if b < a]

@@ -196,17 +196,18 @@ class Trained:
         ``<output>_sd`` is the standard deviation over the networks of each completed output.
         Status: converged (0) for every voxel with finite normalised signals and finite estimates
         (parameters and fit quality), else failed (2, NaN). Networks trained on a pilot fit
-        (:attr:`reads_estimates`) also read each voxel's ``lsq`` estimate, fitted here first, and
-        give it for the parameters their contract's training lists in ``lsq_for``.
+        (:mod:`qmri.fitting.net.pilot`) give each voxel's ``lsq`` estimate, fitted here first, for
+        the parameters their contract's training lists in ``lsq_for``; those trained on an ``lsq``
+        pilot (:attr:`reads_estimates`) also read it.
         """
         from qmri.fitting.net.training import predict
 
         inputs, scale, good = voxel_inputs(model, Y, C)
-        if self.reads_estimates:
-            inputs = with_pilot(model, inputs, Y, C, scale)
-        P_all = predict(self.networks, inputs, device)
-        for name in self.contract["training"].get("lsq_for", []):  # where lsq was closer (pilot training)
-            P_all[:, :, model.spec.names.index(name)] = inputs.estimates[:, model.spec.names.index(name)]
+        lsq_for = self.contract["training"].get("lsq_for", [])
+        read = with_pilot(model, inputs, Y, C, scale) if self.reads_estimates or lsq_for else inputs
+        P_all = predict(self.networks, read if self.reads_estimates else inputs, device)
+        for name in lsq_for:  # where lsq was closer (pilot training)
+            P_all[:, :, model.spec.names.index(name)] = read.estimates[:, model.spec.names.index(name)]
         res = self._result(model, P_all.mean(axis=0), inputs, scale, good, quality=True)
         if self.n_networks > 1:
             members = [self._result(model, P, inputs, scale, good, quality=False) for P in P_all]

@@ -586,8 +586,11 @@ class IVIM(DiffusionModel):
         self.preset = preset
 
     demo = DiffusionDemo(parameters=("f", "D", "Dstar"), phantom={"snr": 30.0, "block": (16, 16, 4)})
-    #: The network shipped for the phantom (``tools/make_pretrained.py``).
-    network = DiffusionNetwork(pretrained={"n": 100_000, "snr": "10:60", "ensemble": 3})
+    #: The network shipped for the phantom (``tools/make_pretrained.py``); a fit without weights trains
+    #: on a pilot fit by a self-supervised network (:mod:`qmri.fitting.net.pilot`, measured against
+    #: IVIM-NET in ``benchmarks/results/dnn.md``).
+    network = DiffusionNetwork(pretrained={"n": 100_000, "snr": "10:60", "ensemble": 3}, training="pilot",
+                               pilot="self")
 
     @classmethod
     def phantom_definition(cls):
