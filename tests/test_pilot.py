@@ -164,3 +164,21 @@ def test_pilot_signals_of_magnitude_images_get_rician_noise_with_its_floor():
     mean_last = float(np.mean(inputs.signals[:, -1]))   # normalised by the b = 0 signal, ~1
     assert mean_last == pytest.approx(floor, rel=0.1), (mean_last, floor)
     assert np.all(inputs.signals[:, -1] >= 0)
+
+
+def test_pilot_inputs_fit_only_the_rows_asked_for():
+    """``estimated=k``: only the last k usable simulated signals are fitted by lsq (the held-out ones
+    of a network that reads the signal alone); their estimates are those of fitting them all."""
+    b = np.array([0, 10, 20, 50, 100, 200, 400, 600, 800, 1000.0])
+    model = IVIM(b)
+    rng = np.random.default_rng(3)
+    n = 300
+    P = {"S0": np.full(n, 1000.0), "f": rng.uniform(0.05, 0.3, n), "D": rng.uniform(0.0008, 0.002, n),
+         "Dstar": rng.uniform(0.01, 0.08, n)}
+    Y = model.signal(P) + rng.normal(0.0, 20.0, (n, b.size))
+    every, _, _ = pilot.pilot_inputs(model, Y, None, np.random.default_rng(1), n_signals=400)
+    some, _, _ = pilot.pilot_inputs(model, Y, None, np.random.default_rng(1), n_signals=400, estimated=50)
+    assert every.n == some.n and np.all(np.isfinite(every.estimates))
+    assert np.all(np.isnan(some.estimates[:-50])) and np.all(np.isfinite(some.estimates[-50:]))
+    np.testing.assert_allclose(some.estimates[-50:], every.estimates[-50:], rtol=1e-6)
+    np.testing.assert_array_equal(some.signals, every.signals)

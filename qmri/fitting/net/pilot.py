@@ -25,7 +25,8 @@ trained for its acquisition; here the prior is empirical, estimated from the vox
    the bias of D from −11 % to −6 %). For a model with an amplitude (S0) the jitter and
    the ranges apply to it relative to each voxel's normalisation, and the noise is scaled from
    its voxel's normalisation to that of the voxel whose parameters it is added to;
-4. every simulated signal is fitted by ``lsq`` too. With an ``lsq`` pilot the network reads that
+4. with an ``lsq`` pilot every simulated signal is fitted by ``lsq`` too (with a ``self`` pilot only
+   the held-out ones of step 5). With an ``lsq`` pilot the network reads that
    estimate beside the signal (:attr:`qmri.fitting.net.data.Inputs.estimates`): it learns a
    correction of the least-squares estimate towards the mean parameter given the signal; with a
    ``self`` pilot it reads the signal alone. It is a per-parameter network
@@ -78,7 +79,7 @@ def jitter(P: np.ndarray, lo: np.ndarray, hi: np.ndarray, rng) -> np.ndarray:
 
 
 def pilot_inputs(model, Y: np.ndarray, C, rng, *, n_signals: int | None = None, pilot=None,
-                 source: str = "lsq"):
+                 source: str = "lsq", estimated: int | None = None):
     """Simulated training inputs from a pilot fit of the voxels ``Y`` (see the module docstring).
 
     Parameters
@@ -95,11 +96,15 @@ def pilot_inputs(model, Y: np.ndarray, C, rng, *, n_signals: int | None = None, 
         than converged (0) or a non-finite estimate are left out.
     source : str
         The pilot estimator, as the record names it (``"lsq"`` or ``"self"``).
+    estimated : int, optional
+        How many of the last usable simulated signals get their least-squares estimate (the ones
+        the caller holds out for :func:`lsq_for`; the others' estimates are NaN). Default: all
+        (a network that reads the estimate needs them).
 
     Returns
     -------
     inputs : Inputs or None
-        Signals, targets (scaled within ``ranges``) and each signal's least-squares estimate; None
+        Signals, targets (scaled within ``ranges``) and the signals' least-squares estimates; None
         when no pilot voxel converged or the model has as many parameters as measurements.
     ranges : (ndarray, ndarray)
         The output ranges: those of the training parameters.
@@ -141,7 +146,9 @@ def pilot_inputs(model, Y: np.ndarray, C, rng, *, n_signals: int | None = None, 
         noisy = clean + R[noise] * level[pick][:, None] * rng.choice([-1.0, 1.0], (n, m))
         how = "pilot residuals x sqrt(m/(m-p)), random signs"
     inputs, scale, good = voxel_inputs(model, noisy, CT)
-    inputs = with_pilot(model, inputs, noisy, CT, scale)
+    usable = np.flatnonzero(good)
+    inputs = with_pilot(model, inputs, noisy, CT, scale,
+                        rows=None if estimated is None else usable[max(usable.size - int(estimated), 0):])
     if amp is not None:
         PT[:, amp] = raw[:, amp] / scale
     rlo, rhi = PT[good].min(axis=0), PT[good].max(axis=0)
@@ -150,10 +157,10 @@ def pilot_inputs(model, Y: np.ndarray, C, rng, *, n_signals: int | None = None, 
     record = {"pilot": source, "pilot_voxels": int(Y.shape[0]), "pilot_converged": int(ok.sum()),
               "prior": f"pilot {source} estimates, jittered (log-normal SD {JITTER}; additive for parameters below 0)",
               "noise": how}
-    return inputs.subset(np.flatnonzero(good)), (rlo, rhi), record
+    return inputs.subset(usable), (rlo, rhi), record
 
 
-def with_pilot(model, inputs: Inputs, Y, C, scale) -> Inputs:
+def with_pilot(model, inputs: Inputs, Y, C, scale, *, rows=None) -> Inputs:
     """``inputs`` as a pilot-trained network reads them: with each row's least-squares estimate
     (:func:`qmri.fitting.net.data.lsq_estimates`) and without channels.
 
@@ -167,14 +174,20 @@ def with_pilot(model, inputs: Inputs, Y, C, scale) -> Inputs:
     C : ndarray (n, n_covariates) or None
     scale : ndarray (n,)
         Their normalisation (from ``voxel_inputs``).
+    rows : ndarray of int, optional
+        The rows to fit (default all); the others' estimates are NaN.
 
     Returns
     -------
     Inputs
         The same signals, covariates, groups, acquisitions and targets; ``estimates`` (n, n_params).
     """
-    return Inputs(inputs.signals, inputs.covariates, inputs.groups, inputs.acqs, None, inputs.targets,
-                  lsq_estimates(model, Y, C, scale))
+    if rows is None:
+        E = lsq_estimates(model, Y, C, scale)
+    else:
+        E = np.full((Y.shape[0], len(model.spec.names)), np.nan, dtype=np.float32)
+        E[rows] = lsq_estimates(model, Y[rows], None if C is None else C[rows], scale[rows])
+    return Inputs(inputs.signals, inputs.covariates, inputs.groups, inputs.acqs, None, inputs.targets, E)
 
 
 def train_on_pilot(model, rows, index, covariates, *, n_networks: int = 1, epochs: int = 100, seed: int = 0,
@@ -235,13 +248,13 @@ def train_on_pilot(model, rows, index, covariates, *, n_networks: int = 1, epoch
                                    "voxels": net.contract["training"]["voxels"],
                                    "epochs": net.histories[0].get("epochs_run") if net.histories else None}}
     n_check = PILOT_SIGNALS // 10
+    reads = source == "lsq"  # a network that reads the lsq estimate needs it for every signal; else the held-out only
     inputs, ranges, record = pilot_inputs(model, Yp, Cp, rng, n_signals=PILOT_SIGNALS + n_check, pilot=res,
-                                          source=source)
+                                          source=source, estimated=None if reads else n_check)
     if inputs is None or inputs.n < 20:
         return None
     n_check = min(n_check, inputs.n // 10)
     held, inputs = inputs.subset(np.arange(inputs.n - n_check, inputs.n)), inputs.subset(np.arange(inputs.n - n_check))
-    reads = source == "lsq"
     if not reads:
         inputs = signals_only(inputs)
     record.update(extra, signals=inputs.n, check_signals=n_check)
